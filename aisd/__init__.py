@@ -1,0 +1,7 @@
+"""aisd: keeps Kontomatik multiple-access bank data fresh, unattended and within the provider's rules."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__"]

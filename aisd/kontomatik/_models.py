@@ -1,0 +1,144 @@
+"""Typed values of Kontomatik replies.
+
+Every class is a frozen, slotted dataclass: replies are values, parsed once and shared read-only
+between the pipeline, the store and the merge.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal
+
+
+class CommandState(enum.StrEnum):
+    """States of a Kontomatik command, as the ``state`` attribute spells them."""
+
+    SETUP = "setup"
+    IN_PROGRESS = "in_progress"
+    SUCCESSFUL = "successful"
+    ERROR = "error"
+    FATAL = "fatal"
+
+    @property
+    def is_final(self) -> bool:
+        """Whether polling must stop."""
+        return self in (CommandState.SUCCESSFUL, CommandState.ERROR, CommandState.FATAL)
+
+
+@dataclass(frozen=True, slots=True)
+class Owner:
+    """A person who owns or co-owns the imported accounts."""
+
+    name: str
+    kind: str | None = None  # OWNER, CO_OWNER, ... (bank-dependent)
+    address: str | None = None
+    # Optional fields some banks add (pesel, email, phone, ...), verbatim, in reply order.
+    extra: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class MoneyTransaction:
+    """One ``moneyTransaction``. Kontomatik gives no id: identity is the merge's job."""
+
+    transaction_on: date
+    booked_on: date | None
+    amount: Decimal  # currencyAmount, in the account's currency
+    balance: Decimal | None  # currencyBalance after the transaction
+    title: str
+    party: str | None = None
+    party_iban: str | None = None
+    kind: str | None = None  # the bank's free text
+    status: str | None = None  # DONE; pending spellings vary by bank
+    labels: tuple[str, ...] = ()
+    # Bank-specific optional fields (variableSymbol, constantSymbol, ...), verbatim.
+    extra: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    """One bank account with its transactions, newest first as Kontomatik sends them."""
+
+    iban: str
+    name: str | None
+    currency_name: str
+    balance: Decimal | None  # currencyBalance
+    funds_available: Decimal | None  # currencyFundsAvailable
+    friendly_name: str | None = None
+    active_since_at_least: date | None = None
+    direct_debit: bool | None = None
+    partial_due_to_timeout: bool = False
+    owners: tuple[Owner, ...] = ()
+    transactions: tuple[MoneyTransaction, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class CreditCard:
+    """A credit card and its transactions (present only for some banks)."""
+
+    name: str | None
+    number: str | None
+    currency_name: str | None
+    balance: Decimal | None
+    available_limit: Decimal | None = None
+    credit_limit: Decimal | None = None
+    transactions: tuple[MoneyTransaction, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ImportResult:
+    """The ``<result>`` of a successful Default Import."""
+
+    owners: tuple[Owner, ...] = ()
+    accounts: tuple[Account, ...] = ()
+    credit_cards: tuple[CreditCard, ...] = ()
+
+    @property
+    def transaction_count(self) -> int:
+        """Money transactions over all accounts (credit cards excluded)."""
+        return sum(len(a.transactions) for a in self.accounts)
+
+
+@dataclass(frozen=True, slots=True)
+class CommandFailure:
+    """Why a command ended in ``error`` or ``fatal``: Kontomatik's exception, verbatim."""
+
+    name: str
+    message: str
+    friendly_message: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """A command as Default Import and Get Import Result describe it."""
+
+    id: str
+    state: CommandState
+    name: str | None = None
+    target: str | None = None
+    progress: int | None = None
+    owner_external_id: str | None = None  # echoed on the reply's root element
+    result: ImportResult | None = None
+    failure: CommandFailure | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """A Kontomatik session: what the widget hands over, or what Reuse Multiple Access returns.
+
+    The signature is a secret: it never appears in ``repr``.
+    """
+
+    session_id: str
+    signature: str = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyMeta:
+    """Attributes of a reply's root element."""
+
+    status: str
+    user: str | None = None
+    owner_external_id: str | None = None
+    response_timestamp: datetime | None = None

@@ -1,0 +1,211 @@
+"""The storage interface: every byte of durable state goes through it.
+
+The pipeline, planner and socket talk to a :class:`Store`; the SQLite backend implements it with
+SQL kept in ``.sql`` files (a PostgreSQL backend will follow behind the same interface). Every
+method that changes state does so in one transaction, together with the events it reports, so a
+crash between two calls never leaves half a change behind. Callers pass ``now`` explicitly: the
+store never reads the clock, which keeps virtual-clock simulations and tests exact.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import date, datetime
+from typing import Protocol
+
+from aisd.kontomatik._models import CommandFailure, ImportResult, Session
+from aisd.store._records import (
+    AccessKind,
+    ConsentIn,
+    EventRecord,
+    ImportJob,
+    ImportKind,
+    ImportRecord,
+    ImportState,
+    MergeStats,
+    NewEvent,
+    StoredTransaction,
+    SubmitOutcome,
+    TokenState,
+)
+
+
+class Store(Protocol):
+    """Durable state of the daemon. All methods are safe to call concurrently from many tasks;
+    writes are serialised by the backend."""
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def close(self) -> None:
+        """Close the connection(s); pending writes are committed or rolled back first."""
+
+    async def ping(self) -> None:
+        """Prove the database answers (a trivial read); raises if it does not."""
+
+    # -- intake --------------------------------------------------------------------------------
+
+    async def submit_consent(
+        self, consent: ConsentIn, *, now: datetime, since: date, expires_at: datetime
+    ) -> SubmitOutcome:
+        """Store a consent and queue its first import, idempotently per ``session_id``.
+
+        One transaction: the owner (created if new), the consent, its session, its token when
+        ``multiple_access_id`` is given (state ``active``, ``expires_at``), an ``initial`` import
+        in state ``queued`` with ``since``, and the event ``consent.received``. A repeat with a
+        ``session_id`` already stored returns the stored ids with ``created=False`` and changes
+        nothing.
+        """
+        ...
+
+    # -- the import pipeline -------------------------------------------------------------------
+
+    async def queue_refresh(self, token_id: str, *, now: datetime, since: date) -> str:
+        """Queue a ``refresh`` import for an active token; returns its import id."""
+        ...
+
+    async def next_queued(self, *, now: datetime, limit: int) -> list[ImportJob]:
+        """Queued imports whose ``not_before`` has passed: ``initial`` before ``refresh``,
+        then oldest ``created_at`` first. Refresh jobs carry the token's ``multiple_access_id``."""
+        ...
+
+    async def in_flight(self) -> list[ImportJob]:
+        """Imports in phases ``reusing``, ``ready``, ``starting`` or ``polling``: what a restart
+        must resume (and what counts against the running-commands budget)."""
+        ...
+
+    async def record_access(
+        self,
+        kind: AccessKind,
+        *,
+        now: datetime,
+        token_id: str | None,
+        import_id: str | None,
+        session_id: str | None = None,
+    ) -> int:
+        """Write an access-ledger row *before* the call is sent (durably committed when this
+        returns); returns its id. For ``default_import`` it also moves the import to phase
+        ``starting``, increments ``default_import_attempts`` and, on the first one, sets its
+        state ``running`` with ``started_at`` and emits ``import.started``. For ``reuse`` it moves
+        the import to phase ``reusing`` (state ``running``, ``started_at``)."""
+        ...
+
+    async def record_access_outcome(
+        self, access_id: int, *, outcome: str, error_name: str | None = None
+    ) -> None:
+        """Set a ledger row's outcome (``ok``, ``error``, ``not_sent``). A ``not_sent`` access
+        provably never left the process and does not count against any quota."""
+        ...
+
+    async def record_session(self, import_id: str, session: Session, *, now: datetime) -> None:
+        """Attach the session a Reuse Multiple Access returned; the import moves to ``ready``."""
+        ...
+
+    async def record_command(
+        self, import_id: str, command_id: str, *, now: datetime, next_poll_at: datetime
+    ) -> None:
+        """A Default Import was accepted: keep its command id; the import moves to ``polling``."""
+        ...
+
+    async def record_poll(self, import_id: str, *, now: datetime, next_poll_at: datetime) -> None:
+        """One Get Import Result was answered with a non-final state."""
+        ...
+
+    async def defer(
+        self, import_id: str, *, not_before: datetime, attempts: int, phase: str | None = None
+    ) -> None:
+        """Retry later: nothing runs for this import before ``not_before``. ``phase``, when
+        given, moves it (e.g. back to ``queued`` after a lost Reuse reply)."""
+        ...
+
+    async def finish_success(
+        self,
+        import_id: str,
+        result: ImportResult,
+        *,
+        now: datetime,
+        raw_reply: bytes | None,
+        coverage_start: date,
+    ) -> MergeStats:
+        """In one transaction: owners' and accounts' latest details, the merge of the result's
+        transactions into the merged view (``coverage_start`` is where this import's truth
+        begins), the compressed raw reply, the import's end (``successful``), the token's last
+        import time and its accounts, and the event ``import.succeeded``."""
+        ...
+
+    async def finish_failure(
+        self, import_id: str, failure: CommandFailure, *, now: datetime
+    ) -> None:
+        """End an import as ``failed`` with the exception kept verbatim; event ``import.failed``."""
+        ...
+
+    # -- reads for the socket ------------------------------------------------------------------
+
+    async def get_import(self, import_id: str) -> ImportRecord | None:
+        """One import, or None."""
+        ...
+
+    async def list_imports(
+        self,
+        *,
+        owner_external_id: str | None = None,
+        token_id: str | None = None,
+        state: ImportState | None = None,
+        kind: ImportKind | None = None,
+        limit: int = 100,
+    ) -> list[ImportRecord]:
+        """Imports newest first, filtered."""
+        ...
+
+    async def owner_exists(self, owner_external_id: str) -> bool:
+        """Whether any consent of this owner is stored."""
+        ...
+
+    async def owner_details(self, owner_external_id: str) -> list[dict[str, str | None]]:
+        """The owners list of the newest successful import (name, kind, address)."""
+        ...
+
+    async def accounts(self, owner_external_id: str) -> list[dict[str, object]]:
+        """The owner's accounts with their latest details (iban, name, currencyName,
+        currencyBalance, currencyFundsAvailable, updatedAt)."""
+        ...
+
+    async def transactions(self, owner_external_id: str, iban: str) -> list[StoredTransaction]:
+        """The merged transactions of one account, newest first."""
+        ...
+
+    async def append_events(self, events: Sequence[NewEvent], *, now: datetime) -> list[int]:
+        """Append events to the feed (one transaction); returns their ids."""
+        ...
+
+    async def list_events(self, *, after: int, limit: int) -> list[EventRecord]:
+        """Events with ``id > after``, ascending."""
+        ...
+
+    async def counts(self) -> dict[str, dict[str, int]]:
+        """``{"tokens": {state: n}, "imports": {state: n}}`` for ``daemon.status``."""
+        ...
+
+    async def token_state(self, token_id: str) -> TokenState | None:
+        """A token's state, or None when unknown."""
+        ...
+
+    # -- raw replies and replay ----------------------------------------------------------------
+
+    async def raw_replies(self) -> list[tuple[str, date, bytes]]:
+        """``(import_id, coverage_start, compressed_reply)`` of every kept reply, oldest first."""
+        ...
+
+    async def reset_merged_data(self) -> None:
+        """Drop the merged transactions (replay rebuilds them from raw replies)."""
+        ...
+
+    async def replay_result(
+        self, import_id: str, result: ImportResult, *, coverage_start: date
+    ) -> MergeStats:
+        """Merge a re-parsed raw reply into the merged view as ``finish_success`` did, without
+        touching the import row, the token or the event feed."""
+        ...
+
+    async def purge_raw_replies(self, *, older_than: datetime) -> int:
+        """Delete raw replies of imports finished before ``older_than``; returns how many."""
+        ...

@@ -1,0 +1,194 @@
+"""Values that cross the storage interface.
+
+Times are timezone-aware UTC ``datetime`` values on this side of the interface; how a backend
+stores them is its own business. Secrets (session signatures, ``multipleAccessId`` values) are
+excluded from ``repr`` so that a record can never leak one into a log or a traceback.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+from aisd.kontomatik._models import Session
+
+
+class ImportKind(enum.StrEnum):
+    """Why an import runs: a consent's first (a person waits) or an unattended refresh."""
+
+    INITIAL = "initial"
+    REFRESH = "refresh"
+
+
+class ImportState(enum.StrEnum):
+    """The import states of the CONTRACT."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCESSFUL = "successful"
+    FAILED = "failed"
+
+
+class ImportPhase(enum.StrEnum):
+    """Where an import stands in the pipeline; what a restart resumes from.
+
+    queued -> (refresh only) reusing -> ready -> starting -> polling -> done.
+    ``reusing``: a Reuse Multiple Access was recorded as sent, no session known yet.
+    ``ready``: a session is known, no Default Import sent on it yet.
+    ``starting``: a Default Import was recorded as sent, no command id known yet.
+    ``polling``: a command id is known; Get Import Result until a final state.
+    """
+
+    QUEUED = "queued"
+    REUSING = "reusing"
+    READY = "ready"
+    STARTING = "starting"
+    POLLING = "polling"
+    DONE = "done"
+
+
+class TokenState(enum.StrEnum):
+    """Token states of the CONTRACT. Anything but ``active`` is final."""
+
+    ACTIVE = "active"
+    REAUTH_REQUIRED = "reauth_required"
+    REVOKED = "revoked"
+    EXPIRED = "expired"
+
+
+class AccessKind(enum.StrEnum):
+    """Upstream calls recorded in the access ledger before they are sent."""
+
+    REUSE = "reuse"
+    DEFAULT_IMPORT = "default_import"
+    REVOKE = "revoke"
+
+
+@dataclass(frozen=True, slots=True)
+class ConsentIn:
+    """A consent as ``consent.submit`` receives it (already validated)."""
+
+    owner_external_id: str
+    session_id: str
+    session_signature: str = field(repr=False)
+    multiple_access_id: str | None = field(default=None, repr=False)
+    target: str | None = None
+    refresh_until: date | None = None
+    max_imports: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitOutcome:
+    """What ``submit_consent`` did. ``created`` is False for an idempotent repeat."""
+
+    import_id: str
+    token_id: str | None
+    created: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ImportJob:
+    """What the pipeline needs to drive one import to its end."""
+
+    import_id: str
+    kind: ImportKind
+    phase: ImportPhase
+    owner_external_id: str
+    token_id: str | None
+    since: date
+    created_at: datetime
+    session: Session | None = None
+    command_id: str | None = None
+    polls: int = 0
+    default_import_attempts: int = 0
+    attempts: int = 0  # retry-later attempts so far (drives back-off)
+    not_before: datetime | None = None  # earliest time the next step may run
+    started_at: datetime | None = None
+    last_poll_at: datetime | None = None
+    # The token's secret, present only for refresh imports that still need a session.
+    multiple_access_id: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class ImportError_:
+    """Kontomatik's exception on a failed import (name verbatim)."""
+
+    name: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class ImportRecord:
+    """An import as ``import.get`` shows it."""
+
+    import_id: str
+    owner_external_id: str
+    token_id: str | None
+    kind: ImportKind
+    state: ImportState
+    command_id: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    polls: int
+    accounts: int | None
+    transactions: int | None
+    error: ImportError_ | None
+    since: date
+
+
+@dataclass(frozen=True, slots=True)
+class EventRecord:
+    """One row of the durable event feed; ``id`` ascends without gaps."""
+
+    id: int
+    at: datetime
+    type: str
+    owner_external_id: str | None
+    token_id: str | None
+    import_id: str | None
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    """An event to append inside the same transaction as the change it reports."""
+
+    type: str
+    owner_external_id: str | None = None
+    token_id: str | None = None
+    import_id: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredTransaction:
+    """A transaction of the merged view, with its stable local id."""
+
+    id: int
+    account_iban: str
+    transaction_on: date
+    booked_on: date | None
+    amount: Decimal
+    balance: Decimal | None
+    title: str
+    party: str | None
+    party_iban: str | None
+    kind: str | None
+    status: str | None
+    labels: tuple[str, ...]
+    currency_name: str
+
+
+@dataclass(frozen=True, slots=True)
+class MergeStats:
+    """What one successful import changed in the merged view."""
+
+    accounts: int
+    transactions: int  # transactions in the reply
+    added: int
+    modified: int
+    removed: int

@@ -1,0 +1,463 @@
+"""The refresh planner: when a token's next unattended refresh may run, and why.
+
+Pure functions over rows the daemon loads: no I/O, no clock reads (``now`` is a parameter).
+
+The rules, from the provider and the CONTRACT:
+
+- **Quota.** Every Reuse Multiple Access sent counts against every bank account the token
+  reaches, in any rolling window (24 h), whatever its outcome; at most ``refreshes_per_day`` per
+  account. Accounts are shared by every token that reaches them. A token whose accounts are not
+  known yet reaches a pseudo-account of its own (:func:`pseudo_account`). A consent's first
+  import is not a Reuse and so never appears in the ledger. An access keeps counting for
+  ``window + guard``: the ledger row is written before the call is sent, so the provider
+  records it a little later than we do, and the guard absorbs that difference.
+- **Spread.** Refreshes follow a grid of ``interval = window / refreshes_per_day``, shifted by
+  a per-token phase hashed from the token id (stable across restarts), plus a per-slot jitter
+  below ``Rules.jitter``, also hashed, so re-planning at every tick yields the same time. The
+  next slot is the first one at least half an interval after the last refresh (or the consent).
+- **Failures** back off exponentially from ``backoff_base``, capped at the interval, inside the
+  same quota. ``MultipleAccessLimitExceeded`` defers to ``upstream_deferred_until``.
+- **End.** Nothing at or after ``expires_at`` (or ``refresh_until``); a last refresh
+  ``final_margin`` (minus a hashed jitter) before that end keeps the freshest data. A scheduled
+  slot that would leave the final's window full is skipped in favour of the final.
+- **Clock.** ``now`` is taken as ``max(now, newest ledger time, last refresh)``: a clock that
+  steps back never buys an access. Record ledger rows at :func:`effective_now` for the same
+  reason.
+
+A tick should call :func:`pick_due` with the tokens that are due: it re-plans each against a
+working ledger that already holds the accesses picked before it, so two tokens sharing an
+account are never both let through on the same room.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+__all__ = [
+    "Access",
+    "Plan",
+    "Reason",
+    "Rules",
+    "TokenPlanInput",
+    "Usage",
+    "backoff_delay",
+    "effective_now",
+    "ledger_horizon",
+    "may_refresh_now",
+    "phase",
+    "pick_due",
+    "plan",
+    "pseudo_account",
+    "reach",
+    "window_usage",
+]
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICRO = timedelta(microseconds=1)
+
+
+@dataclass(frozen=True, slots=True)
+class Rules:
+    """The planner's tunables.
+
+    Attributes:
+        refreshes_per_day: accesses allowed per bank account in any rolling ``window`` (1..4).
+        window: the provider's rolling window.
+        final_margin: how long before the end the final harvest is planned.
+        backoff_base: the first back-off after a failed refresh; doubles with each failure.
+        jitter: bound of the hashed per-slot jitter (at most a quarter interval, below
+            ``final_margin`` unless that is zero).
+        guard: extra time an access keeps counting, for the provider's later timestamp.
+    """
+
+    refreshes_per_day: int = 4
+    window: timedelta = timedelta(hours=24)
+    final_margin: timedelta = timedelta(hours=1)
+    backoff_base: timedelta = timedelta(minutes=5)
+    jitter: timedelta = timedelta(minutes=10)
+    guard: timedelta = timedelta(minutes=2)
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.refreshes_per_day <= 4:
+            raise ValueError("refreshes_per_day must be within 1..4")
+        if self.window <= timedelta(0):
+            raise ValueError("window must be positive")
+        if self.backoff_base <= timedelta(0):
+            raise ValueError("backoff_base must be positive")
+        if self.final_margin < timedelta(0) or self.guard < timedelta(0):
+            raise ValueError("final_margin and guard must not be negative")
+        if not timedelta(0) <= self.jitter <= self.interval / 4:
+            raise ValueError("jitter must be within 0..interval/4")
+
+    @property
+    def interval(self) -> timedelta:
+        """The spacing of a token's scheduled refreshes."""
+        return self.window / self.refreshes_per_day
+
+    @property
+    def span(self) -> timedelta:
+        """How long one access counts against an account."""
+        return self.window + self.guard
+
+
+@dataclass(frozen=True, slots=True)
+class Access:
+    """One Reuse Multiple Access of the ledger (rows proven ``not_sent`` excluded)."""
+
+    token_id: str
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class TokenPlanInput:
+    """What the planner needs to know about one active token.
+
+    Attributes:
+        token_id: the opaque token id (never the ``multipleAccessId``).
+        created_at: the consent time.
+        expires_at: the token's end; nothing is sent at or after it.
+        accounts: IBANs the token reaches, from its imports; empty while unknown.
+        last_refresh_at: when the last Reuse was sent for it (whatever its outcome).
+        failures: consecutive failed refreshes since the last success.
+        upstream_deferred_until: set after ``MultipleAccessLimitExceeded``.
+        refresh_until: an optional earlier end chosen at consent.
+    """
+
+    token_id: str
+    created_at: datetime
+    expires_at: datetime
+    accounts: frozenset[str] = frozenset()
+    last_refresh_at: datetime | None = None
+    failures: int = 0
+    upstream_deferred_until: datetime | None = None
+    refresh_until: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """One account's rolling window as of now.
+
+    Attributes:
+        account: the IBAN (or pseudo-account).
+        used: accesses counted now.
+        limit: accesses allowed.
+        next_free_at: when room for one more access appears if the window is full; otherwise
+            when the oldest counted access leaves it. None when nothing counts.
+    """
+
+    account: str
+    used: int
+    limit: int
+    next_free_at: datetime | None
+
+    @property
+    def full(self) -> bool:
+        """Whether no access fits now."""
+        return self.used >= self.limit
+
+
+class Reason(enum.StrEnum):
+    """Why a plan's time is what it is (or why there is none)."""
+
+    SCHEDULED = "scheduled"
+    QUOTA = "quota"
+    BACKOFF = "backoff"
+    UPSTREAM_LIMIT = "upstream_limit"
+    FINAL = "final"
+    EXPIRED = "expired"
+    ENDED = "ended"
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """The next refresh of a token: ``at`` (never before now) or None, why, and the windows."""
+
+    at: datetime | None
+    reason: Reason
+    usage: tuple[Usage, ...]
+
+
+def pseudo_account(token_id: str) -> str:
+    """The account standing for a token whose accounts are not known yet (IBANs have no ':')."""
+    return f"token:{token_id}"
+
+
+def reach(token_id: str, accounts: frozenset[str]) -> frozenset[str]:
+    """The accounts a token's accesses count against."""
+    return accounts or frozenset({pseudo_account(token_id)})
+
+
+def effective_now(now: datetime, ledger: Sequence[Access]) -> datetime:
+    """``now``, never earlier than the newest ledger row (a clock stepping back buys nothing)."""
+    return max([now, *(access.at for access in ledger)])
+
+
+def ledger_horizon(now: datetime, rules: Rules) -> datetime:
+    """The oldest access time a caller must load for the ledger it passes the planner."""
+    return now - rules.span
+
+
+def backoff_delay(failures: int, rules: Rules) -> timedelta:
+    """The wait after ``failures`` consecutive failures (at least 1): doubling, capped."""
+    doublings = min(max(failures, 1) - 1, 32)  # beyond 32 the cap binds for any sane base
+    return min(rules.backoff_base * (1 << doublings), rules.interval)
+
+
+def _hash(*parts: str) -> int:
+    digest = hashlib.blake2b(":".join(parts).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big")
+
+
+def _fraction_of(span: timedelta, *parts: str) -> timedelta:
+    micros = span // _MICRO
+    return timedelta(microseconds=_hash(*parts) % micros) if micros > 0 else timedelta(0)
+
+
+def phase(token_id: str, rules: Rules) -> timedelta:
+    """The token's offset on the refresh grid, within one interval; stable for a token id."""
+    return _fraction_of(rules.interval, "phase", token_id)
+
+
+def _slot(token_id: str, k: int, rules: Rules) -> datetime:
+    start = _EPOCH + phase(token_id, rules) + rules.interval * k
+    return start + _fraction_of(rules.jitter, "jitter", token_id, str(k))
+
+
+def _next_slot(token_id: str, not_before: datetime, rules: Rules) -> datetime:
+    k = (not_before - _EPOCH - phase(token_id, rules)) // rules.interval
+    slot = _slot(token_id, k, rules)
+    # Slot k starts at or before not_before; its jitter may still carry it past.
+    return slot if slot >= not_before else _slot(token_id, k + 1, rules)
+
+
+def _end(token: TokenPlanInput) -> tuple[datetime, Reason]:
+    if token.refresh_until is not None and token.refresh_until < token.expires_at:
+        return token.refresh_until, Reason.ENDED
+    return token.expires_at, Reason.EXPIRED
+
+
+def _account_times(
+    ledger: Sequence[Access],
+    accounts_of: Mapping[str, frozenset[str]],
+    accounts: frozenset[str],
+    since: datetime,
+) -> dict[str, list[datetime]]:
+    times: dict[str, list[datetime]] = {account: [] for account in accounts}
+    for access in ledger:
+        if access.at <= since:
+            continue
+        reached = reach(access.token_id, accounts_of.get(access.token_id, frozenset()))
+        for account in reached & accounts:
+            times[account].append(access.at)
+    for values in times.values():
+        values.sort()
+    return times
+
+
+def _usage(account: str, counted: list[datetime], rules: Rules) -> Usage:
+    used = len(counted)
+    limit = rules.refreshes_per_day
+    if not counted:
+        return Usage(account, 0, limit, None)
+    return Usage(account, used, limit, counted[max(0, used - limit)] + rules.span)
+
+
+def _usages(
+    accounts: frozenset[str],
+    ledger: Sequence[Access],
+    accounts_of: Mapping[str, frozenset[str]],
+    now: datetime,
+    rules: Rules,
+) -> tuple[Usage, ...]:
+    times = _account_times(ledger, accounts_of, accounts, now - rules.span)
+    return tuple(_usage(account, times[account], rules) for account in sorted(accounts))
+
+
+def _room_at(usages: tuple[Usage, ...]) -> datetime | None:
+    """When every full window has room again (no new accesses assumed); None if none is full."""
+    frees = [u.next_free_at for u in usages if u.full and u.next_free_at is not None]
+    return max(frees, default=None)
+
+
+def window_usage(
+    ledger: Sequence[Access],
+    accounts_of: Mapping[str, frozenset[str]],
+    account: str,
+    now: datetime,
+    rules: Rules,
+) -> Usage:
+    """One account's rolling window at ``now``.
+
+    Args:
+        ledger: reuse accesses since :func:`ledger_horizon` of the tokens reaching ``account``.
+        accounts_of: those tokens' accounts (a token missing or with none: its pseudo-account).
+        account: an IBAN or a :func:`pseudo_account`.
+        now: the current time (see :func:`effective_now`).
+        rules: the planner's tunables.
+
+    Returns:
+        Accesses counted, the limit and when the next one frees.
+    """
+    now = effective_now(now, ledger)
+    (usage,) = _usages(frozenset({account}), ledger, accounts_of, now, rules)
+    return usage
+
+
+def _with_self(
+    token: TokenPlanInput, accounts_of: Mapping[str, frozenset[str]]
+) -> tuple[frozenset[str], dict[str, frozenset[str]]]:
+    mapping = dict(accounts_of)
+    mapping[token.token_id] = token.accounts
+    return reach(token.token_id, token.accounts), mapping
+
+
+def _now(token: TokenPlanInput, ledger: Sequence[Access], now: datetime) -> datetime:
+    now = effective_now(now, ledger)
+    return now if token.last_refresh_at is None else max(now, token.last_refresh_at)
+
+
+def plan(
+    token: TokenPlanInput,
+    ledger: Sequence[Access],
+    accounts_of: Mapping[str, frozenset[str]],
+    rules: Rules,
+    now: datetime,
+) -> Plan:
+    """The token's next unattended refresh.
+
+    Args:
+        token: the token to plan.
+        ledger: reuse accesses since :func:`ledger_horizon` of every token sharing an account
+            with this one (this one included).
+        accounts_of: those tokens' accounts; this token's own come from ``token.accounts``.
+        rules: the planner's tunables.
+        now: the current time.
+
+    Returns:
+        When to refresh (never before the effective now; due when ``at <= now``) and why, or
+        ``at=None`` with ``expired``/``ended`` when no refresh is left; plus every window the
+        token's accesses count against.
+    """
+    accounts, mapping = _with_self(token, accounts_of)
+    now = _now(token, ledger, now)
+    times = _account_times(ledger, mapping, accounts, now - rules.span)
+    usages = tuple(_usage(account, times[account], rules) for account in sorted(accounts))
+    end, end_reason = _end(token)
+    if now >= end:
+        return Plan(None, end_reason, usages)
+    base = token.last_refresh_at or token.created_at
+    final_at = end - rules.final_margin - _fraction_of(rules.jitter, "final", token.token_id)
+    if token.failures > 0:
+        at, reason = base + backoff_delay(token.failures, rules), Reason.BACKOFF
+    elif base >= final_at:
+        return Plan(None, end_reason, usages)  # the final harvest is done
+    else:
+        half = rules.interval / 2
+        slot = _next_slot(token.token_id, base + half, rules)
+        if slot < final_at - half and not _blocks_final(slot, final_at, times, rules):
+            at, reason = slot, Reason.SCHEDULED
+        else:
+            at, reason = final_at, Reason.FINAL
+    deferred = token.upstream_deferred_until
+    if deferred is not None and deferred > at:
+        at, reason = deferred, Reason.UPSTREAM_LIMIT
+    room = _room_at(usages)
+    if room is not None and room > at:
+        at, reason = room, Reason.QUOTA
+    at = max(at, now)
+    if at >= end:
+        return Plan(None, end_reason, usages)
+    return Plan(at, reason, usages)
+
+
+def _blocks_final(
+    slot: datetime, final_at: datetime, times: Mapping[str, list[datetime]], rules: Rules
+) -> bool:
+    """Whether a refresh at ``slot`` would leave some window full at the final harvest.
+
+    The final replaces such slots: the freshest data at the end is worth more than one more
+    refresh a few hours before it.
+    """
+    if slot <= final_at - rules.span:
+        return False
+    since = final_at - rules.span
+    return any(
+        sum(1 for at in counted if at > since) + 1 >= rules.refreshes_per_day
+        for counted in times.values()
+    )
+
+
+def may_refresh_now(
+    token: TokenPlanInput,
+    ledger: Sequence[Access],
+    accounts_of: Mapping[str, frozenset[str]],
+    rules: Rules,
+    now: datetime,
+) -> tuple[bool, datetime | None]:
+    """Whether an on-demand refresh may be sent now.
+
+    Allowed iff the token has not ended, no upstream deferral is pending and every account's
+    window has room now. The schedule and back-off do not apply: a person asked.
+
+    Returns:
+        ``(True, None)`` when allowed; ``(False, t)`` with the next possible time; ``(False,
+        None)`` when no refresh is possible before the token ends.
+    """
+    accounts, mapping = _with_self(token, accounts_of)
+    now = _now(token, ledger, now)
+    end, _ = _end(token)
+    at = max(now, _room_at(_usages(accounts, ledger, mapping, now, rules)) or now)
+    if token.upstream_deferred_until is not None:
+        at = max(at, token.upstream_deferred_until)
+    if at >= end:
+        return False, None
+    if at <= now:
+        return True, None
+    return False, at
+
+
+def pick_due(
+    tokens: Sequence[TokenPlanInput],
+    ledger: Sequence[Access],
+    accounts_of: Mapping[str, frozenset[str]],
+    rules: Rules,
+    now: datetime,
+) -> list[Access]:
+    """The refreshes to send now, each re-planned after those picked before it.
+
+    Tokens are taken in order of their planned time (then id); each due one adds an access at
+    the effective now to a working ledger, so shared accounts are never over-committed within
+    one tick. Cost: tokens x ledger, so pass only tokens whose stored next time has come.
+
+    Args:
+        tokens: candidate tokens.
+        ledger: reuse accesses since :func:`ledger_horizon` of every token sharing an account
+            with a candidate.
+        accounts_of: those tokens' accounts (candidates' own come from their input).
+        rules: the planner's tunables.
+        now: the current time.
+
+    Returns:
+        One access per token to refresh now, at the time to record in the ledger.
+    """
+    mapping = dict(accounts_of)
+    mapping.update({token.token_id: token.accounts for token in tokens})
+    working = list(ledger)
+    now = effective_now(now, ledger)
+    far = datetime.max.replace(tzinfo=UTC)
+
+    def order(token: TokenPlanInput) -> tuple[datetime, str]:
+        return (plan(token, working, mapping, rules, now).at or far, token.token_id)
+
+    picked: list[Access] = []
+    for token in sorted(tokens, key=order):
+        due = plan(token, working, mapping, rules, now).at
+        if due is not None and due <= now:
+            access = Access(token.token_id, now)
+            working.append(access)
+            picked.append(access)
+    return picked

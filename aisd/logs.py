@@ -1,0 +1,197 @@
+"""Structured logging: one JSON object per line (or console text for people), never a secret.
+
+Both structlog loggers and stdlib loggers (httpx, apscheduler, aiosqlite, uvicorn) go through one
+stdlib handler whose :class:`structlog.stdlib.ProcessorFormatter` renders them alike. Just before
+rendering, :func:`redact` removes secrets: values under secret-looking keys at any depth,
+:class:`~pydantic.SecretStr` values, and every registered secret string wherever it appears
+(messages, exception texts, nested values). Under systemd (``JOURNAL_STREAM`` set) each line is
+prefixed with its syslog priority (``<6>``) so journald keeps the level.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Iterable, Mapping
+from typing import Any, TextIO
+
+import structlog
+from pydantic import SecretStr
+from structlog.tracebacks import ExceptionDictTransformer
+from structlog.typing import EventDict, Processor, WrappedLogger
+
+from aisd.settings import LogFormat, LogLevel, Settings
+
+__all__ = ["REDACTED", "configure_logging", "get_logger", "redact", "register_secret"]
+
+REDACTED = "[REDACTED]"
+
+# Normalised (lower case, no '-' or '_') key names whose values are secrets. ``tokenid`` is
+# deliberately absent: it is aisd's opaque local id and must stay visible.
+_SECRET_KEYS = frozenset({"authorization", "proxyauthorization", "cookie", "setcookie"})
+_SECRET_KEY_PARTS = ("apikey", "signature", "password", "secret", "multipleaccessid")
+
+# A registered secret shorter than this would shred ordinary text if replaced everywhere.
+_MIN_SECRET_LENGTH = 4
+
+_secrets: set[str] = set()
+
+_NOISY_LOGGERS = ("httpx", "httpcore")
+_THIRD_PARTY_LOGGERS = ("apscheduler", "aiosqlite", "uvicorn", "uvicorn.error", "uvicorn.access")
+
+_SYSLOG_PRIORITY = {"critical": 2, "error": 3, "warning": 4, "info": 6, "debug": 7}
+
+
+def register_secret(value: str | SecretStr | None) -> None:
+    """Have every later log line replace ``value`` wherever it appears.
+
+    Args:
+        value: A secret learned at run time (a session signature, a ``multipleAccessId``).
+            ``None`` and values shorter than four characters are ignored.
+    """
+    if isinstance(value, SecretStr):
+        value = value.get_secret_value()
+    if value is not None and len(value) >= _MIN_SECRET_LENGTH:
+        _secrets.add(value)
+
+
+def _is_secret_key(key: object) -> bool:
+    if not isinstance(key, str):
+        return False
+    norm = key.lower().replace("-", "").replace("_", "")
+    return norm in _SECRET_KEYS or any(part in norm for part in _SECRET_KEY_PARTS)
+
+
+def _scrub(value: Any) -> Any:
+    if isinstance(value, str):
+        # Longest first, so a secret containing another is removed whole.
+        for secret in sorted(_secrets, key=len, reverse=True):
+            if secret in value:
+                value = value.replace(secret, REDACTED)
+        return value
+    if isinstance(value, SecretStr):
+        return REDACTED
+    if isinstance(value, Mapping):
+        return {_scrub(k): REDACTED if _is_secret_key(k) else _scrub(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_scrub(v) for v in value]
+    if isinstance(value, BaseException):
+        return _scrub(f"{type(value).__name__}: {value}")
+    return value
+
+
+def redact(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
+    """structlog processor: remove secrets from the event at any depth.
+
+    Returns:
+        A copy of ``event_dict`` in which secret-keyed values, ``SecretStr`` values and
+        registered secret strings are replaced by ``[REDACTED]``.
+    """
+    scrubbed: EventDict = _scrub(event_dict)
+    return scrubbed
+
+
+class _Renderer:
+    """The final renderer, adding journald's ``<N>`` priority prefix under systemd."""
+
+    def __init__(self, inner: Processor, *, journal: bool) -> None:
+        self._inner = inner
+        self._journal = journal
+
+    def __call__(self, logger: WrappedLogger, method_name: str, event_dict: EventDict) -> str:
+        level = str(event_dict.get("level", method_name))
+        line = self._inner(logger, method_name, event_dict)
+        assert isinstance(line, str)
+        if not self._journal:
+            return line
+        return f"<{_SYSLOG_PRIORITY.get(level, 6)}>{line}"
+
+
+def configure_logging(
+    settings: Settings | None = None,
+    *,
+    log_format: LogFormat | None = None,
+    log_level: LogLevel | None = None,
+    stream: TextIO | None = None,
+    secrets: Iterable[str] = (),
+) -> None:
+    """Set up structlog and the stdlib root logger; safe to call again (it replaces the setup).
+
+    Args:
+        settings: Take format, level and the API key (registered as a secret) from here.
+        log_format: ``json`` (default) or ``console``; overrides ``settings``.
+        log_level: ``debug``, ``info`` (default), ``warning`` or ``error``; overrides ``settings``.
+        stream: Where lines go; standard output by default.
+        secrets: Extra secret strings to redact from every line.
+    """
+    fmt: LogFormat = log_format or (settings.log_format if settings else "json")
+    level_name: LogLevel = log_level or (settings.log_level if settings else "info")
+    if settings is not None:
+        register_secret(settings.api_key)
+    for secret in secrets:
+        register_secret(secret)
+    level = logging.getLevelNamesMapping()[level_name.upper()]
+
+    shared: list[Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp"),
+    ]
+    # Exceptions become data before redaction so their messages are scrubbed too; locals are
+    # left out because a frame's locals may hold a key or a signature.
+    exceptions: Processor = (
+        structlog.processors.ExceptionRenderer(ExceptionDictTransformer(show_locals=False))
+        if fmt == "json"
+        else structlog.processors.format_exc_info
+    )
+    inner: Processor = (
+        structlog.processors.JSONRenderer()
+        if fmt == "json"
+        else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=shared,
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            exceptions,
+            redact,
+            _Renderer(inner, journal=bool(os.environ.get("JOURNAL_STREAM"))),
+        ],
+    )
+    handler = logging.StreamHandler(stream if stream is not None else sys.stdout)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    for old in root.handlers[:]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
+    for name in _NOISY_LOGGERS:
+        logging.getLogger(name).setLevel(max(level, logging.WARNING))
+    for name in _THIRD_PARTY_LOGGERS:
+        # Their own handlers (uvicorn installs some) would print a second, unformatted line.
+        third = logging.getLogger(name)
+        third.handlers.clear()
+        third.propagate = True
+        third.setLevel(logging.NOTSET)
+
+    structlog.configure(
+        processors=[
+            structlog.stdlib.filter_by_level,
+            *shared,
+            structlog.processors.StackInfoRenderer(),
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        # Not cached: a later configure_logging (tests, `aisd run` after argument parsing) must
+        # reach loggers created at import time.
+        cache_logger_on_first_use=False,
+    )
+
+
+def get_logger(name: str) -> structlog.stdlib.BoundLogger:
+    """A structlog logger named ``name`` (usually ``__name__``), routed as configured."""
+    logger: structlog.stdlib.BoundLogger = structlog.stdlib.get_logger(name)
+    return logger

@@ -1,0 +1,254 @@
+"""The JSON-RPC 2.0 server: newline-delimited requests on a Unix stream socket."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Awaitable, Callable, Mapping
+
+import anyio
+import structlog
+from anyio.abc import Listener, SocketAttribute, SocketStream
+from anyio.streams.buffered import BufferedByteReceiveStream
+
+from aisd.rpc._errors import (
+    BUSY,
+    INTERNAL_ERROR,
+    INVALID_PARAMS,
+    INVALID_REQUEST,
+    METHOD_NOT_FOUND,
+    PEER_NOT_ALLOWED,
+    RpcError,
+)
+from aisd.rpc._params import Params
+from aisd.rpc._peer import Peer, is_allowed, peer_credentials
+from aisd.rpc._protocol import (
+    RequestError,
+    decode_request,
+    encode_error,
+    encode_result,
+    peek_id,
+)
+
+__all__ = ["Handler", "Peer", "RpcServer"]
+
+Handler = Callable[[Params, Peer], Awaitable[object]]
+
+_log = structlog.get_logger("aisd.rpc")
+
+# How much of an oversized line is read and dropped to find the next request before the
+# connection is given up on; a client streaming without newlines is cut off here.
+_MAX_SKIP_BYTES = 16 * 1024 * 1024
+_INTERNAL = RpcError(INTERNAL_ERROR, "internal error")
+_TOO_LONG = RpcError(INVALID_REQUEST, "invalid request: line too long")
+
+
+class RpcServer:
+    """Answers JSON-RPC 2.0 requests, one per line, from allowed local peers.
+
+    Each connection runs in its own task and its requests are handled one after the
+    other, so responses come back in request order. No input from a peer can stop the
+    server: every failure is contained in the connection that caused it.
+
+    Args:
+        handlers: Method name to coroutine function taking the params and the peer.
+            A handler raises ``RpcError`` to answer with an error; any other exception is
+            logged and answered with -32603 "internal error" and no details.
+        allowed_uids: Users whose connections are served.
+        allowed_gids: Groups (primary or supplementary) whose members are served.
+        max_line_bytes: The longest request line, without its newline.
+        idle_timeout: Seconds a connection may spend on one read or one write.
+        max_connections: Connections served at once; further ones get -32029 and are closed.
+    """
+
+    def __init__(
+        self,
+        handlers: Mapping[str, Handler],
+        *,
+        allowed_uids: frozenset[int],
+        allowed_gids: frozenset[int],
+        max_line_bytes: int = 65536,
+        idle_timeout: float = 30.0,
+        max_connections: int = 64,
+    ) -> None:
+        if max_line_bytes < 1 or idle_timeout <= 0 or max_connections < 1:
+            raise ValueError("max_line_bytes, idle_timeout and max_connections must be positive")
+        self._handlers = dict(handlers)
+        self._allowed_uids = allowed_uids
+        self._allowed_gids = allowed_gids
+        self._max_line_bytes = max_line_bytes
+        self._idle_timeout = idle_timeout
+        self._max_connections = max_connections
+        self._active = 0
+        self._connection_ids = itertools.count(1)
+
+    @property
+    def active_connections(self) -> int:
+        """The number of connections being served now."""
+        return self._active
+
+    async def serve(
+        self,
+        listener: Listener[SocketStream],
+        *,
+        task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Accept and serve connections until cancelled, then close the listener.
+
+        Args:
+            listener: A bound, listening Unix stream socket listener; the server owns it.
+            task_status: Signalled once connections are being accepted.
+        """
+        async with listener, anyio.create_task_group() as connections:
+            task_status.started()
+            await listener.serve(self._connection, task_group=connections)
+
+    async def _connection(self, stream: SocketStream) -> None:
+        conn = next(self._connection_ids)
+        async with stream:
+            try:
+                if self._active >= self._max_connections:
+                    _log.warning("rpc.busy", conn=conn, active=self._active)
+                    await self._send(stream, encode_error(None, RpcError(BUSY, "busy")))
+                    return
+                self._active += 1
+                try:
+                    await self._converse(stream, conn)
+                finally:
+                    self._active -= 1
+            except TimeoutError:
+                _log.info("rpc.idle_timeout", conn=conn)
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                _log.debug("rpc.peer_gone", conn=conn)
+            except Exception:
+                _log.exception("rpc.connection_failed", conn=conn)
+
+    async def _converse(self, stream: SocketStream, conn: int) -> None:
+        reader = BufferedByteReceiveStream(stream)
+        try:
+            # S610 mistakes anyio's typed attributes for Django's QuerySet.extra.
+            peer = peer_credentials(stream.extra(SocketAttribute.raw_socket))  # noqa: S610
+        except OSError:
+            peer = None
+        if peer is None or not is_allowed(peer, self._allowed_uids, self._allowed_gids):
+            await self._refuse(stream, reader, peer)
+            return
+        with structlog.contextvars.bound_contextvars(rpc_conn=conn, peer_uid=peer.uid):
+            while True:
+                try:
+                    line = await self._receive_line(reader)
+                except anyio.DelimiterNotFound:
+                    await self._answer_too_long(stream)
+                    if not await self._skip_line(reader):
+                        _log.warning("rpc.protocol_error", code=INVALID_REQUEST, reason="no resync")
+                        return
+                    continue
+                if line is None:
+                    return
+                if len(line) > self._max_line_bytes:
+                    await self._answer_too_long(stream)
+                    continue
+                if not line.strip():
+                    continue
+                response = await self._respond(line, peer)
+                if response is not None:
+                    await self._send(stream, response)
+
+    async def _refuse(
+        self,
+        stream: SocketStream,
+        reader: BufferedByteReceiveStream,
+        peer: Peer | None,
+    ) -> None:
+        _log.warning(
+            "rpc.peer_refused",
+            uid=None if peer is None else peer.uid,
+            pid=None if peer is None else peer.pid,
+        )
+        try:
+            line = await self._receive_line(reader)
+        except anyio.DelimiterNotFound:
+            line = b""
+        if line is not None:
+            refusal = RpcError(PEER_NOT_ALLOWED, "peer not allowed")
+            await self._send(stream, encode_error(peek_id(line), refusal))
+
+    async def _receive_line(self, reader: BufferedByteReceiveStream) -> bytes | None:
+        """The next line (possibly over the limit), or None at end of stream.
+
+        Raises:
+            DelimiterNotFound: When no newline comes within the limit; the bytes stay
+                buffered for ``_skip_line``.
+        """
+        try:
+            with anyio.fail_after(self._idle_timeout):
+                return await reader.receive_until(b"\n", self._max_line_bytes + 1)
+        except anyio.IncompleteRead:
+            return None
+
+    async def _skip_line(self, reader: BufferedByteReceiveStream) -> bool:
+        """Drop the rest of an oversized line; False when the stream ends or never resyncs."""
+        skipped = 0
+        while True:
+            buffered = len(reader.buffer)
+            await reader.receive_exactly(buffered)
+            skipped += buffered
+            if skipped > _MAX_SKIP_BYTES:
+                return False
+            try:
+                with anyio.fail_after(self._idle_timeout):
+                    await reader.receive_until(b"\n", self._max_line_bytes + 1)
+            except anyio.DelimiterNotFound:
+                continue
+            except anyio.IncompleteRead:
+                return False
+            return True
+
+    async def _answer_too_long(self, stream: SocketStream) -> None:
+        _log.warning("rpc.protocol_error", code=INVALID_REQUEST, reason="line too long")
+        await self._send(stream, encode_error(None, _TOO_LONG))
+
+    async def _respond(self, line: bytes, peer: Peer) -> bytes | None:
+        """The response line to one request line, or None for a notification."""
+        try:
+            request = decode_request(line)
+        except RequestError as exc:
+            _log.warning("rpc.protocol_error", code=exc.code, reason=exc.message)
+            return encode_error(exc.request_id, exc)
+        handler = self._handlers.get(request.method)
+        error: RpcError
+        if handler is None:
+            _log.warning("rpc.protocol_error", code=METHOD_NOT_FOUND, reason="unknown method")
+            error = RpcError(METHOD_NOT_FOUND, "method not found")
+        else:
+            try:
+                result = await handler(Params.from_json(request.params), peer)
+            except RpcError as exc:
+                if exc.code == INVALID_PARAMS:
+                    field = exc.data.get("field") if exc.data else None
+                    _log.warning(
+                        "rpc.protocol_error", code=exc.code, method=request.method, field=field
+                    )
+                error = exc
+            except Exception:
+                _log.exception("rpc.handler_failed", method=request.method)
+                error = _INTERNAL
+            else:
+                if request.is_notification:
+                    return None
+                try:
+                    return encode_result(request.id, result)
+                except (TypeError, ValueError, RecursionError):
+                    _log.exception("rpc.result_unencodable", method=request.method)
+                    error = _INTERNAL
+        if request.is_notification:
+            return None
+        try:
+            return encode_error(request.id, error)
+        except (TypeError, ValueError, RecursionError):
+            _log.exception("rpc.error_unencodable", method=request.method)
+            return encode_error(request.id, _INTERNAL)
+
+    async def _send(self, stream: SocketStream, data: bytes) -> None:
+        # A peer that stops reading must not pin the connection's task forever.
+        with anyio.fail_after(self._idle_timeout):
+            await stream.send(data)

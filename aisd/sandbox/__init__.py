@@ -1,0 +1,28 @@
+"""A faithful local imitation of Kontomatik's API, for trials and tests.
+
+``Sandbox`` holds the state and enforces the provider's rules; ``SandboxApp`` serves it as an
+ASGI app (in-process through ``httpx.ASGITransport``); ``serve`` and ``run_server`` put it on
+real HTTP. The sandbox does not use aisd's own client, so it really tests it.
+"""
+
+from __future__ import annotations
+
+from aisd.sandbox._app import PATHS, SandboxApp
+from aisd.sandbox._config import DEFAULT_API_KEY, DEFAULT_TARGET, ERROR_STATUS, SandboxConfig
+from aisd.sandbox._server import run_server, serve
+from aisd.sandbox._state import MintedConsent, Sandbox, SandboxStats, ServedImport
+
+__all__ = [
+    "DEFAULT_API_KEY",
+    "DEFAULT_TARGET",
+    "ERROR_STATUS",
+    "PATHS",
+    "MintedConsent",
+    "Sandbox",
+    "SandboxApp",
+    "SandboxConfig",
+    "SandboxStats",
+    "ServedImport",
+    "run_server",
+    "serve",
+]

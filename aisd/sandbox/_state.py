@@ -1,0 +1,392 @@
+"""The sandbox's state and every rule Kontomatik enforces, without any HTTP.
+
+All methods are synchronous: under one event loop each call checks and mutates the state
+atomically, as the provider's own bookkeeping would.
+"""
+
+from __future__ import annotations
+
+import enum
+import hmac
+import random
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, date, datetime, timedelta
+
+from aisd.kontomatik._models import (
+    Command,
+    CommandFailure,
+    CommandState,
+    ImportResult,
+)
+from aisd.sandbox import _data
+from aisd.sandbox._config import DEFAULT_TARGET, ApiError, SandboxConfig
+
+_DEFAULT_IMPORT = "DefaultImportCommand"
+_SESSION_EXPIRED = "Session expired."
+
+
+class Fault(enum.Enum):
+    """A transport fault the HTTP layer plays instead of (or after) the real reply."""
+
+    SERVER_ERROR = "server_error"  # bare 5xx, request not processed
+    TIMEOUT = "timeout"  # processed, reply withheld past the client's timeout
+    MALFORMED = "malformed"  # processed, reply truncated
+
+
+@dataclass(frozen=True, slots=True)
+class MintedConsent:
+    """A session the sandbox handed out: by Mock Session (a consent) or by a reuse.
+
+    ``multiple_access_id`` is the token, present only for a consent with multiple access.
+    """
+
+    owner_external_id: str
+    session_id: str
+    signature: str = field(repr=False)
+    multiple_access_id: str | None = field(repr=False)
+    ibans: tuple[str, ...]
+    target: str = DEFAULT_TARGET
+
+
+@dataclass(frozen=True, slots=True)
+class ServedImport:
+    """What one Default Import returned, for tests to compare with what the client stored."""
+
+    command_id: str
+    session_id: str
+    owner_external_id: str
+    as_of: datetime
+    since: date
+    result: ImportResult
+
+
+@dataclass(slots=True)
+class SandboxStats:
+    """Counters end-to-end tests read.
+
+    Attributes:
+        imports_by_session: Default Import requests naming each known session (any outcome).
+        reuses_by_account: times of every Reuse Multiple Access that reached each IBAN.
+        max_running: the most commands running at once so far.
+        commands_created: Default Import commands accepted.
+        served: every successful import's result, in completion order.
+    """
+
+    imports_by_session: dict[str, int] = field(default_factory=dict)
+    reuses_by_account: dict[str, list[datetime]] = field(default_factory=dict)
+    max_running: int = 0
+    commands_created: int = 0
+    served: list[ServedImport] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _Session:
+    consent: MintedConsent
+    created_at: datetime
+    history_days: int | None  # None: the consent's own session, full history
+    command_id: str | None = None
+
+
+@dataclass(slots=True)
+class _Token:
+    owner_external_id: str
+    ibans: tuple[str, ...]
+    target: str
+    expires_at: datetime
+    dead: bool = False  # revoked by the client, the user or the bank
+
+
+@dataclass(slots=True)
+class _Command:
+    id: str
+    session_id: str
+    owner_external_id: str
+    target: str
+    created_at: datetime
+    finishes_at: datetime
+    since: date
+    failure: CommandFailure | None
+    result: ImportResult | None = None
+
+    def running(self, now: datetime) -> bool:
+        return now < self.finishes_at
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Sandbox:
+    """An in-memory imitation of Kontomatik's API state and rules.
+
+    Args:
+        config: the knobs; replace ``sandbox.config`` at runtime to change them.
+        clock: returns the current UTC-aware time; inject one so tests need not sleep.
+    """
+
+    def __init__(
+        self, config: SandboxConfig | None = None, *, clock: Callable[[], datetime] = _utc_now
+    ) -> None:
+        self.config = config or SandboxConfig()
+        self.clock = clock
+        self.stats = SandboxStats()
+        self._ids = random.Random(f"ids:{self.config.seed}")
+        self._faults = random.Random(f"faults:{self.config.seed}")
+        self._next_command = 455_026_000 + self._ids.randrange(1000)
+        self._sessions: dict[str, _Session] = {}
+        self._tokens: dict[str, _Token] = {}
+        self._commands: dict[str, _Command] = {}
+
+    # -- Python-level helpers for tests --------------------------------------------------
+
+    def mint_consent(
+        self,
+        owner_external_id: str,
+        *,
+        multiple_access: bool = True,
+        accounts: int | Sequence[str] | None = None,
+        target: str = DEFAULT_TARGET,
+    ) -> MintedConsent:
+        """What the SignIn widget hands over: a fresh session and, optionally, a token.
+
+        Args:
+            owner_external_id: the integrator's id of the user.
+            multiple_access: whether the user granted repeated access (a token is made).
+            accounts: how many accounts to generate, or the IBANs to use (accounts shared
+                between owners share their quota); default ``config.accounts_per_owner``.
+            target: the bank.
+        """
+        now = self.clock()
+        if accounts is None:
+            accounts = self.config.accounts_per_owner
+        if isinstance(accounts, int):
+            seed = self.config.seed
+            ibans = tuple(_data.make_iban(seed, owner_external_id, i) for i in range(accounts))
+        else:
+            ibans = tuple(accounts)
+        token_id: str | None = None
+        if multiple_access:
+            token_id = str(uuid.UUID(int=self._ids.getrandbits(128), version=4))
+            self._tokens[token_id] = _Token(
+                owner_external_id=owner_external_id,
+                ibans=ibans,
+                target=target,
+                expires_at=now + timedelta(days=self.config.token_days),
+            )
+        return self._new_session(owner_external_id, ibans, target, token_id, None, now)
+
+    def kill_token(self, multiple_access_id: str) -> None:
+        """The bank or the user revoked the token: reuses fail with InvalidMultipleAccessId."""
+        self._tokens[multiple_access_id].dead = True
+
+    def running_commands(self) -> int:
+        """Commands running now."""
+        now = self.clock()
+        return sum(1 for c in self._commands.values() if c.running(now))
+
+    # -- the API -------------------------------------------------------------------------
+
+    def authorized(self, api_key: str | None) -> bool:
+        """Whether ``api_key`` is the sandbox's key (compared in constant time)."""
+        return api_key is not None and _same(api_key, self.config.api_key)
+
+    def draw_fault(self) -> Fault | None:
+        """The transport fault to play on this request, drawn from the seeded RNG."""
+        draw = self._faults.random()
+        config = self.config
+        for fault, rate in (
+            (Fault.SERVER_ERROR, config.rate_5xx),
+            (Fault.TIMEOUT, config.rate_timeout),
+            (Fault.MALFORMED, config.rate_malformed),
+        ):
+            if draw < rate:
+                return fault
+            draw -= rate
+        return None
+
+    def default_import(self, session_id: str, signature: str, since: date) -> Command:
+        """Start a Default Import on a session: the command in state ``setup``."""
+        now = self.clock()
+        session = self._sessions.get(session_id)
+        if session is None:
+            raise ApiError("InvalidSessionId", _SESSION_EXPIRED)
+        counts = self.stats.imports_by_session
+        counts[session_id] = counts.get(session_id, 0) + 1
+        if self._session_over(session, now):
+            raise ApiError("InvalidSessionId", _SESSION_EXPIRED)
+        if not _same(signature, session.consent.signature):
+            raise ApiError("InvalidSessionIdSignature", "Session signature does not match.")
+        if session.command_id is not None:
+            raise ApiError(
+                "DefaultImportAlreadyExecuted", "Default import was already run on this session."
+            )
+        self._take_slot(now)
+        consent = session.consent
+        effective_since = since
+        if session.history_days is not None:
+            effective_since = max(since, now.date() - timedelta(days=session.history_days))
+        failure = None
+        if self._chance(self.config.rate_import_error):
+            failure = CommandFailure(
+                "ServiceTemporarilyUnavailable", "The bank did not answer; try again later."
+            )
+        command = _Command(
+            id=str(self._next_command),
+            session_id=session_id,
+            owner_external_id=consent.owner_external_id,
+            target=consent.target,
+            created_at=now,
+            finishes_at=now
+            + timedelta(seconds=self.config.command_seconds_for(consent.owner_external_id)),
+            since=effective_since,
+            failure=failure,
+        )
+        self._next_command += 1
+        self._commands[command.id] = command
+        session.command_id = command.id
+        self.stats.commands_created += 1
+        self.stats.max_running = max(self.stats.max_running, self.running_commands())
+        return self._view(command, now)
+
+    def get_command(self, command_id: str) -> Command:
+        """Get Import Result: the command's state now, with its result once successful."""
+        command = self._commands.get(command_id)
+        if command is None:
+            raise ApiError("InvalidCommandId", f"Command {command_id} does not exist.")
+        return self._view(command, self.clock())
+
+    def reuse(self, multiple_access_id: str) -> MintedConsent:
+        """Reuse Multiple Access: a new session on the token's accounts.
+
+        Every reuse of a known token counts against each of its accounts, whatever its
+        outcome. A reuse needs a free slot in the command pool but holds none afterwards.
+        """
+        now = self.clock()
+        token = self._tokens.get(multiple_access_id)
+        if token is None:
+            raise ApiError("InvalidMultipleAccessId", "Multiple access id is not valid.")
+        window_start = now - timedelta(days=1)
+        over_limit = False
+        for iban in token.ibans:
+            times = self.stats.reuses_by_account.setdefault(iban, [])
+            times.append(now)
+            recent = sum(1 for t in times if t > window_start)
+            over_limit = over_limit or recent > self.config.reuses_per_day
+        if token.dead or now >= token.expires_at:
+            raise ApiError("InvalidMultipleAccessId", "Multiple access id is not valid.")
+        if over_limit or self._chance(self.config.rate_access_limit):
+            raise ApiError(
+                "MultipleAccessLimitExceeded",
+                "The limit of accesses to this bank account in 24 hours was reached.",
+            )
+        self._take_slot(now)
+        return self._new_session(
+            token.owner_external_id,
+            token.ibans,
+            token.target,
+            None,
+            self.config.reuse_history_days,
+            now,
+        )
+
+    def revoke(self, multiple_access_id: str) -> None:
+        """Revoke Multiple Access Consent; idempotent, and quiet about unknown tokens."""
+        token = self._tokens.get(multiple_access_id)
+        if token is not None:
+            token.dead = True
+
+    def owner_of_token(self, multiple_access_id: str) -> str | None:
+        """The ``ownerExternalId`` behind a token, echoed on reply envelopes."""
+        token = self._tokens.get(multiple_access_id)
+        return token.owner_external_id if token else None
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _new_session(
+        self,
+        owner_external_id: str,
+        ibans: tuple[str, ...],
+        target: str,
+        token_id: str | None,
+        history_days: int | None,
+        now: datetime,
+    ) -> MintedConsent:
+        session_id = str(self._ids.randrange(10**8, 10**9))
+        while session_id in self._sessions:
+            session_id = str(self._ids.randrange(10**8, 10**9))
+        consent = MintedConsent(
+            owner_external_id=owner_external_id,
+            session_id=session_id,
+            signature=f"{self._ids.getrandbits(256):064x}",
+            multiple_access_id=token_id,
+            ibans=ibans,
+            target=target,
+        )
+        self._sessions[session_id] = _Session(consent, now, history_days)
+        return consent
+
+    def _session_over(self, session: _Session, now: datetime) -> bool:
+        # A session ends when its import ends, or when unused for the TTL.
+        if session.command_id is not None:
+            return not self._commands[session.command_id].running(now)
+        return now >= session.created_at + timedelta(seconds=self.config.session_ttl_seconds)
+
+    def _take_slot(self, now: datetime) -> None:
+        running = sum(1 for c in self._commands.values() if c.running(now))
+        if running >= self.config.max_running_commands or self._chance(self.config.rate_jobs_quota):
+            raise ApiError("JobsQuotaExceeded", "Too many commands are running; retry later.")
+
+    def _chance(self, rate: float) -> bool:
+        return rate > 0 and self._faults.random() < rate
+
+    def _view(self, command: _Command, now: datetime) -> Command:
+        duration = (command.finishes_at - command.created_at).total_seconds()
+        elapsed = (now - command.created_at).total_seconds()
+        base = Command(
+            id=command.id,
+            state=CommandState.SETUP,
+            name=_DEFAULT_IMPORT,
+            progress=0,
+            owner_external_id=command.owner_external_id,
+        )
+        if elapsed < duration / 4:
+            return base  # like the real 202 reply: no target before the bank is reached
+        base = replace(base, target=command.target)
+        if elapsed < duration:
+            progress = int(100 * elapsed / duration)
+            return replace(base, state=CommandState.IN_PROGRESS, progress=progress)
+        if command.failure is not None:
+            return replace(base, state=CommandState.ERROR, failure=command.failure)
+        return replace(
+            base, state=CommandState.SUCCESSFUL, progress=100, result=self._result(command)
+        )
+
+    def _result(self, command: _Command) -> ImportResult:
+        # The data is taken as of the command's end and kept, so every poll agrees.
+        if command.result is None:
+            consent = self._sessions[command.session_id].consent
+            seed = self.config.seed
+            owners = _data.owners_of(seed, consent.owner_external_id)
+            as_of = command.finishes_at
+            accounts = tuple(
+                _data.account_view(seed, iban, owners, now=as_of, since=command.since)
+                for iban in consent.ibans
+            )
+            command.result = ImportResult(owners=owners, accounts=accounts)
+            self.stats.served.append(
+                ServedImport(
+                    command_id=command.id,
+                    session_id=command.session_id,
+                    owner_external_id=command.owner_external_id,
+                    as_of=as_of,
+                    since=command.since,
+                    result=command.result,
+                )
+            )
+        return command.result
+
+
+def _same(given: str, expected: str) -> bool:
+    return hmac.compare_digest(given.encode(), expected.encode())

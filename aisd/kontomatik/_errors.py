@@ -62,14 +62,19 @@ class UnauthorizedError(KontomatikError):
 
 
 class UnknownApiError(KontomatikError):
-    """Any other exception name, kept verbatim (``CommandNotAvailable``, ``InvalidParameter``...)."""
+    """Any other exception name, kept verbatim (``CommandNotAvailable``, ``InvalidParameter``)."""
 
 
 RETRY_LATER_NAMES = frozenset(
     {"JobsQuotaExceeded", "ServiceTemporarilyUnavailable", "ServiceMaintenance"}
 )
 SESSION_DEAD_NAMES = frozenset(
-    {"InvalidSessionId", "SessionExpired", "DefaultImportAlreadyExecuted", "InvalidSessionIdSignature"}
+    {
+        "InvalidSessionId",
+        "SessionExpired",
+        "DefaultImportAlreadyExecuted",
+        "InvalidSessionIdSignature",
+    }
 )
 
 

@@ -142,3 +142,26 @@ class ReplyMeta:
     user: str | None = None
     owner_external_id: str | None = None
     response_timestamp: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ImportReply:
+    """A Get Import Result reply: the command, and the reply body kept for replay.
+
+    ``raw`` is the whole reply body, gzip-compressed, kept only when the command ended
+    ``successful`` (None otherwise): replay re-parses it with ``parse_command(gunzip_reply(raw))``.
+    """
+
+    command: Command
+    raw: bytes | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class ModelScore:
+    """One scoring model's verdict on an owner (``/v1/owner-scores.xml``)."""
+
+    model_id: str
+    retrained_at: datetime | None
+    score: float | None
+    percentile: float | None = None
+    tier: str | None = None

@@ -1,0 +1,274 @@
+"""The HTTP client of the Kontomatik API: one ``httpx.AsyncClient``, five calls.
+
+A thin shell over the pure parsers: it sends form-encoded requests with the ``X-Api-Key``
+header, streams every body through a size cap, and turns transport failures and error replies
+into the ``KontomatikError`` taxonomy. Secrets it handles (the key, session signatures,
+multipleAccessId tokens) are scrubbed from every error it raises, including messages echoed by
+upstream, and never appear in its ``repr``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterable
+from datetime import date
+from types import TracebackType
+from typing import Self
+
+import httpx
+
+from aisd.kontomatik import _paths
+from aisd.kontomatik._errors import KontomatikError, RetryLaterError, UnknownApiError
+from aisd.kontomatik._gzip import GzipWriter
+from aisd.kontomatik._models import Command, CommandState, ImportReply, ModelScore, Session
+from aisd.kontomatik._parse import (
+    ReplyReader,
+    parse_command,
+    parse_error,
+    parse_owner_scores,
+    parse_session,
+)
+
+_REDACTED = "***"
+
+
+class KontomatikClient:
+    """Client of the Kontomatik API.
+
+    Use as ``async with KontomatikClient(...) as client:``, or call ``aclose`` when done.
+
+    Args:
+        base_url: e.g. ``https://test.api.kontomatik.com`` (paths start with ``/v1/``).
+        api_key: sent as ``X-Api-Key``; never logged, never in an error or a repr.
+        transport: an httpx transport (tests, the in-process sandbox); the network by default.
+        timeout: seconds for each of connect, read, write and pool acquisition.
+        max_reply_bytes: the largest reply body accepted (``ReplyTooLarge`` beyond it).
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        timeout: float = 30.0,
+        max_reply_bytes: int = 64 * 2**20,
+    ) -> None:
+        self._base_url = base_url
+        self._api_key = api_key
+        self._max_reply_bytes = max_reply_bytes
+        self._http = httpx.AsyncClient(
+            base_url=base_url,
+            headers={"X-Api-Key": api_key, "Accept": "application/xml"},
+            transport=transport,
+            timeout=timeout,
+            follow_redirects=False,
+        )
+
+    def __repr__(self) -> str:
+        return f"KontomatikClient(base_url={self._base_url!r})"
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self._http.aclose()
+
+    async def default_import(self, session: Session, since: date) -> Command:
+        """Start a Default Import on a session (one per session).
+
+        Args:
+            session: the session from the widget or from ``reuse_multiple_access``.
+            since: the oldest day of history wanted.
+
+        Returns:
+            The new command, normally in state ``setup``.
+
+        Raises:
+            KontomatikError: a classified error (``SessionDeadError`` for a used or expired
+                session, ``RetryLaterError`` for transport failures...).
+        """
+        form = {
+            "sessionId": session.session_id,
+            "sessionIdSignature": session.signature,
+            "since": since.isoformat(),
+        }
+        secrets = (self._api_key, session.signature)
+        body = await self._call("POST", _paths.DEFAULT_IMPORT, form=form, secrets=secrets)
+        try:
+            _, command = parse_command([body], max_bytes=self._max_reply_bytes)
+        except KontomatikError as exc:
+            raise _redact_error(exc, secrets) from None
+        return _redact_command(command, secrets)
+
+    async def get_import_result(self, command_id: str) -> ImportReply:
+        """Poll a command; the body is parsed and gzip-compressed while it streams in.
+
+        Returns:
+            The command, and the compressed body when the command ended ``successful``.
+
+        Raises:
+            KontomatikError: a classified error.
+        """
+        reader = ReplyReader(max_bytes=self._max_reply_bytes)
+        writer = GzipWriter()
+
+        def sink(chunk: bytes) -> None:
+            reader.feed(chunk)
+            writer.write(chunk)
+
+        await self._call("GET", _paths.command_result(command_id), sink=sink)
+        secrets = (self._api_key,)
+        try:
+            command = _redact_command(reader.command(reader.close()), secrets)
+        except KontomatikError as exc:
+            raise _redact_error(exc, secrets) from None
+        raw = writer.finish() if command.state is CommandState.SUCCESSFUL else None
+        return ImportReply(command=command, raw=raw)
+
+    async def reuse_multiple_access(self, multiple_access_id: str) -> Session:
+        """Open a fresh session from a multiple-access token (counts against the quota).
+
+        Raises:
+            KontomatikError: ``TokenDeadError``, ``QuotaError``, ``JobsQuotaExceededError``...
+        """
+        body = await self._call(
+            "POST",
+            _paths.REUSE_MULTIPLE_ACCESS,
+            form={"multipleAccessId": multiple_access_id},
+            secrets=(multiple_access_id,),
+        )
+        try:
+            return parse_session(body)
+        except KontomatikError as exc:
+            raise _redact_error(exc, (self._api_key, multiple_access_id)) from None
+
+    async def revoke_multiple_access(self, multiple_access_id: str) -> None:
+        """Revoke a multiple-access token upstream; any 2xx reply, even empty, is success.
+
+        Raises:
+            KontomatikError: a classified error.
+        """
+        await self._call(
+            "POST",
+            _paths.REVOKE_MULTIPLE_ACCESS,
+            form={"multipleAccessId": multiple_access_id},
+            secrets=(multiple_access_id,),
+        )
+
+    async def owner_scores(self, owner_external_id: str) -> list[ModelScore]:
+        """The scoring models' verdicts on an owner.
+
+        Raises:
+            KontomatikError: a classified error.
+        """
+        body = await self._call(
+            "GET", _paths.OWNER_SCORES, params={"ownerExternalId": owner_external_id}
+        )
+        try:
+            return parse_owner_scores(body)
+        except KontomatikError as exc:
+            raise _redact_error(exc, (self._api_key,)) from None
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        form: dict[str, str] | None = None,
+        params: dict[str, str] | None = None,
+        sink: Callable[[bytes], None] | None = None,
+        secrets: Iterable[str] = (),
+    ) -> bytes:
+        """Send one request; stream a 2xx body into ``sink`` (or return it), raise otherwise."""
+        secrets = (self._api_key, *secrets)
+        try:
+            async with self._http.stream(method, path, data=form, params=params) as response:
+                if not response.is_success:
+                    body = await self._read(response, cap_error=True)
+                    raise parse_error(response.status_code, body)
+                if sink is None:
+                    return await self._read(response, cap_error=False)
+                async for chunk in response.aiter_bytes():
+                    sink(chunk)
+                return b""
+        except KontomatikError as exc:
+            raise _redact_error(exc, secrets) from None
+        except httpx.HTTPError as exc:
+            raise _redact_error(_transport_error(exc), secrets) from None
+
+    async def _read(self, response: httpx.Response, *, cap_error: bool) -> bytes:
+        """The whole body, refused beyond the size cap (an error body is merely cut)."""
+        parts: list[bytes] = []
+        size = 0
+        async for chunk in response.aiter_bytes():
+            size += len(chunk)
+            if size > self._max_reply_bytes:
+                if cap_error:
+                    break
+                raise UnknownApiError(
+                    "ReplyTooLarge",
+                    f"reply exceeds the limit of {self._max_reply_bytes} bytes",
+                    http_status=response.status_code,
+                )
+            parts.append(chunk)
+        return b"".join(parts)
+
+
+def _transport_error(exc: httpx.HTTPError) -> RetryLaterError:
+    """A transport failure as a retry-later error; ``sent`` is False only when provably unsent."""
+    detail = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+        return RetryLaterError("NetworkError", f"could not connect ({detail})", sent=False)
+    if isinstance(exc, httpx.PoolTimeout):
+        # No connection was ever handed out, so nothing was sent.
+        return RetryLaterError("Timeout", f"no free connection ({detail})", sent=False)
+    if isinstance(exc, httpx.TimeoutException):
+        return RetryLaterError("Timeout", f"request timed out ({detail})")
+    if isinstance(exc, httpx.DecodingError):
+        return RetryLaterError("MalformedReply", f"reply could not be decoded ({detail})")
+    return RetryLaterError("NetworkError", f"request failed ({detail})")
+
+
+def _scrub(text: str, secrets: Iterable[str]) -> str:
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, _REDACTED)
+    return text
+
+
+def _redact_error(exc: KontomatikError, secrets: Iterable[str]) -> KontomatikError:
+    """The same error with every secret removed from its message (upstream may echo them)."""
+    secrets = tuple(secrets)
+    message = _scrub(exc.message, secrets)
+    if message == exc.message:
+        return exc
+    exc.message = message
+    exc.args = (f"{exc.name}: {message}",)
+    return exc
+
+
+def _redact_command(command: Command, secrets: Iterable[str]) -> Command:
+    failure = command.failure
+    if failure is None:
+        return command
+    secrets = tuple(secrets)
+    return dataclasses.replace(
+        command,
+        failure=dataclasses.replace(
+            failure,
+            message=_scrub(failure.message, secrets),
+            friendly_message=None
+            if failure.friendly_message is None
+            else _scrub(failure.friendly_message, secrets),
+        ),
+    )

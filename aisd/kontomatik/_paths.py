@@ -1,0 +1,25 @@
+"""Every Kontomatik endpoint aisd calls, in one place.
+
+Default Import, Get Import Result and owner scores are confirmed by real replies. Reuse Multiple
+Access and Revoke Multiple Access Consent are known only from other clients: their paths (and
+the reply shapes ``parse_session`` accepts) are the first thing to change if upstream differs.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+DEFAULT_IMPORT = "/v1/command/default-import.xml"
+# Uncertain: taken from other clients, not confirmed by a captured reply.
+REUSE_MULTIPLE_ACCESS = "/v1/command/reuse-multiple-access.xml"
+# Uncertain: path and reply body both unconfirmed (an empty ``<reply status="200 OK"/>`` expected).
+REVOKE_MULTIPLE_ACCESS = "/v1/command/delete-multiple-access.xml"
+OWNER_SCORES = "/v1/owner-scores.xml"
+
+
+def command_result(command_id: str) -> str:
+    """The Get Import Result path of a command.
+
+    The id is percent-encoded: it comes from a reply, and must not be able to reach another path.
+    """
+    return f"/v1/command/{quote(command_id, safe='')}.xml"

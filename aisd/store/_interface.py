@@ -24,8 +24,10 @@ from aisd.store._records import (
     ImportState,
     MergeStats,
     NewEvent,
+    LedgerEntry,
     StoredTransaction,
     SubmitOutcome,
+    TokenRecord,
     TokenState,
 )
 
@@ -125,6 +127,7 @@ class Store(Protocol):
         now: datetime,
         raw_reply: bytes | None,
         coverage_start: date,
+        polls: int,
     ) -> MergeStats:
         """In one transaction: owners' and accounts' latest details, the merge of the result's
         transactions into the merged view (``coverage_start`` is where this import's truth
@@ -133,9 +136,25 @@ class Store(Protocol):
         ...
 
     async def finish_failure(
-        self, import_id: str, failure: CommandFailure, *, now: datetime
+        self, import_id: str, failure: CommandFailure, *, now: datetime, polls: int | None = None
     ) -> None:
-        """End an import as ``failed`` with the exception kept verbatim; event ``import.failed``."""
+        """End an import as ``failed`` with the exception kept verbatim; event ``import.failed``.
+        ``polls``, when given, is the final count of Get Import Result calls."""
+        ...
+
+    async def token_reauth_required(
+        self, token_id: str, import_id: str, failure: CommandFailure, *, now: datetime
+    ) -> None:
+        """Upstream said the token is dead (``InvalidMultipleAccessId``): in one transaction the
+        token becomes ``reauth_required`` (if it was ``active``), the import fails with the
+        exception, and the events ``import.failed`` and ``token.reauth_required`` are appended."""
+        ...
+
+    async def upstream_quota_exceeded(
+        self, token_id: str, import_id: str, *, now: datetime
+    ) -> None:
+        """Upstream refused a Reuse with ``MultipleAccessLimitExceeded``: the import fails with
+        that name and the token records the refusal time, so the planner defers it."""
         ...
 
     # -- reads for the socket ------------------------------------------------------------------
@@ -209,3 +228,80 @@ class Store(Protocol):
     async def purge_raw_replies(self, *, older_than: datetime) -> int:
         """Delete raw replies of imports finished before ``older_than``; returns how many."""
         ...
+
+    # -- tokens and the planner ----------------------------------------------------------------
+
+    async def list_tokens(
+        self,
+        *,
+        owner_external_id: str | None = None,
+        state: TokenState | None = None,
+        token_ids: Sequence[str] | None = None,
+    ) -> list[TokenRecord]:
+        """Tokens, oldest first, filtered."""
+        ...
+
+    async def due_tokens(self, *, now: datetime, limit: int) -> list[TokenRecord]:
+        """Active tokens with ``next_refresh_at <= now`` and no refresh import queued or running,
+        earliest first. Served by an index on (state, next_refresh_at): the cost grows with the
+        tokens due, not with all tokens."""
+        ...
+
+    async def next_refresh_due(self) -> datetime | None:
+        """The earliest ``next_refresh_at`` of an active token (to schedule a wake-up)."""
+        ...
+
+    async def reuse_ledger(
+        self, token_ids: Sequence[str], *, since: datetime
+    ) -> tuple[list[LedgerEntry], dict[str, frozenset[str]]]:
+        """Reuse accesses sent at or after ``since`` (``not_sent`` excluded) by the given tokens
+        and by every token sharing an account with them, and those tokens' accounts."""
+        ...
+
+    async def set_plan(
+        self,
+        token_id: str,
+        *,
+        at: datetime | None,
+        reason: str,
+        now: datetime,
+        event: NewEvent | None = None,
+    ) -> None:
+        """Store the planner's next refresh time and reason (and an event, e.g.
+        ``quota.deferred``, in the same transaction)."""
+        ...
+
+    async def queue_planned_refresh(
+        self, token_id: str, *, now: datetime, since: date
+    ) -> str | None:
+        """Queue a ``refresh`` import for an active token with no open refresh import and clear
+        its ``next_refresh_at`` (re-planned when the import ends); returns the import id, or
+        None when the token is not active or a refresh is already open."""
+        ...
+
+    async def expire_tokens(self, *, now: datetime) -> list[str]:
+        """Active tokens whose ``expires_at`` has passed become ``expired`` (event
+        ``token.expired`` each; their queued refreshes fail); returns their ids."""
+        ...
+
+    async def warnings_due(self, *, now: datetime, days: Sequence[int]) -> list[TokenRecord]:
+        """Active tokens with a ``token.expiring`` threshold (``expires_at - d days <= now``)
+        not raised yet."""
+        ...
+
+    async def record_warning(self, token_id: str, day: int, *, now: datetime) -> None:
+        """Raise ``token.expiring`` for threshold ``day`` (once: a repeat does nothing)."""
+        ...
+
+    async def end_token(
+        self, token_id: str, state: TokenState, *, now: datetime, reason: str
+    ) -> bool:
+        """Move an active token to a final state (``revoked`` here; ``reauth_required`` and
+        ``expired`` have their own paths): queued refreshes fail, event ``token.<state>`` with
+        the reason. Returns False when it was not active (idempotent)."""
+        ...
+
+    async def multiple_access_id(self, token_id: str) -> str | None:
+        """The token's secret, for Revoke Multiple Access Consent (never logged)."""
+        ...
+

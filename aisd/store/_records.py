@@ -192,3 +192,35 @@ class MergeStats:
     added: int
     modified: int
     removed: int
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRecord:
+    """A token as the planner and ``token.list`` see it (never its secret)."""
+
+    token_id: str
+    owner_external_id: str
+    state: TokenState
+    created_at: datetime
+    expires_at: datetime
+    accounts: frozenset[str]  # IBANs reached, from its successful imports
+    last_import_at: datetime | None  # last successful import (initial or refresh)
+    last_refresh_at: datetime | None  # last Reuse sent (whatever its outcome)
+    next_refresh_at: datetime | None  # the planner's next time (None: no more refreshes)
+    plan_reason: str | None  # why next_refresh_at is what it is (planner.Reason)
+    failures: int  # consecutive failed refreshes since the last success
+    upstream_deferred_until: datetime | None  # after MultipleAccessLimitExceeded
+    refresh_until: date | None
+    max_imports: int | None
+    imports_done: int  # successful imports so far (initial included)
+    warned_days: tuple[int, ...]  # token.expiring thresholds already raised
+    state_reason: str | None = None  # why the state left `active`
+    ended_at: datetime | None = None  # when it left `active`
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    """A Reuse Multiple Access that counts against the quota (``not_sent`` rows excluded)."""
+
+    token_id: str
+    at: datetime

@@ -1,0 +1,57 @@
+"""Durable state: the :class:`Store` interface, its record values and the SQLite backend."""
+
+from __future__ import annotations
+
+from aisd.store._interface import Store
+from aisd.store._records import (
+    AccessKind,
+    ConsentIn,
+    EventRecord,
+    ImportError_,
+    ImportJob,
+    ImportKind,
+    ImportPhase,
+    ImportRecord,
+    ImportState,
+    LedgerEntry,
+    MergeStats,
+    NewEvent,
+    StoredTransaction,
+    SubmitOutcome,
+    TokenRecord,
+    TokenState,
+)
+from aisd.store.sqlite import (
+    ConflictError,
+    DatabaseTooNewError,
+    NotFoundError,
+    SqliteStore,
+    StoreError,
+    open_store,
+)
+
+__all__ = [
+    "AccessKind",
+    "ConflictError",
+    "ConsentIn",
+    "DatabaseTooNewError",
+    "EventRecord",
+    "ImportError_",
+    "ImportJob",
+    "ImportKind",
+    "ImportPhase",
+    "ImportRecord",
+    "ImportState",
+    "LedgerEntry",
+    "MergeStats",
+    "NewEvent",
+    "NotFoundError",
+    "SqliteStore",
+    "Store",
+    "StoreError",
+    "StoredTransaction",
+    "SubmitOutcome",
+    "TokenRecord",
+    "TokenState",
+    "open_store",
+]

@@ -1,0 +1,326 @@
+-- Every statement the SQLite store runs, as named blocks ('-- name: x' up to the next one).
+-- Named parameters (:name) where a call passes a few values; '?' where executemany streams
+-- tuples, which is the fast path for bulk transaction writes.
+
+-- name: writer_pragmas
+-- WAL lets readers run beside the writer; synchronous=FULL fsyncs the WAL at every commit, so a
+-- committed ledger row survives power loss, not only a process crash.
+PRAGMA journal_mode = WAL;
+PRAGMA synchronous = FULL;
+PRAGMA foreign_keys = ON;
+PRAGMA busy_timeout = 5000;
+
+-- name: reader_pragmas
+PRAGMA foreign_keys = ON;
+PRAGMA busy_timeout = 5000;
+PRAGMA query_only = ON;
+
+-- name: migration_pragmas
+-- Foreign keys stay off while migrating (table rebuilds need it); foreign_key_check runs after.
+PRAGMA journal_mode = WAL;
+PRAGMA synchronous = FULL;
+PRAGMA busy_timeout = 5000;
+
+-- name: begin_immediate
+BEGIN IMMEDIATE
+
+-- name: commit
+COMMIT
+
+-- name: rollback
+ROLLBACK
+
+-- name: ping
+SELECT 1
+
+-- name: get_user_version
+PRAGMA user_version
+
+-- name: set_user_version
+-- PRAGMA takes no bound parameters; the caller formats a validated integer in.
+PRAGMA user_version = {version}
+
+-- name: foreign_key_check
+PRAGMA foreign_key_check
+
+-- name: consent_by_session
+SELECT c.id AS consent_id, i.id AS import_id, t.id AS token_id
+FROM consents AS c
+JOIN imports AS i ON i.consent_id = c.id AND i.kind = 'initial'
+LEFT JOIN tokens AS t ON t.consent_id = c.id
+WHERE c.session_id = :session_id
+
+-- name: upsert_owner
+-- DO UPDATE (a no-op) rather than DO NOTHING so that RETURNING yields the existing row's id.
+INSERT INTO owners (external_id, created_at) VALUES (:external_id, :now)
+ON CONFLICT (external_id) DO UPDATE SET external_id = excluded.external_id
+RETURNING id
+
+-- name: insert_consent
+INSERT INTO consents (owner_id, session_id, target, refresh_until, max_imports, created_at)
+VALUES (:owner_id, :session_id, :target, :refresh_until, :max_imports, :now)
+RETURNING id
+
+-- name: upsert_session
+INSERT INTO sessions (owner_id, session_id, signature, created_at)
+VALUES (:owner_id, :session_id, :signature, :now)
+ON CONFLICT (session_id) DO UPDATE SET signature = excluded.signature
+RETURNING id
+
+-- name: insert_token
+INSERT INTO tokens (id, owner_id, consent_id, multiple_access_id, state, created_at, expires_at,
+                    state_changed_at, refresh_until, max_imports)
+VALUES (:id, :owner_id, :consent_id, :multiple_access_id, 'active', :now, :expires_at, :now,
+        :refresh_until, :max_imports)
+
+-- name: insert_import
+INSERT INTO imports (id, owner_id, token_id, consent_id, session_ref, kind, state, phase, since,
+                     created_at)
+VALUES (:id, :owner_id, :token_id, :consent_id, :session_ref, :kind, 'queued', 'queued', :since,
+        :now)
+
+-- name: insert_event
+INSERT INTO events (at, type, owner_external_id, token_id, import_id, data)
+VALUES (:at, :type, :owner_external_id, :token_id, :import_id, :data)
+RETURNING id
+
+-- name: token_owner
+SELECT t.owner_id, t.state FROM tokens AS t WHERE t.id = :token_id
+
+-- name: queued_jobs
+-- Initial imports first (a person waits), then the oldest.
+SELECT i.id, i.kind, i.phase, o.external_id AS owner_external_id, i.token_id, i.since,
+       i.created_at, s.session_id, s.signature, i.command_id, i.polls,
+       i.default_import_attempts, i.attempts, i.not_before, i.started_at, i.last_poll_at,
+       CASE WHEN i.kind = 'refresh' AND i.session_ref IS NULL
+            THEN t.multiple_access_id END AS multiple_access_id
+FROM imports AS i
+LEFT JOIN owners AS o ON o.id = i.owner_id
+LEFT JOIN sessions AS s ON s.id = i.session_ref
+LEFT JOIN tokens AS t ON t.id = i.token_id
+WHERE i.phase = 'queued' AND (i.not_before IS NULL OR i.not_before <= :now)
+ORDER BY i.kind = 'refresh', i.created_at, i.id
+LIMIT :limit
+
+-- name: in_flight_jobs
+SELECT i.id, i.kind, i.phase, o.external_id AS owner_external_id, i.token_id, i.since,
+       i.created_at, s.session_id, s.signature, i.command_id, i.polls,
+       i.default_import_attempts, i.attempts, i.not_before, i.started_at, i.last_poll_at,
+       CASE WHEN i.kind = 'refresh' AND i.session_ref IS NULL
+            THEN t.multiple_access_id END AS multiple_access_id
+FROM imports AS i
+LEFT JOIN owners AS o ON o.id = i.owner_id
+LEFT JOIN sessions AS s ON s.id = i.session_ref
+LEFT JOIN tokens AS t ON t.id = i.token_id
+WHERE i.phase IN ('reusing', 'ready', 'starting', 'polling')
+ORDER BY i.created_at, i.id
+
+-- name: insert_access
+INSERT INTO accesses (kind, token_id, import_id, session_id, sent_at)
+VALUES (:kind, :token_id, :import_id, :session_id, :now)
+RETURNING id
+
+-- name: set_access_outcome
+UPDATE accesses SET outcome = :outcome, error_name = :error_name WHERE id = :id
+
+-- name: import_row
+SELECT i.id, i.owner_id, o.external_id AS owner_external_id, i.token_id, i.kind, i.state,
+       i.phase, i.polls, i.created_at, i.started_at, i.finished_at, i.default_import_attempts
+FROM imports AS i
+LEFT JOIN owners AS o ON o.id = i.owner_id
+WHERE i.id = :id
+
+-- name: mark_starting
+UPDATE imports
+SET phase = 'starting', state = 'running', started_at = COALESCE(started_at, :now),
+    default_import_attempts = default_import_attempts + 1, not_before = NULL
+WHERE id = :id
+
+-- name: mark_reusing
+UPDATE imports
+SET phase = 'reusing', state = 'running', started_at = COALESCE(started_at, :now),
+    not_before = NULL
+WHERE id = :id
+
+-- name: attach_session
+UPDATE imports SET session_ref = :session_ref, phase = 'ready', not_before = NULL
+WHERE id = :id
+
+-- name: set_command
+UPDATE imports SET command_id = :command_id, phase = 'polling', not_before = :next_poll_at
+WHERE id = :id
+
+-- name: add_poll
+UPDATE imports SET polls = polls + 1, last_poll_at = :now, not_before = :next_poll_at
+WHERE id = :id
+
+-- name: defer_import
+UPDATE imports
+SET not_before = :not_before, attempts = :attempts, phase = COALESCE(:phase, phase)
+WHERE id = :id
+
+-- name: finish_import_success
+UPDATE imports
+SET state = 'successful', phase = 'done', finished_at = :now, not_before = NULL, polls = :polls,
+    accounts = :accounts, transactions = :transactions, added = :added, modified = :modified,
+    removed = :removed
+WHERE id = :id
+
+-- name: finish_import_failure
+UPDATE imports
+SET state = 'failed', phase = 'done', finished_at = :now, not_before = NULL,
+    polls = COALESCE(:polls, polls), error_name = :error_name, error_message = :error_message
+WHERE id = :id
+
+-- name: token_to_reauth_required
+-- Only from 'active': every other state is final.
+UPDATE tokens SET state = 'reauth_required', state_changed_at = :now
+WHERE id = :id AND state = 'active'
+
+-- name: token_quota_refused
+UPDATE tokens SET quota_refused_at = :now WHERE id = :id
+
+-- name: last_event_id
+SELECT COALESCE(MAX(id), 0) FROM events
+
+-- name: set_owner_persons
+UPDATE owners SET persons = :persons, persons_at = :now WHERE id = :id
+
+-- name: upsert_account
+INSERT INTO accounts (owner_id, iban, name, friendly_name, currency_name, balance,
+                      funds_available, active_since_at_least, direct_debit,
+                      partial_due_to_timeout, updated_at)
+VALUES (:owner_id, :iban, :name, :friendly_name, :currency_name, :balance, :funds_available,
+        :active_since_at_least, :direct_debit, :partial_due_to_timeout, :now)
+ON CONFLICT (owner_id, iban) DO UPDATE SET
+    name = excluded.name, friendly_name = excluded.friendly_name,
+    currency_name = excluded.currency_name, balance = excluded.balance,
+    funds_available = excluded.funds_available,
+    active_since_at_least = excluded.active_since_at_least,
+    direct_debit = excluded.direct_debit,
+    partial_due_to_timeout = excluded.partial_due_to_timeout,
+    updated_at = excluded.updated_at
+RETURNING id
+
+-- name: stored_transactions
+SELECT id, transaction_on, booked_on, amount, balance, title, party, party_iban, kind, status,
+       labels, extra
+FROM transactions WHERE account_id = ? ORDER BY id
+
+-- name: insert_transaction
+INSERT INTO transactions (account_id, transaction_on, booked_on, amount, balance, title, party,
+                          party_iban, kind, status, labels, extra, first_import_id,
+                          last_import_id, change_seq)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+
+-- name: update_transaction
+UPDATE transactions
+SET transaction_on = ?, booked_on = ?, amount = ?, balance = ?, title = ?, party = ?,
+    party_iban = ?, kind = ?, status = ?, labels = ?, extra = ?, last_import_id = ?,
+    change_seq = ?
+WHERE id = ?
+
+-- name: touch_transaction
+UPDATE transactions SET last_import_id = ? WHERE id = ?
+
+-- name: insert_tombstone
+INSERT INTO transaction_tombstones (change_seq, transaction_id, account_id, import_id, removed_at)
+VALUES (?, ?, ?, ?, ?)
+
+-- name: delete_transaction
+DELETE FROM transactions WHERE id = ?
+
+-- name: get_counter
+SELECT value FROM counters WHERE name = :name
+
+-- name: set_counter
+INSERT INTO counters (name, value) VALUES (:name, :value)
+ON CONFLICT (name) DO UPDATE SET value = excluded.value
+
+-- name: insert_raw_reply
+INSERT INTO raw_replies (import_id, coverage_start, reply, created_at)
+VALUES (:import_id, :coverage_start, :reply, :now)
+ON CONFLICT (import_id) DO UPDATE SET
+    coverage_start = excluded.coverage_start, reply = excluded.reply,
+    created_at = excluded.created_at
+
+-- name: token_imported
+UPDATE tokens SET last_import_at = :now WHERE id = :id
+
+-- name: insert_token_account
+INSERT INTO token_accounts (token_id, iban, first_seen_at) VALUES (:token_id, :iban, :now)
+ON CONFLICT (token_id, iban) DO NOTHING
+
+-- name: import_record
+SELECT i.id, o.external_id AS owner_external_id, i.token_id, i.kind, i.state, i.command_id,
+       i.created_at, i.started_at, i.finished_at, i.polls, i.accounts, i.transactions,
+       i.error_name, i.error_message, i.since
+FROM imports AS i
+LEFT JOIN owners AS o ON o.id = i.owner_id
+WHERE i.id = :id
+
+-- name: list_import_records
+SELECT i.id, o.external_id AS owner_external_id, i.token_id, i.kind, i.state, i.command_id,
+       i.created_at, i.started_at, i.finished_at, i.polls, i.accounts, i.transactions,
+       i.error_name, i.error_message, i.since
+FROM imports AS i
+LEFT JOIN owners AS o ON o.id = i.owner_id
+WHERE (:owner_external_id IS NULL OR o.external_id = :owner_external_id)
+  AND (:token_id IS NULL OR i.token_id = :token_id)
+  AND (:state IS NULL OR i.state = :state)
+  AND (:kind IS NULL OR i.kind = :kind)
+ORDER BY i.created_at DESC, i.id DESC
+LIMIT :limit
+
+-- name: owner_has_consent
+SELECT EXISTS (
+    SELECT 1 FROM consents AS c JOIN owners AS o ON o.id = c.owner_id
+    WHERE o.external_id = :external_id
+)
+
+-- name: owner_persons
+SELECT persons FROM owners WHERE external_id = :external_id
+
+-- name: owner_accounts
+SELECT a.iban, a.name, a.currency_name, a.balance, a.funds_available, a.updated_at
+FROM accounts AS a JOIN owners AS o ON o.id = a.owner_id
+WHERE o.external_id = :external_id
+ORDER BY a.iban
+
+-- name: account_view
+-- Newest first, as Kontomatik sends them; within a day, the order they arrived in.
+SELECT t.id, a.iban, t.transaction_on, t.booked_on, t.amount, t.balance, t.title, t.party,
+       t.party_iban, t.kind, t.status, t.labels, a.currency_name
+FROM transactions AS t
+JOIN accounts AS a ON a.id = t.account_id
+JOIN owners AS o ON o.id = a.owner_id
+WHERE o.external_id = :external_id AND a.iban = :iban
+ORDER BY t.transaction_on DESC, t.id
+
+-- name: list_events
+SELECT id, at, type, owner_external_id, token_id, import_id, data
+FROM events WHERE id > :after ORDER BY id LIMIT :limit
+
+-- name: count_tokens
+SELECT state, COUNT(*) AS n FROM tokens GROUP BY state
+
+-- name: count_imports
+SELECT state, COUNT(*) AS n FROM imports GROUP BY state
+
+-- name: token_state
+SELECT state FROM tokens WHERE id = :id
+
+-- name: token_secret
+SELECT multiple_access_id FROM tokens WHERE id = :id
+
+-- name: list_raw_replies
+SELECT r.import_id, r.coverage_start, r.reply
+FROM raw_replies AS r JOIN imports AS i ON i.id = r.import_id
+ORDER BY i.finished_at, r.created_at, r.import_id
+
+-- name: delete_merged_transactions
+DELETE FROM transactions
+
+-- name: purge_raw_replies
+DELETE FROM raw_replies
+WHERE import_id IN (SELECT id FROM imports WHERE finished_at < :older_than)

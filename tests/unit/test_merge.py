@@ -1,0 +1,203 @@
+"""The merge of overlapping imports: worked examples and hypothesis properties."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import date, timedelta
+from decimal import Decimal
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from aisd.kontomatik._models import MoneyTransaction
+from aisd.merge import MergePlan, match_key, normalise_title, plan_merge
+
+D0 = date(2023, 5, 10)
+
+Stored = list[tuple[int, MoneyTransaction]]
+
+
+def tx(
+    day: int,
+    amount: str,
+    title: str,
+    *,
+    status: str | None = "DONE",
+    booked: int | None = 0,
+    balance: str | None = None,
+    labels: tuple[str, ...] = (),
+    party_iban: str | None = None,
+) -> MoneyTransaction:
+    on = D0 + timedelta(days=day)
+    return MoneyTransaction(
+        transaction_on=on,
+        booked_on=None if booked is None else on + timedelta(days=booked),
+        amount=Decimal(amount),
+        balance=None if balance is None else Decimal(balance),
+        title=title,
+        party_iban=party_iban,
+        status=status,
+        labels=labels,
+    )
+
+
+def apply(stored: Stored, plan: MergePlan) -> Stored:
+    """What a store does with a plan: the same effect, on a list."""
+    removed = set(plan.removed)
+    updates = dict(plan.modified)
+    out = [(i, updates.get(i, t)) for i, t in stored if i not in removed]
+    next_id = max((i for i, _ in stored), default=0) + 1
+    out.extend((next_id + n, t) for n, t in enumerate(plan.added))
+    return out
+
+
+def contents(rows: Stored, *, since: date | None = None) -> Counter[MoneyTransaction]:
+    return Counter(t for _, t in rows if since is None or t.transaction_on >= since)
+
+
+def numbered(txs: Sequence[MoneyTransaction]) -> Stored:
+    return [(i + 1, t) for i, t in enumerate(txs)]
+
+
+# -- worked examples ---------------------------------------------------------------------------
+
+
+def test_title_normalisation_folds_case_space_and_unicode_forms() -> None:
+    assert normalise_title("  BILETOMAT  Bilet\tZTM ") == "biletomat bilet ztm"
+    assert normalise_title("Wpłata") == normalise_title("WPŁATA")
+    assert normalise_title("ﬁ") == "fi"  # NFKC ligature
+
+
+def test_match_key_ignores_booking_facts_and_party_iban() -> None:
+    pending = tx(0, "-5.00", "Kawa", status="PENDING", booked=None)
+    booked = tx(0, "-5.00", "KAWA ", balance="10.00", labels=("food",), party_iban="PL1")
+    assert match_key(pending) == match_key(booked)
+    assert match_key(tx(0, "-5.00", "Kawa")) != match_key(tx(1, "-5.00", "Kawa"))
+    assert match_key(tx(0, "-5.00", "Kawa")) != match_key(tx(0, "-5.01", "Kawa"))
+
+
+def test_first_import_adds_everything() -> None:
+    incoming = [tx(0, "1.00", "a"), tx(0, "1.00", "a"), tx(1, "2.00", "b")]
+    plan = plan_merge([], incoming, D0)
+    assert plan == MergePlan(added=incoming, modified=[], removed=[], unchanged=0)
+
+
+def test_pending_that_booked_is_modified_not_duplicated() -> None:
+    pending = tx(3, "-20.00", "Zwrot", status="PENDING", booked=None)
+    booked = replace(pending, status="DONE", booked_on=pending.transaction_on, balance=Decimal(5))
+    plan = plan_merge([(7, pending)], [booked], D0)
+    assert plan == MergePlan(added=[], modified=[(7, booked)], removed=[], unchanged=0)
+
+
+def test_vanished_inside_window_is_removed_but_older_rows_stay() -> None:
+    old = tx(-5, "3.00", "old")
+    gone = tx(2, "4.00", "gone")
+    kept = tx(3, "5.00", "kept")
+    plan = plan_merge([(1, old), (2, gone), (3, kept)], [kept], D0)
+    assert plan == MergePlan(added=[], modified=[], removed=[2], unchanged=1)
+
+
+def test_identical_pair_is_kept_twice_and_repeat_changes_nothing() -> None:
+    pair = [tx(1, "-2.40", "BILET"), tx(1, "-2.40", "BILET")]
+    first = plan_merge([], pair, D0)
+    assert len(first.added) == 2
+    stored = apply([], first)
+    again = plan_merge(stored, pair, D0)
+    assert again == MergePlan(unchanged=2)
+
+
+def test_third_identical_row_is_added_and_a_dropped_one_removed() -> None:
+    one = tx(1, "-2.40", "BILET")
+    stored = numbered([one, one])
+    assert plan_merge(stored, [one, one, one], D0) == MergePlan(added=[one], unchanged=2)
+    assert plan_merge(stored, [one], D0) == MergePlan(removed=[2], unchanged=1)
+
+
+def test_incoming_before_coverage_matches_instead_of_duplicating() -> None:
+    early_pending = tx(-2, "9.99", "shop", status="PENDING", booked=None)
+    early_booked = replace(early_pending, status="DONE", booked_on=D0)
+    plan = plan_merge([(4, early_pending)], [early_booked], D0)
+    assert plan == MergePlan(modified=[(4, early_booked)])
+    assert plan_merge([(4, early_booked)], [early_booked], D0) == MergePlan(unchanged=1)
+
+
+def test_same_day_reorder_of_distinct_rows_is_not_a_change() -> None:
+    a = tx(0, "-1.00", "x", party_iban="PL1")
+    b = tx(0, "-1.00", "x", party_iban="PL2")
+    plan = plan_merge(numbered([a, b]), [b, a], D0)
+    assert plan == MergePlan(unchanged=2)
+
+
+def test_ordinal_pairs_remaining_rows_in_stable_order() -> None:
+    a = tx(0, "-1.00", "x", status="PENDING", booked=None)
+    b = tx(0, "-1.00", "x", status="PENDING", booked=None, labels=("l",))
+    a2 = replace(a, status="DONE")
+    b2 = replace(b, status="DONE")
+    plan = plan_merge([(1, a), (2, b)], [a2, b2], D0)
+    assert plan.modified == [(1, a2), (2, b2)]
+    assert plan.changes == 2
+
+
+# -- properties --------------------------------------------------------------------------------
+
+transactions = st.builds(
+    tx,
+    day=st.integers(-3, 3),
+    amount=st.sampled_from(["-1.00", "2.50", "-2.5"]),
+    title=st.sampled_from(["Kawa", "KAWA ", "Czynsz"]),
+    status=st.sampled_from(["DONE", "PENDING", None]),
+    booked=st.sampled_from([None, 0, 1]),
+    balance=st.sampled_from([None, "10.00"]),
+    labels=st.sampled_from([(), ("a",), ("a", "b")]),
+    party_iban=st.sampled_from([None, "PL1"]),
+)
+imports = st.lists(transactions, max_size=12)
+coverages = st.integers(-4, 4).map(lambda d: D0 + timedelta(days=d))
+
+
+@given(imports, imports, coverages)
+def test_merge_is_idempotent(
+    first: list[MoneyTransaction], second: list[MoneyTransaction], cov: date
+) -> None:
+    stored = apply(apply([], plan_merge([], first, D0)), plan_merge([], second, cov))
+    after = apply(stored, plan_merge(stored, second, cov))
+    again = plan_merge(after, second, cov)
+    assert again == MergePlan(unchanged=len(second))
+
+
+@given(imports, imports, coverages)
+def test_each_stored_row_survives_exactly_once(
+    first: list[MoneyTransaction], second: list[MoneyTransaction], cov: date
+) -> None:
+    stored = numbered(first)
+    plan = plan_merge(stored, second, cov)
+    ids = {i for i, _ in stored}
+    touched = [i for i, _ in plan.modified] + plan.removed
+    assert len(touched) == len(set(touched))
+    assert set(touched) <= ids
+    assert len(second) == len(plan.added) + len(plan.modified) + plan.unchanged
+    assert all(t.transaction_on >= cov for i, t in stored if i in set(plan.removed))
+    after = apply(stored, plan)
+    after_ids = [i for i, _ in after]
+    assert len(after_ids) == len(set(after_ids))
+    assert set(after_ids) >= ids - set(plan.removed)
+    # Each stored row is unchanged, modified, removed, or untouched before the window.
+    untouched_old = len(stored) - plan.unchanged - len(plan.modified) - len(plan.removed)
+    assert 0 <= untouched_old <= sum(1 for _, t in stored if t.transaction_on < cov)
+
+
+@given(imports, imports, coverages)
+def test_newest_import_is_the_truth_inside_its_window(
+    first: list[MoneyTransaction], second: list[MoneyTransaction], cov: date
+) -> None:
+    before = apply([], plan_merge([], first, D0 - timedelta(days=10)))
+    after = apply(before, plan_merge(before, second, cov))
+    assert contents(after, since=cov) == Counter(t for t in second if t.transaction_on >= cov)
+    # Everything the import says is present, and nothing old outside the window was lost.
+    assert contents(after) >= Counter(second)
+    old_ids = {i for i, t in before if t.transaction_on < cov}
+    after_old = {i: t for i, t in after if i in old_ids}
+    assert set(after_old) == old_ids
+    assert all(t.transaction_on < cov for t in after_old.values())

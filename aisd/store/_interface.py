@@ -22,9 +22,9 @@ from aisd.store._records import (
     ImportKind,
     ImportRecord,
     ImportState,
+    LedgerEntry,
     MergeStats,
     NewEvent,
-    LedgerEntry,
     StoredTransaction,
     SubmitOutcome,
     TokenRecord,
@@ -151,10 +151,11 @@ class Store(Protocol):
         ...
 
     async def upstream_quota_exceeded(
-        self, token_id: str, import_id: str, *, now: datetime
+        self, token_id: str, import_id: str, *, now: datetime, deferred_until: datetime
     ) -> None:
         """Upstream refused a Reuse with ``MultipleAccessLimitExceeded``: the import fails with
-        that name and the token records the refusal time, so the planner defers it."""
+        that name and the token's ``upstream_deferred_until`` is set, so the planner defers it
+        (cleared by the next successful import)."""
         ...
 
     # -- reads for the socket ------------------------------------------------------------------
@@ -304,4 +305,3 @@ class Store(Protocol):
     async def multiple_access_id(self, token_id: str) -> str | None:
         """The token's secret, for Revoke Multiple Access Consent (never logged)."""
         ...
-

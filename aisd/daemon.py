@@ -1,0 +1,320 @@
+"""``aisd run``: the daemon's root task and its lifecycle.
+
+One anyio task group holds everything: the socket server, the import pipeline, the planner
+(woken by APScheduler), the event log and the watchdog. ``READY=1`` goes to systemd only once
+the database is open and migrated, the socket listens and the planner runs. SIGTERM or SIGINT
+stops new work, keeps in-flight command ids in the database for the next start, and exits 0.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import time
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import anyio
+import httpx
+import structlog
+from anyio import CancelScope
+from anyio.abc import TaskStatus
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.date import DateTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+
+from aisd import __version__, systemd
+from aisd.clock import Clock, SystemClock, iso
+from aisd.instance import InstanceLocked, instance_lock
+from aisd.kontomatik import KontomatikClient
+from aisd.pipeline import Pipeline, PipelineConfig
+from aisd.planner import Rules
+from aisd.refresh import Refresher
+from aisd.rpc import ListenError, RpcServer, open_listener
+from aisd.rpc.methods import (
+    Services,
+    core_methods,
+    merged,
+    sandbox_methods,
+    token_methods,
+)
+from aisd.sandbox import DEFAULT_API_KEY, Sandbox, SandboxApp, SandboxConfig
+from aisd.settings import Settings
+from aisd.store import Store, open_store
+
+log = structlog.get_logger("aisd.daemon")
+
+# The event log reads the feed at least this often even when nothing woke it.
+EVENT_LOG_RECHECK_SECONDS = 2.0
+
+
+@dataclass(slots=True)
+class Health:
+    """Liveness facts the watchdog checks before each ping."""
+
+    last_tick: float = field(default_factory=time.monotonic)
+    db_ok: bool = True
+
+
+class EventLog:
+    """Writes one JSON log line per event of the durable feed, whoever appended it."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._wake = anyio.Event()
+
+    def wake(self) -> None:
+        """New events may have been appended."""
+        self._wake.set()
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Follow the feed from its current end until cancelled."""
+        after = await self._store.last_event_id()
+        task_status.started()
+        elog = structlog.get_logger("aisd.events")
+        while True:
+            with anyio.move_on_after(EVENT_LOG_RECHECK_SECONDS):
+                await self._wake.wait()
+            self._wake = anyio.Event()
+            while True:
+                events = await self._store.list_events(after=after, limit=500)
+                for event in events:
+                    elog.info(
+                        event.type,
+                        eventId=event.id,
+                        ownerExternalId=event.owner_external_id,
+                        tokenId=event.token_id,
+                        importId=event.import_id,
+                        **event.data,
+                    )
+                    after = event.id
+                if len(events) < 500:
+                    break
+
+
+def main(settings: Settings, *, sandbox: bool) -> int:
+    """Run the daemon in the foreground until SIGTERM/SIGINT; returns the exit code."""
+    try:
+        with instance_lock(settings.db_path):
+            anyio.run(run, settings, sandbox, backend="asyncio")
+    except InstanceLocked as exc:
+        log.error("daemon.locked", message=str(exc))
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    except (OSError, ListenError) as exc:
+        # Paths and OS messages only: nothing here carries a secret.
+        log.error("daemon.failed", error=type(exc).__name__, message=str(exc))
+        return 1
+    return 0
+
+
+async def run(settings: Settings, sandbox: bool, clock: Clock | None = None) -> None:
+    """The root task: open everything, serve, and tear down in order."""
+    clock = clock or SystemClock()
+    health = Health()
+    started_at = iso(clock.now())
+    async with AsyncExitStack() as stack:
+        store = await stack.enter_async_context(open_store(settings.db_path))
+        box = _make_sandbox(settings) if sandbox else None
+        client = await stack.enter_async_context(_make_client(settings, box))
+        events = EventLog(store)
+
+        def wake_all() -> None:
+            pipeline.wake()
+            events.wake()
+
+        refresher = Refresher(
+            store,
+            client,
+            clock,
+            rules=Rules(refreshes_per_day=settings.refreshes_per_day),
+            overlap_days=settings.refresh_overlap_days,
+            warning_days=settings.expiry_warning_days,
+            wake_pipeline=wake_all,
+        )
+        pipeline = Pipeline(
+            store,
+            client,
+            PipelineConfig(
+                max_running=settings.max_running_commands,
+                poll_min_seconds=settings.poll_min_seconds,
+                poll_max_seconds=settings.poll_max_seconds,
+                upstream_defer_seconds=86400 / settings.refreshes_per_day,
+            ),
+            clock,
+            gate=refresher,
+            on_change=events.wake,
+        )
+
+        def status_extra() -> dict[str, Any]:
+            return {
+                "runningCommands": pipeline.running_commands,
+                "slotLimit": pipeline.limit,
+                "sandbox": sandbox,
+            }
+
+        services = Services(
+            store=store,
+            clock=clock,
+            initial_history_days=settings.initial_history_days,
+            access_days=settings.access_days,
+            wake_pipeline=wake_all,
+            status_extra=status_extra,
+            started_at=started_at,
+        )
+        handlers = merged(
+            core_methods(services),
+            token_methods(store, refresher),
+            sandbox_methods(box) if box else {},
+        )
+        listener, activated = await open_listener(str(settings.socket_path), settings.socket_mode)
+        stack.push_async_callback(listener.aclose)
+        server = RpcServer(
+            handlers,
+            allowed_uids=frozenset(settings.allowed_uids),
+            allowed_gids=frozenset(settings.allowed_gids),
+            idle_timeout=settings.socket_idle_timeout_seconds,
+            max_connections=settings.socket_max_connections,
+        )
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_handle_signals, tg.cancel_scope, pipeline)
+            await tg.start(events.run)
+            await tg.start(server.serve, listener)
+            await tg.start(pipeline.run)
+            await tg.start(_planner, refresher, store, pipeline, health, settings, events)
+            tg.start_soon(_watchdog, store, health, pipeline, settings.planner_tick_seconds)
+            systemd.notify(f"READY=1\nSTATUS=serving, version {__version__}")
+            log.info(
+                "daemon.ready",
+                version=__version__,
+                sandbox=sandbox,
+                socketActivated=activated,
+                maxRunningCommands=settings.max_running_commands,
+            )
+    log.info("daemon.stopped")
+
+
+def _make_sandbox(settings: Settings) -> Sandbox:
+    key = settings.api_key.get_secret_value() if settings.api_key else DEFAULT_API_KEY
+    return Sandbox(SandboxConfig(api_key=key))
+
+
+def _make_client(settings: Settings, box: Sandbox | None) -> KontomatikClient:
+    """The upstream client: the real API, or the embedded sandbox through an ASGI transport."""
+    if box is not None:
+        return KontomatikClient(
+            "http://sandbox.invalid",
+            box.config.api_key,
+            transport=httpx.ASGITransport(app=SandboxApp(box)),
+            timeout=settings.http_timeout_seconds,
+            max_reply_bytes=settings.max_reply_bytes,
+        )
+    assert settings.api_key is not None, "settings require the API key outside --sandbox"
+    return KontomatikClient(
+        str(settings.api_url),
+        settings.api_key.get_secret_value(),
+        timeout=settings.http_timeout_seconds,
+        max_reply_bytes=settings.max_reply_bytes,
+    )
+
+
+async def _handle_signals(scope: CancelScope, pipeline: Pipeline) -> None:
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            systemd.notify("STOPPING=1")
+            log.info("daemon.stopping", signal=signal.Signals(signum).name)
+            pipeline.stop_accepting()
+            scope.cancel()
+            return
+
+
+async def _planner(
+    refresher: Refresher,
+    store: Store,
+    pipeline: Pipeline,
+    health: Health,
+    settings: Settings,
+    events: EventLog,
+    *,
+    task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run planner ticks when APScheduler says so; the scheduler holds no state of its own.
+
+    APScheduler 3 runs jobs outside anyio's task tree, so its job only drops a token into a
+    one-slot stream (a full stream coalesces ticks) and this task does the work.
+    """
+    send, receive = anyio.create_memory_object_stream[None](1)
+
+    async def poke() -> None:
+        with contextlib.suppress(anyio.WouldBlock):
+            send.send_nowait(None)
+
+    scheduler = AsyncIOScheduler(timezone=UTC)
+    scheduler.add_job(
+        poke,
+        IntervalTrigger(seconds=settings.planner_tick_seconds, jitter=1),
+        id="planner-tick",
+        next_run_time=datetime.now(UTC),
+        coalesce=True,
+        max_instances=1,
+        misfire_grace_time=None,
+        replace_existing=True,
+    )
+    scheduler.start()
+    task_status.started()
+    try:
+        async with receive:
+            async for _ in receive:
+                try:
+                    report = await refresher.tick()
+                    counts = await store.counts()
+                except Exception:
+                    log.exception("planner.tick_failed")
+                    continue
+                health.last_tick = time.monotonic()
+                events.wake()
+                tokens = counts.get("tokens", {})
+                imports = counts.get("imports", {})
+                systemd.notify(
+                    f"STATUS=tokens active={tokens.get('active', 0)}, "
+                    f"running={pipeline.running_commands}, queued={imports.get('queued', 0)}"
+                )
+                if report.next_due_at is not None:
+                    # Wake exactly when the next token falls due, not only at the next tick.
+                    scheduler.add_job(
+                        poke,
+                        DateTrigger(run_date=max(report.next_due_at, datetime.now(UTC))),
+                        id="planner-wake",
+                        misfire_grace_time=None,
+                        replace_existing=True,
+                    )
+    finally:
+        scheduler.shutdown(wait=False)
+
+
+async def _watchdog(store: Store, health: Health, pipeline: Pipeline, tick_seconds: float) -> None:
+    """Ping systemd's watchdog only while the database answers, the planner ticks and the
+    dispatcher loops: a wedged daemon stops pinging and systemd restarts it."""
+    interval = systemd.watchdog_interval()
+    if interval is None:
+        return
+    while True:
+        await anyio.sleep(interval)
+        since_tick = time.monotonic() - health.last_tick
+        if since_tick > 3 * tick_seconds + interval:
+            log.error("watchdog.skipped", reason="planner", staleSeconds=round(since_tick, 1))
+            continue
+        try:
+            with anyio.fail_after(interval):
+                await store.ping()
+        except Exception as exc:
+            log.error("watchdog.skipped", reason="database", error=type(exc).__name__)
+            continue
+        stale = time.monotonic() - pipeline.last_dispatch_at
+        if stale > max(3 * interval, 10.0):
+            log.error("watchdog.skipped", reason="dispatcher", staleSeconds=round(stale, 1))
+            continue
+        systemd.notify("WATCHDOG=1")

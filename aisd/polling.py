@@ -1,0 +1,99 @@
+"""Pure timing rules of the import pipeline: poll spacing, learned command durations, back-off.
+
+Kontomatik asks for Get Import Result every 2-5 s. Within that band, the pipeline places each poll
+just after the moment the command is expected to end, so a slot is handed back as soon as the
+command is done. The expectation is learned per bank (target) as a running quantile of observed
+durations: a poll aimed at the estimate that finds the command finished nudges it down a little,
+one that finds it still running pushes it up more, so most aimed polls land just after the end.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, field
+
+# Aim this long after the expected end: a poll that lands a hair early costs a whole extra
+# spacing (>= 2 s), one that lands a little late costs only the margin.
+AIM_MARGIN_SECONDS = 0.15
+# A miss moves the estimate up HIT_STEP * MISS_FACTOR, a hit moves it down HIT_STEP: the estimate
+# settles where about MISS_FACTOR / (MISS_FACTOR + 1) of aimed polls are hits.
+HIT_STEP_SECONDS = 0.05
+MISS_FACTOR = 9.0
+
+
+def poll_delay(
+    elapsed: float, expected: float | None, *, min_seconds: float, max_seconds: float
+) -> float:
+    """Seconds to wait before the next Get Import Result.
+
+    Args:
+        elapsed: seconds since the Default Import (or the previous poll's reference point) at the
+            moment of the previous request: the next poll happens at ``elapsed + delay``.
+        expected: the learned duration of such commands, or None when nothing is known yet.
+        min_seconds: the closest two polls may be.
+        max_seconds: the furthest apart two polls may be.
+
+    Returns:
+        A delay within ``[min_seconds, max_seconds]``, chosen so that, when the expected end lies
+        ahead, some poll lands just after it.
+    """
+    if expected is None:
+        return min_seconds
+    remaining = expected + AIM_MARGIN_SECONDS - elapsed
+    if remaining <= min_seconds:
+        return min_seconds
+    # Split what is left into the fewest equal steps that fit: the last one lands on the aim
+    # whenever any sequence of allowed steps can.
+    steps = math.ceil(remaining / max_seconds)
+    return max(min_seconds, min(max_seconds, remaining / steps))
+
+
+@dataclass(slots=True)
+class DurationEstimates:
+    """Learned command durations per target (bank), in seconds. In memory: it is relearned in a
+    few imports after a restart, and a wrong guess only costs poll latency, never a rule."""
+
+    by_target: dict[str, float] = field(default_factory=dict)
+
+    def expected(self, target: str | None) -> float | None:
+        """The current estimate for ``target``, or None."""
+        return self.by_target.get(target or "")
+
+    def observe(self, target: str | None, *, aimed_hit: bool | None, finished_at: float) -> None:
+        """Learn from one finished command.
+
+        Args:
+            target: the bank the command ran against.
+            aimed_hit: True when the poll aimed at the estimate found the command finished, False
+                when it found it still running, None when no poll was aimed (no estimate yet).
+            finished_at: elapsed seconds at the poll that saw the final state (an upper bound).
+        """
+        key = target or ""
+        current = self.by_target.get(key)
+        if current is None or aimed_hit is None:
+            self.by_target[key] = finished_at if current is None else min(current, finished_at)
+        elif aimed_hit:
+            self.by_target[key] = max(0.0, current - HIT_STEP_SECONDS)
+        else:
+            self.by_target[key] = current + HIT_STEP_SECONDS * MISS_FACTOR
+
+
+def backoff(attempt: int, *, base: float, cap: float, rng: random.Random | None = None) -> float:
+    """Exponential back-off with full jitter in its upper half: ``[d/2, d]``, ``d = base * 2**n``.
+
+    Args:
+        attempt: 0 for the first retry.
+        base: the first delay.
+        cap: the largest delay.
+        rng: a random source (seeded in tests).
+    """
+    delay = min(cap, base * 2.0 ** max(0, min(attempt, 30)))
+    r = rng.random() if rng is not None else random.random()
+    return delay / 2 + r * delay / 2
+
+
+def jobs_quota_delay(attempt: int, rng: random.Random | None = None) -> float:
+    """Wait after ``JobsQuotaExceeded``: 10-15 s, growing with each refusal (at most 2 min)."""
+    r = rng.random() if rng is not None else random.random()
+    return min(120.0, (10.0 + 5.0 * r) * (1.5 ** max(0, min(attempt, 10))))

@@ -1,0 +1,378 @@
+"""Multiple access in the shell: the planner tick, the quota gate, expiry, revocation.
+
+The rules live in :mod:`aisd.planner` (pure); this module loads their inputs from the store,
+acts on their answers and records everything back, so the database stays the only state.
+APScheduler merely calls :meth:`Refresher.tick`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+
+import anyio
+import structlog
+
+from aisd.clock import Clock, iso
+from aisd.kontomatik import KontomatikClient, KontomatikError, RetryLaterError, TokenDeadError
+from aisd.pipeline import GateAnswer
+from aisd.planner import (
+    Access,
+    Plan,
+    Reason,
+    Rules,
+    TokenPlanInput,
+    ledger_horizon,
+    may_refresh_now,
+    pick_due,
+    plan,
+    reach,
+    window_usage,
+)
+from aisd.planner import effective_now as planner_now
+from aisd.store import (
+    AccessKind,
+    ImportJob,
+    LedgerEntry,
+    NewEvent,
+    Store,
+    TokenRecord,
+    TokenState,
+)
+
+log = structlog.get_logger("aisd.refresh")
+
+# Tokens handled per tick at most; the rest stay due and are taken by the next tick.
+TICK_BATCH = 500
+# Reuse sessions return at most this much history.
+REUSE_HISTORY_DAYS = 90
+REVOKE_ATTEMPTS = 4
+DEFERRED_REASONS = frozenset({Reason.QUOTA, Reason.UPSTREAM_LIMIT})
+
+
+@dataclass(frozen=True, slots=True)
+class TickReport:
+    """What one planner tick did."""
+
+    expired: int
+    warned: int
+    due: int
+    queued: int
+    revoked: int
+    next_due_at: datetime | None
+
+
+class RefreshRefused(Exception):
+    """An on-demand refresh cannot run now; ``next_possible_at`` says when (None: never)."""
+
+    def __init__(self, reason: str, next_possible_at: datetime | None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.next_possible_at = next_possible_at
+
+
+class RevokeFailed(Exception):
+    """Upstream did not confirm a revocation after retries; the token stays as it was."""
+
+
+def plan_input(token: TokenRecord) -> TokenPlanInput:
+    """The planner's view of a stored token."""
+    refresh_until = None
+    if token.refresh_until is not None:
+        refresh_until = datetime.combine(
+            token.refresh_until + timedelta(days=1), datetime.min.time(), token.created_at.tzinfo
+        )
+    return TokenPlanInput(
+        token_id=token.token_id,
+        created_at=token.created_at,
+        expires_at=token.expires_at,
+        accounts=token.accounts,
+        last_refresh_at=token.last_refresh_at,
+        failures=token.failures,
+        upstream_deferred_until=token.upstream_deferred_until,
+        refresh_until=refresh_until,
+    )
+
+
+def refresh_since(token: TokenRecord, today: date, overlap_days: int) -> date:
+    """``since`` of a refresh: the last success minus an overlap, within reuse history."""
+    floor = today - timedelta(days=REUSE_HISTORY_DAYS)
+    if token.last_import_at is None:
+        return floor
+    return max(floor, token.last_import_at.date() - timedelta(days=overlap_days))
+
+
+def cost_limit_reached(token: TokenRecord, now: datetime) -> str | None:
+    """The consent's own limit that ends its refreshes, if one is reached."""
+    if token.max_imports is not None and token.imports_done >= token.max_imports:
+        return "maxImports reached"
+    if token.refresh_until is not None and now.date() > token.refresh_until:
+        return "refreshUntil reached"
+    return None
+
+
+def _ledger(entries: Sequence[LedgerEntry]) -> list[Access]:
+    return [Access(e.token_id, e.at) for e in entries]
+
+
+class Refresher:
+    """Plans and starts refreshes, ends tokens, and answers on-demand requests."""
+
+    def __init__(
+        self,
+        store: Store,
+        client: KontomatikClient,
+        clock: Clock,
+        *,
+        rules: Rules,
+        overlap_days: int,
+        warning_days: Sequence[int],
+        wake_pipeline: Callable[[], None],
+    ) -> None:
+        self._store = store
+        self._client = client
+        self._clock = clock
+        self._rules = rules
+        self._overlap_days = overlap_days
+        self._warning_days = tuple(warning_days)
+        self._wake_pipeline = wake_pipeline
+        # One decision at a time on the shared quota: the gate's check and the ledger write
+        # happen under it, so two tokens sharing an account never both take the last room.
+        self.quota_lock = anyio.Lock()
+
+    @property
+    def rules(self) -> Rules:
+        """The planner's rules in force."""
+        return self._rules
+
+    # -- the tick ------------------------------------------------------------------------------
+
+    async def tick(self) -> TickReport:
+        """Expire, warn, plan the due tokens and queue the refreshes that may run now."""
+        store, now = self._store, self._clock.now()
+        expired = await store.expire_tokens(now=now)
+        warned = 0
+        for token in await store.warnings_due(now=now, days=self._warning_days):
+            for day in self._warning_days:
+                passed = token.expires_at - timedelta(days=day) <= now
+                if passed and day not in token.warned_days:
+                    await store.record_warning(token.token_id, day, now=now)
+                    warned += 1
+        due = await store.due_tokens(now=now, limit=TICK_BATCH)
+        queued = revoked = 0
+        if due:
+            async with self.quota_lock:
+                queued, revoked = await self._plan_due(due, now)
+        if queued:
+            self._wake_pipeline()
+        report = TickReport(
+            expired=len(expired),
+            warned=warned,
+            due=len(due),
+            queued=queued,
+            revoked=revoked,
+            next_due_at=await store.next_refresh_due(),
+        )
+        if report.due or report.expired or report.warned:
+            log.info(
+                "planner.tick",
+                due=report.due,
+                queued=report.queued,
+                expired=report.expired,
+                warned=report.warned,
+                revoked=report.revoked,
+                nextDueAt=iso(report.next_due_at) if report.next_due_at else None,
+            )
+        return report
+
+    async def _plan_due(self, due: list[TokenRecord], now: datetime) -> tuple[int, int]:
+        store = self._store
+        ledger_rows, accounts_of = await store.reuse_ledger(
+            [t.token_id for t in due], since=ledger_horizon(now, self._rules)
+        )
+        ledger = _ledger(ledger_rows)
+        ending = {t.token_id: reason for t in due if (reason := cost_limit_reached(t, now))}
+        inputs = [plan_input(t) for t in due if t.token_id not in ending]
+        picked = {a.token_id for a in pick_due(inputs, ledger, accounts_of, self._rules, now)}
+        queued = revoked = 0
+        for token in due:
+            if token.token_id in ending:
+                if await self._revoke_quietly(token.token_id, ending[token.token_id]):
+                    revoked += 1
+                continue
+            if token.token_id in picked:
+                import_id = await store.queue_planned_refresh(
+                    token.token_id,
+                    now=now,
+                    since=refresh_since(token, now.date(), self._overlap_days),
+                )
+                queued += import_id is not None
+                continue
+            await self._store_plan(
+                token, plan(plan_input(token), ledger, accounts_of, self._rules, now), now
+            )
+        return queued, revoked
+
+    async def _store_plan(self, token: TokenRecord, p: Plan, now: datetime) -> None:
+        event = None
+        if p.reason in DEFERRED_REASONS and token.plan_reason != p.reason.value:
+            event = NewEvent(
+                "quota.deferred",
+                owner_external_id=token.owner_external_id,
+                token_id=token.token_id,
+                data={
+                    "reason": p.reason.value,
+                    "nextPossibleAt": iso(p.at) if p.at else None,
+                    "accounts": [
+                        {"iban": u.account, "used": u.used, "limit": u.limit}
+                        for u in p.usage
+                        if u.full
+                    ],
+                },
+            )
+        await self._store.set_plan(
+            token.token_id, at=p.at, reason=p.reason.value, now=now, event=event
+        )
+
+    # -- the gate before every Reuse -----------------------------------------------------------
+
+    async def gate(self, job: ImportJob, now: datetime) -> GateAnswer:
+        """Decide whether the Reuse of ``job`` may be sent now. Call under :attr:`quota_lock`."""
+        assert job.token_id is not None
+        tokens = await self._store.list_tokens(token_ids=[job.token_id])
+        if not tokens or tokens[0].state != TokenState.ACTIVE:
+            return GateAnswer(allowed=False, at=now)
+        ledger_rows, accounts_of = await self._store.reuse_ledger(
+            [job.token_id], since=ledger_horizon(now, self._rules)
+        )
+        ledger = _ledger(ledger_rows)
+        ok, next_at = may_refresh_now(plan_input(tokens[0]), ledger, accounts_of, self._rules, now)
+        return GateAnswer(allowed=ok, at=planner_now(now, ledger), retry_at=next_at)
+
+    # -- on demand -----------------------------------------------------------------------------
+
+    async def refresh_now(self, token_id: str) -> str:
+        """Queue a refresh now if the quota allows.
+
+        Raises:
+            LookupError: no such token.
+            RefreshRefused: not active, a refresh already open, or no room in a window.
+        """
+        store, now = self._store, self._clock.now()
+        async with self.quota_lock:
+            tokens = await store.list_tokens(token_ids=[token_id])
+            if not tokens:
+                raise LookupError(token_id)
+            token = tokens[0]
+            if token.state != TokenState.ACTIVE:
+                raise RefreshRefused(f"token is {token.state.value}", None)
+            ledger_rows, accounts_of = await store.reuse_ledger(
+                [token_id], since=ledger_horizon(now, self._rules)
+            )
+            ok, next_at = may_refresh_now(
+                plan_input(token), _ledger(ledger_rows), accounts_of, self._rules, now
+            )
+            if not ok:
+                raise RefreshRefused("quota", next_at)
+            import_id = await store.queue_planned_refresh(
+                token_id, now=now, since=refresh_since(token, now.date(), self._overlap_days)
+            )
+        if import_id is None:
+            raise RefreshRefused("a refresh is already queued or running", None)
+        self._wake_pipeline()
+        return import_id
+
+    async def explain(self, tokens: Sequence[TokenRecord]) -> dict[str, dict[str, object]]:
+        """Per token: accesses in the current window per account, when the next frees, the
+        next planned refresh and why."""
+        if not tokens:
+            return {}
+        now = self._clock.now()
+        ledger_rows, accounts_of = await self._store.reuse_ledger(
+            [t.token_id for t in tokens], since=ledger_horizon(now, self._rules)
+        )
+        ledger = _ledger(ledger_rows)
+        mapping = {**accounts_of, **{t.token_id: t.accounts for t in tokens}}
+        window_start = now - self._rules.window
+        out: dict[str, dict[str, object]] = {}
+        for token in tokens:
+            quota = []
+            for account in sorted(reach(token.token_id, token.accounts)):
+                usage = window_usage(ledger, mapping, account, now, self._rules)
+                quota.append(
+                    {
+                        "iban": account,
+                        "used": usage.used,
+                        "limit": usage.limit,
+                        "nextFreeAt": iso(usage.next_free_at) if usage.next_free_at else None,
+                    }
+                )
+            own = sum(1 for e in ledger if e.token_id == token.token_id and e.at > window_start)
+            out[token.token_id] = {
+                "refreshesLast24h": own,
+                "quota": quota,
+                "planReason": token.plan_reason,
+                "failures": token.failures,
+            }
+        return out
+
+    # -- revocation ----------------------------------------------------------------------------
+
+    async def revoke(self, token_id: str, *, reason: str) -> TokenState:
+        """Revoke upstream (retrying transient errors), then stop every refresh. Idempotent.
+
+        Returns:
+            The token's state afterwards (a token already final keeps its state).
+
+        Raises:
+            LookupError: no such token.
+            RevokeFailed: upstream kept failing; nothing changed locally.
+        """
+        store = self._store
+        tokens = await store.list_tokens(token_ids=[token_id])
+        if not tokens:
+            raise LookupError(token_id)
+        if tokens[0].state != TokenState.ACTIVE:
+            return tokens[0].state
+        secret = await store.multiple_access_id(token_id)
+        if secret is not None:
+            await self._revoke_upstream(token_id, secret)
+        await store.end_token(token_id, TokenState.REVOKED, now=self._clock.now(), reason=reason)
+        return TokenState.REVOKED
+
+    async def _revoke_upstream(self, token_id: str, secret: str) -> None:
+        for attempt in range(REVOKE_ATTEMPTS):
+            access = await self._store.record_access(
+                AccessKind.REVOKE, now=self._clock.now(), token_id=token_id, import_id=None
+            )
+            try:
+                await self._client.revoke_multiple_access(secret)
+            except TokenDeadError as exc:
+                # Already dead upstream: the revocation's purpose is met.
+                await self._store.record_access_outcome(
+                    access, outcome="error", error_name=exc.name
+                )
+                return
+            except RetryLaterError as exc:
+                await self._store.record_access_outcome(
+                    access, outcome="error" if exc.sent else "not_sent", error_name=exc.name
+                )
+                log.warning("token.revoke_retry", tokenId=token_id, error=exc.name, attempt=attempt)
+                await self._clock.sleep(2.0**attempt)
+                continue
+            except KontomatikError as exc:
+                await self._store.record_access_outcome(
+                    access, outcome="error", error_name=exc.name
+                )
+                raise RevokeFailed(exc.name) from None
+            await self._store.record_access_outcome(access, outcome="ok")
+            return
+        raise RevokeFailed("upstream kept failing")
+
+    async def _revoke_quietly(self, token_id: str, reason: str) -> bool:
+        try:
+            return await self.revoke(token_id, reason=reason) == TokenState.REVOKED
+        except RevokeFailed as exc:
+            log.warning("token.revoke_failed", tokenId=token_id, reason=reason, error=str(exc))
+            return False

@@ -1,0 +1,268 @@
+"""The import pipeline against the in-process sandbox and a real SQLite store."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import anyio
+import httpx
+import pytest
+
+from aisd.clock import SystemClock
+from aisd.kontomatik import KontomatikClient, Session
+from aisd.pipeline import Pipeline, PipelineConfig
+from aisd.sandbox import DEFAULT_API_KEY, Sandbox, SandboxApp, SandboxConfig
+from aisd.store import (
+    AccessKind,
+    ConsentIn,
+    ImportState,
+    SqliteStore,
+    open_store,
+)
+
+pytestmark = pytest.mark.anyio
+
+FINAL = (ImportState.SUCCESSFUL, ImportState.FAILED)
+FAST = PipelineConfig(
+    max_running=8,
+    poll_min_seconds=0.05,
+    poll_max_seconds=0.2,
+    retry_base_seconds=0.05,
+    retry_max_seconds=0.2,
+    idle_recheck_seconds=0.05,
+)
+
+
+@dataclass
+class Env:
+    sandbox: Sandbox
+    store: SqliteStore
+    client: KontomatikClient
+    tmp: Path
+
+    def pipeline(self, config: PipelineConfig = FAST) -> Pipeline:
+        return Pipeline(self.store, self.client, config, SystemClock())
+
+    async def submit(self, owner: str, *, multiple: bool = False) -> str:
+        minted = self.sandbox.mint_consent(owner, multiple_access=multiple)
+        now = datetime.now(UTC)
+        outcome = await self.store.submit_consent(
+            ConsentIn(
+                owner_external_id=owner,
+                session_id=minted.session_id,
+                session_signature=minted.signature,
+                multiple_access_id=minted.multiple_access_id,
+            ),
+            now=now,
+            since=now.date() - timedelta(days=365),
+            expires_at=now + timedelta(days=180),
+        )
+        return outcome.import_id
+
+
+@pytest.fixture
+async def env(tmp_path: Path) -> AsyncIterator[Env]:
+    sandbox = Sandbox(SandboxConfig(command_seconds=0.3))
+    async with (
+        open_store(tmp_path / "aisd.db") as store,
+        KontomatikClient(
+            "http://sandbox.test",
+            DEFAULT_API_KEY,
+            transport=httpx.ASGITransport(app=SandboxApp(sandbox)),
+        ) as client,
+    ):
+        yield Env(sandbox, store, client, tmp_path)
+
+
+async def run_until_done(env: Env, pipeline: Pipeline, ids: list[str], limit: float = 20) -> None:
+    async with anyio.create_task_group() as tg:
+        await tg.start(pipeline.run)
+        with anyio.fail_after(limit):
+            while True:
+                records = [await env.store.get_import(i) for i in ids]
+                if all(
+                    r and r.state in (ImportState.SUCCESSFUL, ImportState.FAILED) for r in records
+                ):
+                    break
+                await anyio.sleep(0.05)
+        tg.cancel_scope.cancel()
+
+
+async def test_initial_import_stores_what_the_sandbox_served(env: Env) -> None:
+    import_id = await env.submit("owner-1")
+    await run_until_done(env, env.pipeline(), [import_id])
+    record = await env.store.get_import(import_id)
+    assert record is not None
+    assert record.state == ImportState.SUCCESSFUL
+    assert record.polls >= 1
+    assert record.command_id
+    [served] = env.sandbox.stats.served
+    assert record.accounts == len(served.result.accounts)
+    assert record.transactions == served.result.transaction_count
+    for account in served.result.accounts:
+        stored = await env.store.transactions("owner-1", account.iban)
+        assert len(stored) == len(account.transactions) > 100
+        got = sorted((t.transaction_on, t.amount, t.title, t.status) for t in stored)
+        want = sorted((t.transaction_on, t.amount, t.title, t.status) for t in account.transactions)
+        assert got == want
+    assert env.sandbox.stats.imports_by_session == {served.session_id: 1}
+
+
+async def test_running_commands_never_exceed_the_budget(env: Env) -> None:
+    ids = [await env.submit(f"owner-{i}") for i in range(10)]
+    await run_until_done(env, env.pipeline(replace(FAST, max_running=3)), ids)
+    assert env.sandbox.stats.max_running <= 3
+    assert env.sandbox.stats.commands_created == 10
+    for i in ids:
+        record = await env.store.get_import(i)
+        assert record is not None
+        assert record.state == ImportState.SUCCESSFUL
+
+
+async def test_polls_are_spaced_within_bounds(env: Env) -> None:
+    config = replace(FAST, poll_min_seconds=0.1, poll_max_seconds=0.15)
+    env.sandbox.config = replace(env.sandbox.config, command_seconds=1.0)
+    times: list[float] = []
+    original = env.client.get_import_result
+
+    async def spy(command_id: str):  # type: ignore[no-untyped-def]
+        times.append(anyio.current_time())
+        return await original(command_id)
+
+    env.client.get_import_result = spy  # type: ignore[method-assign]
+    import_id = await env.submit("owner-spacing")
+    await run_until_done(env, env.pipeline(config), [import_id])
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert len(gaps) >= 5
+    assert all(0.1 - 0.01 <= g <= 0.15 + 0.05 for g in gaps), gaps
+
+
+async def test_a_command_that_was_running_is_polled_not_started_again(env: Env) -> None:
+    import_id = await env.submit("owner-resume")
+    [job] = await env.store.next_queued(now=datetime.now(UTC), limit=1)
+    assert job.session is not None
+    # What a killed process leaves: the access recorded, the command accepted upstream.
+    await env.store.record_access(
+        AccessKind.DEFAULT_IMPORT,
+        now=datetime.now(UTC),
+        token_id=job.token_id,
+        import_id=import_id,
+        session_id=job.session.session_id,
+    )
+    command = await env.client.default_import(job.session, job.since)
+    now = datetime.now(UTC)
+    await env.store.record_command(import_id, command.id, now=now, next_poll_at=now)
+    await run_until_done(env, env.pipeline(), [import_id])
+    record = await env.store.get_import(import_id)
+    assert record is not None
+    assert record.state == ImportState.SUCCESSFUL
+    assert record.command_id == command.id
+    assert env.sandbox.stats.imports_by_session == {job.session.session_id: 1}
+
+
+async def test_a_lost_default_import_reply_is_resolved_not_repeated_blindly(env: Env) -> None:
+    import_id = await env.submit("owner-lost")
+    [job] = await env.store.next_queued(now=datetime.now(UTC), limit=1)
+    assert job.session is not None
+    await env.store.record_access(
+        AccessKind.DEFAULT_IMPORT,
+        now=datetime.now(UTC),
+        token_id=job.token_id,
+        import_id=import_id,
+        session_id=job.session.session_id,
+    )
+    await env.client.default_import(job.session, job.since)  # its reply "lost" in a crash
+    await run_until_done(env, env.pipeline(), [import_id])
+    record = await env.store.get_import(import_id)
+    assert record is not None
+    assert record.state == ImportState.FAILED
+    assert record.error is not None
+    assert record.error.name == "DefaultImportLost"
+    # One retry, refused by the provider: never a second command on the session.
+    assert env.sandbox.stats.imports_by_session[job.session.session_id] == 2
+    assert env.sandbox.stats.commands_created == 1
+
+
+async def test_a_default_import_that_never_left_is_simply_sent(env: Env) -> None:
+    import_id = await env.submit("owner-unsent")
+    [job] = await env.store.next_queued(now=datetime.now(UTC), limit=1)
+    assert job.session is not None
+    await env.store.record_access(
+        AccessKind.DEFAULT_IMPORT,
+        now=datetime.now(UTC),
+        token_id=job.token_id,
+        import_id=import_id,
+        session_id=job.session.session_id,
+    )
+    await run_until_done(env, env.pipeline(), [import_id])
+    record = await env.store.get_import(import_id)
+    assert record is not None
+    assert record.state == ImportState.SUCCESSFUL
+
+
+async def test_upstream_error_keeps_kontomatiks_exception(env: Env) -> None:
+    env.sandbox.config = replace(env.sandbox.config, rate_import_error=1.0)
+    import_id = await env.submit("owner-error")
+    await run_until_done(env, env.pipeline(), [import_id])
+    record = await env.store.get_import(import_id)
+    assert record is not None
+    assert record.state == ImportState.FAILED
+    assert record.error is not None
+    assert record.error.name == "ServiceTemporarilyUnavailable"
+
+
+async def test_a_dead_session_fails_the_import_clearly(env: Env) -> None:
+    now = datetime.now(UTC)
+    outcome = await env.store.submit_consent(
+        ConsentIn(owner_external_id="ghost", session_id="no-such-session", session_signature="x"),
+        now=now,
+        since=date(2026, 1, 1),
+        expires_at=now + timedelta(days=1),
+    )
+    await run_until_done(env, env.pipeline(), [outcome.import_id])
+    record = await env.store.get_import(outcome.import_id)
+    assert record is not None
+    assert record.state == ImportState.FAILED
+    assert record.error is not None
+    assert record.error.name == "InvalidSessionId"
+
+
+async def test_transient_faults_are_retried_until_success(env: Env) -> None:
+    # 5xx replies here are refused before processing: retrying loses nothing.
+    env.sandbox.config = replace(env.sandbox.config, rate_5xx=0.5, seed=7)
+    ids = [await env.submit(f"owner-flaky-{i}") for i in range(4)]
+    await run_until_done(env, env.pipeline(), ids, limit=30)
+    for i in ids:
+        record = await env.store.get_import(i)
+        assert record is not None
+        assert record.state == ImportState.SUCCESSFUL, record.error
+    assert env.sandbox.stats.commands_created == 4
+
+
+async def test_replies_cut_after_processing_never_start_a_second_command(env: Env) -> None:
+    # A malformed reply to a Default Import comes after the command started upstream: the
+    # import is reported lost, never repeated into a second command on the same session.
+    env.sandbox.config = replace(env.sandbox.config, rate_malformed=0.3, seed=3)
+    ids = [await env.submit(f"owner-cut-{i}") for i in range(6)]
+    await run_until_done(env, env.pipeline(), ids, limit=30)
+    outcomes = []
+    for i in ids:
+        record = await env.store.get_import(i)
+        assert record is not None
+        assert record.state in (ImportState.SUCCESSFUL, ImportState.FAILED)
+        if record.state == ImportState.FAILED:
+            assert record.error is not None
+            assert record.error.name == "DefaultImportLost"
+        outcomes.append(record.state)
+    assert ImportState.SUCCESSFUL in outcomes
+    assert env.sandbox.stats.commands_created <= 6
+    served_sessions = [s.session_id for s in env.sandbox.stats.served]
+    assert len(served_sessions) == len(set(served_sessions))
+
+
+def test_session_repr_hides_the_signature() -> None:
+    assert "s3cret" not in repr(Session("sid", "s3cret"))

@@ -1,4 +1,4 @@
-"""aisd: keeps Kontomatik multiple-access bank data fresh, unattended and within the provider's rules."""
+"""aisd: keeps Kontomatik multiple-access bank data fresh, unattended and within the rules."""
 
 from __future__ import annotations
 

@@ -37,7 +37,9 @@ _MIN_SECRET_LENGTH = 4
 
 _secrets: set[str] = set()
 
-_NOISY_LOGGERS = ("httpx", "httpcore")
+# httpx/httpcore log full URLs and headers at INFO/DEBUG; APScheduler logs every planner tick
+# twice at INFO. Their warnings still come through.
+_NOISY_LOGGERS = ("httpx", "httpcore", "apscheduler")
 _THIRD_PARTY_LOGGERS = ("apscheduler", "aiosqlite", "uvicorn", "uvicorn.error", "uvicorn.access")
 
 _SYSLOG_PRIORITY = {"critical": 2, "error": 3, "warning": 4, "info": 6, "debug": 7}
@@ -174,7 +176,8 @@ def configure_logging(
         third = logging.getLogger(name)
         third.handlers.clear()
         third.propagate = True
-        third.setLevel(logging.NOTSET)
+        if name not in _NOISY_LOGGERS:
+            third.setLevel(logging.NOTSET)
 
     structlog.configure(
         processors=[

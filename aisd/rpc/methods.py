@@ -10,7 +10,8 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from aisd import __version__
@@ -54,6 +55,15 @@ class Services:
     wake_pipeline: Callable[[], None]
     status_extra: Callable[[], dict[str, Any]]
     started_at: str
+
+
+def _jsonable(value: object) -> object:
+    """Amounts as decimal strings and times as ISO 8601 UTC, as the CONTRACT writes them."""
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, datetime):
+        return iso(value)
+    return value
 
 
 def import_json(record: ImportRecord) -> dict[str, Any]:
@@ -170,7 +180,12 @@ def core_methods(services: Services) -> dict[str, Handler]:
         for account in await store.accounts(owner):
             iban = str(account["iban"])
             txs = await store.transactions(owner, iban)
-            accounts.append({**account, "transactions": [transaction_json(t) for t in txs]})
+            accounts.append(
+                {
+                    **{key: _jsonable(value) for key, value in account.items()},
+                    "transactions": [transaction_json(t) for t in txs],
+                }
+            )
         return {
             "ownerExternalId": owner,
             "owners": await store.owner_details(owner),
@@ -195,6 +210,7 @@ def core_methods(services: Services) -> dict[str, Handler]:
             "startedAt": services.started_at,
             "tokens": counts.get("tokens", {}),
             "imports": counts.get("imports", {}),
+            "queued": counts.get("imports", {}).get("queued", 0),
             **services.status_extra(),
         }
 

@@ -72,6 +72,7 @@ class SandboxStats:
         max_running: the most commands running at once so far.
         commands_created: Default Import commands accepted.
         served: every successful import's result, in completion order.
+        polls_by_command: when each Get Import Result arrived, per command id.
     """
 
     imports_by_session: dict[str, int] = field(default_factory=dict)
@@ -79,6 +80,7 @@ class SandboxStats:
     max_running: int = 0
     commands_created: int = 0
     served: list[ServedImport] = field(default_factory=list)
+    polls_by_command: dict[str, list[datetime]] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -255,7 +257,9 @@ class Sandbox:
         command = self._commands.get(command_id)
         if command is None:
             raise ApiError("InvalidCommandId", f"Command {command_id} does not exist.")
-        return self._view(command, self.clock())
+        now = self.clock()
+        self.stats.polls_by_command.setdefault(command_id, []).append(now)
+        return self._view(command, now)
 
     def reuse(self, multiple_access_id: str) -> MintedConsent:
         """Reuse Multiple Access: a new session on the token's accounts.

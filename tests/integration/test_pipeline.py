@@ -3,93 +3,21 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 
 import anyio
-import httpx
 import pytest
 
-from aisd.clock import SystemClock
-from aisd.kontomatik import KontomatikClient, Session
-from aisd.pipeline import Pipeline, PipelineConfig
-from aisd.sandbox import DEFAULT_API_KEY, Sandbox, SandboxApp, SandboxConfig
+from aisd.kontomatik import Session
 from aisd.store import (
     AccessKind,
     ConsentIn,
     ImportState,
-    SqliteStore,
-    open_store,
 )
+from tests.integration._harness import FAST, Env, run_until_done
 
 pytestmark = pytest.mark.anyio
-
-FINAL = (ImportState.SUCCESSFUL, ImportState.FAILED)
-FAST = PipelineConfig(
-    max_running=8,
-    poll_min_seconds=0.05,
-    poll_max_seconds=0.2,
-    retry_base_seconds=0.05,
-    retry_max_seconds=0.2,
-    idle_recheck_seconds=0.05,
-)
-
-
-@dataclass
-class Env:
-    sandbox: Sandbox
-    store: SqliteStore
-    client: KontomatikClient
-    tmp: Path
-
-    def pipeline(self, config: PipelineConfig = FAST) -> Pipeline:
-        return Pipeline(self.store, self.client, config, SystemClock())
-
-    async def submit(self, owner: str, *, multiple: bool = False) -> str:
-        minted = self.sandbox.mint_consent(owner, multiple_access=multiple)
-        now = datetime.now(UTC)
-        outcome = await self.store.submit_consent(
-            ConsentIn(
-                owner_external_id=owner,
-                session_id=minted.session_id,
-                session_signature=minted.signature,
-                multiple_access_id=minted.multiple_access_id,
-            ),
-            now=now,
-            since=now.date() - timedelta(days=365),
-            expires_at=now + timedelta(days=180),
-        )
-        return outcome.import_id
-
-
-@pytest.fixture
-async def env(tmp_path: Path) -> AsyncIterator[Env]:
-    sandbox = Sandbox(SandboxConfig(command_seconds=0.3))
-    async with (
-        open_store(tmp_path / "aisd.db") as store,
-        KontomatikClient(
-            "http://sandbox.test",
-            DEFAULT_API_KEY,
-            transport=httpx.ASGITransport(app=SandboxApp(sandbox)),
-        ) as client,
-    ):
-        yield Env(sandbox, store, client, tmp_path)
-
-
-async def run_until_done(env: Env, pipeline: Pipeline, ids: list[str], limit: float = 20) -> None:
-    async with anyio.create_task_group() as tg:
-        await tg.start(pipeline.run)
-        with anyio.fail_after(limit):
-            while True:
-                records = [await env.store.get_import(i) for i in ids]
-                if all(
-                    r and r.state in (ImportState.SUCCESSFUL, ImportState.FAILED) for r in records
-                ):
-                    break
-                await anyio.sleep(0.05)
-        tg.cancel_scope.cancel()
 
 
 async def test_initial_import_stores_what_the_sandbox_served(env: Env) -> None:

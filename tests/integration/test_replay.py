@@ -1,0 +1,63 @@
+"""``aisd replay`` rebuilds the merged data from kept raw replies, without any bank access."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from aisd.replay import main as replay_main
+from aisd.replay import replay
+from aisd.settings import Settings, load_settings
+from aisd.store import open_store
+from tests.integration._harness import Env, run_until_done
+
+pytestmark = pytest.mark.anyio
+
+
+def _settings(db: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    monkeypatch.setenv("AISD_DB_PATH", str(db))
+    return load_settings(sandbox=True)
+
+
+async def _snapshot(db: Path, owner: str) -> dict[str, list[tuple[object, ...]]]:
+    async with open_store(db) as store:
+        out = {}
+        for account in await store.accounts(owner):
+            iban = str(account["iban"])
+            out[iban] = [
+                (t.id, t.transaction_on, t.booked_on, t.amount, t.title, t.status, t.labels)
+                for t in await store.transactions(owner, iban)
+            ]
+        return out
+
+
+async def test_replay_rebuilds_the_same_merged_data(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = await env.submit("owner-replay")
+    await run_until_done(env, env.pipeline(), [first])
+    before = await _snapshot(env.tmp / "aisd.db", "owner-replay")
+    assert sum(len(v) for v in before.values()) > 100
+    events_before = await env.store.last_event_id()
+    await env.store.close()
+
+    replayed, failed = await replay(_settings(env.tmp / "aisd.db", monkeypatch))
+    assert (replayed, failed) == (1, 0)
+    after = await _snapshot(env.tmp / "aisd.db", "owner-replay")
+    strip = {k: sorted(row[1:] for row in v) for k, v in before.items()}
+    assert {k: sorted(row[1:] for row in v) for k, v in after.items()} == strip
+    async with open_store(env.tmp / "aisd.db") as store:
+        assert await store.last_event_id() == events_before  # the feed is left alone
+    assert len(env.sandbox.stats.served) == 1  # no bank access
+
+
+def test_replay_refuses_to_run_beside_a_daemon(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from aisd.instance import instance_lock
+
+    settings = _settings(tmp_path / "aisd.db", monkeypatch)
+    with instance_lock(settings.db_path):
+        assert replay_main(settings) == 1
+    assert "stop the daemon first" in capsys.readouterr().err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,9 +21,9 @@ def _settings(db: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
     return load_settings(sandbox=True)
 
 
-async def _snapshot(db: Path, owner: str) -> dict[str, list[tuple[object, ...]]]:
+async def _snapshot(db: Path, owner: str) -> dict[str, list[tuple[Any, ...]]]:
     async with open_store(db) as store:
-        out = {}
+        out: dict[str, list[tuple[Any, ...]]] = {}
         for account in await store.accounts(owner):
             iban = str(account["iban"])
             out[iban] = [

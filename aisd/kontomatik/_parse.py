@@ -269,7 +269,7 @@ def parse_error(status_code: int, data: bytes) -> KontomatikError:
     kept). Otherwise an ``exception`` element is classified by name; a 5xx whose name is not
     known to be anything else is retried later. Without an exception: 5xx and 429 are
     ``HttpStatusNNN`` retry-later errors, other statuses ``HttpStatusNNN`` unknown errors, and
-    an unreadable 2xx is ``MalformedReply``.
+    a Kontomatik reply cut short (any status) is a retry-later ``MalformedReply``.
 
     Args:
         status_code: the HTTP status.
@@ -297,7 +297,10 @@ def parse_error(status_code: int, data: bytes) -> KontomatikError:
         return RetryLaterError(
             name, f"HTTP {status_code} without a Kontomatik exception", http_status=status_code
         )
-    if 200 <= status_code < 300:
+    truncated = root is None and data.lstrip().startswith((b"<?xml", b"<reply"))
+    if 200 <= status_code < 300 or truncated:
+        # A Kontomatik reply cut or mangled in transit: what it said is unknown, so it is
+        # retried, never taken as a final answer.
         return RetryLaterError(
             "MalformedReply", "reply is not the expected XML", http_status=status_code
         )

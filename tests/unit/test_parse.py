@@ -497,6 +497,12 @@ def test_each_exception_name_maps_to_its_class(
         (400, b"not xml", UnknownApiError, "HttpStatus400"),
         (302, b"", UnknownApiError, "HttpStatus302"),
         (200, b"<reply", RetryLaterError, "MalformedReply"),
+        (
+            400,
+            b'<?xml version="1.0"?><reply status="400 Bad Request"><exc',
+            RetryLaterError,
+            "MalformedReply",
+        ),
     ],
 )
 def test_errors_without_exception(

@@ -13,7 +13,9 @@ from collections.abc import Sequence
 from datetime import date, datetime
 from typing import Protocol
 
+from aisd.billing import BilledImport, TokenLife
 from aisd.kontomatik._models import CommandFailure, ImportResult, Session
+from aisd.store._data_records import FeedPage, ForgetOutcome
 from aisd.store._records import (
     AccessKind,
     ConsentIn,
@@ -197,6 +199,10 @@ class Store(Protocol):
         """Append events to the feed (one transaction); returns their ids."""
         ...
 
+    async def last_event_id(self) -> int:
+        """The newest event's id (0 for an empty feed)."""
+        ...
+
     async def list_events(self, *, after: int, limit: int) -> list[EventRecord]:
         """Events with ``id > after``, ascending."""
         ...
@@ -304,4 +310,45 @@ class Store(Protocol):
 
     async def multiple_access_id(self, token_id: str) -> str | None:
         """The token's secret, for Revoke Multiple Access Consent (never logged)."""
+        ...
+
+    # -- data out: change feed, billing, erasure, retention ------------------------------------
+
+    async def feed_head(self) -> int:
+        """The newest value of the change sequence (0 when nothing was ever written)."""
+        ...
+
+    async def feed_changes(
+        self, *, after: int, limit: int, owner_external_id: str | None = None
+    ) -> FeedPage:
+        """Merged-transaction changes with a sequence value above ``after``, at most ``limit``
+        of them, folded per row (added then modified is added with the latest values; added
+        then removed is nothing). The page's ``last_seq`` is the ``after`` of the next call:
+        across pages no change is skipped or repeated. With ``owner_external_id`` only that
+        owner's changes count (a sequence position then belongs to that filter); an unknown
+        owner raises ``LookupError``."""
+        ...
+
+    async def billing_inputs(
+        self, *, start: datetime | None = None, end: datetime | None = None
+    ) -> tuple[list[TokenLife], list[BilledImport]]:
+        """Every token whose life may have a billing cycle ending in ``[start, end)`` (open
+        when None), with ``ended_at`` when it left ``active``, and the tokens' successful
+        imports, including the anonymous ones kept after their owner was forgotten."""
+        ...
+
+    async def forget_owner(self, owner_external_id: str, *, now: datetime) -> ForgetOutcome:
+        """Erase everything about an owner in one transaction: owner, consents, sessions,
+        imports (successful ones copied anonymously for billing), accounts, transactions (a
+        tombstone each, without account, for feed consumers), raw replies, the ledger's session
+        links, token-account links and token secrets; events keep ids and types but lose the
+        owner and personal data; then the event ``owner.forgotten`` (no personal data) and a
+        compaction so the bytes leave the file. Tokens must have been revoked upstream first.
+        Raises ``LookupError`` when the owner is unknown and ``ConflictError`` (changing
+        nothing) while a token of the owner is active or an import is queued or running."""
+        ...
+
+    async def purge_transactions(self, *, before: date) -> int:
+        """Delete merged transactions dated (``transactionOn``) before ``before``; returns how
+        many (retention: no tombstones, downstream copies follow their own retention)."""
         ...

@@ -50,11 +50,18 @@ V1_ROWS = [
 ]
 
 
+# What version 2 adds to those rows: the change sequence, as 0002 backfills it.
+V2_ROWS = [
+    "UPDATE transactions SET change_seq = id",
+    "UPDATE counters SET value = 2 WHERE name = 'change_seq'",
+]
+
+
 def seed(path: Path, version: int) -> None:
     assert migrate(path, target=version) == version
     if version >= 1:
         with closing(sqlite3.connect(path)) as conn, conn:
-            for statement in V1_ROWS:
+            for statement in V1_ROWS + (V2_ROWS if version >= 2 else []):
                 conn.execute(statement)
 
 

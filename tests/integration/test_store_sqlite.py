@@ -748,7 +748,7 @@ async def test_upstream_quota_exceeded_fails_import_and_records_refusal(
     out = await store.submit_consent(consent(), now=T0, since=date(2025, 5, 1), expires_at=at(9))
     assert out.token_id is not None
     refresh = await store.queue_refresh(out.token_id, now=at(1), since=date(2026, 2, 1))
-    await store.upstream_quota_exceeded(out.token_id, refresh, now=at(2))
+    await store.upstream_quota_exceeded(out.token_id, refresh, now=at(2), deferred_until=at(62))
     record = await store.get_import(refresh)
     assert record is not None
     assert record.state == ImportState.FAILED
@@ -759,5 +759,12 @@ async def test_upstream_quota_exceeded_fails_import_and_records_refusal(
         assert plain.execute("SELECT quota_refused_at FROM tokens").fetchall() == [
             ("2026-05-01T08:02:00.000000Z",)
         ]
+    # The planner defers it to the given time, at the next tick, without counting a failure.
+    [token] = await store.list_tokens(token_ids=[out.token_id])
+    assert (token.upstream_deferred_until, token.next_refresh_at, token.failures) == (
+        at(62),
+        at(2),
+        0,
+    )
     with pytest.raises(ConflictError):
-        await store.upstream_quota_exceeded(out.token_id, refresh, now=at(3))
+        await store.upstream_quota_exceeded(out.token_id, refresh, now=at(3), deferred_until=at(9))

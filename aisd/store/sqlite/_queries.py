@@ -1,4 +1,5 @@
-"""Named SQL blocks, loaded once from ``queries.sql`` (aiosql-style ``-- name: x`` headers)."""
+"""Named SQL blocks, loaded once from ``queries.sql`` and ``queries_data.sql`` (aiosql-style
+``-- name: x`` headers)."""
 
 from __future__ import annotations
 
@@ -42,8 +43,17 @@ def parse_named_blocks(text: str) -> dict[str, str]:
     return out
 
 
-QUERIES: Mapping[str, str] = MappingProxyType(
-    parse_named_blocks(
-        files("aisd.store.sqlite").joinpath("queries.sql").read_text(encoding="utf-8")
-    )
-)
+def _load(*names: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for name in names:
+        blocks = parse_named_blocks(
+            files("aisd.store.sqlite").joinpath(name).read_text(encoding="utf-8")
+        )
+        clash = sorted(set(out) & set(blocks))
+        if clash:
+            raise ValueError(f"query names defined twice: {clash}")
+        out.update(blocks)
+    return out
+
+
+QUERIES: Mapping[str, str] = MappingProxyType(_load("queries.sql", "queries_data.sql"))

@@ -9,7 +9,6 @@ a worker thread and reaches SQLite as a few ``executemany`` batches, not per-row
 from __future__ import annotations
 
 import os
-import secrets
 import sqlite3
 from collections.abc import AsyncIterator, Generator, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -52,20 +51,18 @@ from aisd.store.sqlite._codec import (
     opt_date_out,
     opt_dt_out,
 )
+from aisd.store.sqlite._data import BillingMethods, FeedMethods, PrivacyMethods
 from aisd.store.sqlite._errors import ConflictError, NotFoundError, StoreError
+from aisd.store.sqlite._ids import new_id
 from aisd.store.sqlite._migrate import migrate
 from aisd.store.sqlite._queries import QUERIES as Q
+from aisd.store.sqlite._tokens import TokenMethods
 from aisd.store.sqlite._writes import plan_account_writes
 
 __all__ = ["SqliteStore", "open_store"]
 
 _FINAL_STATES = (ImportState.SUCCESSFUL.value, ImportState.FAILED.value)
 _CHANGE_SEQ = "change_seq"
-
-
-def _new_id(prefix: str) -> str:
-    # Random, never derived from a secret: ids appear in logs, events and on the socket.
-    return f"{prefix}{secrets.token_hex(8)}"
 
 
 async def _one(db: aiosqlite.Connection, name: str, params: Any = ()) -> sqlite3.Row | None:
@@ -134,7 +131,7 @@ def _record(row: sqlite3.Row) -> ImportRecord:
     )
 
 
-class SqliteStore:
+class SqliteStore(TokenMethods, FeedMethods, BillingMethods, PrivacyMethods):
     """The daemon's durable state in one SQLite file. Open it with :func:`open_store`."""
 
     def __init__(
@@ -253,7 +250,7 @@ class SqliteStore:
             )
             token_id = None
             if consent.multiple_access_id is not None:
-                token_id = _new_id("tok_")
+                token_id = new_id("tok_")
                 await db.execute(
                     Q["insert_token"],
                     {
@@ -267,7 +264,7 @@ class SqliteStore:
                         "max_imports": consent.max_imports,
                     },
                 )
-            import_id = _new_id("imp_")
+            import_id = new_id("imp_")
             await db.execute(
                 Q["insert_import"],
                 {
@@ -309,7 +306,7 @@ class SqliteStore:
                 raise NotFoundError(f"token {token_id} not found")
             if token["state"] != TokenState.ACTIVE.value:
                 raise ConflictError(f"token {token_id} is {token['state']}")
-            import_id = _new_id("imp_")
+            import_id = new_id("imp_")
             await db.execute(
                 Q["insert_import"],
                 {
@@ -350,6 +347,9 @@ class SqliteStore:
         ts = dt_in(now)
         async with self._transaction() as db:
             imp = None if import_id is None else await self._import_row(db, import_id)
+            if imp is not None and imp["state"] in _FINAL_STATES:
+                # Failed meanwhile (e.g. its token was revoked): nothing may be sent for it.
+                raise ConflictError(f"import {import_id} already ended ({imp['state']})")
             access_id = await _returning_id(
                 db,
                 "insert_access",
@@ -374,6 +374,8 @@ class SqliteStore:
                     await self._emit(db, [started], now)
             elif imp is not None and kind == AccessKind.REUSE:
                 await _update(db, "mark_reusing", {"id": import_id, "now": ts})
+            if kind == AccessKind.REUSE and token_id is not None:
+                await db.execute(Q["token_reused"], {"id": token_id, "now": ts})
         return access_id
 
     async def record_access_outcome(
@@ -390,6 +392,8 @@ class SqliteStore:
             async with db.execute(Q["set_access_outcome"], params) as cursor:
                 if cursor.rowcount != 1:
                     raise NotFoundError(f"access {access_id} not found")
+            if outcome == "not_sent":
+                await db.execute(Q["token_reuse_not_sent"], {"id": access_id})
 
     async def record_session(self, import_id: str, session: Session, *, now: datetime) -> None:
         """See :meth:`aisd.store.Store.record_session`."""
@@ -578,27 +582,38 @@ class SqliteStore:
     async def finish_failure(
         self, import_id: str, failure: CommandFailure, *, now: datetime, polls: int | None = None
     ) -> None:
-        """See :meth:`aisd.store.Store.finish_failure`.
+        """See :meth:`aisd.store.Store.finish_failure`. A failed refresh adds to its token's
+        failure streak and has the token re-planned at the next tick.
 
         Raises:
             NotFoundError: the import is unknown.
             ConflictError: the import has already ended.
         """
         async with self._transaction() as db:
-            await self._fail(db, import_id, failure, now=now, polls=polls)
+            imp = await self._fail(db, import_id, failure, now=now, polls=polls)
+            if imp["kind"] == ImportKind.REFRESH.value and imp["token_id"] is not None:
+                params = {"id": imp["token_id"], "now": dt_in(now)}
+                await db.execute(Q["token_refresh_failed"], params)
 
     async def token_reauth_required(
         self, token_id: str, import_id: str, failure: CommandFailure, *, now: datetime
     ) -> None:
         """See :meth:`aisd.store.Store.token_reauth_required`. ``token.reauth_required`` is
         appended only when the token was ``active``: a second import failing on the same dead
-        token does not repeat it."""
+        token does not repeat it. The failure counts in the token's streak; its secret and its
+        plan are dropped with the state."""
+        ts = dt_in(now)
         async with self._transaction() as db:
             imp = await self._fail(db, import_id, failure, now=now, polls=None)
-            async with db.execute(
-                Q["token_to_reauth_required"], {"id": token_id, "now": dt_in(now)}
-            ) as cursor:
+            params = {
+                "id": token_id,
+                "state": TokenState.REAUTH_REQUIRED.value,
+                "reason": failure.name,
+                "now": ts,
+            }
+            async with db.execute(Q["end_token"], params) as cursor:
                 changed = cursor.rowcount == 1
+            await db.execute(Q["token_refresh_failed"], {"id": token_id, "now": ts})
             if changed:
                 data = {"errorName": failure.name}
                 event = NewEvent(
@@ -607,16 +622,18 @@ class SqliteStore:
                 await self._emit(db, [event], now)
 
     async def upstream_quota_exceeded(
-        self, token_id: str, import_id: str, *, now: datetime
+        self, token_id: str, import_id: str, *, now: datetime, deferred_until: datetime
     ) -> None:
-        """See :meth:`aisd.store.Store.upstream_quota_exceeded`."""
+        """See :meth:`aisd.store.Store.upstream_quota_exceeded`. The token keeps its failure
+        streak, records ``deferred_until`` and is re-planned at the next tick."""
         failure = CommandFailure(
             "MultipleAccessLimitExceeded",
             "Upstream refused the access: the bank account's rolling 24 h limit is used up.",
         )
         async with self._transaction() as db:
             await self._fail(db, import_id, failure, now=now, polls=None)
-            await db.execute(Q["token_quota_refused"], {"id": token_id, "now": dt_in(now)})
+            params = {"id": token_id, "now": dt_in(now), "deferred_until": dt_in(deferred_until)}
+            await db.execute(Q["token_quota_refused"], params)
 
     async def _fail(
         self,

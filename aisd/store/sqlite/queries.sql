@@ -68,10 +68,12 @@ ON CONFLICT (session_id) DO UPDATE SET signature = excluded.signature
 RETURNING id
 
 -- name: insert_token
+-- Due at once (the first tick plans it) and its warnings evaluated at the first tick.
 INSERT INTO tokens (id, owner_id, consent_id, multiple_access_id, state, created_at, expires_at,
-                    state_changed_at, refresh_until, max_imports)
+                    state_changed_at, refresh_until, max_imports, next_refresh_at,
+                    next_warning_at)
 VALUES (:id, :owner_id, :consent_id, :multiple_access_id, 'active', :now, :expires_at, :now,
-        :refresh_until, :max_imports)
+        :refresh_until, :max_imports, :now, :now)
 
 -- name: insert_import
 INSERT INTO imports (id, owner_id, token_id, consent_id, session_ref, kind, state, phase, since,
@@ -172,13 +174,37 @@ SET state = 'failed', phase = 'done', finished_at = :now, not_before = NULL,
     polls = COALESCE(:polls, polls), error_name = :error_name, error_message = :error_message
 WHERE id = :id
 
--- name: token_to_reauth_required
--- Only from 'active': every other state is final.
-UPDATE tokens SET state = 'reauth_required', state_changed_at = :now
+-- name: end_token
+-- Only from 'active': every other state is final. The secret goes with the state.
+UPDATE tokens
+SET state = :state, state_reason = :reason, state_changed_at = :now, next_refresh_at = NULL,
+    next_warning_at = NULL, multiple_access_id = NULL
 WHERE id = :id AND state = 'active'
 
+-- name: token_refresh_failed
+UPDATE tokens
+SET failures = failures + 1,
+    next_refresh_at = CASE WHEN state = 'active' THEN :now END
+WHERE id = :id
+
 -- name: token_quota_refused
-UPDATE tokens SET quota_refused_at = :now WHERE id = :id
+UPDATE tokens
+SET quota_refused_at = :now, upstream_deferred_until = :deferred_until,
+    next_refresh_at = CASE WHEN state = 'active' THEN :now END
+WHERE id = :id
+
+-- name: token_reused
+UPDATE tokens SET last_refresh_at = MAX(COALESCE(last_refresh_at, :now), :now) WHERE id = :id
+
+-- name: token_reuse_not_sent
+-- A Reuse that provably never left: the token's last refresh is the newest one that may have.
+UPDATE tokens
+SET last_refresh_at = (
+    SELECT MAX(a.sent_at) FROM accesses AS a
+    WHERE a.token_id = tokens.id AND a.kind = 'reuse'
+      AND (a.outcome IS NULL OR a.outcome <> 'not_sent')
+)
+WHERE id = (SELECT token_id FROM accesses WHERE id = :id AND kind = 'reuse')
 
 -- name: last_event_id
 SELECT COALESCE(MAX(id), 0) FROM events
@@ -245,7 +271,13 @@ ON CONFLICT (import_id) DO UPDATE SET
     created_at = excluded.created_at
 
 -- name: token_imported
-UPDATE tokens SET last_import_at = :now WHERE id = :id
+-- Any success resets the failure streak and the upstream deferral; an active token is re-planned
+-- at the next tick.
+UPDATE tokens
+SET last_import_at = :now, imports_done = imports_done + 1, failures = 0,
+    upstream_deferred_until = NULL,
+    next_refresh_at = CASE WHEN state = 'active' THEN :now END
+WHERE id = :id
 
 -- name: insert_token_account
 INSERT INTO token_accounts (token_id, iban, first_seen_at) VALUES (:token_id, :iban, :now)
@@ -324,3 +356,104 @@ DELETE FROM transactions
 -- name: purge_raw_replies
 DELETE FROM raw_replies
 WHERE import_id IN (SELECT id FROM imports WHERE finished_at < :older_than)
+
+-- name: list_token_records
+SELECT * FROM token_records
+WHERE (:owner_external_id IS NULL OR owner_external_id = :owner_external_id)
+  AND (:state IS NULL OR state = :state)
+ORDER BY created_at, row_order
+
+-- name: token_records_by_ids
+-- By primary key: the quota gate asks for one token before every Reuse.
+SELECT * FROM token_records
+WHERE token_id IN (SELECT value FROM json_each(:token_ids))
+  AND (:owner_external_id IS NULL OR owner_external_id = :owner_external_id)
+  AND (:state IS NULL OR state = :state)
+ORDER BY created_at, row_order
+
+-- name: due_token_records
+-- A range scan of tokens_due in its own order: the cost grows with the tokens due.
+SELECT * FROM token_records AS r
+WHERE r.state = 'active' AND r.next_refresh_at <= :now
+  AND NOT EXISTS (
+      SELECT 1 FROM imports AS i
+      WHERE i.token_id = r.token_id AND i.kind = 'refresh' AND i.state IN ('queued', 'running')
+  )
+ORDER BY r.next_refresh_at, r.row_order
+LIMIT :limit
+
+-- name: next_refresh_due
+SELECT next_refresh_at FROM tokens
+WHERE state = 'active' AND next_refresh_at IS NOT NULL
+ORDER BY next_refresh_at
+LIMIT 1
+
+-- name: reuse_ledger
+-- The asked tokens and every token sharing a bank account with one of them: their Reuse accesses
+-- since the horizon ('access' rows) and their accounts ('account' rows, a NULL iban for a token
+-- with none). One statement, so both halves come from the same snapshot.
+WITH asked(token_id) AS (SELECT value FROM json_each(:token_ids)),
+related(token_id) AS (
+    SELECT token_id FROM asked
+    UNION
+    SELECT other.token_id
+    FROM asked
+    JOIN token_accounts AS mine ON mine.token_id = asked.token_id
+    JOIN token_accounts AS other ON other.iban = mine.iban
+)
+SELECT 'access' AS what, a.token_id, a.sent_at AS value
+FROM related AS r
+JOIN accesses AS a ON a.token_id = r.token_id
+WHERE a.kind = 'reuse' AND a.sent_at >= :since
+  AND (a.outcome IS NULL OR a.outcome <> 'not_sent')
+UNION ALL
+SELECT 'account', r.token_id, ta.iban
+FROM related AS r
+LEFT JOIN token_accounts AS ta ON ta.token_id = r.token_id
+
+-- name: set_plan
+UPDATE tokens SET next_refresh_at = :at, plan_reason = :reason
+WHERE id = :id AND state = 'active'
+
+-- name: token_open_refresh
+SELECT t.owner_id, t.state,
+       EXISTS (
+           SELECT 1 FROM imports AS i
+           WHERE i.token_id = t.id AND i.kind = 'refresh' AND i.state IN ('queued', 'running')
+       ) AS open_refresh
+FROM tokens AS t
+WHERE t.id = :token_id
+
+-- name: clear_next_refresh
+UPDATE tokens SET next_refresh_at = NULL WHERE id = :id
+
+-- name: tokens_past_expiry
+SELECT t.id, o.external_id AS owner_external_id, t.expires_at
+FROM tokens AS t
+LEFT JOIN owners AS o ON o.id = t.owner_id
+WHERE t.state = 'active' AND t.expires_at <= :now
+ORDER BY t.expires_at, t.rowid
+
+-- name: queued_refreshes_of_token
+SELECT id FROM imports
+WHERE token_id = :token_id AND kind = 'refresh' AND phase = 'queued'
+ORDER BY created_at, id
+
+-- name: warning_candidates
+-- A range scan of tokens_warning: tokens whose next threshold has passed.
+SELECT * FROM token_records
+WHERE state = 'active' AND next_warning_at <= :now
+ORDER BY next_warning_at, row_order
+
+-- name: set_next_warning
+UPDATE tokens SET next_warning_at = :next_warning_at WHERE id = :id
+
+-- name: insert_token_warning
+INSERT INTO token_warnings (token_id, day, raised_at) VALUES (:token_id, :day, :now)
+ON CONFLICT (token_id, day) DO NOTHING
+
+-- name: token_brief
+SELECT t.state, o.external_id AS owner_external_id, t.expires_at
+FROM tokens AS t
+LEFT JOIN owners AS o ON o.id = t.owner_id
+WHERE t.id = :id

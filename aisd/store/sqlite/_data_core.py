@@ -1,0 +1,42 @@
+"""What the data-out mixins (feed, billing, privacy) use of the store they are mixed into."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
+from datetime import datetime
+from typing import Any, Protocol
+
+import aiosqlite
+import anyio
+
+from aisd.store._records import NewEvent
+from aisd.store.sqlite._queries import QUERIES as Q
+
+__all__ = ["DataCore", "fetch", "scalar"]
+
+
+class DataCore(Protocol):
+    """The parts of :class:`~aisd.store.sqlite.SqliteStore` the data-out mixins rely on."""
+
+    _reader: aiosqlite.Connection
+    _writer: aiosqlite.Connection
+    _lock: anyio.Lock
+
+    def _transaction(self) -> AbstractAsyncContextManager[aiosqlite.Connection]: ...
+
+    async def _emit(
+        self, db: aiosqlite.Connection, events: Sequence[NewEvent], now: datetime
+    ) -> list[int]: ...
+
+
+async def fetch(db: aiosqlite.Connection, name: str, params: Any = ()) -> list[sqlite3.Row]:
+    """All rows of a named query."""
+    return list(await db.execute_fetchall(Q[name], params))
+
+
+async def scalar(db: aiosqlite.Connection, name: str, params: Any = ()) -> Any:
+    """The first column of the first row of a named query, or None without a row."""
+    rows = await fetch(db, name, params)
+    return rows[0][0] if rows else None

@@ -153,9 +153,12 @@ def render_tokens(result: Mapping[str, Any], now: datetime, *, explain: bool = F
     parts = [text]
     for token in tokens:
         parts.append(f"\n{token.get('tokenId')}:")
-        parts.append(f"  next refresh: {relative_time(token.get('nextRefreshAt'), now)}")
+        why = f" ({token['planReason']})" if token.get("planReason") else ""
+        parts.append(f"  next refresh: {relative_time(token.get('nextRefreshAt'), now)}{why}")
         if token.get("deferredReason"):
             parts.append(f"  deferred: {token['deferredReason']}")
+        if token.get("failures"):
+            parts.append(f"  failed refreshes in a row: {token['failures']}")
         quota = token.get("quota") or []
         if quota:
             quota_rows = [

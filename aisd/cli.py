@@ -350,7 +350,9 @@ def _cmd_imports(args: argparse.Namespace) -> int:
 
 
 def _cmd_tokens(args: argparse.Namespace) -> int:
-    result = _client(args).list_tokens(owner_external_id=args.owner, state=args.state)
+    result = _client(args).list_tokens(
+        owner_external_id=args.owner, state=args.state, explain=args.explain
+    )
     now = _now()
     return _show(args, result, lambda r: fmt.render_tokens(r, now, explain=args.explain))
 

@@ -261,11 +261,17 @@ class Client:
         return result
 
     def list_tokens(
-        self, *, owner_external_id: str | None = None, state: str | None = None
+        self,
+        *,
+        owner_external_id: str | None = None,
+        state: str | None = None,
+        explain: bool = False,
     ) -> dict[str, Any]:
-        """``token.list``: ``{tokens: [...]}``."""
+        """``token.list``: ``{tokens: [...]}``; with ``explain``, each token's quota use per
+        account (``quota``), the plan's reason and its failure count too."""
         result: dict[str, Any] = self.call(
-            "token.list", _params(ownerExternalId=owner_external_id, state=state)
+            "token.list",
+            _params(ownerExternalId=owner_external_id, state=state, explain=explain or None),
         )
         return result
 
@@ -421,11 +427,16 @@ class AsyncClient:
         return result
 
     async def list_tokens(
-        self, *, owner_external_id: str | None = None, state: str | None = None
+        self,
+        *,
+        owner_external_id: str | None = None,
+        state: str | None = None,
+        explain: bool = False,
     ) -> dict[str, Any]:
         """See :meth:`Client.list_tokens`."""
         result: dict[str, Any] = await self.call(
-            "token.list", _params(ownerExternalId=owner_external_id, state=state)
+            "token.list",
+            _params(ownerExternalId=owner_external_id, state=state, explain=explain or None),
         )
         return result
 

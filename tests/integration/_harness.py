@@ -12,7 +12,7 @@ import httpx
 
 from aisd.clock import SystemClock
 from aisd.kontomatik import KontomatikClient
-from aisd.pipeline import Pipeline, PipelineConfig
+from aisd.pipeline import Pipeline, PipelineConfig, ReuseGate
 from aisd.sandbox import DEFAULT_API_KEY, Sandbox, SandboxApp, SandboxConfig
 from aisd.store import ConsentIn, ImportState, SqliteStore, open_store
 
@@ -27,36 +27,61 @@ FAST = PipelineConfig(
 )
 
 
+class ManualClock(SystemClock):
+    """The wall clock plus an offset the test moves: a day passes in one call. Sleeps and
+    spacing stay real (and short, with :data:`FAST`)."""
+
+    def __init__(self) -> None:
+        self.offset = timedelta()
+
+    def now(self) -> datetime:
+        return datetime.now(UTC) + self.offset
+
+    def advance(self, delta: timedelta) -> None:
+        self.offset += delta
+
+
 @dataclass
 class Env:
     sandbox: Sandbox
     store: SqliteStore
     client: KontomatikClient
     tmp: Path
+    clock: ManualClock
 
-    def pipeline(self, config: PipelineConfig = FAST) -> Pipeline:
-        return Pipeline(self.store, self.client, config, SystemClock())
+    def pipeline(self, config: PipelineConfig = FAST, gate: ReuseGate | None = None) -> Pipeline:
+        return Pipeline(self.store, self.client, config, self.clock, gate=gate)
 
-    async def submit(self, owner: str, *, multiple: bool = False) -> str:
-        minted = self.sandbox.mint_consent(owner, multiple_access=multiple)
-        now = datetime.now(UTC)
+    async def submit(
+        self,
+        owner: str,
+        *,
+        multiple: bool = False,
+        accounts: int | list[str] | None = None,
+        max_imports: int | None = None,
+        expires_in: timedelta = timedelta(days=180),
+    ) -> str:
+        minted = self.sandbox.mint_consent(owner, multiple_access=multiple, accounts=accounts)
+        now = self.clock.now()
         outcome = await self.store.submit_consent(
             ConsentIn(
                 owner_external_id=owner,
                 session_id=minted.session_id,
                 session_signature=minted.signature,
                 multiple_access_id=minted.multiple_access_id,
+                max_imports=max_imports,
             ),
             now=now,
             since=now.date() - timedelta(days=365),
-            expires_at=now + timedelta(days=180),
+            expires_at=now + expires_in,
         )
         return outcome.import_id
 
 
 async def make_env(tmp_path: Path) -> AsyncIterator[Env]:
     """An :class:`Env` on a fresh database, closed afterwards."""
-    sandbox = Sandbox(SandboxConfig(command_seconds=0.3))
+    clock = ManualClock()
+    sandbox = Sandbox(SandboxConfig(command_seconds=0.3), clock=clock.now)
     async with (
         open_store(tmp_path / "aisd.db") as store,
         KontomatikClient(
@@ -65,7 +90,7 @@ async def make_env(tmp_path: Path) -> AsyncIterator[Env]:
             transport=httpx.ASGITransport(app=SandboxApp(sandbox)),
         ) as client,
     ):
-        yield Env(sandbox, store, client, tmp_path)
+        yield Env(sandbox, store, client, tmp_path, clock)
 
 
 async def run_until_done(env: Env, pipeline: Pipeline, ids: list[str], limit: float = 20) -> None:

@@ -1,0 +1,214 @@
+"""JSON-RPC methods of data out: the change feed, erasure and billing.
+
+``data.changes`` pages through the store's change sequence behind an opaque cursor;
+``owner.forget`` revokes upstream first and erases only once every token is revoked;
+``billing.report`` and ``billing.forecast`` load their inputs from the store and leave the rules
+to :mod:`aisd.billing`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+
+from aisd import billing
+from aisd.clock import Clock
+from aisd.refresh import Refresher, RevokeFailed
+from aisd.rpc import CONFLICT, INVALID_PARAMS, NOT_FOUND, Handler, Params, Peer, RpcError
+from aisd.rpc.methods import MAX_ID_LEN, UPSTREAM_ERROR, transaction_json
+from aisd.store import ConflictError, Store, TokenState
+from aisd.store._data_records import FeedTransaction
+
+__all__ = [
+    "DEFAULT_CHANGES_LIMIT",
+    "MAX_CHANGES_LIMIT",
+    "MAX_FORECAST_MONTHS",
+    "data_methods",
+    "decode_cursor",
+    "encode_cursor",
+    "feed_transaction_json",
+]
+
+DEFAULT_CHANGES_LIMIT = 500
+MAX_CHANGES_LIMIT = 5000
+MAX_FORECAST_MONTHS = 24
+_CURSOR_PREFIX = "v1:"
+_CURSOR_SEQ = re.compile(r"0|[1-9][0-9]{0,17}")
+
+log = structlog.get_logger("aisd.data")
+
+
+def encode_cursor(seq: int) -> str:
+    """The opaque cursor of a change-sequence position."""
+    raw = f"{_CURSOR_PREFIX}{seq}".encode("ascii")
+    return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
+
+
+def decode_cursor(cursor: str) -> int:
+    """The change-sequence position of a cursor made by :func:`encode_cursor`.
+
+    Raises:
+        ValueError: the cursor was not made by :func:`encode_cursor`.
+    """
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise ValueError("malformed cursor") from None
+    seq = raw.removeprefix(_CURSOR_PREFIX)
+    if seq == raw or not _CURSOR_SEQ.fullmatch(seq) or encode_cursor(int(seq)) != cursor:
+        raise ValueError("malformed cursor")
+    return int(seq)
+
+
+def feed_transaction_json(item: FeedTransaction) -> dict[str, Any]:
+    """A transaction of ``data.changes``: ``owner.data``'s fields plus its stable id, owner,
+    account and currency."""
+    tx = item.transaction
+    return {
+        "transactionId": str(tx.id),
+        "ownerExternalId": item.owner_external_id,
+        "iban": tx.account_iban,
+        "currencyName": tx.currency_name,
+        **transaction_json(tx),
+    }
+
+
+def _bad_cursor() -> RpcError:
+    return RpcError(
+        INVALID_PARAMS, "invalid params: 'cursor' is not a cursor of this feed", {"field": "cursor"}
+    )
+
+
+def _month_bounds(first: datetime) -> tuple[datetime, datetime]:
+    if first.month == 12:
+        return first, first.replace(year=first.year + 1, month=1)
+    return first, first.replace(month=first.month + 1)
+
+
+def data_methods(
+    store: Store, refresher: Refresher, clock: Clock, *, refreshes_per_day: int
+) -> dict[str, Handler]:
+    """``data.changes``, ``owner.forget``, ``billing.report`` and ``billing.forecast``.
+
+    Args:
+        store: the daemon's store.
+        refresher: revokes tokens upstream before an erasure.
+        clock: the daemon's clock (billing counts only what has ended by now).
+        refreshes_per_day: the refresh rate the forecast assumes for active tokens.
+
+    Returns:
+        The method table, to merge with the daemon's others.
+    """
+
+    async def data_changes(params: Params, peer: Peer) -> object:
+        params.reject_unknown({"cursor", "ownerExternalId", "limit"})
+        cursor = params.str_("cursor", required=False, max_len=64)
+        owner = params.str_("ownerExternalId", required=False, max_len=MAX_ID_LEN)
+        limit = params.int_("limit", required=False, min=1, max=MAX_CHANGES_LIMIT)
+        after = 0
+        if cursor is not None:
+            try:
+                after = decode_cursor(cursor)
+            except ValueError:
+                raise _bad_cursor() from None
+            # A position past the newest change comes from another database: reading on
+            # would silently skip that many future changes.
+            if after > await store.feed_head():
+                raise _bad_cursor()
+        try:
+            page = await store.feed_changes(
+                after=after, limit=limit or DEFAULT_CHANGES_LIMIT, owner_external_id=owner
+            )
+        except LookupError:
+            raise RpcError(NOT_FOUND, "owner not found") from None
+        return {
+            "added": [feed_transaction_json(t) for t in page.added],
+            "modified": [feed_transaction_json(t) for t in page.modified],
+            "removed": [{"transactionId": str(tx_id)} for tx_id in page.removed],
+            "cursor": encode_cursor(page.last_seq),
+            "hasMore": page.has_more,
+        }
+
+    async def owner_forget(params: Params, peer: Peer) -> object:
+        params.reject_unknown({"ownerExternalId"})
+        owner = params.str_("ownerExternalId", max_len=MAX_ID_LEN)
+        revoked = 0
+        for token in await store.list_tokens(owner_external_id=owner):
+            if token.state != TokenState.ACTIVE:
+                continue
+            try:
+                state = await refresher.revoke(token.token_id, reason="owner forgotten")
+            except LookupError:
+                continue
+            except RevokeFailed as exc:
+                raise RpcError(
+                    UPSTREAM_ERROR,
+                    "upstream did not confirm the revocation; nothing was deleted",
+                    {"tokenId": token.token_id, "error": str(exc)},
+                ) from None
+            revoked += state == TokenState.REVOKED
+        try:
+            outcome = await store.forget_owner(owner, now=clock.now())
+        except LookupError:
+            raise RpcError(NOT_FOUND, "owner not found") from None
+        except ConflictError as exc:
+            raise RpcError(CONFLICT, str(exc)) from None
+        # No owner id here: the log outlives the erasure.
+        log.info(
+            "owner.forgotten",
+            eventId=outcome.event_id,
+            tokenIds=list(outcome.token_ids),
+            tokensRevoked=revoked,
+            rowsDeleted=outcome.rows_deleted,
+        )
+        if not outcome.compacted:
+            log.warning("owner.forget_wal_busy", eventId=outcome.event_id)
+        return {"tokensRevoked": revoked, "rowsDeleted": outcome.rows_deleted}
+
+    async def billing_report(params: Params, peer: Peer) -> object:
+        params.reject_unknown({"month"})
+        month = params.month_("month")
+        start, end = _month_bounds(datetime(month.year, month.month, 1, tzinfo=UTC))
+        tokens, imports = await store.billing_inputs(start=start, end=end)
+        report = billing.report(tokens, imports, month.year, month.month, clock.now())
+        return {
+            "month": report.month,
+            "cycles": report.cycles,
+            "imports": report.imports,
+            "initialImports": report.initial_imports,
+            "refreshImports": report.refresh_imports,
+            "tokens": [
+                {
+                    "tokenId": line.token_id,
+                    "ownerExternalId": line.owner_external_id,
+                    "cycles": line.cycles,
+                    "imports": line.imports,
+                    "initialImports": line.initial_imports,
+                    "refreshImports": line.refresh_imports,
+                }
+                for line in report.tokens
+            ],
+        }
+
+    async def billing_forecast(params: Params, peer: Peer) -> object:
+        params.reject_unknown({"months"})
+        months = params.int_("months", min=1, max=MAX_FORECAST_MONTHS)
+        now = clock.now()
+        start = now.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        tokens, imports = await store.billing_inputs(start=start)
+        ahead = billing.forecast(tokens, now, months, refreshes_per_day, imports)
+        return {
+            "months": [{"month": m.month, "cycles": m.cycles, "imports": m.imports} for m in ahead]
+        }
+
+    return {
+        "data.changes": data_changes,
+        "owner.forget": owner_forget,
+        "billing.report": billing_report,
+        "billing.forecast": billing_forecast,
+    }

@@ -27,6 +27,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from aisd import __version__, systemd
 from aisd.clock import Clock, SystemClock, iso
+from aisd.housekeeping import housekeep
 from aisd.instance import InstanceLocked, instance_lock
 from aisd.kontomatik import KontomatikClient
 from aisd.pipeline import Pipeline, PipelineConfig
@@ -40,6 +41,7 @@ from aisd.rpc.methods import (
     sandbox_methods,
     token_methods,
 )
+from aisd.rpc.methods_data import data_methods
 from aisd.sandbox import DEFAULT_API_KEY, Sandbox, SandboxApp, SandboxConfig
 from aisd.settings import Settings
 from aisd.store import Store, open_store
@@ -48,6 +50,8 @@ log = structlog.get_logger("aisd.daemon")
 
 # The event log reads the feed at least this often even when nothing woke it.
 EVENT_LOG_RECHECK_SECONDS = 2.0
+HOUSEKEEPING_FIRST_DELAY_SECONDS = 60.0
+HOUSEKEEPING_INTERVAL_SECONDS = 3600.0
 
 
 @dataclass(slots=True)
@@ -160,6 +164,7 @@ async def run(settings: Settings, sandbox: bool, clock: Clock | None = None) -> 
             store=store,
             clock=clock,
             initial_history_days=settings.initial_history_days,
+            retention_days=settings.retention_days,
             access_days=settings.access_days,
             wake_pipeline=wake_all,
             status_extra=status_extra,
@@ -168,6 +173,7 @@ async def run(settings: Settings, sandbox: bool, clock: Clock | None = None) -> 
         handlers = merged(
             core_methods(services),
             token_methods(store, refresher),
+            data_methods(store, refresher, clock, refreshes_per_day=settings.refreshes_per_day),
             sandbox_methods(box) if box else {},
         )
         listener, activated = await open_listener(str(settings.socket_path), settings.socket_mode)
@@ -186,6 +192,7 @@ async def run(settings: Settings, sandbox: bool, clock: Clock | None = None) -> 
             await tg.start(pipeline.run)
             await tg.start(_planner, refresher, store, pipeline, health, settings, events)
             tg.start_soon(_watchdog, store, health, pipeline, settings.planner_tick_seconds)
+            tg.start_soon(_housekeeping, store, clock, settings)
             systemd.notify(f"READY=1\nSTATUS=serving, version {__version__}")
             log.info(
                 "daemon.ready",
@@ -293,6 +300,22 @@ async def _planner(
                     )
     finally:
         scheduler.shutdown(wait=False)
+
+
+async def _housekeeping(store: Store, clock: Clock, settings: Settings) -> None:
+    """Retention: purge old transactions and raw replies shortly after start, then hourly."""
+    await anyio.sleep(HOUSEKEEPING_FIRST_DELAY_SECONDS)
+    while True:
+        try:
+            await housekeep(
+                store,
+                now=clock.now(),
+                retention_days=settings.retention_days,
+                raw_retention_days=settings.raw_retention_days,
+            )
+        except Exception:
+            log.exception("housekeeping.failed")
+        await anyio.sleep(HOUSEKEEPING_INTERVAL_SECONDS)
 
 
 async def _watchdog(store: Store, health: Health, pipeline: Pipeline, tick_seconds: float) -> None:

@@ -21,8 +21,7 @@ from aisd.clock import Clock
 from aisd.refresh import Refresher, RevokeFailed
 from aisd.rpc import CONFLICT, INVALID_PARAMS, NOT_FOUND, Handler, Params, Peer, RpcError
 from aisd.rpc.methods import MAX_ID_LEN, UPSTREAM_ERROR, transaction_json
-from aisd.store import ConflictError, Store, TokenState
-from aisd.store._data_records import FeedTransaction
+from aisd.store import ConflictError, FeedTransaction, Store, TokenState
 
 __all__ = [
     "DEFAULT_CHANGES_LIMIT",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from aisd.store._data_records import FeedPage, FeedTransaction, ForgetOutcome
 from aisd.store._interface import Store
 from aisd.store._records import (
     AccessKind,
@@ -36,6 +37,9 @@ __all__ = [
     "ConsentIn",
     "DatabaseTooNewError",
     "EventRecord",
+    "FeedPage",
+    "FeedTransaction",
+    "ForgetOutcome",
     "ImportError_",
     "ImportJob",
     "ImportKind",

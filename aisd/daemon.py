@@ -273,7 +273,7 @@ async def _planner(
     scheduler.start()
     task_status.started()
     try:
-        async with receive:
+        async with receive, anyio.create_task_group() as revocations:
             async for _ in receive:
                 try:
                     report = await refresher.tick()
@@ -282,6 +282,9 @@ async def _planner(
                     log.exception("planner.tick_failed")
                     continue
                 health.last_tick = time.monotonic()
+                if report.ending:
+                    # Upstream calls: off the tick, so a slow API never stalls planning.
+                    revocations.start_soon(refresher.end_by_limit, report.ending)
                 events.wake()
                 tokens = counts.get("tokens", {})
                 imports = counts.get("imports", {})

@@ -48,6 +48,7 @@ TICK_BATCH = 500
 # Reuse sessions return at most this much history.
 REUSE_HISTORY_DAYS = 90
 REVOKE_ATTEMPTS = 4
+REVOKE_RETRY = timedelta(minutes=10)
 DEFERRED_REASONS = frozenset({Reason.QUOTA, Reason.UPSTREAM_LIMIT})
 
 
@@ -59,7 +60,7 @@ class TickReport:
     warned: int
     due: int
     queued: int
-    revoked: int
+    ending: tuple[tuple[str, str], ...]  # (token id, reason) whose cost limit is reached
     next_due_at: datetime | None
 
 
@@ -149,7 +150,12 @@ class Refresher:
     # -- the tick ------------------------------------------------------------------------------
 
     async def tick(self) -> TickReport:
-        """Expire, warn, plan the due tokens and queue the refreshes that may run now."""
+        """Expire, warn, plan the due tokens and queue the refreshes that may run now.
+
+        Tokens whose own cost limit is reached are returned in ``TickReport.ending`` rather than
+        revoked here: a revocation calls upstream, which must not hold up the tick or the quota
+        lock. The caller hands them to :meth:`end_by_limit`.
+        """
         store, now = self._store, self._clock.now()
         expired = await store.expire_tokens(now=now)
         warned = 0
@@ -160,10 +166,12 @@ class Refresher:
                     await store.record_warning(token.token_id, day, now=now)
                     warned += 1
         due = await store.due_tokens(now=now, limit=TICK_BATCH)
-        queued = revoked = 0
+        queued = 0
+        ending: list[tuple[str, str]] = []
         if due:
+            ending = [(t.token_id, r) for t in due if (r := cost_limit_reached(t, now))]
             async with self.quota_lock:
-                queued, revoked = await self._plan_due(due, now)
+                queued = await self._plan_due(due, {tid for tid, _ in ending}, now)
         if queued:
             self._wake_pipeline()
         report = TickReport(
@@ -171,7 +179,7 @@ class Refresher:
             warned=warned,
             due=len(due),
             queued=queued,
-            revoked=revoked,
+            ending=tuple(ending),
             next_due_at=await store.next_refresh_due(),
         )
         if report.due or report.expired or report.warned:
@@ -181,25 +189,37 @@ class Refresher:
                 queued=report.queued,
                 expired=report.expired,
                 warned=report.warned,
-                revoked=report.revoked,
+                ending=len(report.ending),
                 nextDueAt=iso(report.next_due_at) if report.next_due_at else None,
             )
         return report
 
-    async def _plan_due(self, due: list[TokenRecord], now: datetime) -> tuple[int, int]:
+    async def end_by_limit(self, ending: Sequence[tuple[str, str]]) -> int:
+        """Revoke tokens whose consent's own limit is reached; returns how many were revoked.
+        A token whose revocation fails upstream stays due and is tried again at a later tick."""
+        revoked = 0
+        for token_id, reason in ending:
+            try:
+                revoked += await self.revoke(token_id, reason=reason) == TokenState.REVOKED
+            except RevokeFailed as exc:
+                log.warning("token.revoke_failed", tokenId=token_id, reason=reason, error=str(exc))
+        return revoked
+
+    async def _plan_due(self, due: list[TokenRecord], ending: set[str], now: datetime) -> int:
         store = self._store
         ledger_rows, accounts_of = await store.reuse_ledger(
             [t.token_id for t in due], since=ledger_horizon(now, self._rules)
         )
         ledger = _ledger(ledger_rows)
-        ending = {t.token_id: reason for t in due if (reason := cost_limit_reached(t, now))}
         inputs = [plan_input(t) for t in due if t.token_id not in ending]
         picked = {a.token_id for a in pick_due(inputs, ledger, accounts_of, self._rules, now)}
-        queued = revoked = 0
+        queued = 0
         for token in due:
             if token.token_id in ending:
-                if await self._revoke_quietly(token.token_id, ending[token.token_id]):
-                    revoked += 1
+                # Revoked off the tick; due again only if that fails.
+                await store.set_plan(
+                    token.token_id, at=now + REVOKE_RETRY, reason=Reason.ENDED.value, now=now
+                )
                 continue
             if token.token_id in picked:
                 import_id = await store.queue_planned_refresh(
@@ -212,7 +232,7 @@ class Refresher:
             await self._store_plan(
                 token, plan(plan_input(token), ledger, accounts_of, self._rules, now), now
             )
-        return queued, revoked
+        return queued
 
     async def _store_plan(self, token: TokenRecord, p: Plan, now: datetime) -> None:
         event = None
@@ -369,10 +389,3 @@ class Refresher:
             await self._store.record_access_outcome(access, outcome="ok")
             return
         raise RevokeFailed("upstream kept failing")
-
-    async def _revoke_quietly(self, token_id: str, reason: str) -> bool:
-        try:
-            return await self.revoke(token_id, reason=reason) == TokenState.REVOKED
-        except RevokeFailed as exc:
-            log.warning("token.revoke_failed", tokenId=token_id, reason=reason, error=str(exc))
-            return False

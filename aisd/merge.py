@@ -15,16 +15,25 @@ filter by booking date) still matches them instead of duplicating.
 
 from __future__ import annotations
 
+import itertools
 import unicodedata
 from collections import defaultdict, deque
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import date
 from decimal import Decimal
 
-from aisd.kontomatik._models import MoneyTransaction
+from aisd.kontomatik._models import Account, ImportResult, MoneyTransaction, Owner
 
-__all__ = ["MatchKey", "MergePlan", "match_key", "normalise_title", "plan_merge"]
+__all__ = [
+    "MatchKey",
+    "MergePlan",
+    "apply_plan",
+    "match_key",
+    "normalise_title",
+    "plan_merge",
+    "rebuild",
+]
 
 MatchKey = tuple[date, Decimal, str]
 
@@ -126,3 +135,42 @@ def plan_merge(
         if stored_id not in matched and tx.transaction_on >= coverage_start
     ]
     return MergePlan(added=added, modified=modified, removed=removed, unchanged=unchanged)
+
+
+def apply_plan(
+    stored: Sequence[tuple[int, MoneyTransaction]], plan: MergePlan, new_ids: Iterator[int]
+) -> list[tuple[int, MoneyTransaction]]:
+    """The rows a plan leaves: removed ones dropped, modified ones replaced in place, added ones
+    appended under fresh ids from ``new_ids``."""
+    removed = set(plan.removed)
+    modified = dict(plan.modified)
+    kept = [(i, modified.get(i, tx)) for i, tx in stored if i not in removed]
+    return kept + [(next(new_ids), tx) for tx in plan.added]
+
+
+def rebuild(replies: Iterable[tuple[ImportResult, date]]) -> ImportResult:
+    """The merged view a sequence of imports produces from nothing, oldest first.
+
+    Each reply is merged exactly as the pipeline merged it (``coverage_start`` is its since).
+    The result holds every account's latest details and its merged transactions, so that one
+    final merge over all dates against the stored rows changes only what really differs: rows
+    keep their ids, and the change feed reports a repair, not a rewrite.
+    """
+    accounts: dict[str, Account] = {}
+    rows: dict[str, list[tuple[int, MoneyTransaction]]] = {}
+    owners: tuple[Owner, ...] = ()
+    new_ids = itertools.count()
+    for result, coverage_start in replies:
+        owners = result.owners or owners
+        for account in result.accounts:
+            current = rows.get(account.iban, [])
+            plan = plan_merge(current, account.transactions, coverage_start)
+            rows[account.iban] = apply_plan(current, plan, new_ids)
+            accounts[account.iban] = account
+    return ImportResult(
+        owners=owners,
+        accounts=tuple(
+            replace(account, transactions=tuple(tx for _, tx in rows[iban]))
+            for iban, account in accounts.items()
+        ),
+    )

@@ -8,12 +8,14 @@ merged them; the import rows, tokens, billing and the event feed are left as the
 from __future__ import annotations
 
 import sys
+from datetime import date
 
 import anyio
 import structlog
 
 from aisd.instance import InstanceLocked, instance_lock
-from aisd.kontomatik import KontomatikError, gunzip_reply, parse_command
+from aisd.kontomatik import ImportResult, KontomatikError, gunzip_reply, parse_command
+from aisd.merge import rebuild
 from aisd.settings import Settings
 from aisd.store import open_store
 
@@ -21,29 +23,43 @@ log = structlog.get_logger("aisd.replay")
 
 
 async def replay(settings: Settings) -> tuple[int, int]:
-    """Rebuild the merged view; returns (imports replayed, replies that failed to parse)."""
+    """Rebuild the merged view; returns (imports replayed, replies that could not be used).
+
+    Per owner, the kept replies are re-parsed and merged from nothing in the order their
+    imports finished (:func:`aisd.merge.rebuild`, pure); the outcome is then merged over all
+    dates into the stored rows, so rows that did not change keep their ids and the change feed
+    reports only the repair.
+    """
     replayed = failed = 0
     async with open_store(settings.db_path) as store:
-        replies = await store.raw_replies()
-        await store.reset_merged_data()
-        for import_id, coverage_start, raw in replies:
-            try:
-                _, command = parse_command(gunzip_reply(raw), max_bytes=settings.max_reply_bytes)
-            except KontomatikError as exc:
-                failed += 1
-                log.error("replay.unreadable", importId=import_id, error=exc.name)
-                continue
-            if command.result is None:
-                failed += 1
-                log.error("replay.no_result", importId=import_id)
+        for owner in await store.replay_owners():
+            results: list[tuple[ImportResult, date]] = []
+            last_import: str | None = None
+            for import_id, coverage_start, raw in await store.raw_replies(owner):
+                try:
+                    _, command = parse_command(
+                        gunzip_reply(raw), max_bytes=settings.max_reply_bytes
+                    )
+                except KontomatikError as exc:
+                    failed += 1
+                    log.error("replay.unreadable", importId=import_id, error=exc.name)
+                    continue
+                if command.result is None:
+                    failed += 1
+                    log.error("replay.no_result", importId=import_id)
+                    continue
+                results.append((command.result, coverage_start))
+                last_import = import_id
+            if last_import is None:
                 continue
             stats = await store.replay_result(
-                import_id, command.result, coverage_start=coverage_start
+                last_import, rebuild(results), coverage_start=date.min
             )
-            replayed += 1
+            replayed += len(results)
             log.info(
                 "replay.merged",
-                importId=import_id,
+                ownerExternalId=owner,
+                imports=len(results),
                 transactions=stats.transactions,
                 added=stats.added,
                 modified=stats.modified,

@@ -217,19 +217,21 @@ class Store(Protocol):
 
     # -- raw replies and replay ----------------------------------------------------------------
 
-    async def raw_replies(self) -> list[tuple[str, date, bytes]]:
-        """``(import_id, coverage_start, compressed_reply)`` of every kept reply, oldest first."""
+    async def replay_owners(self) -> list[str]:
+        """Owners with at least one kept raw reply."""
         ...
 
-    async def reset_merged_data(self) -> None:
-        """Drop the merged transactions (replay rebuilds them from raw replies)."""
+    async def raw_replies(self, owner_external_id: str) -> list[tuple[str, date, bytes]]:
+        """``(import_id, coverage_start, compressed_reply)`` of the owner's kept replies, in the
+        order their imports finished."""
         ...
 
     async def replay_result(
         self, import_id: str, result: ImportResult, *, coverage_start: date
     ) -> MergeStats:
-        """Merge a re-parsed raw reply into the merged view as ``finish_success`` did, without
-        touching the import row, the token or the event feed."""
+        """Merge ``result`` into the merged view as ``finish_success`` does, without touching the
+        import row, the token or the event feed (``aisd replay`` passes a rebuilt view with
+        ``coverage_start=date.min``)."""
         ...
 
     async def purge_raw_replies(self, *, older_than: datetime) -> int:

@@ -60,7 +60,8 @@ async def test_housekeeping_purges_what_retention_says(store: SqliteStore) -> No
     ]
     # The first import finished 20 days ago, the second 5 minutes ago.
     assert report.raw_replies_purged == 1
-    assert [reply for _, _, reply in await store.raw_replies()] == [b"new reply"]
+    assert [reply for _, _, reply in await store.raw_replies("owner-b")] == [b"new reply"]
+    assert await store.replay_owners() == ["owner-b"]
     assert logs == [
         {
             "event": "housekeeping.done",

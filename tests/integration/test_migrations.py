@@ -116,7 +116,7 @@ async def test_every_earlier_version_migrates_with_its_data(tmp_path: Path, vers
             "consent.received",
             "import.succeeded",
         ]
-        assert [(i, c) for i, c, _ in await store.raw_replies()] == [
+        assert [(i, c) for i, c, _ in await store.raw_replies("owner-1")] == [
             ("imp_00000000000000aa", date(2025, 5, 1))
         ]
         # ... and the migrated rows merge with a new import: the pending one books in place, and

@@ -802,19 +802,21 @@ class SqliteStore(TokenMethods, FeedMethods, BillingMethods, PrivacyMethods):
 
     # -- raw replies and replay ----------------------------------------------------------------
 
-    async def raw_replies(self) -> list[tuple[str, date, bytes]]:
+    async def replay_owners(self) -> list[str]:
+        """See :meth:`aisd.store.Store.replay_owners`."""
+        rows = await self._reader.execute_fetchall(Q["replay_owners"])
+        return [row["external_id"] for row in rows]
+
+    async def raw_replies(self, owner_external_id: str) -> list[tuple[str, date, bytes]]:
         """See :meth:`aisd.store.Store.raw_replies`; replies are gzip-compressed."""
-        rows = await self._reader.execute_fetchall(Q["list_raw_replies"])
+        rows = await self._reader.execute_fetchall(
+            Q["list_raw_replies"], {"external_id": owner_external_id}
+        )
         out: list[tuple[str, date, bytes]] = []
         for row in rows:
             coverage_start = date.fromisoformat(row["coverage_start"])
             out.append((row["import_id"], coverage_start, bytes(row["reply"])))
         return out
-
-    async def reset_merged_data(self) -> None:
-        """See :meth:`aisd.store.Store.reset_merged_data`."""
-        async with self._transaction() as db:
-            await db.execute(Q["delete_merged_transactions"])
 
     async def replay_result(
         self, import_id: str, result: ImportResult, *, coverage_start: date

@@ -348,10 +348,15 @@ SELECT multiple_access_id FROM tokens WHERE id = :id
 -- name: list_raw_replies
 SELECT r.import_id, r.coverage_start, r.reply
 FROM raw_replies AS r JOIN imports AS i ON i.id = r.import_id
+WHERE i.owner_id = (SELECT id FROM owners WHERE external_id = :external_id)
 ORDER BY i.finished_at, r.created_at, r.import_id
 
--- name: delete_merged_transactions
-DELETE FROM transactions
+-- name: replay_owners
+SELECT DISTINCT o.external_id
+FROM raw_replies AS r
+JOIN imports AS i ON i.id = r.import_id
+JOIN owners AS o ON o.id = i.owner_id
+ORDER BY o.external_id
 
 -- name: purge_raw_replies
 DELETE FROM raw_replies

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import random
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from aisd.polling import (
     AIM_MARGIN_SECONDS,
+    HIT_STEP_SECONDS,
+    MISS_FACTOR,
     DurationEstimates,
     backoff,
     jobs_quota_delay,
@@ -112,3 +115,48 @@ def test_jobs_quota_delay_starts_at_10_to_15_s(attempt: int, seed: int) -> None:
         assert 10.0 <= d <= 15.0
     else:
         assert d >= 10.0
+
+
+def test_a_batch_of_hits_aimed_at_one_value_moves_the_estimate_once() -> None:
+    est = DurationEstimates()
+    est.observe("K", aimed_hit=None, finished_at=10.0)
+    est.observe("K", aimed_hit=False, finished_at=12.0, aimed_at=10.0)  # settles the step
+    aim = est.expected("K")
+    assert aim is not None
+    for _ in range(8):  # eight commands started together, all aimed at `aim`, all hits
+        est.observe("K", aimed_hit=True, finished_at=aim + 0.2, aimed_at=aim)
+    assert est.expected("K") == pytest.approx(aim - HIT_STEP_SECONDS)
+
+
+def test_a_hit_aimed_below_the_current_estimate_is_ignored() -> None:
+    est = DurationEstimates()
+    est.observe("K", aimed_hit=None, finished_at=10.0)
+    est.observe("K", aimed_hit=False, finished_at=12.0, aimed_at=10.0)
+    current = est.expected("K")
+    assert current is not None
+    est.observe("K", aimed_hit=True, finished_at=9.5, aimed_at=current - 1.0)
+    assert est.expected("K") == current
+
+
+def test_a_miss_raises_from_the_aim_and_resets_the_step() -> None:
+    est = DurationEstimates()
+    est.observe("K", aimed_hit=None, finished_at=20.0, running_at=16.0)
+    # The first observation descends in large steps through the (16, 20] bracket...
+    est.observe("K", aimed_hit=True, finished_at=20.0, aimed_at=20.0)
+    first_drop = 20.0 - est.by_target["K"]
+    assert first_drop > HIT_STEP_SECONDS
+    # ...until an aimed poll misses: then up by MISS_FACTOR steps, and small steps after.
+    aim = est.by_target["K"]
+    est.observe("K", aimed_hit=False, finished_at=aim + 2.0, aimed_at=aim)
+    assert est.by_target["K"] == pytest.approx(aim + HIT_STEP_SECONDS * MISS_FACTOR)
+    raised = est.by_target["K"]
+    est.observe("K", aimed_hit=True, finished_at=raised + 0.1, aimed_at=raised)
+    assert est.by_target["K"] == pytest.approx(raised - HIT_STEP_SECONDS)
+
+
+def test_an_unknown_bank_uses_the_quickest_known_estimate() -> None:
+    est = DurationEstimates()
+    assert est.expected(None) is None
+    est.observe("slow", aimed_hit=None, finished_at=30.0)
+    est.observe("fast", aimed_hit=None, finished_at=6.0)
+    assert est.expected(None) == 6.0

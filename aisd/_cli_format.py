@@ -211,6 +211,11 @@ def event_line(event: Mapping[str, Any]) -> str:
 def render_data(result: Mapping[str, Any], now: datetime) -> str:
     """``owner.data``: per account a summary line, then its transactions."""
     parts = [f"owner {result.get('ownerExternalId')}"]
+    for score in (result.get("analytics") or {}).get("scores", []):
+        parts.append(
+            f"score {score.get('modelId')}: {score.get('score')} "
+            f"(percentile {score.get('percentile')}, tier {score.get('tier')})"
+        )
     for account in result.get("accounts", []):
         parts.append(
             f"\n{account.get('iban')}  {account.get('name') or ''}  "
@@ -303,11 +308,16 @@ def render_status(result: Mapping[str, Any], now: datetime) -> str:
 
     started = result.get("startedAt")
     up = relative_time(started, now).removesuffix(" ago") if started else "-"
-    return "\n".join(
-        [
-            f"aisd {result.get('version')}, up {up} (since {started})",
-            f"tokens:   {counts(result.get('tokens'))}",
-            f"imports:  {counts(result.get('imports'))}",
-            f"running:  {result.get('runningCommands')} commands, {result.get('queued')} queued",
-        ]
-    )
+    lines = [
+        f"aisd {result.get('version')}, up {up} (since {started})",
+        f"tokens:   {counts(result.get('tokens'))}",
+        f"imports:  {counts(result.get('imports'))}",
+        f"running:  {result.get('runningCommands')} commands, {result.get('queued')} queued",
+    ]
+    storage = result.get("storage")
+    if isinstance(storage, Mapping) and storage.get("ok") is False:
+        lines.append(
+            f"storage:  UNAVAILABLE ({storage.get('error')}) since {storage.get('since')}:"
+            " consents are refused, imports wait"
+        )
+    return "\n".join(lines)

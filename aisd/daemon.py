@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import time
+from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -26,6 +27,7 @@ from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from aisd import __version__, systemd
+from aisd.analytics import Analytics
 from aisd.clock import Clock, SystemClock, iso
 from aisd.housekeeping import housekeep
 from aisd.instance import InstanceLocked, instance_lock
@@ -44,7 +46,7 @@ from aisd.rpc.methods import (
 from aisd.rpc.methods_data import data_methods
 from aisd.sandbox import DEFAULT_API_KEY, Sandbox, SandboxApp, SandboxConfig
 from aisd.settings import Settings
-from aisd.store import Store, open_store
+from aisd.store import EventRecord, StorageUnavailable, Store, open_store
 
 log = structlog.get_logger("aisd.daemon")
 
@@ -63,10 +65,14 @@ class Health:
 
 
 class EventLog:
-    """Writes one JSON log line per event of the durable feed, whoever appended it."""
+    """Writes one JSON log line per event of the durable feed, whoever appended it, and hands
+    each event to the observers (which must not block)."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(
+        self, store: Store, observers: Sequence[Callable[[EventRecord], None]] = ()
+    ) -> None:
         self._store = store
+        self._observers = tuple(observers)
         self._wake = anyio.Event()
 
     def wake(self) -> None:
@@ -93,6 +99,8 @@ class EventLog:
                         importId=event.import_id,
                         **event.data,
                     )
+                    for observe in self._observers:
+                        observe(event)
                     after = event.id
                 if len(events) < 500:
                     break
@@ -124,7 +132,8 @@ async def run(settings: Settings, sandbox: bool, clock: Clock | None = None) -> 
         store = await stack.enter_async_context(open_store(settings.db_path))
         box = _make_sandbox(settings) if sandbox else None
         client = await stack.enter_async_context(_make_client(settings, box))
-        events = EventLog(store)
+        analytics = Analytics(store, client, clock, settings.analytics)
+        events = EventLog(store, observers=[analytics.observe])
 
         def wake_all() -> None:
             pipeline.wake()
@@ -158,6 +167,7 @@ async def run(settings: Settings, sandbox: bool, clock: Clock | None = None) -> 
                 "runningCommands": pipeline.running_commands,
                 "slotLimit": pipeline.limit,
                 "sandbox": sandbox,
+                "storage": store.health.as_json(),
             }
 
         services = Services(
@@ -188,6 +198,7 @@ async def run(settings: Settings, sandbox: bool, clock: Clock | None = None) -> 
         async with anyio.create_task_group() as tg:
             tg.start_soon(_handle_signals, tg.cancel_scope, pipeline)
             await tg.start(events.run)
+            await tg.start(analytics.run)
             await tg.start(server.serve, listener)
             await tg.start(pipeline.run)
             await tg.start(_planner, refresher, store, pipeline, health, settings, events)
@@ -278,6 +289,11 @@ async def _planner(
                 try:
                     report = await refresher.tick()
                     counts = await store.counts()
+                except StorageUnavailable:
+                    # Alive, not wedged (a restart would not free the disk): the store logs
+                    # it, rate-limited, and the next tick tries again.
+                    health.last_tick = time.monotonic()
+                    continue
                 except Exception:
                     log.exception("planner.tick_failed")
                     continue

@@ -35,7 +35,14 @@ from aisd.kontomatik import (
     UnauthorizedError,
 )
 from aisd.polling import DurationEstimates, backoff, jobs_quota_delay, poll_delay
-from aisd.store import AccessKind, ImportJob, ImportKind, ImportPhase, Store
+from aisd.store import (
+    AccessKind,
+    ImportJob,
+    ImportKind,
+    ImportPhase,
+    StorageUnavailable,
+    Store,
+)
 
 log = structlog.get_logger("aisd.pipeline")
 
@@ -46,6 +53,10 @@ LOST_IMPORT = "DefaultImportLost"
 POLL_DEADLINE_SECONDS = 1800.0
 # Deferrals longer than this give the slot back and return the import to the queue.
 HOLD_SLOT_MAX_SECONDS = 30.0
+# After the database refuses a write (disk full, read-only), dispatching pauses this long,
+# doubling while the retries keep failing: every import would fail alike, so no spinning.
+STORAGE_PAUSE_SECONDS = 1.0
+STORAGE_PAUSE_MAX_SECONDS = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +124,12 @@ class Pipeline:
         self._on_change = on_change or (lambda: None)
         self._rng = rng or random.Random()
         self._active: set[str] = set()
+        # Imports whose command has ended upstream and whose result is being stored: they hold
+        # no slot, but must not be driven twice.
+        self._finishing: set[str] = set()
+        # Results are stored one at a time: the store's writer serves its callers in order, and
+        # a queue of large results would hold back the short writes that start the next imports.
+        self._storing = anyio.Lock()
         self._wake = anyio.Event()
         self._accepting = True
         self._estimates = DurationEstimates()
@@ -121,6 +138,8 @@ class Pipeline:
         self._limit = config.max_running
         self._jobs_quota_strikes = 0
         self.last_dispatch_at: float = clock.monotonic()
+        self._storage_pause = 0.0
+        self._paused_until = 0.0
 
     # -- observation -------------------------------------------------------------------------
 
@@ -156,7 +175,7 @@ class Pipeline:
             task_status.started()
             while True:
                 self.last_dispatch_at = self._clock.monotonic()
-                if self._accepting:
+                if self._accepting and self._clock.monotonic() >= self._paused_until:
                     await self._dispatch(tg)
                 with anyio.move_on_after(self._config.idle_recheck_seconds):
                     await self._wake.wait()
@@ -166,7 +185,7 @@ class Pipeline:
         now = self._clock.now()
         # In-flight imports first: they already hold a command upstream (or are about to).
         for job in await self._store.in_flight():
-            if job.import_id in self._active:
+            if job.import_id in self._active or job.import_id in self._finishing:
                 continue
             if job.not_before is not None and job.not_before > now:
                 continue
@@ -177,7 +196,7 @@ class Pipeline:
         for job in await self._store.next_queued(now=now, limit=free + len(self._active)):
             if free <= 0:
                 break
-            if job.import_id in self._active:
+            if job.import_id in self._active or job.import_id in self._finishing:
                 continue
             self._start(tg, job)
             free -= 1
@@ -194,6 +213,9 @@ class Pipeline:
                 await self._advance(job)
             except anyio.get_cancelled_exc_class():
                 raise
+            except StorageUnavailable:
+                # The store has logged it; the import stays as recorded and resumes later.
+                self._pause_for_storage()
             except Exception:
                 # A store or programming error: the import stays as recorded and is resumed by a
                 # later dispatch, so nothing is lost; the slot is given back meanwhile.
@@ -205,8 +227,11 @@ class Pipeline:
                         + timedelta(seconds=self._config.retry_max_seconds / 10),
                         attempts=job.attempts + 1,
                     )
+            else:
+                self._storage_pause = 0.0
             finally:
                 self._active.discard(job.import_id)
+                self._finishing.discard(job.import_id)
                 self._on_change()
                 self._wake.set()
 
@@ -399,12 +424,16 @@ class Pipeline:
         last_request = t0
         target: str | None = None
         aimed_hit: bool | None = None
+        aimed_at: float | None = None
+        running_at: float | None = None
         polls = job.polls
         first_error_at: float | None = None
         with structlog.contextvars.bound_contextvars(commandId=job.command_id):
             while True:
                 since_last = self._clock.monotonic() - last_request
                 expected = self._estimates.expected(target)
+                # Only an estimate of this command's own bank says whether the aim was right.
+                aim = expected if target is not None else None
                 delay = poll_delay(
                     last_request - t0,
                     expected,
@@ -430,9 +459,14 @@ class Pipeline:
                 polls += 1
                 command = reply.command
                 target = command.target or target
-                if expected is not None and aimed_hit is None and elapsed >= expected:
-                    aimed_hit = command.state.is_final
+                if aim is not None and aimed_hit is None:
+                    if running_at is not None and running_at >= aim:
+                        # A poll placed before the bank was known already passed the aim.
+                        aimed_hit, aimed_at = False, aim
+                    elif elapsed >= aim:
+                        aimed_hit, aimed_at = command.state.is_final, aim
                 if not command.state.is_final:
+                    running_at = elapsed
                     now = self._clock.now()
                     nxt = poll_delay(
                         elapsed,
@@ -444,7 +478,14 @@ class Pipeline:
                         job.import_id, now=now, next_poll_at=now + timedelta(seconds=nxt)
                     )
                     continue
-                self._estimates.observe(target, aimed_hit=aimed_hit, finished_at=elapsed)
+                self._estimates.observe(
+                    target,
+                    aimed_hit=aimed_hit,
+                    finished_at=elapsed,
+                    aimed_at=aimed_at,
+                    running_at=running_at,
+                )
+                self._release_slot(job.import_id)
                 await self._finish(job, command, reply.raw, polls)
                 return
 
@@ -452,14 +493,15 @@ class Pipeline:
         self, job: ImportJob, command: Command, raw: bytes | None, polls: int
     ) -> None:
         if command.state == CommandState.SUCCESSFUL and command.result is not None:
-            stats = await self._store.finish_success(
-                job.import_id,
-                command.result,
-                now=self._clock.now(),
-                raw_reply=raw,
-                coverage_start=job.since,
-                polls=polls,
-            )
+            async with self._storing:
+                stats = await self._store.finish_success(
+                    job.import_id,
+                    command.result,
+                    now=self._clock.now(),
+                    raw_reply=raw,
+                    coverage_start=job.since,
+                    polls=polls,
+                )
             log.info(
                 "import.stored",
                 accounts=stats.accounts,
@@ -521,6 +563,23 @@ class Pipeline:
             phase=phase,
         )
         return Wait(delay, replace(job, phase=phase, attempts=job.attempts + 1))
+
+    def _pause_for_storage(self) -> None:
+        now = self._clock.monotonic()
+        if now < self._paused_until:
+            return  # another import hit the same failure during this pause
+        self._storage_pause = min(
+            STORAGE_PAUSE_MAX_SECONDS, max(STORAGE_PAUSE_SECONDS, 2 * self._storage_pause)
+        )
+        self._paused_until = now + self._storage_pause
+        log.info("pipeline.paused", reason="storage", seconds=self._storage_pause)
+
+    def _release_slot(self, import_id: str) -> None:
+        """The command has ended upstream: its slot serves the next import while this one's
+        result is stored (which takes a while for a year of transactions)."""
+        self._finishing.add(import_id)
+        self._active.discard(import_id)
+        self._wake.set()
 
     def _lower_pressure(self) -> None:
         self._jobs_quota_strikes += 1

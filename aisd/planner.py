@@ -7,7 +7,8 @@ The rules, from the provider and the CONTRACT:
 - **Quota.** Every Reuse Multiple Access sent counts against every bank account the token
   reaches, in any rolling window (24 h), whatever its outcome; at most ``refreshes_per_day`` per
   account. Accounts are shared by every token that reaches them. A token whose accounts are not
-  known yet reaches a pseudo-account of its own (:func:`pseudo_account`). A consent's first
+  known yet reaches a pseudo-account of its own (:func:`pseudo_account`), which allows one
+  access per window: it may hide a bank account shared with another token. A consent's first
   import is not a Reuse and so never appears in the ledger. An access keeps counting for
   ``window + guard``: the ledger row is written before the call is sent, so the provider
   records it a little later than we do, and the guard absorbs that difference.
@@ -181,9 +182,12 @@ class Plan:
     usage: tuple[Usage, ...]
 
 
+_PSEUDO_PREFIX = "token:"
+
+
 def pseudo_account(token_id: str) -> str:
     """The account standing for a token whose accounts are not known yet (IBANs have no ':')."""
-    return f"token:{token_id}"
+    return f"{_PSEUDO_PREFIX}{token_id}"
 
 
 def reach(token_id: str, accounts: frozenset[str]) -> frozenset[str]:
@@ -260,7 +264,10 @@ def _account_times(
 
 def _usage(account: str, counted: list[datetime], rules: Rules) -> Usage:
     used = len(counted)
-    limit = rules.refreshes_per_day
+    # A token whose accounts are unknown (its first import failed) may share a bank account
+    # with another token unseen: one access a window bounds what it can add to that account,
+    # and the import that follows usually reveals its accounts.
+    limit = 1 if account.startswith(_PSEUDO_PREFIX) else rules.refreshes_per_day
     if not counted:
         return Usage(account, 0, limit, None)
     return Usage(account, used, limit, counted[max(0, used - limit)] + rules.span)

@@ -20,6 +20,9 @@ AIM_MARGIN_SECONDS = 0.15
 # settles where about MISS_FACTOR / (MISS_FACTOR + 1) of aimed polls are hits.
 HIT_STEP_SECONDS = 0.05
 MISS_FACTOR = 9.0
+# The first observation brackets the end between two polls; hits then descend through that
+# bracket in this many steps.
+DESCENT_STEPS = 4.0
 
 
 def poll_delay(
@@ -55,12 +58,29 @@ class DurationEstimates:
     few imports after a restart, and a wrong guess only costs poll latency, never a rule."""
 
     by_target: dict[str, float] = field(default_factory=dict)
+    # How far a hit lowers each estimate: large while descending from the first (upper-bound)
+    # observation, HIT_STEP_SECONDS once an aimed poll has missed.
+    steps: dict[str, float] = field(default_factory=dict)
 
     def expected(self, target: str | None) -> float | None:
-        """The current estimate for ``target``, or None."""
-        return self.by_target.get(target or "")
+        """The current estimate for ``target``, or None.
 
-    def observe(self, target: str | None, *, aimed_hit: bool | None, finished_at: float) -> None:
+        With no target (the Default Import's reply names no bank yet), the quickest known
+        bank's: a poll placed too early only finds the command still running.
+        """
+        if target is None:
+            return min(self.by_target.values(), default=None)
+        return self.by_target.get(target)
+
+    def observe(
+        self,
+        target: str | None,
+        *,
+        aimed_hit: bool | None,
+        finished_at: float,
+        aimed_at: float | None = None,
+        running_at: float | None = None,
+    ) -> None:
         """Learn from one finished command.
 
         Args:
@@ -68,15 +88,34 @@ class DurationEstimates:
             aimed_hit: True when the poll aimed at the estimate found the command finished, False
                 when it found it still running, None when no poll was aimed (no estimate yet).
             finished_at: elapsed seconds at the poll that saw the final state (an upper bound).
+            aimed_at: the estimate that poll was aimed at; the current one when None.
+            running_at: elapsed seconds at the last poll that saw the command running (a lower
+                bound), if any.
         """
         key = target or ""
         current = self.by_target.get(key)
-        if current is None or aimed_hit is None:
-            self.by_target[key] = finished_at if current is None else min(current, finished_at)
-        elif aimed_hit:
-            self.by_target[key] = max(0.0, current - HIT_STEP_SECONDS)
+        if current is None:
+            self.by_target[key] = finished_at
+            # The end lies between the last running poll and this one: descend through that
+            # bracket in a few hits rather than dozens of HIT_STEP_SECONDS.
+            width = finished_at - running_at if running_at is not None else 0.0
+            self.steps[key] = max(HIT_STEP_SECONDS, width / DESCENT_STEPS)
+        elif aimed_hit is None:
+            self.by_target[key] = min(current, finished_at)
         else:
-            self.by_target[key] = current + HIT_STEP_SECONDS * MISS_FACTOR
+            # Moves are taken from the aim, not from the current value: commands started
+            # together were aimed at the same value, and their polls count as one observation
+            # instead of pushing the estimate once per command.
+            aim = current if aimed_at is None else aimed_at
+            if aimed_hit:
+                # A hit aimed below the current value says nothing about it: a miss raised it
+                # since (typically a command of the same batch whose poll came a bit earlier).
+                if aim >= current:
+                    step = self.steps.get(key, HIT_STEP_SECONDS)
+                    self.by_target[key] = max(0.0, aim - step)
+            else:
+                self.steps[key] = HIT_STEP_SECONDS
+                self.by_target[key] = max(current, aim + HIT_STEP_SECONDS * MISS_FACTOR)
 
 
 def backoff(attempt: int, *, base: float, cap: float, rng: random.Random | None = None) -> float:

@@ -49,7 +49,8 @@ TICK_BATCH = 500
 REUSE_HISTORY_DAYS = 90
 REVOKE_ATTEMPTS = 4
 REVOKE_RETRY = timedelta(minutes=10)
-DEFERRED_REASONS = frozenset({Reason.QUOTA, Reason.UPSTREAM_LIMIT})
+# Upstream refusals raise their own quota.deferred when they happen (in the store).
+DEFERRED_REASONS = frozenset({Reason.QUOTA})
 
 
 @dataclass(frozen=True, slots=True)

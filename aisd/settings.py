@@ -57,6 +57,10 @@ def default_socket_path() -> Path:
     return _under_env_dir("RUNTIME_DIRECTORY", "aisd.sock")
 
 
+# Kontomatik analytics aisd can fetch after each successful import (AISD_ANALYTICS).
+ANALYTICS = frozenset({"scores"})
+
+
 def _under_env_dir(variable: str, name: str) -> Path:
     # systemd may list several directories separated by ':'; the first is ours.
     directory = os.environ.get(variable, "").split(":")[0]
@@ -132,6 +136,7 @@ class Settings(BaseSettings):
     socket_idle_timeout_seconds: float = Field(default=30.0, gt=0)
     socket_max_connections: int = Field(default=64, ge=1)
     planner_tick_seconds: float = Field(default=30.0, gt=0)
+    analytics: Annotated[frozenset[str], NoDecode] = frozenset()
 
     @field_validator("api_url")
     @classmethod
@@ -169,6 +174,14 @@ class Settings(BaseSettings):
         if not parts or not all(p.isdigit() and int(p) > 0 for p in parts):
             raise ValueError("must be a comma-separated list of positive whole days")
         return tuple(sorted({int(p) for p in parts}, reverse=True))
+
+    @field_validator("analytics", mode="before")
+    @classmethod
+    def _parse_analytics(cls, value: Any) -> frozenset[str]:
+        parts = {part.lower() for part in _split_list(value)}
+        if not parts <= ANALYTICS:
+            raise ValueError(f"must be a comma-separated list of: {', '.join(sorted(ANALYTICS))}")
+        return frozenset(parts)
 
     @model_validator(mode="after")
     def _check_poll_order(self) -> Self:

@@ -16,6 +16,7 @@ from typing import Any
 
 from aisd import __version__
 from aisd.clock import Clock, iso
+from aisd.kontomatik import ModelScore
 from aisd.refresh import Refresher, RefreshRefused, RevokeFailed
 from aisd.rpc import (
     BUSY,
@@ -33,6 +34,7 @@ from aisd.store import (
     EventRecord,
     ImportRecord,
     ImportState,
+    StorageUnavailable,
     Store,
     StoredTransaction,
     TokenRecord,
@@ -42,6 +44,8 @@ from aisd.store import (
 MAX_ID_LEN = 256
 # Upstream failed to do what was asked (e.g. a revocation it never confirmed).
 UPSTREAM_ERROR = -32010
+# The database refused the write (disk full, read-only): nothing was stored, retry later.
+STORAGE_UNAVAILABLE = -32030
 
 
 @dataclass(slots=True)
@@ -65,6 +69,17 @@ def _jsonable(value: object) -> object:
     if isinstance(value, datetime):
         return iso(value)
     return value
+
+
+def score_json(score: ModelScore) -> dict[str, Any]:
+    """One scoring model's verdict, as ``owner.data`` shows it under ``analytics``."""
+    return {
+        "modelId": score.model_id,
+        "retrainedAt": iso(score.retrained_at) if score.retrained_at else None,
+        "score": score.score,
+        "percentile": score.percentile,
+        "tier": score.tier,
+    }
 
 
 def import_json(record: ImportRecord) -> dict[str, Any]:
@@ -148,12 +163,19 @@ def core_methods(services: Services) -> dict[str, Handler]:
         if services.retention_days is not None:
             # Fetching what retention would purge at once only churns the change feed.
             history_days = min(history_days, services.retention_days)
-        outcome = await store.submit_consent(
-            consent,
-            now=now,
-            since=now.date() - timedelta(days=history_days),
-            expires_at=now + timedelta(days=services.access_days),
-        )
+        try:
+            outcome = await store.submit_consent(
+                consent,
+                now=now,
+                since=now.date() - timedelta(days=history_days),
+                expires_at=now + timedelta(days=services.access_days),
+            )
+        except StorageUnavailable as exc:
+            raise RpcError(
+                STORAGE_UNAVAILABLE,
+                "storage unavailable: the consent was not stored",
+                {"reason": exc.reason},
+            ) from None
         if outcome.created:
             services.wake_pipeline()
         return {"importId": outcome.import_id, "tokenId": outcome.token_id}
@@ -191,11 +213,15 @@ def core_methods(services: Services) -> dict[str, Handler]:
                     "transactions": [transaction_json(t) for t in txs],
                 }
             )
-        return {
+        result: dict[str, object] = {
             "ownerExternalId": owner,
             "owners": await store.owner_details(owner),
             "accounts": accounts,
         }
+        scores = await store.owner_scores(owner)
+        if scores:
+            result["analytics"] = {"scores": [score_json(s) for s in scores]}
+        return result
 
     async def events_list(params: Params, peer: Peer) -> object:
         params.reject_unknown({"after", "limit"})
@@ -341,10 +367,25 @@ def sandbox_methods(box: Sandbox) -> dict[str, Handler]:
 
 
 def merged(*tables: Mapping[str, Handler]) -> dict[str, Handler]:
-    """One method table from several; a name defined twice is a programming error."""
+    """One method table from several; a name defined twice is a programming error. Every
+    method answers a storage failure with -32030, so callers know to retry."""
     out: dict[str, Handler] = {}
     for table in tables:
         for name, handler in table.items():
             assert name not in out, f"method {name} defined twice"
-            out[name] = handler
+            out[name] = _storage_errors_answered(handler)
     return out
+
+
+def _storage_errors_answered(handler: Handler) -> Handler:
+    async def call(params: Params, peer: Peer) -> object:
+        try:
+            return await handler(params, peer)
+        except StorageUnavailable as exc:
+            raise RpcError(
+                STORAGE_UNAVAILABLE,
+                "storage unavailable: nothing was stored, try again later",
+                {"reason": exc.reason},
+            ) from None
+
+    return call

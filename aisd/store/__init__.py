@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from aisd.store._data_records import FeedPage, FeedTransaction, ForgetOutcome
+from aisd.store._health import StorageHealth
 from aisd.store._interface import Store
 from aisd.store._records import (
     AccessKind,
@@ -27,6 +28,7 @@ from aisd.store.sqlite import (
     DatabaseTooNewError,
     NotFoundError,
     SqliteStore,
+    StorageUnavailable,
     StoreError,
     open_store,
 )
@@ -51,6 +53,8 @@ __all__ = [
     "NewEvent",
     "NotFoundError",
     "SqliteStore",
+    "StorageHealth",
+    "StorageUnavailable",
     "Store",
     "StoreError",
     "StoredTransaction",

@@ -14,7 +14,7 @@ from datetime import date, datetime
 from typing import Protocol
 
 from aisd.billing import BilledImport, TokenLife
-from aisd.kontomatik._models import CommandFailure, ImportResult, Session
+from aisd.kontomatik._models import CommandFailure, ImportResult, ModelScore, Session
 from aisd.store._data_records import FeedPage, ForgetOutcome
 from aisd.store._records import (
     AccessKind,
@@ -156,8 +156,9 @@ class Store(Protocol):
         self, token_id: str, import_id: str, *, now: datetime, deferred_until: datetime
     ) -> None:
         """Upstream refused a Reuse with ``MultipleAccessLimitExceeded``: the import fails with
-        that name and the token's ``upstream_deferred_until`` is set, so the planner defers it
-        (cleared by the next successful import)."""
+        that name, the token's ``upstream_deferred_until`` is set so the planner defers it
+        (cleared by the next successful import), and the event ``quota.deferred`` (reason
+        ``upstream_limit``, ``nextPossibleAt``) is appended."""
         ...
 
     # -- reads for the socket ------------------------------------------------------------------
@@ -353,4 +354,21 @@ class Store(Protocol):
     async def purge_transactions(self, *, before: date) -> int:
         """Delete merged transactions dated (``transactionOn``) before ``before``; returns how
         many (retention: no tombstones, downstream copies follow their own retention)."""
+        ...
+
+    # -- analytics -------------------------------------------------------------------------------
+
+    async def save_owner_scores(
+        self,
+        owner_external_id: str,
+        scores: Sequence[ModelScore],
+        *,
+        import_id: str | None,
+        now: datetime,
+    ) -> None:
+        """Keep the owner's latest score per model (``AISD_ANALYTICS=scores``)."""
+        ...
+
+    async def owner_scores(self, owner_external_id: str) -> list[ModelScore]:
+        """The owner's kept scores, by model id."""
         ...

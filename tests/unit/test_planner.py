@@ -222,6 +222,17 @@ def test_unknown_accounts_count_against_the_tokens_own_pseudo_account() -> None:
     assert result.at >= T0 - H + rules.span
 
 
+def test_a_token_with_unknown_accounts_gets_one_access_a_window() -> None:
+    # Its accounts may be shared with another token unseen: one access per window bounds what
+    # it can add to them until an import reveals them.
+    rules = Rules(refreshes_per_day=4)
+    tok = token(accounts=frozenset(), last_refresh_at=T0 - 7 * H)
+    result = plan(tok, [Access("tok", T0 - 7 * H)], {}, rules, T0)
+    assert result.usage == (Usage("token:tok", 1, 1, T0 - 7 * H + rules.span),)
+    assert result.reason is Reason.QUOTA
+    assert may_refresh_now(tok, [Access("tok", T0 - 7 * H)], {}, rules, T0)[0] is False
+
+
 # -- plan: failures and upstream limit -----------------------------------------------------------
 
 

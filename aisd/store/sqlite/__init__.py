@@ -6,6 +6,7 @@ from aisd.store.sqlite._errors import (
     ConflictError,
     DatabaseTooNewError,
     NotFoundError,
+    StorageUnavailable,
     StoreError,
 )
 from aisd.store.sqlite._migrate import LATEST_VERSION, migrate
@@ -17,6 +18,7 @@ __all__ = [
     "DatabaseTooNewError",
     "NotFoundError",
     "SqliteStore",
+    "StorageUnavailable",
     "StoreError",
     "migrate",
     "open_store",

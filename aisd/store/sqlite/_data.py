@@ -1,9 +1,11 @@
-"""The data-out mixins of the SQLite store: change feed, billing inputs, erasure, retention."""
+"""The data-out mixins of the SQLite store: change feed, billing inputs, erasure,
+retention, analytics."""
 
 from __future__ import annotations
 
+from aisd.store.sqlite._analytics import AnalyticsMethods
 from aisd.store.sqlite._billing import BillingMethods
 from aisd.store.sqlite._feed import FeedMethods
 from aisd.store.sqlite._privacy import PrivacyMethods
 
-__all__ = ["BillingMethods", "FeedMethods", "PrivacyMethods"]
+__all__ = ["AnalyticsMethods", "BillingMethods", "FeedMethods", "PrivacyMethods"]

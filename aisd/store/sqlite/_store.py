@@ -23,7 +23,9 @@ import aiosqlite
 import anyio
 import anyio.to_thread
 
+from aisd.clock import iso
 from aisd.kontomatik._models import CommandFailure, ImportResult, Session
+from aisd.store._health import StorageHealth
 from aisd.store._records import (
     AccessKind,
     ConsentIn,
@@ -51,8 +53,19 @@ from aisd.store.sqlite._codec import (
     opt_date_out,
     opt_dt_out,
 )
-from aisd.store.sqlite._data import BillingMethods, FeedMethods, PrivacyMethods
-from aisd.store.sqlite._errors import ConflictError, NotFoundError, StoreError
+from aisd.store.sqlite._data import (
+    AnalyticsMethods,
+    BillingMethods,
+    FeedMethods,
+    PrivacyMethods,
+)
+from aisd.store.sqlite._errors import (
+    ConflictError,
+    NotFoundError,
+    StorageUnavailable,
+    StoreError,
+    storage_failure,
+)
 from aisd.store.sqlite._ids import new_id
 from aisd.store.sqlite._migrate import migrate
 from aisd.store.sqlite._queries import QUERIES as Q
@@ -131,7 +144,7 @@ def _record(row: sqlite3.Row) -> ImportRecord:
     )
 
 
-class SqliteStore(TokenMethods, FeedMethods, BillingMethods, PrivacyMethods):
+class SqliteStore(TokenMethods, FeedMethods, BillingMethods, PrivacyMethods, AnalyticsMethods):
     """The daemon's durable state in one SQLite file. Open it with :func:`open_store`."""
 
     def __init__(
@@ -141,6 +154,7 @@ class SqliteStore(TokenMethods, FeedMethods, BillingMethods, PrivacyMethods):
         self._reader = reader
         self._lock = anyio.Lock()
         self.path = path
+        self.health = StorageHealth()
 
     def __repr__(self) -> str:
         return f"SqliteStore({str(self.path)!r})"
@@ -173,16 +187,25 @@ class SqliteStore(TokenMethods, FeedMethods, BillingMethods, PrivacyMethods):
     async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
         async with self._lock:
             db = self._writer
-            await db.execute(Q["begin_immediate"])
             try:
-                yield db
-                await db.execute(Q["commit"])
-            except BaseException:
-                # Shielded: a cancelled caller must not leave the writer inside a transaction.
-                with anyio.CancelScope(shield=True):
-                    if db.in_transaction:
-                        await db.execute(Q["rollback"])
-                raise
+                await db.execute(Q["begin_immediate"])
+                try:
+                    yield db
+                    await db.execute(Q["commit"])
+                except BaseException:
+                    # Shielded: a cancelled caller must not leave the writer inside a transaction.
+                    with anyio.CancelScope(shield=True):
+                        if db.in_transaction:
+                            await db.execute(Q["rollback"])
+                    raise
+            except Exception as exc:
+                # A full or read-only disk is not a bug: callers tell their clients to retry.
+                reason = storage_failure(exc)
+                if reason is None:
+                    raise
+                self.health.failed(reason)
+                raise StorageUnavailable(reason) from exc
+            self.health.succeeded()
 
     async def _emit(
         self, db: aiosqlite.Connection, events: Sequence[NewEvent], now: datetime
@@ -625,15 +648,19 @@ class SqliteStore(TokenMethods, FeedMethods, BillingMethods, PrivacyMethods):
         self, token_id: str, import_id: str, *, now: datetime, deferred_until: datetime
     ) -> None:
         """See :meth:`aisd.store.Store.upstream_quota_exceeded`. The token keeps its failure
-        streak, records ``deferred_until`` and is re-planned at the next tick."""
+        streak, records ``deferred_until`` and is re-planned at the next tick; the event
+        ``quota.deferred`` says until when."""
         failure = CommandFailure(
             "MultipleAccessLimitExceeded",
             "Upstream refused the access: the bank account's rolling 24 h limit is used up.",
         )
         async with self._transaction() as db:
-            await self._fail(db, import_id, failure, now=now, polls=None)
+            imp = await self._fail(db, import_id, failure, now=now, polls=None)
             params = {"id": token_id, "now": dt_in(now), "deferred_until": dt_in(deferred_until)}
             await db.execute(Q["token_quota_refused"], params)
+            data = {"reason": "upstream_limit", "nextPossibleAt": iso(deferred_until)}
+            event = NewEvent("quota.deferred", imp["owner_external_id"], token_id, None, data)
+            await self._emit(db, [event], now)
 
     async def _fail(
         self,

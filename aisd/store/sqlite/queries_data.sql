@@ -178,3 +178,22 @@ SELECT (SELECT COUNT(*) FROM tokens WHERE owner_id = :owner_id AND state = 'acti
            AS active_tokens,
        (SELECT COUNT(*) FROM imports
         WHERE owner_id = :owner_id AND state IN ('queued', 'running')) AS open_imports
+
+-- name: upsert_owner_score
+INSERT INTO owner_scores
+    (owner_id, model_id, retrained_at, score, percentile, tier, import_id, fetched_at)
+SELECT o.id, :model_id, :retrained_at, :score, :percentile, :tier, :import_id, :now
+FROM owners AS o WHERE o.external_id = :external_id
+ON CONFLICT (owner_id, model_id) DO UPDATE SET
+    retrained_at = excluded.retrained_at,
+    score = excluded.score,
+    percentile = excluded.percentile,
+    tier = excluded.tier,
+    import_id = excluded.import_id,
+    fetched_at = excluded.fetched_at
+
+-- name: owner_scores
+SELECT s.model_id, s.retrained_at, s.score, s.percentile, s.tier, s.fetched_at
+FROM owner_scores AS s JOIN owners AS o ON o.id = s.owner_id
+WHERE o.external_id = :external_id
+ORDER BY s.model_id

@@ -1,0 +1,608 @@
+"""Benchmark of scale: planner ticks, start time, memory and idle CPU with many tokens.
+
+Usage: ``python bench/scale_bench.py [--tokens 100000] [--also 1000000] [--idle-seconds 20]``
+
+For each size N it builds a fresh database (the real migrations, then direct SQL in one
+transaction) holding N tokens of realistic shape: owners with one or two tokens, one or two bank
+accounts per token (an owner's tokens share them), a successful initial import each, for a
+quarter of the owners' first tokens one to three Reuse accesses (and their refresh imports) in
+the last 24 h, a few final tokens, and ``next_refresh_at`` spread over the next 24 h. Then it
+prints:
+
+* population time;
+* ``Refresher.tick()`` against the real store when nothing is due and when ~100 and ~500
+  tokens are due (ms per tick and per due token), and ``store.counts()``, which the daemon runs
+  after every tick for its ``STATUS=`` line;
+* the daemon (``python -m aisd run --sandbox``): seconds from spawn to ``READY=1`` (a fake
+  ``$NOTIFY_SOCKET``) and to the first ``daemon.status`` answer, RSS after start and after a
+  few 1 s ticks, one ``daemon.status`` round trip;
+* idle CPU: with nothing due for the whole window and the default 30 s tick, the daemon's
+  utime+stime over ``--idle-seconds`` of wall time, and how many ticks it ran meanwhile.
+
+Figures only; nothing is asserted. The default size runs in well under two minutes; a second
+size of 1,000,000 adds a few minutes (population dominates).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import random
+import select
+import signal
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import structlog
+
+from aisd.client import Client, DaemonUnavailable
+from aisd.clock import SystemClock
+from aisd.kontomatik import KontomatikClient
+from aisd.planner import Rules
+from aisd.refresh import Refresher, TickReport
+from aisd.sandbox import DEFAULT_API_KEY, Sandbox, SandboxApp, SandboxConfig
+from aisd.store import open_store
+from aisd.store.sqlite._codec import dt_in
+from aisd.store.sqlite._migrate import migrate
+
+ACCESS_DAYS = 180
+WARNING_DAYS = (14, 7, 3, 1)
+TOKENS_PER_OWNER = 1.25
+SECOND_ACCOUNT_SHARE = 0.3
+FINAL_SHARE = 0.05
+REUSED_SHARE = 0.25
+# Tokens written per executemany batch: bounds the population's memory at any size.
+BATCH = 20_000
+START_DEADLINE_SECONDS = 300.0
+# Tokens planned this soon are moved later before a daemon run, so nothing falls due in it.
+QUIET_MARGIN = timedelta(minutes=10)
+DAY = timedelta(days=1)
+_MASK64 = (1 << 64) - 1
+
+
+def _scramble(i: int, salt: int) -> int:
+    """A bijection of 64-bit integers: unique ids in random-looking (B-tree-unfriendly) order."""
+    return ((i + salt) * 0x9E3779B97F4A7C15) & _MASK64
+
+
+def token_id(i: int) -> str:
+    """The id of the ``i``-th populated token."""
+    return f"tok_{_scramble(i, 1):016x}"
+
+
+def import_id(i: int, k: int) -> str:
+    """The id of the ``k``-th import of the ``i``-th token (0: its initial import)."""
+    return f"imp_{_scramble(i * 4 + k, 2):016x}"
+
+
+def iban(owner: int, j: int) -> str:
+    """A Polish-shaped IBAN for the ``j``-th account of an owner."""
+    return f"PL{(owner * 7 + j) % 90 + 10:02d}1370131400{owner:010d}{j:04d}"
+
+
+@dataclass(slots=True)
+class Rows:
+    """Rows of one population batch, per table, as ``executemany`` takes them."""
+
+    owners: list[tuple[Any, ...]] = field(default_factory=list)
+    consents: list[tuple[Any, ...]] = field(default_factory=list)
+    sessions: list[tuple[Any, ...]] = field(default_factory=list)
+    tokens: list[tuple[Any, ...]] = field(default_factory=list)
+    token_accounts: list[tuple[Any, ...]] = field(default_factory=list)
+    imports: list[tuple[Any, ...]] = field(default_factory=list)
+    accesses: list[tuple[Any, ...]] = field(default_factory=list)
+    events: list[tuple[Any, ...]] = field(default_factory=list)
+
+
+INSERTS = {
+    "owners": "INSERT OR IGNORE INTO owners (id, external_id, created_at) VALUES (?, ?, ?)",
+    "consents": "INSERT INTO consents (id, owner_id, session_id, target, created_at)"
+    " VALUES (?, ?, ?, ?, ?)",
+    "sessions": "INSERT INTO sessions (id, owner_id, session_id, signature, created_at)"
+    " VALUES (?, ?, ?, ?, ?)",
+    "tokens": "INSERT INTO tokens (id, owner_id, consent_id, multiple_access_id, state,"
+    " created_at, expires_at, state_changed_at, next_refresh_at, last_import_at, plan_reason,"
+    " imports_done, last_refresh_at, next_warning_at, state_reason)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    "token_accounts": "INSERT INTO token_accounts (token_id, iban, first_seen_at) VALUES (?, ?, ?)",
+    "imports": "INSERT INTO imports (id, owner_id, token_id, consent_id, session_ref, kind, state,"
+    " phase, since, command_id, polls, created_at, started_at, finished_at, accounts,"
+    " transactions) VALUES (?, ?, ?, ?, ?, ?, 'successful', 'done', ?, ?, 2, ?, ?, ?, ?, ?)",
+    "accesses": "INSERT INTO accesses (kind, token_id, import_id, session_id, sent_at, outcome)"
+    " VALUES (?, ?, ?, ?, ?, 'ok')",
+    "events": "INSERT INTO events (at, type, owner_external_id, token_id, import_id, data)"
+    " VALUES (?, ?, ?, ?, ?, ?)",
+}
+
+
+def add_token(rows: Rows, i: int, rng: random.Random, now: datetime, owners: int) -> None:
+    """Append the rows of the ``i``-th token (and its owner, consent, imports, ledger)."""
+    owner = i % owners + 1
+    owner_ext = f"owner-{owner:08d}"
+    tid = token_id(i)
+    final = rng.random() < FINAL_SHARE
+    state = rng.choice(("revoked", "expired", "reauth_required")) if final else "active"
+    age = (
+        timedelta(days=181 + rng.random() * 20) if state == "expired" else rng.random() * 160 * DAY
+    )
+    created = now - age - timedelta(hours=1)
+    expires = created + timedelta(days=ACCESS_DAYS)
+    ts_created = dt_in(created)
+    consent = i + 1
+    imp0 = import_id(i, 0)
+    finished = created + timedelta(seconds=20 + rng.random() * 40)
+    ts_finished = dt_in(finished)
+    rows.owners.append((owner, owner_ext, ts_created))
+    rows.consents.append((consent, owner, f"sess-{i:09d}", "PkoBp", ts_created))
+    rows.sessions.append(
+        (consent, owner, f"sess-{i:09d}", f"sig-{_scramble(i, 3):016x}", ts_created)
+    )
+    accounts = [iban(owner, 0)] + ([iban(owner, 1)] if rng.random() < SECOND_ACCOUNT_SHARE else [])
+    rows.token_accounts.extend((tid, account, ts_finished) for account in accounts)
+    since = (created - timedelta(days=365)).date().isoformat()
+    rows.imports.append(
+        (imp0, owner, tid, consent, consent, "initial", since, f"cmd-{i}-0", ts_created,
+         ts_created, ts_finished, len(accounts), 40 * len(accounts))
+    )  # fmt: skip
+    rows.accesses.append(("default_import", tid, imp0, f"sess-{i:09d}", ts_created))
+    rows.events.append(
+        (ts_created, "consent.received", owner_ext, tid, imp0, '{"target": "PkoBp"}')
+    )
+    rows.events.append((ts_finished, "import.succeeded", owner_ext, tid, imp0, "{}"))
+    last_import, last_refresh, done = finished, None, 1
+    # Only an owner's first token has recent reuses: the owner's tokens share an account, and
+    # three reuses of one token stay within the four per account a day aisd itself allows.
+    if state == "active" and i < owners and rng.random() < REUSED_SHARE:
+        sent = sorted(now - rng.random() * DAY for _ in range(rng.randint(1, 3)))
+        for k, at in enumerate(sent, start=1):
+            imp, ts_at = import_id(i, k), dt_in(at)
+            last_import = at + timedelta(seconds=30)
+            since = (at - timedelta(days=3)).date().isoformat()
+            rows.imports.append(
+                (imp, owner, tid, None, None, "refresh", since, f"cmd-{i}-{k}", ts_at, ts_at,
+                 dt_in(last_import), len(accounts), 5)
+            )  # fmt: skip
+            rows.accesses.append(("reuse", tid, imp, f"reuse-{i}-{k}", ts_at))
+            rows.accesses.append(("default_import", tid, imp, f"reuse-{i}-{k}", ts_at))
+            rows.events.append((dt_in(last_import), "import.succeeded", owner_ext, tid, imp, "{}"))
+        last_refresh, done = sent[-1], 1 + len(sent)
+    if state == "active":
+        next_refresh = dt_in(now + QUIET_MARGIN + rng.random() * (DAY - QUIET_MARGIN))
+        secret, changed, reason = f"maid-{_scramble(i, 4):016x}", ts_created, None
+        warning = dt_in(expires - timedelta(days=max(WARNING_DAYS)))
+    else:
+        ended = min(now, created + rng.random() * (expires - created))
+        secret, next_refresh, warning = None, None, None
+        changed, reason = dt_in(expires if state == "expired" else ended), state
+    ts_refresh = None if last_refresh is None else dt_in(last_refresh)
+    rows.tokens.append(
+        (tid, owner, consent, secret, state, ts_created, dt_in(expires), changed, next_refresh,
+         dt_in(last_import), "scheduled", done, ts_refresh, warning, reason)
+    )  # fmt: skip
+
+
+def _flush(conn: sqlite3.Connection, rows: Rows) -> None:
+    for table, sql in INSERTS.items():
+        conn.executemany(sql, getattr(rows, table))
+
+
+@dataclass(frozen=True, slots=True)
+class Population:
+    """What :func:`populate` wrote and how long it took."""
+
+    tokens: int
+    active: int
+    accesses_24h: int
+    imports: int
+    seconds: float
+    megabytes: float
+
+
+def populate(path: Path, n: int, *, now: datetime, seed: int = 7) -> Population:
+    """Create a migrated database at ``path`` holding ``n`` tokens of realistic shape.
+
+    Every active token is planned between ``now`` + :data:`QUIET_MARGIN` and ``now`` + 24 h.
+    """
+    started = time.perf_counter()
+    migrate(path)
+    rng = random.Random(seed)
+    owners = max(1, int(n / TOKENS_PER_OWNER))
+    with closing(sqlite3.connect(path, isolation_level=None)) as conn:
+        # Bulk load only: the daemon's own connections run with synchronous=FULL.
+        conn.executescript("PRAGMA synchronous = OFF; PRAGMA cache_size = -262144;")
+        conn.execute("BEGIN IMMEDIATE")
+        rows = Rows()
+        for i in range(n):
+            add_token(rows, i, rng, now, owners)
+            if len(rows.tokens) >= BATCH:
+                _flush(conn, rows)
+                rows = Rows()
+        _flush(conn, rows)
+        conn.execute("COMMIT")
+        active = conn.execute("SELECT COUNT(*) FROM tokens WHERE state = 'active'").fetchone()[0]
+        reuses = conn.execute("SELECT COUNT(*) FROM accesses WHERE kind = 'reuse'").fetchone()[0]
+        imports = conn.execute("SELECT COUNT(*) FROM imports").fetchone()[0]
+    size = sum(p.stat().st_size for p in path.parent.glob(path.name + "*"))
+    return Population(n, active, reuses, imports, time.perf_counter() - started, size / 2**20)
+
+
+def make_due(path: Path, k: int, *, now: datetime) -> list[str]:
+    """Make the ``k`` tokens planned soonest due one second ago; returns their ids."""
+    with closing(sqlite3.connect(path, isolation_level=None, timeout=10)) as conn:
+        ids = [
+            row[0]
+            for row in conn.execute(
+                "SELECT id FROM tokens WHERE state = 'active' AND next_refresh_at > ?"
+                " ORDER BY next_refresh_at LIMIT ?",
+                (dt_in(now), k),
+            )
+        ]
+        conn.executemany(
+            "UPDATE tokens SET next_refresh_at = ? WHERE id = ?",
+            [(dt_in(now - timedelta(seconds=1)), tid) for tid in ids],
+        )
+    return ids
+
+
+def quiet_until(path: Path, until: datetime, *, seed: int = 11) -> int:
+    """Drop queued refreshes and move every active token planned before ``until`` (or not
+    planned) to a time within the 24 h after it, so a daemon started now finds nothing to do.
+    Returns how many tokens moved."""
+    rng = random.Random(seed)
+    with closing(sqlite3.connect(path, isolation_level=None, timeout=10)) as conn:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("DELETE FROM imports WHERE state IN ('queued', 'running')")
+        ids = [
+            row[0]
+            for row in conn.execute(
+                "SELECT id FROM tokens WHERE state = 'active' AND next_refresh_at < ?"
+                " UNION ALL SELECT id FROM tokens WHERE state = 'active'"
+                " AND next_refresh_at IS NULL",
+                (dt_in(until),),
+            )
+        ]
+        conn.executemany(
+            "UPDATE tokens SET next_refresh_at = ? WHERE id = ?",
+            [(dt_in(until + rng.random() * DAY), tid) for tid in ids],
+        )
+        conn.execute("COMMIT")
+    return len(ids)
+
+
+# -- the planner tick, in process ----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TickFigures:
+    """Milliseconds of planner work against the real store; per due size, one entry per
+    round: the tick's time, the tokens it found due and the refreshes it queued."""
+
+    idle_ms: float
+    due_ms: dict[int, list[float]]
+    due_found: dict[int, list[int]]
+    queued: dict[int, list[int]]
+    counts_ms: float
+
+    def due_median_ms(self, k: int) -> float:
+        """The median tick time with ``k`` tokens due."""
+        return statistics.median(self.due_ms[k])
+
+
+async def _timed_tick(refresher: Refresher) -> tuple[float, TickReport]:
+    began = time.perf_counter()
+    report = await refresher.tick()
+    return (time.perf_counter() - began) * 1000, report
+
+
+async def measure_ticks(
+    path: Path, due_sizes: tuple[int, ...] = (100, 500), *, rounds: int = 3
+) -> TickFigures:
+    """Time ticks with nothing due, then ``rounds`` ticks with each of ``due_sizes`` tokens
+    due (the next ones planned: cold pages and fsyncs vary), and ``store.counts()``. Leaves
+    the due tokens' refreshes queued."""
+    sandbox = Sandbox(SandboxConfig(api_key=DEFAULT_API_KEY))
+    transport = httpx.ASGITransport(app=SandboxApp(sandbox))
+    async with (
+        open_store(path) as store,
+        KontomatikClient("http://sandbox.invalid", DEFAULT_API_KEY, transport=transport) as client,
+    ):
+        clock = SystemClock()
+        refresher = Refresher(
+            store,
+            client,
+            clock,
+            rules=Rules(),
+            overlap_days=3,
+            warning_days=WARNING_DAYS,
+            wake_pipeline=lambda: None,
+        )
+        await refresher.tick()  # warm the page cache, as a running daemon's is
+        idle = [(await _timed_tick(refresher))[0] for _ in range(5)]
+        due_ms: dict[int, list[float]] = {k: [] for k in due_sizes}
+        found: dict[int, list[int]] = {k: [] for k in due_sizes}
+        queued: dict[int, list[int]] = {k: [] for k in due_sizes}
+        for k in due_sizes:
+            for _ in range(rounds):
+                await anyio.to_thread.run_sync(partial(make_due, path, k, now=clock.now()))
+                ms, report = await _timed_tick(refresher)
+                due_ms[k].append(ms)
+                found[k].append(report.due)
+                queued[k].append(report.queued)
+        counts = []
+        for _ in range(3):
+            began = time.perf_counter()
+            await store.counts()
+            counts.append((time.perf_counter() - began) * 1000)
+    return TickFigures(statistics.median(idle), due_ms, found, queued, statistics.median(counts))
+
+
+# -- the daemon, as a process --------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonFigures:
+    """One daemon run: start, memory, CPU over a watched window."""
+
+    ready_s: float
+    status_s: float
+    rss_start_mib: float
+    rss_after_mib: float
+    window_s: float
+    cpu_s: float
+    ticks: int
+    status_call_ms: float
+    exit_code: int
+
+    @property
+    def cpu_percent(self) -> float:
+        """CPU time over wall time in the window."""
+        return 100 * self.cpu_s / self.window_s
+
+
+def rss_mib(pid: int) -> float:
+    """``VmRSS`` of a process, in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise LookupError("no VmRSS")
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process, in seconds."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2 :].split()
+    # Fields 14 and 15 of proc(5); the split starts at field 3.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Notifications:
+    """A fake ``$NOTIFY_SOCKET``: collects what the daemon tells systemd."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._sock.bind(str(path))
+        self.messages: list[str] = []
+
+    def drain(self, timeout: float) -> list[str]:
+        """Messages arriving within ``timeout`` seconds (returns at the first batch)."""
+        got: list[str] = []
+        ready, _, _ = select.select([self._sock], [], [], timeout)
+        while ready:
+            got.append(self._sock.recv(4096).decode())
+            ready, _, _ = select.select([self._sock], [], [], 0)
+        self.messages.extend(got)
+        return got
+
+    def close(self) -> None:
+        """Close and unlink the socket."""
+        self._sock.close()
+        self.path.unlink(missing_ok=True)
+
+
+def _ticks(messages: list[str]) -> int:
+    return sum(m.startswith("STATUS=tokens") for m in messages)
+
+
+def daemon_env(db: Path, workdir: Path, notify: Path, tick_seconds: float | None) -> dict[str, str]:
+    """The daemon's environment: ours without any ``AISD_*`` or systemd variables, plus
+    the database, a socket in ``workdir`` and the fake notify socket."""
+    dropped = ("AISD_", "NOTIFY_SOCKET", "WATCHDOG_", "LISTEN_")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(dropped)}
+    env.update(
+        AISD_DB_PATH=str(db),
+        AISD_SOCKET_PATH=str(workdir / "aisd.sock"),
+        NOTIFY_SOCKET=str(notify),
+    )
+    if tick_seconds is not None:
+        env["AISD_PLANNER_TICK_SECONDS"] = str(tick_seconds)
+    return env
+
+
+@contextmanager
+def spawned(env: dict[str, str], workdir: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """``python -m aisd run --sandbox``, killed on the way out if still running."""
+    with (workdir / "daemon.log").open("ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "aisd", "run", "--sandbox"],
+            cwd=workdir,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def run_daemon(
+    db: Path, workdir: Path, *, tick_seconds: float | None, window: float
+) -> DaemonFigures:
+    """Start the daemon on ``db``, wait for its first tick, watch it for ``window`` seconds,
+    then stop it with SIGTERM."""
+    notify = Notifications(workdir / "notify.sock")
+    client = Client(workdir / "aisd.sock", timeout=60.0)
+    probe = Client(workdir / "aisd.sock", timeout=1.0)
+    env = daemon_env(db, workdir, notify.path, tick_seconds)
+    try:
+        began = time.monotonic()
+        with spawned(env, workdir) as proc:
+            ready_s = status_s = None
+            deadline = began + START_DEADLINE_SECONDS
+            while ready_s is None or status_s is None:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"the daemon did not start: see {workdir / 'daemon.log'}")
+                if any(m.startswith("READY=1") for m in notify.drain(0.005)) and ready_s is None:
+                    ready_s = time.monotonic() - began
+                if status_s is None:
+                    try:
+                        probe.status()
+                    except DaemonUnavailable:
+                        continue
+                    status_s = time.monotonic() - began
+            rss_start = rss_mib(proc.pid)
+            while _ticks(notify.messages) == 0:  # the tick at start
+                notify.drain(1.0)
+            seen = _ticks(notify.messages)
+            cpu0, t0 = cpu_seconds(proc.pid), time.monotonic()
+            while (left := t0 + window - time.monotonic()) > 0:
+                notify.drain(left)
+            cpu1, t1 = cpu_seconds(proc.pid), time.monotonic()
+            ticks = _ticks(notify.messages) - seen
+            calls = []
+            for _ in range(3):
+                call_began = time.perf_counter()
+                client.status()
+                calls.append((time.perf_counter() - call_began) * 1000)
+            rss_after = rss_mib(proc.pid)
+            proc.send_signal(signal.SIGTERM)
+            code = proc.wait(timeout=30)
+    finally:
+        notify.close()
+    return DaemonFigures(
+        ready_s=ready_s,
+        status_s=status_s,
+        rss_start_mib=rss_start,
+        rss_after_mib=rss_after,
+        window_s=t1 - t0,
+        cpu_s=cpu1 - cpu0,
+        ticks=ticks,
+        status_call_ms=statistics.median(calls),
+        exit_code=code,
+    )
+
+
+# -- the report ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SizeFigures:
+    """Everything measured at one size."""
+
+    population: Population
+    ticks: TickFigures
+    busy: DaemonFigures
+    idle: DaemonFigures
+
+
+def measure_size(n: int, idle_seconds: float, workdir: Path) -> SizeFigures:
+    """Populate ``n`` tokens in ``workdir`` and take every measurement."""
+    db = workdir / "aisd.db"
+    print(f"\n== {n:,} tokens", flush=True)
+    pop = populate(db, n, now=datetime.now(UTC))
+    print(
+        f"population: {pop.seconds:.1f} s ({pop.tokens:,} tokens, {pop.active:,} active, "
+        f"{pop.accesses_24h:,} reuses in 24 h, {pop.imports:,} imports, {pop.megabytes:.0f} MiB)",
+        flush=True,
+    )
+    ticks = anyio.run(measure_ticks, db, backend="asyncio")
+    print(f"tick, nothing due: {ticks.idle_ms:.2f} ms; store.counts(): {ticks.counts_ms:.1f} ms")
+    for k, times in ticks.due_ms.items():
+        ms, found = ticks.due_median_ms(k), max(ticks.due_found[k])
+        print(
+            f"tick, {found} due ({ticks.queued[k]} queued): {ms:.0f} ms median of "
+            f"{', '.join(f'{t:.0f}' for t in times)}; {ms / max(found, 1):.2f} ms per due token",
+            flush=True,
+        )
+    quiet_until(db, datetime.now(UTC) + QUIET_MARGIN + timedelta(seconds=idle_seconds))
+    busy = run_daemon(db, workdir, tick_seconds=1.0, window=5.0)
+    print(
+        f"daemon start: READY=1 after {busy.ready_s:.2f} s, daemon.status after "
+        f"{busy.status_s:.2f} s; RSS {busy.rss_start_mib:.1f} MiB at start, "
+        f"{busy.rss_after_mib:.1f} MiB after {busy.ticks} ticks of 1 s "
+        f"(CPU {busy.cpu_percent:.1f} %); daemon.status call {busy.status_call_ms:.1f} ms",
+        flush=True,
+    )
+    idle = run_daemon(db, workdir, tick_seconds=None, window=idle_seconds)
+    print(
+        f"idle, default 30 s tick: CPU {idle.cpu_s:.3f} s over {idle.window_s:.1f} s = "
+        f"{idle.cpu_percent:.2f} % ({idle.ticks} ticks in the window); start "
+        f"{idle.status_s:.2f} s; exit codes {busy.exit_code}/{idle.exit_code}",
+        flush=True,
+    )
+    return SizeFigures(pop, ticks, busy, idle)
+
+
+def _compare(small: SizeFigures, large: SizeFigures) -> None:
+    rows = [
+        ("population s", small.population.seconds, large.population.seconds),
+        ("tick, none due ms", small.ticks.idle_ms, large.ticks.idle_ms),
+        *[
+            (f"tick, {k} due ms", small.ticks.due_median_ms(k), large.ticks.due_median_ms(k))
+            for k in small.ticks.due_ms
+            if k in large.ticks.due_ms
+        ],
+        ("store.counts() ms", small.ticks.counts_ms, large.ticks.counts_ms),
+        ("start to status s", small.busy.status_s, large.busy.status_s),
+        ("RSS at start MiB", small.busy.rss_start_mib, large.busy.rss_start_mib),
+        ("RSS after ticks MiB", small.busy.rss_after_mib, large.busy.rss_after_mib),
+        ("daemon.status ms", small.busy.status_call_ms, large.busy.status_call_ms),
+        ("idle CPU %", small.idle.cpu_percent, large.idle.cpu_percent),
+    ]
+    n1, n2 = small.population.tokens, large.population.tokens
+    print(f"\n{'':<22}{n1:>12,}{n2:>12,}{'ratio':>8}   (tokens x{n2 / n1:.0f})")
+    for name, a, b in rows:
+        ratio = f"{b / a:>7.2f}x" if a > 0 else f"{'-':>8}"
+        print(f"{name:<22}{a:>12.2f}{b:>12.2f}{ratio}")
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--tokens", type=int, default=100_000)
+    parser.add_argument("--also", type=int, default=None, help="a second size, for comparison")
+    parser.add_argument("--idle-seconds", type=float, default=20.0)
+    args = parser.parse_args(argv)
+    # The in-process ticks log each planned batch; the figures are what this script prints.
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    sizes = [args.tokens] + ([args.also] if args.also else [])
+    if max(sizes) >= 500_000:
+        print(f"{max(sizes):,} tokens: expect several minutes (population dominates)")
+    figures = []
+    for n in sizes:
+        with tempfile.TemporaryDirectory(prefix="aisd-scale-") as tmp:
+            figures.append(measure_size(n, args.idle_seconds, Path(tmp)))
+    if len(figures) == 2:
+        _compare(*figures)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,213 @@
+"""The scale bench at a tiny size, so the script cannot rot: its population is what the store
+and planner expect, its tick measurement drives the real tick, and its daemon run works."""
+
+from __future__ import annotations
+
+import importlib.util
+import sqlite3
+import sys
+import tempfile
+from contextlib import closing
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from aisd.store import TokenState, open_store
+from aisd.store.sqlite._codec import dt_in
+from aisd.store.sqlite._migrate import migrate
+
+N = 400
+
+
+def _load_bench() -> ModuleType:
+    # By path: bench/ is a directory of scripts, not a package.
+    path = Path(__file__).parents[2] / "bench" / "scale_bench.py"
+    spec = importlib.util.spec_from_file_location("scale_bench", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    # Registered before running it: dataclasses look their module up in sys.modules.
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+sb = _load_bench()
+Populated = tuple[Path, datetime, Any]
+
+
+def _scalar(db: Path, sql: str, *params: object) -> int:
+    with closing(sqlite3.connect(db)) as conn:
+        value: int = conn.execute(sql, params).fetchone()[0]
+    return value
+
+
+@pytest.fixture
+def populated(tmp_path: Path) -> Populated:
+    db = tmp_path / "aisd.db"
+    now = datetime.now(UTC)
+    return db, now, sb.populate(db, N, now=now)
+
+
+@pytest.mark.anyio
+async def test_population_is_what_the_store_expects(
+    populated: Populated,
+) -> None:
+    db, now, pop = populated
+    assert pop.tokens == N
+    assert 0.9 * N <= pop.active < N  # a few final tokens
+    assert pop.imports == N + pop.accesses_24h  # one initial import each, one per reuse
+    assert pop.accesses_24h > 0
+    async with open_store(db) as store:
+        counts = await store.counts()
+        assert sum(counts["tokens"].values()) == N
+        assert counts["tokens"]["active"] == pop.active
+        assert counts["imports"]["successful"] == pop.imports
+        # Nothing due before the quiet margin; all of it within 24 h.
+        assert await store.due_tokens(now=now + sb.QUIET_MARGIN, limit=N) == []
+        assert len(await store.due_tokens(now=now + sb.DAY, limit=N)) == pop.active
+        assert await store.warnings_due(now=now, days=sb.WARNING_DAYS) == []
+        tokens = await store.list_tokens()
+    assert all(t.accounts for t in tokens)
+    assert all(t.imports_done >= 1 and t.last_import_at is not None for t in tokens)
+    # The ledger is one aisd could have written: at most 4 reuses per account in 24 h.
+    busiest = _scalar(
+        db,
+        "SELECT MAX(n) FROM (SELECT COUNT(*) AS n FROM accesses AS a"
+        " JOIN token_accounts AS ta ON ta.token_id = a.token_id"
+        " WHERE a.kind = 'reuse' AND a.sent_at >= ? GROUP BY ta.iban)",
+        dt_in(now - sb.DAY),
+    )
+    assert 1 <= busiest <= 4
+
+
+@pytest.mark.anyio
+async def test_ticks_find_exactly_the_tokens_made_due(
+    populated: Populated,
+) -> None:
+    db, _, _ = populated
+    figures = await sb.measure_ticks(db, due_sizes=(5, 20), rounds=2)
+    assert figures.due_found == {5: [5, 5], 20: [20, 20]}
+    assert all(0 < q <= 5 for q in figures.queued[5])
+    assert all(0 < q <= 20 for q in figures.queued[20])
+    assert len(figures.due_ms[20]) == 2
+    assert figures.due_median_ms(20) > 0
+    assert figures.idle_ms > 0
+    assert figures.counts_ms > 0
+    queued = sum(figures.queued[5]) + sum(figures.queued[20])
+    assert _scalar(db, "SELECT COUNT(*) FROM imports WHERE state = 'queued'") == queued
+
+    until = datetime.now(UTC) + timedelta(minutes=5)
+    moved = sb.quiet_until(db, until)
+    assert moved >= queued  # queued tokens have no plan until their refresh ends
+    assert _scalar(db, "SELECT COUNT(*) FROM imports WHERE state = 'queued'") == 0
+    early = _scalar(
+        db,
+        "SELECT COUNT(*) FROM tokens WHERE state = 'active'"
+        " AND (next_refresh_at IS NULL OR next_refresh_at < ?)",
+        dt_in(until),
+    )
+    assert early == 0
+
+
+def test_daemon_run_reports_start_memory_and_ticks(populated: Populated, tmp_path: Path) -> None:
+    db, _, _ = populated
+    sb.quiet_until(db, datetime.now(UTC) + timedelta(minutes=5))
+    figures = sb.run_daemon(db, tmp_path, tick_seconds=0.5, window=2.0)
+    assert figures.exit_code == 0
+    assert 0 < figures.ready_s < 30
+    assert 0 < figures.status_s < 30
+    assert figures.rss_start_mib > 10
+    assert figures.rss_after_mib > 10
+    assert figures.ticks >= 1
+    assert figures.window_s >= 2.0
+    assert figures.cpu_s >= 0
+    assert figures.status_call_ms > 0
+
+
+def _full_counts(db: Path) -> dict[str, dict[str, int]]:
+    with closing(sqlite3.connect(db)) as conn:
+        return {
+            table: dict(conn.execute(f"SELECT state, COUNT(*) FROM {table} GROUP BY state"))
+            for table in ("tokens", "imports")
+        }
+
+
+def _nonzero(counts: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
+    return {kind: {s: n for s, n in by.items() if n} for kind, by in counts.items()}
+
+
+@pytest.mark.anyio
+async def test_kept_counts_equal_a_full_count_after_bulk_sql_ticks_and_deletes(
+    populated: Populated,
+) -> None:
+    db, now, _ = populated
+    await sb.measure_ticks(db, due_sizes=(10,), rounds=1)
+    async with open_store(db) as store:
+        for token in (await store.list_tokens(state=TokenState.ACTIVE))[:7]:
+            await store.end_token(token.token_id, TokenState.REVOKED, now=now, reason="test")
+        sb.quiet_until(db, datetime.now(UTC) + timedelta(minutes=5))  # deletes queued imports
+        counts = await store.counts()
+    full = _full_counts(db)
+    assert _nonzero(counts) == full
+    assert full["tokens"]["revoked"] >= 7
+
+
+TOKEN_STATES = [s.value for s in TokenState]
+IMPORT_STATES = ["queued", "running", "successful", "failed"]
+Op = tuple[str, int, str]
+ops = st.lists(
+    st.tuples(
+        st.sampled_from(["insert", "update", "delete"]),
+        st.integers(min_value=0, max_value=5),
+        st.sampled_from(TOKEN_STATES + IMPORT_STATES),
+    ),
+    max_size=30,
+)
+
+
+def _apply(conn: sqlite3.Connection, op: Op) -> None:
+    what, key, state = op
+    table = "tokens" if state in TOKEN_STATES else "imports"
+    row_id = f"{table[:3]}_{key}"
+    if what == "delete":
+        conn.execute(f"DELETE FROM {table} WHERE id = ?", (row_id,))
+    elif what == "update":
+        conn.execute(f"UPDATE {table} SET state = ? WHERE id = ?", (state, row_id))
+    elif table == "tokens":
+        conn.execute(
+            "INSERT OR IGNORE INTO tokens (id, state, created_at, expires_at)"
+            " VALUES (?, ?, '2026-01-01', '2026-07-01')",
+            (row_id, state),
+        )
+    else:
+        conn.execute(
+            "INSERT OR IGNORE INTO imports (id, kind, state, phase, since, created_at)"
+            " VALUES (?, 'refresh', ?, 'queued', '2026-01-01', '2026-01-01')",
+            (row_id, state),
+        )
+
+
+def test_kept_counts_follow_any_sequence_of_writes() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        db = Path(tmp) / "aisd.db"
+        migrate(db)
+        with closing(sqlite3.connect(db, isolation_level=None)) as conn:
+
+            @settings(max_examples=60, deadline=None)
+            @given(ops)
+            def check(sequence: list[Op]) -> None:
+                for op in sequence:
+                    _apply(conn, op)
+                kept: dict[str, dict[str, int]] = {"tokens": {}, "imports": {}}
+                for kind, state, n in conn.execute("SELECT kind, state, n FROM state_counts"):
+                    if n:
+                        kept[kind][state] = n
+                assert kept == _full_counts(db)
+
+            check()

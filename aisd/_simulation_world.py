@@ -15,7 +15,6 @@ from aisd._simulation import ConsentPlan, next_on_grid
 from aisd.clock import VirtualClock
 from aisd.kontomatik import KontomatikClient
 from aisd.pipeline import Pipeline, PipelineConfig
-from aisd.planner import Rules
 from aisd.refresh import Refresher
 from aisd.sandbox import MintedConsent, Sandbox
 from aisd.settings import Settings
@@ -53,24 +52,13 @@ class World:
         self._origin = clock.now()
         self._tick = timedelta(seconds=settings.planner_tick_seconds)
         self._changed = anyio.Event()
-        self.refresher = Refresher(
-            store,
-            client,
-            clock,
-            rules=Rules(refreshes_per_day=settings.refreshes_per_day),
-            overlap_days=settings.refresh_overlap_days,
-            warning_days=settings.expiry_warning_days,
-            wake_pipeline=self._wake_pipeline,
+        self.refresher = Refresher.from_settings(
+            store, client, clock, settings, wake_pipeline=self._wake_pipeline
         )
         self.pipeline = Pipeline(
             store,
             client,
-            PipelineConfig(
-                max_running=settings.max_running_commands,
-                poll_min_seconds=settings.poll_min_seconds,
-                poll_max_seconds=settings.poll_max_seconds,
-                upstream_defer_seconds=86400 / settings.refreshes_per_day,
-            ),
+            PipelineConfig.from_settings(settings),
             clock,
             gate=self.refresher,
             on_change=self._changed_set,
@@ -85,9 +73,7 @@ class World:
     async def consents(self, plans: list[ConsentPlan]) -> None:
         """Mint each consent in the sandbox at its time and submit it as ``consent.submit``."""
         minted: list[MintedConsent] = []
-        history = self._settings.initial_history_days
-        if self._settings.retention_days is not None:
-            history = min(history, self._settings.retention_days)
+        history = self._settings.first_import_history_days
         for plan in plans:
             await self._clock.sleep_until(self._origin + plan.offset)
             accounts = None if plan.shares_with is None else minted[plan.shares_with].ibans[:1]

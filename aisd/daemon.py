@@ -33,7 +33,6 @@ from aisd.housekeeping import housekeep
 from aisd.instance import InstanceLocked, instance_lock
 from aisd.kontomatik import KontomatikClient
 from aisd.pipeline import Pipeline, PipelineConfig
-from aisd.planner import Rules
 from aisd.refresh import Refresher
 from aisd.rpc import ListenError, RpcServer, open_listener
 from aisd.rpc.methods import (
@@ -139,24 +138,11 @@ async def run(settings: Settings, sandbox: bool, clock: Clock | None = None) -> 
             pipeline.wake()
             events.wake()
 
-        refresher = Refresher(
-            store,
-            client,
-            clock,
-            rules=Rules(refreshes_per_day=settings.refreshes_per_day),
-            overlap_days=settings.refresh_overlap_days,
-            warning_days=settings.expiry_warning_days,
-            wake_pipeline=wake_all,
-        )
+        refresher = Refresher.from_settings(store, client, clock, settings, wake_pipeline=wake_all)
         pipeline = Pipeline(
             store,
             client,
-            PipelineConfig(
-                max_running=settings.max_running_commands,
-                poll_min_seconds=settings.poll_min_seconds,
-                poll_max_seconds=settings.poll_max_seconds,
-                upstream_defer_seconds=86400 / settings.refreshes_per_day,
-            ),
+            PipelineConfig.from_settings(settings),
             clock,
             gate=refresher,
             on_change=events.wake,
@@ -173,8 +159,7 @@ async def run(settings: Settings, sandbox: bool, clock: Clock | None = None) -> 
         services = Services(
             store=store,
             clock=clock,
-            initial_history_days=settings.initial_history_days,
-            retention_days=settings.retention_days,
+            history_days=settings.first_import_history_days,
             access_days=settings.access_days,
             wake_pipeline=wake_all,
             status_extra=status_extra,

@@ -35,6 +35,7 @@ from aisd.kontomatik import (
     UnauthorizedError,
 )
 from aisd.polling import DurationEstimates, backoff, jobs_quota_delay, poll_delay
+from aisd.settings import Settings
 from aisd.store import (
     AccessKind,
     ImportJob,
@@ -92,6 +93,16 @@ class PipelineConfig:
     # After MultipleAccessLimitExceeded (someone else used the account's quota), wait about one
     # refresh interval: their accesses leave the window at unknown times, so no retry storm.
     upstream_defer_seconds: float = 6 * 3600.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> PipelineConfig:
+        """The knobs the settings set; the rest keep their defaults."""
+        return cls(
+            max_running=settings.max_running_commands,
+            poll_min_seconds=settings.poll_min_seconds,
+            poll_max_seconds=settings.poll_max_seconds,
+            upstream_defer_seconds=86400 / settings.refreshes_per_day,
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,6 +31,7 @@ from aisd.planner import (
     window_usage,
 )
 from aisd.planner import effective_now as planner_now
+from aisd.settings import Settings
 from aisd.store import (
     AccessKind,
     ImportJob,
@@ -142,6 +143,27 @@ class Refresher:
         # One decision at a time on the shared quota: the gate's check and the ledger write
         # happen under it, so two tokens sharing an account never both take the last room.
         self.quota_lock = anyio.Lock()
+
+    @classmethod
+    def from_settings(
+        cls,
+        store: Store,
+        client: KontomatikClient,
+        clock: Clock,
+        settings: Settings,
+        *,
+        wake_pipeline: Callable[[], None],
+    ) -> Refresher:
+        """A refresher with the planner's rules and windows from the settings."""
+        return cls(
+            store,
+            client,
+            clock,
+            rules=Rules(refreshes_per_day=settings.refreshes_per_day),
+            overlap_days=settings.refresh_overlap_days,
+            warning_days=settings.expiry_warning_days,
+            wake_pipeline=wake_pipeline,
+        )
 
     @property
     def rules(self) -> Rules:

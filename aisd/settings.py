@@ -183,6 +183,14 @@ class Settings(BaseSettings):
             raise ValueError(f"must be a comma-separated list of: {', '.join(sorted(ANALYTICS))}")
         return frozenset(parts)
 
+    @property
+    def first_import_history_days(self) -> int:
+        """Days of history a consent's first import fetches: ``AISD_INITIAL_HISTORY_DAYS``, but
+        never more than retention would purge at once (that would only churn the change feed)."""
+        if self.retention_days is None:
+            return self.initial_history_days
+        return min(self.initial_history_days, self.retention_days)
+
     @model_validator(mode="after")
     def _check_poll_order(self) -> Self:
         if self.poll_min_seconds > self.poll_max_seconds:

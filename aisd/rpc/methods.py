@@ -54,8 +54,7 @@ class Services:
 
     store: Store
     clock: Clock
-    initial_history_days: int
-    retention_days: int | None
+    history_days: int  # of a consent's first import (Settings.first_import_history_days)
     access_days: int
     wake_pipeline: Callable[[], None]
     status_extra: Callable[[], dict[str, Any]]
@@ -159,15 +158,11 @@ def core_methods(services: Services) -> dict[str, Handler]:
             max_imports=params.int_("maxImports", required=False, min=1, max=100_000),
         )
         now = services.clock.now()
-        history_days = services.initial_history_days
-        if services.retention_days is not None:
-            # Fetching what retention would purge at once only churns the change feed.
-            history_days = min(history_days, services.retention_days)
         try:
             outcome = await store.submit_consent(
                 consent,
                 now=now,
-                since=now.date() - timedelta(days=history_days),
+                since=now.date() - timedelta(days=services.history_days),
                 expires_at=now + timedelta(days=services.access_days),
             )
         except StorageUnavailable as exc:

@@ -20,8 +20,7 @@ def services(env: Env) -> Services:
     return Services(
         store=env.store,
         clock=env.clock,
-        initial_history_days=365,
-        retention_days=None,
+        history_days=365,
         access_days=180,
         wake_pipeline=lambda: None,
         status_extra=dict,

@@ -277,8 +277,4 @@ def test_migration_keeps_legacy_rows_and_never_reuses_an_id(tmp_path: Path) -> N
             " VALUES (1, '2026-04-02', '-2.00', 'Nowy', 9)"
         )
         new_id = conn.execute("SELECT MAX(id) FROM transactions").fetchone()[0]
-        assert new_id == 10
-        logged = conn.execute(
-            "SELECT transaction_id, kind FROM transaction_changes WHERE change_seq = 9"
-        )
-        assert logged.fetchall() == [(10, "added")]
+        assert new_id == 10  # the merge, not a trigger, logs it (see the feed tests above)

@@ -587,6 +587,14 @@ class SqliteStore(TokenMethods, FeedMethods, BillingMethods, PrivacyMethods, Ana
             )
             await db.executemany(Q["insert_transaction"], writes.inserts)
             await db.executemany(Q["update_transaction"], writes.updates)
+            await db.execute(
+                Q["log_changes"],
+                {
+                    "start": seq,
+                    "added_upto": seq + len(writes.inserts),
+                    "end": seq + len(writes.inserts) + len(writes.updates),
+                },
+            )
             await db.executemany(Q["insert_tombstone"], writes.tombstones)
             await db.executemany(Q["delete_transaction"], writes.deletes)
             seq = writes.last_seq

@@ -241,6 +241,15 @@ INSERT INTO transactions (account_id, transaction_on, booked_on, amount, balance
                           last_import_id, change_seq)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 
+-- name: log_changes
+-- The merge of one account took the change sequence values (:start, :end]: inserts first (up to
+-- :added_upto), then updates. One range scan of transactions_change_seq logs them all.
+INSERT INTO transaction_changes (change_seq, transaction_id, account_id, kind)
+SELECT change_seq, id, account_id,
+       CASE WHEN change_seq <= :added_upto THEN 'added' ELSE 'modified' END
+FROM transactions
+WHERE change_seq > :start AND change_seq <= :end
+
 -- name: update_transaction
 UPDATE transactions
 SET transaction_on = ?, booked_on = ?, amount = ?, balance = ?, title = ?, party = ?,

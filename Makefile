@@ -29,8 +29,8 @@ sysdeps:
 	fi
 
 lint: $(STAMP)
-	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
+	$(BIN)/ruff check aisd tests bench
+	$(BIN)/ruff format --check aisd tests bench
 
 types: $(STAMP)
 	$(BIN)/mypy

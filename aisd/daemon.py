@@ -63,6 +63,23 @@ class Health:
     db_ok: bool = True
 
 
+class Ticks:
+    """Requests for a planner tick: a one-slot stream, so requests made while one is pending
+    coalesce into it."""
+
+    def __init__(self) -> None:
+        self._send, self.receive = anyio.create_memory_object_stream[None](1)
+
+    def poke(self) -> None:
+        """Ask for a tick soon."""
+        with contextlib.suppress(anyio.WouldBlock, anyio.ClosedResourceError):
+            self._send.send_nowait(None)
+
+    def close(self) -> None:
+        """No more ticks (the planner is stopping)."""
+        self._send.close()
+
+
 class EventLog:
     """Writes one JSON log line per event of the durable feed, whoever appended it, and hands
     each event to the observers (which must not block)."""
@@ -134,9 +151,16 @@ async def run(settings: Settings, sandbox: bool, clock: Clock | None = None) -> 
         analytics = Analytics(store, client, clock, settings.analytics)
         events = EventLog(store, observers=[analytics.observe])
 
+        ticks = Ticks()
+
         def wake_all() -> None:
             pipeline.wake()
             events.wake()
+
+        def consent_arrived() -> None:
+            # A new token is planned at once rather than at the next periodic tick.
+            wake_all()
+            ticks.poke()
 
         refresher = Refresher.from_settings(store, client, clock, settings, wake_pipeline=wake_all)
         pipeline = Pipeline(
@@ -161,7 +185,7 @@ async def run(settings: Settings, sandbox: bool, clock: Clock | None = None) -> 
             clock=clock,
             history_days=settings.first_import_history_days,
             access_days=settings.access_days,
-            wake_pipeline=wake_all,
+            wake_pipeline=consent_arrived,
             status_extra=status_extra,
             started_at=started_at,
         )
@@ -186,7 +210,7 @@ async def run(settings: Settings, sandbox: bool, clock: Clock | None = None) -> 
             await tg.start(analytics.run)
             await tg.start(server.serve, listener)
             await tg.start(pipeline.run)
-            await tg.start(_planner, refresher, store, pipeline, health, settings, events)
+            await tg.start(_planner, refresher, store, pipeline, health, settings, events, ticks)
             tg.start_soon(_watchdog, store, health, pipeline, settings.planner_tick_seconds)
             tg.start_soon(_housekeeping, store, clock, settings)
             systemd.notify(f"READY=1\nSTATUS=serving, version {__version__}")
@@ -241,19 +265,20 @@ async def _planner(
     health: Health,
     settings: Settings,
     events: EventLog,
+    ticks: Ticks,
     *,
     task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run planner ticks when APScheduler says so; the scheduler holds no state of its own.
+    """Run planner ticks when APScheduler (or a new consent) says so; the scheduler holds no
+    state of its own.
 
     APScheduler 3 runs jobs outside anyio's task tree, so its job only drops a token into a
     one-slot stream (a full stream coalesces ticks) and this task does the work.
     """
-    send, receive = anyio.create_memory_object_stream[None](1)
+    receive = ticks.receive
 
     async def poke() -> None:
-        with contextlib.suppress(anyio.WouldBlock):
-            send.send_nowait(None)
+        ticks.poke()
 
     scheduler = AsyncIOScheduler(timezone=UTC)
     scheduler.add_job(
@@ -304,6 +329,7 @@ async def _planner(
                     )
     finally:
         scheduler.shutdown(wait=False)
+        ticks.close()
 
 
 async def _housekeeping(store: Store, clock: Clock, settings: Settings) -> None:

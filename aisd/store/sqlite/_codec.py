@@ -7,12 +7,14 @@ time order; dates as ``YYYY-MM-DD``; amounts as decimal text, exact.
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Sequence
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
 from aisd.kontomatik._models import MoneyTransaction
+from aisd.store._records import StoredTransaction
 
 __all__ = [
     "TxRow",
@@ -119,4 +121,24 @@ def tx_from_row(row: Sequence[Any]) -> MoneyTransaction:
         status=status,
         labels=tuple(json.loads(labels)) if labels != "[]" else (),
         extra=tuple((k, v) for k, v in json.loads(extra)) if extra != "[]" else (),
+    )
+
+
+def stored_transaction(row: sqlite3.Row) -> StoredTransaction:
+    """A merged transaction from a row with the transaction's columns, its account's ``iban``
+    and ``currency_name``."""
+    return StoredTransaction(
+        id=row["id"],
+        account_iban=row["iban"],
+        transaction_on=date.fromisoformat(row["transaction_on"]),
+        booked_on=opt_date_out(row["booked_on"]),
+        amount=Decimal(row["amount"]),
+        balance=dec_out(row["balance"]),
+        title=row["title"],
+        party=row["party"],
+        party_iban=row["party_iban"],
+        kind=row["kind"],
+        status=row["status"],
+        labels=tuple(json_out(row["labels"])),
+        currency_name=row["currency_name"],
     )

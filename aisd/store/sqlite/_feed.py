@@ -11,12 +11,9 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import date
-from decimal import Decimal
 
 from aisd.store._data_records import FeedPage, FeedTransaction
-from aisd.store._records import StoredTransaction
-from aisd.store.sqlite._codec import dec_out, json_in, json_out, opt_date_out
+from aisd.store.sqlite._codec import json_in, stored_transaction
 from aisd.store.sqlite._data_core import DataCore, fetch, scalar
 from aisd.store.sqlite._errors import NotFoundError
 
@@ -66,21 +63,7 @@ def fold(entries: Iterable[tuple[int, int, str]]) -> Folded:
 def _feed_transaction(row: sqlite3.Row) -> FeedTransaction:
     return FeedTransaction(
         owner_external_id=row["owner_external_id"],
-        transaction=StoredTransaction(
-            id=row["id"],
-            account_iban=row["iban"],
-            transaction_on=date.fromisoformat(row["transaction_on"]),
-            booked_on=opt_date_out(row["booked_on"]),
-            amount=Decimal(row["amount"]),
-            balance=dec_out(row["balance"]),
-            title=row["title"],
-            party=row["party"],
-            party_iban=row["party_iban"],
-            kind=row["kind"],
-            status=row["status"],
-            labels=tuple(json_out(row["labels"])),
-            currency_name=row["currency_name"],
-        ),
+        transaction=stored_transaction(row),
     )
 
 

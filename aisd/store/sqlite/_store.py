@@ -13,7 +13,6 @@ import sqlite3
 from collections.abc import AsyncIterator, Generator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import date, datetime
-from decimal import Decimal
 from functools import partial
 from pathlib import Path
 from types import TracebackType
@@ -50,8 +49,8 @@ from aisd.store.sqlite._codec import (
     dt_out,
     json_in,
     json_out,
-    opt_date_out,
     opt_dt_out,
+    stored_transaction,
 )
 from aisd.store.sqlite._data import (
     AnalyticsMethods,
@@ -764,26 +763,7 @@ class SqliteStore(TokenMethods, FeedMethods, BillingMethods, PrivacyMethods, Ana
         rows = await self._reader.execute_fetchall(
             Q["account_view"], {"external_id": owner_external_id, "iban": iban}
         )
-        out: list[StoredTransaction] = []
-        for row in rows:
-            out.append(
-                StoredTransaction(
-                    id=row["id"],
-                    account_iban=row["iban"],
-                    transaction_on=date.fromisoformat(row["transaction_on"]),
-                    booked_on=opt_date_out(row["booked_on"]),
-                    amount=Decimal(row["amount"]),
-                    balance=dec_out(row["balance"]),
-                    title=row["title"],
-                    party=row["party"],
-                    party_iban=row["party_iban"],
-                    kind=row["kind"],
-                    status=row["status"],
-                    labels=tuple(json_out(row["labels"])),
-                    currency_name=row["currency_name"],
-                )
-            )
-        return out
+        return [stored_transaction(row) for row in rows]
 
     async def append_events(self, events: Sequence[NewEvent], *, now: datetime) -> list[int]:
         """See :meth:`aisd.store.Store.append_events`."""

@@ -14,7 +14,7 @@ import anyio
 from aisd.store._records import NewEvent
 from aisd.store.sqlite._queries import QUERIES as Q
 
-__all__ = ["DataCore", "fetch", "scalar"]
+__all__ = ["DataCore", "fetch", "one", "scalar"]
 
 
 class DataCore(Protocol):
@@ -34,6 +34,12 @@ class DataCore(Protocol):
 async def fetch(db: aiosqlite.Connection, name: str, params: Any = ()) -> list[sqlite3.Row]:
     """All rows of a named query."""
     return list(await db.execute_fetchall(Q[name], params))
+
+
+async def one(db: aiosqlite.Connection, name: str, params: Any = ()) -> sqlite3.Row | None:
+    """The first row of a named query, or None."""
+    rows = await fetch(db, name, params)
+    return rows[0] if rows else None
 
 
 async def scalar(db: aiosqlite.Connection, name: str, params: Any = ()) -> Any:

@@ -28,29 +28,22 @@ from aisd.store._health import StorageHealth
 from aisd.store._records import (
     AccessKind,
     ConsentIn,
-    EventRecord,
-    ImportError_,
     ImportJob,
     ImportKind,
     ImportPhase,
-    ImportRecord,
     ImportState,
     MergeStats,
     NewEvent,
-    StoredTransaction,
     SubmitOutcome,
     TokenState,
 )
 from aisd.store.sqlite._codec import (
     date_in,
     dec_in,
-    dec_out,
     dt_in,
     dt_out,
     json_in,
-    json_out,
     opt_dt_out,
-    stored_transaction,
 )
 from aisd.store.sqlite._data import (
     AnalyticsMethods,
@@ -58,6 +51,7 @@ from aisd.store.sqlite._data import (
     FeedMethods,
     PrivacyMethods,
 )
+from aisd.store.sqlite._data_core import one
 from aisd.store.sqlite._errors import (
     ConflictError,
     NotFoundError,
@@ -68,6 +62,7 @@ from aisd.store.sqlite._errors import (
 from aisd.store.sqlite._ids import new_id
 from aisd.store.sqlite._migrate import migrate
 from aisd.store.sqlite._queries import QUERIES as Q
+from aisd.store.sqlite._reads import ReadMethods
 from aisd.store.sqlite._tokens import TokenMethods
 from aisd.store.sqlite._writes import plan_account_writes
 
@@ -75,11 +70,6 @@ __all__ = ["SqliteStore", "open_store"]
 
 _FINAL_STATES = (ImportState.SUCCESSFUL.value, ImportState.FAILED.value)
 _CHANGE_SEQ = "change_seq"
-
-
-async def _one(db: aiosqlite.Connection, name: str, params: Any = ()) -> sqlite3.Row | None:
-    rows = list(await db.execute_fetchall(Q[name], params))
-    return rows[0] if rows else None
 
 
 async def _returning_id(db: aiosqlite.Connection, name: str, params: Any) -> int:
@@ -120,30 +110,9 @@ def _job(row: sqlite3.Row) -> ImportJob:
     )
 
 
-def _record(row: sqlite3.Row) -> ImportRecord:
-    error = None
-    if row["error_name"] is not None:
-        error = ImportError_(name=row["error_name"], message=row["error_message"] or "")
-    return ImportRecord(
-        import_id=row["id"],
-        # Empty once the owner is forgotten: the import stays, anonymous, for billing.
-        owner_external_id=row["owner_external_id"] or "",
-        token_id=row["token_id"],
-        kind=ImportKind(row["kind"]),
-        state=ImportState(row["state"]),
-        command_id=row["command_id"],
-        created_at=dt_out(row["created_at"]),
-        started_at=opt_dt_out(row["started_at"]),
-        finished_at=opt_dt_out(row["finished_at"]),
-        polls=row["polls"],
-        accounts=row["accounts"],
-        transactions=row["transactions"],
-        error=error,
-        since=date.fromisoformat(row["since"]),
-    )
-
-
-class SqliteStore(TokenMethods, FeedMethods, BillingMethods, PrivacyMethods, AnalyticsMethods):
+class SqliteStore(
+    ReadMethods, TokenMethods, FeedMethods, BillingMethods, PrivacyMethods, AnalyticsMethods
+):
     """The daemon's durable state in one SQLite file. Open it with :func:`open_store`."""
 
     def __init__(
@@ -228,7 +197,7 @@ class SqliteStore(TokenMethods, FeedMethods, BillingMethods, PrivacyMethods, Ana
         return ids
 
     async def _import_row(self, db: aiosqlite.Connection, import_id: str) -> sqlite3.Row:
-        row = await _one(db, "import_row", {"id": import_id})
+        row = await one(db, "import_row", {"id": import_id})
         if row is None:
             raise NotFoundError(f"import {import_id} not found")
         return row
@@ -241,7 +210,7 @@ class SqliteStore(TokenMethods, FeedMethods, BillingMethods, PrivacyMethods, Ana
         """See :meth:`aisd.store.Store.submit_consent`."""
         ts = dt_in(now)
         async with self._transaction() as db:
-            existing = await _one(db, "consent_by_session", {"session_id": consent.session_id})
+            existing = await one(db, "consent_by_session", {"session_id": consent.session_id})
             if existing is not None:
                 return SubmitOutcome(existing["import_id"], existing["token_id"], created=False)
             owner_id = await _returning_id(
@@ -323,7 +292,7 @@ class SqliteStore(TokenMethods, FeedMethods, BillingMethods, PrivacyMethods, Ana
             ConflictError: the token is not ``active``.
         """
         async with self._transaction() as db:
-            token = await _one(db, "token_owner", {"token_id": token_id})
+            token = await one(db, "token_owner", {"token_id": token_id})
             if token is None:
                 raise NotFoundError(f"token {token_id} not found")
             if token["state"] != TokenState.ACTIVE.value:
@@ -550,7 +519,7 @@ class SqliteStore(TokenMethods, FeedMethods, BillingMethods, PrivacyMethods, Ana
         coverage_start: date,
         ts: str,
     ) -> MergeStats:
-        counter = await _one(db, "get_counter", {"name": _CHANGE_SEQ})
+        counter = await one(db, "get_counter", {"name": _CHANGE_SEQ})
         seq = 0 if counter is None else int(counter[0])
         added = modified = removed = 0
         for account in result.accounts:
@@ -699,121 +668,6 @@ class SqliteStore(TokenMethods, FeedMethods, BillingMethods, PrivacyMethods, Ana
         )
         await self._emit(db, [event], now)
         return imp
-
-    # -- reads for the socket ------------------------------------------------------------------
-
-    async def get_import(self, import_id: str) -> ImportRecord | None:
-        """See :meth:`aisd.store.Store.get_import`."""
-        row = await _one(self._reader, "import_record", {"id": import_id})
-        return None if row is None else _record(row)
-
-    async def list_imports(
-        self,
-        *,
-        owner_external_id: str | None = None,
-        token_id: str | None = None,
-        state: ImportState | None = None,
-        kind: ImportKind | None = None,
-        limit: int = 100,
-    ) -> list[ImportRecord]:
-        """See :meth:`aisd.store.Store.list_imports`."""
-        params = {
-            "owner_external_id": owner_external_id,
-            "token_id": token_id,
-            "state": None if state is None else ImportState(state).value,
-            "kind": None if kind is None else ImportKind(kind).value,
-            "limit": limit,
-        }
-        rows = await self._reader.execute_fetchall(Q["list_import_records"], params)
-        return [_record(row) for row in rows]
-
-    async def owner_exists(self, owner_external_id: str) -> bool:
-        """See :meth:`aisd.store.Store.owner_exists`."""
-        row = await _one(self._reader, "owner_has_consent", {"external_id": owner_external_id})
-        return row is not None and bool(row[0])
-
-    async def owner_details(self, owner_external_id: str) -> list[dict[str, str | None]]:
-        """See :meth:`aisd.store.Store.owner_details`."""
-        row = await _one(self._reader, "owner_persons", {"external_id": owner_external_id})
-        if row is None or row["persons"] is None:
-            return []
-        persons: list[dict[str, str | None]] = json_out(row["persons"])
-        return persons
-
-    async def accounts(self, owner_external_id: str) -> list[dict[str, object]]:
-        """See :meth:`aisd.store.Store.accounts`. Amounts are ``Decimal``, ``updatedAt`` a
-        tz-aware UTC ``datetime``."""
-        rows = await self._reader.execute_fetchall(
-            Q["owner_accounts"], {"external_id": owner_external_id}
-        )
-        return [
-            {
-                "iban": row["iban"],
-                "name": row["name"],
-                "currencyName": row["currency_name"],
-                "currencyBalance": dec_out(row["balance"]),
-                "currencyFundsAvailable": dec_out(row["funds_available"]),
-                "updatedAt": dt_out(row["updated_at"]),
-            }
-            for row in rows
-        ]
-
-    async def transactions(self, owner_external_id: str, iban: str) -> list[StoredTransaction]:
-        """See :meth:`aisd.store.Store.transactions`."""
-        rows = await self._reader.execute_fetchall(
-            Q["account_view"], {"external_id": owner_external_id, "iban": iban}
-        )
-        return [stored_transaction(row) for row in rows]
-
-    async def append_events(self, events: Sequence[NewEvent], *, now: datetime) -> list[int]:
-        """See :meth:`aisd.store.Store.append_events`."""
-        async with self._transaction() as db:
-            return await self._emit(db, events, now)
-
-    async def last_event_id(self) -> int:
-        """The newest event's id, 0 when the feed is empty: where a follower starts."""
-        row = await _one(self._reader, "last_event_id")
-        return 0 if row is None else int(row[0])
-
-    async def list_events(self, *, after: int, limit: int) -> list[EventRecord]:
-        """See :meth:`aisd.store.Store.list_events`."""
-        rows = await self._reader.execute_fetchall(
-            Q["list_events"], {"after": after, "limit": limit}
-        )
-        out: list[EventRecord] = []
-        for row in rows:
-            out.append(
-                EventRecord(
-                    id=row["id"],
-                    at=dt_out(row["at"]),
-                    type=row["type"],
-                    owner_external_id=row["owner_external_id"],
-                    token_id=row["token_id"],
-                    import_id=row["import_id"],
-                    data=json_out(row["data"]),
-                )
-            )
-        return out
-
-    async def counts(self) -> dict[str, dict[str, int]]:
-        """See :meth:`aisd.store.Store.counts`; every state is present, zero when unused."""
-        tokens = {state.value: 0 for state in TokenState}
-        imports = {state.value: 0 for state in ImportState}
-        for row in await self._reader.execute_fetchall(Q["count_tokens"]):
-            tokens[row["state"]] = row["n"]
-        for row in await self._reader.execute_fetchall(Q["count_imports"]):
-            imports[row["state"]] = row["n"]
-        return {"tokens": tokens, "imports": imports}
-
-    async def token_state(self, token_id: str) -> TokenState | None:
-        """See :meth:`aisd.store.Store.token_state`."""
-        row = await _one(self._reader, "token_state", {"id": token_id})
-        return None if row is None else TokenState(row["state"])
-
-    async def multiple_access_id(self, token_id: str) -> str | None:
-        """The token's secret, for Revoke Multiple Access Consent; None when unknown."""
-        row = await _one(self._reader, "token_secret", {"id": token_id})
-        return None if row is None else row["multiple_access_id"]
 
     # -- raw replies and replay ----------------------------------------------------------------
 

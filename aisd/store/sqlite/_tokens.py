@@ -11,7 +11,7 @@ import sqlite3
 from collections.abc import Collection, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import date, datetime, timedelta
-from typing import Any, Protocol
+from typing import Protocol
 
 import aiosqlite
 
@@ -19,6 +19,7 @@ from aisd.clock import iso
 from aisd.kontomatik._models import CommandFailure
 from aisd.store._records import ImportKind, LedgerEntry, NewEvent, TokenRecord, TokenState
 from aisd.store.sqlite._codec import dt_in, dt_out, json_in, json_out, opt_date_out, opt_dt_out
+from aisd.store.sqlite._data_core import one
 from aisd.store.sqlite._errors import NotFoundError
 from aisd.store.sqlite._ids import new_id
 from aisd.store.sqlite._queries import QUERIES as Q
@@ -107,13 +108,8 @@ class _Core(Protocol):
     ) -> sqlite3.Row: ...
 
 
-async def _one(db: aiosqlite.Connection, name: str, params: Any) -> sqlite3.Row | None:
-    rows = list(await db.execute_fetchall(Q[name], params))
-    return rows[0] if rows else None
-
-
 async def _brief(db: aiosqlite.Connection, token_id: str) -> sqlite3.Row:
-    row = await _one(db, "token_brief", {"id": token_id})
+    row = await one(db, "token_brief", {"id": token_id})
     if row is None:
         raise NotFoundError(f"token {token_id} not found")
     return row
@@ -171,7 +167,7 @@ class TokenMethods:
 
     async def next_refresh_due(self: _Core) -> datetime | None:
         """See :meth:`aisd.store.Store.next_refresh_due`."""
-        row = await _one(self._reader, "next_refresh_due", ())
+        row = await one(self._reader, "next_refresh_due", ())
         return None if row is None else dt_out(row["next_refresh_at"])
 
     async def reuse_ledger(
@@ -226,7 +222,7 @@ class TokenMethods:
             NotFoundError: the token is unknown.
         """
         async with self._transaction() as db:
-            token = await _one(db, "token_open_refresh", {"token_id": token_id})
+            token = await one(db, "token_open_refresh", {"token_id": token_id})
             if token is None:
                 raise NotFoundError(f"token {token_id} not found")
             if token["state"] != TokenState.ACTIVE.value or token["open_refresh"]:

@@ -138,6 +138,8 @@ class Pipeline:
         # Imports whose command has ended upstream and whose result is being stored: they hold
         # no slot, but must not be driven twice.
         self._finishing: set[str] = set()
+        # When each running command's Default Import was answered (monotonic clock).
+        self._accepted_at: dict[str, float] = {}
         # Results are stored one at a time: the store's writer serves its callers in order, and
         # a queue of large results would hold back the short writes that start the next imports.
         self._storing = anyio.Lock()
@@ -243,6 +245,7 @@ class Pipeline:
             finally:
                 self._active.discard(job.import_id)
                 self._finishing.discard(job.import_id)
+                self._accepted_at.pop(job.import_id, None)
                 self._on_change()
                 self._wake.set()
 
@@ -360,6 +363,9 @@ class Pipeline:
         )
         try:
             command = await self._client.default_import(job.session, job.since)
+            # The command runs from here: polls are timed from this moment, not from after the
+            # writes below, which may wait behind other imports' results.
+            self._accepted_at[job.import_id] = self._clock.monotonic()
         except JobsQuotaExceededError as exc:
             # Refused before it started: the session is still unused (or as unknown as before).
             await self._store.record_access_outcome(access, outcome="error", error_name=exc.name)
@@ -430,8 +436,14 @@ class Pipeline:
         cfg = self._config
         # Elapsed time is measured from the Default Import (the reference the spacing rule
         # counts from); after a restart, from the last recorded request.
-        reference = job.last_poll_at or job.started_at or self._clock.now()
-        t0 = self._clock.monotonic() - max(0.0, (self._clock.now() - reference).total_seconds())
+        accepted = self._accepted_at.pop(job.import_id, None)
+        if accepted is not None:
+            t0 = accepted
+        else:
+            # Resumed after a restart: count from the last recorded request.
+            reference = job.last_poll_at or job.started_at or self._clock.now()
+            elapsed = max(0.0, (self._clock.now() - reference).total_seconds())
+            t0 = self._clock.monotonic() - elapsed
         last_request = t0
         target: str | None = None
         aimed_hit: bool | None = None

@@ -313,6 +313,8 @@ def render_status(result: Mapping[str, Any], now: datetime) -> str:
         f"tokens:   {counts(result.get('tokens'))}",
         f"imports:  {counts(result.get('imports'))}",
         f"running:  {result.get('runningCommands')} commands, {result.get('queued')} queued",
+        f"last import: {relative_time(result.get('lastImportAt'), now)}"
+        f"   failed in the last hour: {result.get('failedLastHour', '-')}",
     ]
     storage = result.get("storage")
     if isinstance(storage, Mapping) and storage.get("ok") is False:

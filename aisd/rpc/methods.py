@@ -231,7 +231,10 @@ def core_methods(services: Services) -> dict[str, Handler]:
     async def daemon_status(params: Params, peer: Peer) -> object:
         params.reject_unknown(set())
         counts = await store.counts()
+        last_import, failed = await store.recent_activity(now=services.clock.now())
         return {
+            "lastImportAt": iso(last_import) if last_import else None,
+            "failedLastHour": failed,
             "version": __version__,
             "startedAt": services.started_at,
             "tokens": counts.get("tokens", {}),

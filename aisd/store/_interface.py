@@ -212,6 +212,11 @@ class Store(Protocol):
         """``{"tokens": {state: n}, "imports": {state: n}}`` for ``daemon.status``."""
         ...
 
+    async def recent_activity(self, *, now: datetime) -> tuple[datetime | None, int]:
+        """For ``daemon.status``: the newest successful import's end (within 30 days) and the
+        number of imports that failed in the last hour."""
+        ...
+
     async def token_state(self, token_id: str) -> TokenState | None:
         """A token's state, or None when unknown."""
         ...

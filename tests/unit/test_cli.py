@@ -475,6 +475,7 @@ def test_billing_status_forget_revoke(fake: FakeDaemon, capsys: pytest.CaptureFi
         "tokens:   2 active, 1 revoked",
         "imports:  none",
         "running:  1 commands, 4 queued",
+        "last import: -   failed in the last hour: -",
     ]
     assert main(["forget", "--owner", "o"]) == 0
     assert capsys.readouterr().out == "revoked 2 token(s), deleted 17 rows\n"

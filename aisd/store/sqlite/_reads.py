@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 
 from aisd.store._records import (
     EventRecord,
@@ -18,6 +18,7 @@ from aisd.store._records import (
 )
 from aisd.store.sqlite._codec import (
     dec_out,
+    dt_in,
     dt_out,
     json_out,
     opt_dt_out,
@@ -27,6 +28,9 @@ from aisd.store.sqlite._data_core import DataCore, one
 from aisd.store.sqlite._queries import QUERIES as Q
 
 __all__ = ["ReadMethods"]
+
+# How far back daemon.status looks for the last successful import (bounded: an index range).
+RECENT_DAYS = 30
 
 
 def _record(row: sqlite3.Row) -> ImportRecord:
@@ -162,6 +166,18 @@ class ReadMethods:
         for row in await self._reader.execute_fetchall(Q["count_imports"]):
             imports[row["state"]] = row["n"]
         return {"tokens": tokens, "imports": imports}
+
+    async def recent_activity(self: DataCore, *, now: datetime) -> tuple[datetime | None, int]:
+        """See :meth:`aisd.store.Store.recent_activity`."""
+        params = {
+            "horizon": dt_in(now - timedelta(days=RECENT_DAYS)),
+            "hour_ago": dt_in(now - timedelta(hours=1)),
+            # An import that failed in the last hour was created at most a day earlier.
+            "window": dt_in(now - timedelta(days=1)),
+        }
+        row = await one(self._reader, "recent_activity", params)
+        assert row is not None
+        return opt_dt_out(row["last_success"]), int(row["failed_last_hour"])
 
     async def token_state(self: DataCore, token_id: str) -> TokenState | None:
         """See :meth:`aisd.store.Store.token_state`."""

@@ -474,3 +474,14 @@ SELECT t.state, o.external_id AS owner_external_id, t.expires_at
 FROM tokens AS t
 LEFT JOIN owners AS o ON o.id = t.owner_id
 WHERE t.id = :id
+
+-- name: recent_activity
+-- For daemon.status, both bounded index walks: the newest successful import (imports_finished,
+-- backwards, stopping at the first success), and the imports that failed in the last hour
+-- (imports_state: failed imports created in the last :window, few even with many tokens).
+SELECT (SELECT finished_at FROM imports INDEXED BY imports_finished
+        WHERE finished_at >= :horizon AND state = 'successful'
+        ORDER BY finished_at DESC LIMIT 1) AS last_success,
+       (SELECT COUNT(*) FROM imports INDEXED BY imports_state
+        WHERE state = 'failed' AND created_at >= :window AND finished_at >= :hour_ago)
+           AS failed_last_hour

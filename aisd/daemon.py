@@ -60,7 +60,6 @@ class Health:
     """Liveness facts the watchdog checks before each ping."""
 
     last_tick: float = field(default_factory=time.monotonic)
-    db_ok: bool = True
 
 
 class Ticks:

@@ -52,8 +52,6 @@ log = structlog.get_logger("aisd.pipeline")
 LOST_IMPORT = "DefaultImportLost"
 # How long to keep polling a command whose polls keep failing transiently before giving up.
 POLL_DEADLINE_SECONDS = 1800.0
-# Deferrals longer than this give the slot back and return the import to the queue.
-HOLD_SLOT_MAX_SECONDS = 30.0
 # After the database refuses a write (disk full, read-only), dispatching pauses this long,
 # doubling while the retries keep failing: every import would fail alike, so no spinning.
 STORAGE_PAUSE_SECONDS = 1.0
@@ -165,11 +163,6 @@ class Pipeline:
     def limit(self) -> int:
         """The current slot budget (below the setting while upstream pushes back)."""
         return self._limit
-
-    @property
-    def estimates(self) -> DurationEstimates:
-        """Learned command durations per bank."""
-        return self._estimates
 
     # -- control -----------------------------------------------------------------------------
 

@@ -147,8 +147,9 @@ async def test_every_import_ends_and_no_rule_is_broken_under_upstream_faults(
                         refused += 1
                 pipeline.wake()
                 await settle(env)
-            # Let every deferral fall due, then finish them.
-            for _ in range(8):
+            # Let every deferral fall due, then finish them. A token whose accounts are still
+            # unknown gets one access a day, and each try may meet a fault: allow a month.
+            for _ in range(30):
                 if not await unfinished(env):
                     break
                 env.clock.advance(timedelta(days=1))

@@ -15,6 +15,8 @@ from datetime import date
 from types import TracebackType
 from typing import Self
 
+import anyio
+import anyio.lowlevel
 import httpx
 
 from aisd.kontomatik import _paths
@@ -30,6 +32,10 @@ from aisd.kontomatik._parse import (
 )
 
 _REDACTED = "***"
+
+
+# Slice size for feeding the parser (about 2 ms of parsing each on a small machine).
+SLICE_BYTES = 64 * 1024
 
 
 class KontomatikClient:
@@ -199,7 +205,13 @@ class KontomatikClient:
                 if sink is None:
                     return await self._read(response, cap_error=False)
                 async for chunk in response.aiter_bytes():
-                    sink(chunk)
+                    # A large chunk (a whole reply, from some transports) is handed over in
+                    # slices with a checkpoint between them: parsing a big reply must not hold
+                    # the event loop, and other imports' polls, for its whole length.
+                    for start in range(0, len(chunk), SLICE_BYTES):
+                        sink(chunk[start : start + SLICE_BYTES])
+                        if len(chunk) > SLICE_BYTES:
+                            await anyio.lowlevel.checkpoint()
                 return b""
         except KontomatikError as exc:
             raise _redact_error(exc, secrets) from None

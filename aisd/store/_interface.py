@@ -141,7 +141,8 @@ class Store(Protocol):
         self, import_id: str, failure: CommandFailure, *, now: datetime, polls: int | None = None
     ) -> None:
         """End an import as ``failed`` with the exception kept verbatim; event ``import.failed``.
-        ``polls``, when given, is the final count of Get Import Result calls."""
+        ``polls``, when given, is the final count of Get Import Result calls. An import of a
+        token adds to the token's failure streak and has it re-planned."""
         ...
 
     async def token_reauth_required(

@@ -4,6 +4,7 @@ revocation and cost limits, against the sandbox (which enforces the provider's r
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -197,3 +198,29 @@ async def test_a_consents_import_limit_revokes_the_token_itself(env: Env) -> Non
         e for e in await env.store.list_events(after=0, limit=100) if e.type == "token.revoked"
     ]
     assert revoked[0].data["reason"] == "maxImports reached"
+
+
+async def test_a_failed_first_import_brings_the_first_refresh_forward(env: Env) -> None:
+    r = refresher(env)
+    env.sandbox.config = replace(env.sandbox.config, rate_import_error=1.0)
+    import_id = await env.submit("ivy", multiple=True)
+    await run_until_done(env, env.pipeline(), [import_id])
+    record = await env.store.get_import(import_id)
+    assert record is not None
+    assert record.state == ImportState.FAILED
+    [token] = await env.store.list_tokens(owner_external_id="ivy")
+    assert token.failures == 1
+    await r.tick()
+    [planned] = await env.store.list_tokens(token_ids=[token.token_id])
+    assert planned.plan_reason == "backoff"
+    assert planned.next_refresh_at is not None
+    # Minutes after the consent, not a quarter of a day: the integrator has no data yet.
+    assert planned.next_refresh_at <= token.created_at + timedelta(minutes=10)
+    env.sandbox.config = replace(env.sandbox.config, rate_import_error=0.0)
+    env.clock.advance(planned.next_refresh_at - env.clock.now() + timedelta(seconds=1))
+    assert (await r.tick()).queued == 1
+    [refresh] = await env.store.list_imports(token_id=token.token_id, kind=ImportKind.REFRESH)
+    await run_until_done(env, env.pipeline(gate=r), [refresh.import_id])
+    done = await env.store.get_import(refresh.import_id)
+    assert done is not None
+    assert done.state == ImportState.SUCCESSFUL

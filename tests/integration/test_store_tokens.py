@@ -277,10 +277,11 @@ async def test_success_and_failure_counters(store: SqliteStore) -> None:
     assert (record.failures, record.upstream_deferred_until, record.imports_done) == (0, None, 2)
     assert (record.last_import_at, record.next_refresh_at) == (at(45), at(45))
     assert record.accounts == frozenset({IBAN_1, IBAN_2})
-    # A failed initial import is not a failed refresh.
+    # A failed first import counts too, so the first refresh comes after a short back-off.
     b, initial_b = await new_token(store, 2)
     await store.finish_failure(initial_b, CommandFailure("Fatal", "boom"), now=at(50))
-    assert (await token(store, b)).failures == 0
+    record = await token(store, b)
+    assert (record.failures, record.next_refresh_at) == (1, at(50))
 
 
 @pytest.mark.anyio

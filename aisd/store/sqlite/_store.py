@@ -581,8 +581,10 @@ class SqliteStore(
     async def finish_failure(
         self, import_id: str, failure: CommandFailure, *, now: datetime, polls: int | None = None
     ) -> None:
-        """See :meth:`aisd.store.Store.finish_failure`. A failed refresh adds to its token's
-        failure streak and has the token re-planned at the next tick.
+        """See :meth:`aisd.store.Store.finish_failure`. A failed import of a token (a refresh,
+        or the consent's first import) adds to its failure streak and has it re-planned at the
+        next tick: after a failed first import, the first refresh comes after a short back-off
+        instead of a whole refresh interval, since the integrator still has no data.
 
         Raises:
             NotFoundError: the import is unknown.
@@ -590,7 +592,7 @@ class SqliteStore(
         """
         async with self._transaction() as db:
             imp = await self._fail(db, import_id, failure, now=now, polls=polls)
-            if imp["kind"] == ImportKind.REFRESH.value and imp["token_id"] is not None:
+            if imp["token_id"] is not None:
                 params = {"id": imp["token_id"], "now": dt_in(now)}
                 await db.execute(Q["token_refresh_failed"], params)
 

@@ -63,7 +63,7 @@ from aisd.store.sqlite._ids import new_id
 from aisd.store.sqlite._migrate import migrate
 from aisd.store.sqlite._queries import QUERIES as Q
 from aisd.store.sqlite._reads import ReadMethods
-from aisd.store.sqlite._tokens import TokenMethods
+from aisd.store.sqlite._tokens import TokenMethods, insert_refresh
 from aisd.store.sqlite._writes import plan_account_writes
 
 __all__ = ["SqliteStore", "open_store"]
@@ -297,21 +297,9 @@ class SqliteStore(
                 raise NotFoundError(f"token {token_id} not found")
             if token["state"] != TokenState.ACTIVE.value:
                 raise ConflictError(f"token {token_id} is {token['state']}")
-            import_id = new_id("imp_")
-            await db.execute(
-                Q["insert_import"],
-                {
-                    "id": import_id,
-                    "owner_id": token["owner_id"],
-                    "token_id": token_id,
-                    "consent_id": None,
-                    "session_ref": None,
-                    "kind": ImportKind.REFRESH.value,
-                    "since": since.isoformat(),
-                    "now": dt_in(now),
-                },
+            return await insert_refresh(
+                db, token_id=token_id, owner_id=token["owner_id"], since=since, now=now
             )
-        return import_id
 
     async def next_queued(self, *, now: datetime, limit: int) -> list[ImportJob]:
         """See :meth:`aisd.store.Store.next_queued`."""

@@ -137,6 +137,27 @@ async def _end(
     return True
 
 
+async def insert_refresh(
+    db: aiosqlite.Connection, *, token_id: str, owner_id: int, since: date, now: datetime
+) -> str:
+    """Insert a queued ``refresh`` import of a token; returns its id."""
+    import_id = new_id("imp_")
+    await db.execute(
+        Q["insert_import"],
+        {
+            "id": import_id,
+            "owner_id": owner_id,
+            "token_id": token_id,
+            "consent_id": None,
+            "session_ref": None,
+            "kind": ImportKind.REFRESH.value,
+            "since": since.isoformat(),
+            "now": dt_in(now),
+        },
+    )
+    return import_id
+
+
 class TokenMethods:
     """The "tokens and the planner" part of :class:`aisd.store.Store` for SQLite."""
 
@@ -227,19 +248,8 @@ class TokenMethods:
                 raise NotFoundError(f"token {token_id} not found")
             if token["state"] != TokenState.ACTIVE.value or token["open_refresh"]:
                 return None
-            import_id = new_id("imp_")
-            await db.execute(
-                Q["insert_import"],
-                {
-                    "id": import_id,
-                    "owner_id": token["owner_id"],
-                    "token_id": token_id,
-                    "consent_id": None,
-                    "session_ref": None,
-                    "kind": ImportKind.REFRESH.value,
-                    "since": since.isoformat(),
-                    "now": dt_in(now),
-                },
+            import_id = await insert_refresh(
+                db, token_id=token_id, owner_id=token["owner_id"], since=since, now=now
             )
             await db.execute(Q["clear_next_refresh"], {"id": token_id})
         return import_id

@@ -13,6 +13,7 @@ from aisd.kontomatik import Session
 from aisd.store import (
     AccessKind,
     ConsentIn,
+    ImportJob,
     ImportState,
 )
 from tests.integration._harness import FAST, Env, run_until_done
@@ -69,11 +70,12 @@ async def test_polls_are_spaced_within_bounds(env: Env) -> None:
     assert all(0.1 - 0.01 <= g <= 0.15 + 0.05 for g in gaps), gaps
 
 
-async def test_a_command_that_was_running_is_polled_not_started_again(env: Env) -> None:
-    import_id = await env.submit("owner-resume")
+async def recorded_default_import(env: Env, import_id: str) -> tuple[ImportJob, Session]:
+    """Record the queued import's Default Import in the ledger, as the step before sending it
+    does, and return the job and its session: what a process killed right then leaves behind."""
     [job] = await env.store.next_queued(now=datetime.now(UTC), limit=1)
+    assert job.import_id == import_id
     assert job.session is not None
-    # What a killed process leaves: the access recorded, the command accepted upstream.
     await env.store.record_access(
         AccessKind.DEFAULT_IMPORT,
         now=datetime.now(UTC),
@@ -81,7 +83,14 @@ async def test_a_command_that_was_running_is_polled_not_started_again(env: Env) 
         import_id=import_id,
         session_id=job.session.session_id,
     )
-    command = await env.client.default_import(job.session, job.since)
+    return job, job.session
+
+
+async def test_a_command_that_was_running_is_polled_not_started_again(env: Env) -> None:
+    import_id = await env.submit("owner-resume")
+    job, session = await recorded_default_import(env, import_id)
+    # What a killed process leaves: the access recorded, the command accepted upstream.
+    command = await env.client.default_import(session, job.since)
     now = datetime.now(UTC)
     await env.store.record_command(import_id, command.id, now=now, next_poll_at=now)
     await run_until_done(env, env.pipeline(), [import_id])
@@ -89,21 +98,13 @@ async def test_a_command_that_was_running_is_polled_not_started_again(env: Env) 
     assert record is not None
     assert record.state == ImportState.SUCCESSFUL
     assert record.command_id == command.id
-    assert env.sandbox.stats.imports_by_session == {job.session.session_id: 1}
+    assert env.sandbox.stats.imports_by_session == {session.session_id: 1}
 
 
 async def test_a_lost_default_import_reply_is_resolved_not_repeated_blindly(env: Env) -> None:
     import_id = await env.submit("owner-lost")
-    [job] = await env.store.next_queued(now=datetime.now(UTC), limit=1)
-    assert job.session is not None
-    await env.store.record_access(
-        AccessKind.DEFAULT_IMPORT,
-        now=datetime.now(UTC),
-        token_id=job.token_id,
-        import_id=import_id,
-        session_id=job.session.session_id,
-    )
-    await env.client.default_import(job.session, job.since)  # its reply "lost" in a crash
+    job, session = await recorded_default_import(env, import_id)
+    await env.client.default_import(session, job.since)  # its reply "lost" in a crash
     await run_until_done(env, env.pipeline(), [import_id])
     record = await env.store.get_import(import_id)
     assert record is not None
@@ -111,21 +112,13 @@ async def test_a_lost_default_import_reply_is_resolved_not_repeated_blindly(env:
     assert record.error is not None
     assert record.error.name == "DefaultImportLost"
     # One retry, refused by the provider: never a second command on the session.
-    assert env.sandbox.stats.imports_by_session[job.session.session_id] == 2
+    assert env.sandbox.stats.imports_by_session[session.session_id] == 2
     assert env.sandbox.stats.commands_created == 1
 
 
 async def test_a_default_import_that_never_left_is_simply_sent(env: Env) -> None:
     import_id = await env.submit("owner-unsent")
-    [job] = await env.store.next_queued(now=datetime.now(UTC), limit=1)
-    assert job.session is not None
-    await env.store.record_access(
-        AccessKind.DEFAULT_IMPORT,
-        now=datetime.now(UTC),
-        token_id=job.token_id,
-        import_id=import_id,
-        session_id=job.session.session_id,
-    )
+    await recorded_default_import(env, import_id)
     await run_until_done(env, env.pipeline(), [import_id])
     record = await env.store.get_import(import_id)
     assert record is not None

@@ -2,30 +2,40 @@
 
 from __future__ import annotations
 
+from aisd.phases import ImportPhase
 from aisd.store._data_records import FeedPage, FeedTransaction, ForgetOutcome
 from aisd.store._health import StorageHealth
 from aisd.store._interface import Store
 from aisd.store._records import (
     AccessKind,
+    Claim,
     ConsentIn,
     EventRecord,
     ImportError_,
     ImportJob,
     ImportKind,
-    ImportPhase,
     ImportRecord,
     ImportState,
     LedgerEntry,
     MergeStats,
     NewEvent,
+    PlanWrite,
+    QuotaAnswer,
+    QuotaRule,
+    QuotaView,
+    StepWrite,
     StoredTransaction,
     SubmitOutcome,
+    TickOutcome,
+    TickPlanner,
+    TokenOutcome,
     TokenRecord,
     TokenState,
 )
 from aisd.store.sqlite import (
     ConflictError,
     DatabaseTooNewError,
+    LeaseLost,
     NotFoundError,
     SqliteStore,
     StorageUnavailable,
@@ -35,6 +45,7 @@ from aisd.store.sqlite import (
 
 __all__ = [
     "AccessKind",
+    "Claim",
     "ConflictError",
     "ConsentIn",
     "DatabaseTooNewError",
@@ -48,17 +59,26 @@ __all__ = [
     "ImportPhase",
     "ImportRecord",
     "ImportState",
+    "LeaseLost",
     "LedgerEntry",
     "MergeStats",
     "NewEvent",
     "NotFoundError",
+    "PlanWrite",
+    "QuotaAnswer",
+    "QuotaRule",
+    "QuotaView",
     "SqliteStore",
+    "StepWrite",
     "StorageHealth",
     "StorageUnavailable",
     "Store",
     "StoreError",
     "StoredTransaction",
     "SubmitOutcome",
+    "TickOutcome",
+    "TickPlanner",
+    "TokenOutcome",
     "TokenRecord",
     "TokenState",
     "open_store",

@@ -24,7 +24,7 @@ from aisd.pipeline import LOST_IMPORT, Pipeline
 from aisd.planner import Rules
 from aisd.refresh import Refresher, RefreshRefused
 from aisd.sandbox import DEFAULT_API_KEY, Sandbox, SandboxApp, SandboxConfig
-from aisd.store import ImportKind, ImportPhase, ImportState, open_store
+from aisd.store import ImportKind, ImportState, open_store
 from tests.integration._harness import FAST, Env, ManualClock
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]

@@ -194,3 +194,21 @@ async def test_replies_cut_after_processing_never_start_a_second_command(env: En
 
 def test_session_repr_hides_the_signature() -> None:
     assert "s3cret" not in repr(Session("sid", "s3cret"))
+
+
+async def test_two_pipelines_sharing_a_store_keep_one_budget_and_never_both_drive_an_import(
+    env: Env,
+) -> None:
+    config = replace(FAST, max_running=2)
+    ids = [await env.submit(f"owner-pair-{n}") for n in range(6)]
+    first, second = env.pipeline(config), env.pipeline(config)
+    async with anyio.create_task_group() as tg:
+        await tg.start(first.run)
+        await run_until_done(env, second, ids, limit=60)
+        tg.cancel_scope.cancel()
+    records = [await env.store.get_import(i) for i in ids]
+    assert all(r is not None and r.state == ImportState.SUCCESSFUL for r in records)
+    stats = env.sandbox.stats
+    assert stats.max_running <= 2
+    assert stats.commands_created == len(ids)
+    assert set(stats.imports_by_session.values()) == {1}

@@ -34,6 +34,7 @@ from aisd.planner import effective_now as planner_now
 from aisd.settings import Settings
 from aisd.store import (
     AccessKind,
+    ConflictError,
     LedgerEntry,
     NewEvent,
     PlanWrite,
@@ -326,12 +327,12 @@ class Refresher:
         if token.state != TokenState.ACTIVE:
             raise RefreshRefused(f"token is {token.state.value}", None)
         since = refresh_since(token, now.date(), self._overlap_days)
-        queued = await store.queue_refresh(token_id, now=now, since=since, quota=self)
+        try:
+            queued = await store.queue_refresh(token_id, now=now, since=since, quota=self)
+        except ConflictError:
+            # It left active since it was read.
+            raise RefreshRefused("token is no longer active", None) from None
         if isinstance(queued, QuotaAnswer):
-            if queued.retry_at is None and not queued.allowed:
-                state = await store.list_tokens(token_ids=[token_id])
-                if state and state[0].state != TokenState.ACTIVE:
-                    raise RefreshRefused(f"token is {state[0].state.value}", None)
             raise RefreshRefused("quota", queued.retry_at)
         if queued is None:
             raise RefreshRefused("a refresh is already queued or running", None)

@@ -307,11 +307,12 @@ class Store(Protocol):
     ) -> str | QuotaAnswer | None:
         """Queue a ``refresh`` import for an active token and clear its ``next_refresh_at``;
         with ``quota``, inside the quota section (a refusal is returned). Returns the import
-        id, or None when the token is not active or a refresh is already open (a unique index
-        keeps one open refresh per token).
+        id, or None when a refresh is already open (a unique index keeps one open refresh per
+        token).
 
         Raises:
             NotFoundError: the token is unknown.
+            ConflictError: the token is not ``active``.
         """
         ...
 

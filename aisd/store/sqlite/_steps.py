@@ -86,9 +86,15 @@ def _fence(claim: Claim, step: Step) -> dict[str, object]:
     }
 
 
-def _changed(cursor: sqlite3.Cursor, claim: Claim, step: Step) -> None:
+def _lost(db: sqlite3.Connection, claim: Claim, step: Step) -> LeaseLost | NotFoundError:
+    if not rows(db, "import_row", {"id": claim.import_id}):
+        return NotFoundError(f"import {claim.import_id} not found")
+    return LeaseLost(f"import {claim.import_id}: {step.value} under a lost claim or phase")
+
+
+def _changed(db: sqlite3.Connection, cursor: sqlite3.Cursor, claim: Claim, step: Step) -> None:
     if cursor.rowcount != 1:
-        raise LeaseLost(f"import {claim.import_id}: {step.value} under a lost claim")
+        raise _lost(db, claim, step)
 
 
 def job_of(row: sqlite3.Row) -> ImportJob:
@@ -183,7 +189,7 @@ def quota_view(
 def _fenced_row(db: sqlite3.Connection, claim: Claim, step: Step) -> sqlite3.Row:
     found = rows(db, "fenced_import", _fence(claim, step))
     if not found:
-        raise LeaseLost(f"import {claim.import_id}: {step.value} under a lost claim")
+        raise _lost(db, claim, step)
     return found[0]
 
 
@@ -217,11 +223,11 @@ def begin_access(
     to = ImportPhase.REUSING if step == Step.REUSE_SENT else ImportPhase.STARTING
     params = {**_fence(claim, step), "to": to.value, "state": state_of(to), "now": ts}
     if step == Step.REUSE_SENT:
-        _changed(db.execute(Q["step_reuse_sent"], params), claim, step)
+        _changed(db, db.execute(Q["step_reuse_sent"], params), claim, step)
         if token_id is not None:
             db.execute(Q["token_reused"], {"id": token_id, "now": ts})
         return access_id
-    _changed(db.execute(Q["step_import_sent"], params), claim, step)
+    _changed(db, db.execute(Q["step_import_sent"], params), claim, step)
     if imp["default_import_attempts"] == 0:
         data = started_event_data(imp["kind"])
         event = NewEvent(
@@ -276,24 +282,24 @@ def record_step(db: sqlite3.Connection, claim: Claim, write: StepWrite, *, now: 
             },
         )
         params |= {"session_ref": session_ref, "to": ImportPhase.READY.value}
-        _changed(db.execute(Q["step_session"], params), claim, step)
+        _changed(db, db.execute(Q["step_session"], params), claim, step)
     elif step == Step.COMMAND:
         params |= {"command_id": write.command_id, "to": ImportPhase.POLLING.value}
-        _changed(db.execute(Q["step_command"], params), claim, step)
+        _changed(db, db.execute(Q["step_command"], params), claim, step)
     elif step == Step.POLL:
-        _changed(db.execute(Q["step_poll"], params), claim, step)
+        _changed(db, db.execute(Q["step_poll"], params), claim, step)
     elif step == Step.REQUEUE:
         to = ImportPhase.QUEUED
         params |= {"attempts": write.attempts, "to": to.value, "state": state_of(to)}
-        _changed(db.execute(Q["step_requeue"], params), claim, step)
+        _changed(db, db.execute(Q["step_requeue"], params), claim, step)
         db.execute(Q["free_slot"], {"id": claim.import_id})
     elif step == Step.WAIT:
         imp = _fenced_row(db, claim, step)
         params |= {"attempts": write.attempts, "to": imp["phase"]}
-        _changed(db.execute(Q["step_wait"], params), claim, step)
+        _changed(db, db.execute(Q["step_wait"], params), claim, step)
     elif step == Step.NOT_STARTED:
         params |= {"attempts": write.attempts, "to": ImportPhase.READY.value}
-        _changed(db.execute(Q["step_wait"], params), claim, step)
+        _changed(db, db.execute(Q["step_wait"], params), claim, step)
     else:
         raise ValueError(f"{step.value} is not recorded by record_step")
 

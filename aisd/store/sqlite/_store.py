@@ -219,6 +219,7 @@ class SqliteStore(
 
         Raises:
             NotFoundError: the token is unknown.
+            ConflictError: the token is not ``active``.
         """
 
         def section(db: sqlite3.Connection) -> str | QuotaAnswer | None:
@@ -226,7 +227,7 @@ class SqliteStore(
             if not found:
                 raise NotFoundError(f"token {token_id} not found")
             if found[0]["state"] != TokenState.ACTIVE.value:
-                return None
+                raise ConflictError(f"token {token_id} is {found[0]['state']}")
             if quota is not None:
                 view = steps.quota_view(db, token_id, now=now, since=quota.horizon(now))
                 answer = quota.decide(view)

@@ -187,9 +187,12 @@ SELECT id, owner_id FROM tokens WHERE id IN (SELECT value FROM json_each(:token_
 SELECT i.id, i.kind, i.phase, o.external_id AS owner_external_id, i.token_id, i.since,
        i.created_at, s.session_id, s.signature, i.command_id, i.polls,
        i.default_import_attempts, i.attempts, i.not_before, i.started_at, i.last_poll_at,
-       NULL AS multiple_access_id, i.claimed_by, i.claim_epoch
+       CASE WHEN i.kind = 'refresh' AND i.session_ref IS NULL
+            THEN t.multiple_access_id END AS multiple_access_id,
+       i.claimed_by, i.claim_epoch
 FROM imports AS i
 LEFT JOIN owners AS o ON o.id = i.owner_id
 LEFT JOIN sessions AS s ON s.id = i.session_ref
+LEFT JOIN tokens AS t ON t.id = i.token_id
 WHERE i.phase <> 'done'
-ORDER BY i.created_at, i.id
+ORDER BY i.kind = 'refresh', i.created_at, i.id

@@ -137,7 +137,7 @@ async def test_the_quota_section_under_20_racing_attempts_records_exactly_the_li
         assert token_id is not None
         tokens.append(token_id)
     rule = Refresher(
-        backend,  # type: ignore[arg-type]
+        backend,
         None,  # type: ignore[arg-type]
         None,  # type: ignore[arg-type]
         rules=Rules(refreshes_per_day=4),

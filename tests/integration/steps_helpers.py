@@ -7,7 +7,7 @@ from datetime import UTC, date, datetime
 
 from aisd.kontomatik import ImportResult
 from aisd.phases import Step
-from aisd.store import AccessKind, Claim, ImportJob, SqliteStore, StepWrite
+from aisd.store import AccessKind, Claim, ImportJob, ImportPhase, SqliteStore, StepWrite
 
 
 async def claim(store: SqliteStore, import_id: str, *, now: datetime | None = None) -> ImportJob:
@@ -67,3 +67,24 @@ async def succeed(
         c, res, now=now, raw_reply=raw, coverage_start=coverage_start, polls=polls
     )
     await stop(store, c, now=now)
+
+
+async def queued(store: SqliteStore, *, now: datetime, limit: int) -> list[ImportJob]:
+    """The queued imports a claim at ``now`` takes first, in claim order."""
+    jobs = await store.open_jobs()
+    due = [j for j in jobs if j.phase == ImportPhase.QUEUED and (j.not_before or now) <= now]
+    return due[:limit]
+
+
+async def in_flight(store: SqliteStore) -> list[ImportJob]:
+    """Imports past the queue and not ended."""
+    return [j for j in await store.open_jobs() if j.phase != ImportPhase.QUEUED]
+
+
+async def held(store: SqliteStore, import_id: str) -> Claim:
+    """The claim an open import is held under (claimed now when nobody holds it); for an ended
+    or unknown import, a claim nobody holds."""
+    for job in await store.open_jobs():
+        if job.import_id == import_id:
+            return job.claim or claim_of(await claim(store, import_id))
+    return Claim(import_id, "clm_nobody", 0)

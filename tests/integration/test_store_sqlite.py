@@ -32,7 +32,6 @@ from aisd.store import (
     Claim,
     ConflictError,
     ConsentIn,
-    ImportJob,
     ImportKind,
     ImportPhase,
     ImportState,
@@ -44,7 +43,7 @@ from aisd.store import (
     TokenState,
     open_store,
 )
-from tests.integration.steps_helpers import claim, claim_of, to_polling
+from tests.integration.steps_helpers import held, in_flight, queued, to_polling
 
 T0 = datetime(2026, 5, 1, 8, 0, tzinfo=UTC)
 IBAN = "PL69137013140000049678278112"
@@ -130,27 +129,6 @@ async def start_initial(store: SqliteStore, n: int = 1, *, now: datetime = T0) -
     )
     await to_polling(store, out.import_id, now=now, command_id=f"cmd-{n}")
     return out.import_id
-
-
-async def queued(store: SqliteStore, *, now: datetime, limit: int) -> list[ImportJob]:
-    """The queued imports a claim at ``now`` takes first, in claim order."""
-    jobs = await store.open_jobs()
-    due = [j for j in jobs if j.phase == ImportPhase.QUEUED and (j.not_before or now) <= now]
-    return due[:limit]
-
-
-async def in_flight(store: SqliteStore) -> list[ImportJob]:
-    """Imports past the queue and not ended."""
-    return [j for j in await store.open_jobs() if j.phase != ImportPhase.QUEUED]
-
-
-async def held(store: SqliteStore, import_id: str) -> Claim:
-    """The claim an open import is held under (claimed now when nobody holds it); for an ended
-    or unknown import, a claim nobody holds."""
-    for job in await store.open_jobs():
-        if job.import_id == import_id:
-            return job.claim or claim_of(await claim(store, import_id))
-    return Claim(import_id, "clm_nobody", 0)
 
 
 async def all_events(store: SqliteStore) -> list[tuple[int, str]]:

@@ -87,8 +87,11 @@ def _fence(claim: Claim, step: Step) -> dict[str, object]:
 
 
 def _lost(db: sqlite3.Connection, claim: Claim, step: Step) -> LeaseLost | NotFoundError:
-    if not rows(db, "import_row", {"id": claim.import_id}):
+    found = rows(db, "import_row", {"id": claim.import_id})
+    if not found:
         return NotFoundError(f"import {claim.import_id} not found")
+    if found[0]["phase"] == ImportPhase.DONE.value:
+        return LeaseLost(f"import {claim.import_id} already ended ({found[0]['state']})")
     return LeaseLost(f"import {claim.import_id}: {step.value} under a lost claim or phase")
 
 

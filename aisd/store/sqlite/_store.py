@@ -208,7 +208,14 @@ class SqliteStore(
             "session_id": None,
             "now": dt_in(now),
         }
-        return await self._run(lambda db: returning_id(db, "insert_access", params))
+
+        def record(db: sqlite3.Connection) -> int:
+            access_id = returning_id(db, "insert_access", params)
+            if kind == AccessKind.REUSE and token_id is not None:
+                db.execute(Q["token_reused"], {"id": token_id, "now": params["now"]})
+            return access_id
+
+        return await self._run(record)
 
     # -- the import pipeline -------------------------------------------------------------------
 

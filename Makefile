@@ -18,11 +18,14 @@ run: $(STAMP)
 	AISD_DB_PATH=$${AISD_DB_PATH:-var/aisd.db} AISD_SOCKET_PATH=$${AISD_SOCKET_PATH:-var/aisd.sock} \
 		AISD_LOG_FORMAT=$${AISD_LOG_FORMAT:-console} $(BIN)/aisd run --sandbox
 
-# Debian packages some tests need (systemd-analyze, setpriv); installed only when missing.
+# Debian packages some tests need (systemd-analyze, setpriv, a PostgreSQL server that the tests
+# start themselves with initdb and pg_ctl); installed only when missing.
 sysdeps:
 	@missing=""; \
 	command -v systemd-analyze >/dev/null || missing="$$missing systemd"; \
 	command -v setpriv >/dev/null || missing="$$missing util-linux"; \
+	{ command -v pg_config >/dev/null && test -x "$$(pg_config --bindir)/initdb" \
+		&& test -x "$$(pg_config --bindir)/pg_ctl"; } || missing="$$missing postgresql"; \
 	if [ -n "$$missing" ]; then \
 		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq $$missing; \
 		else echo "missing Debian packages:$$missing (tests that need them are skipped)"; fi; \

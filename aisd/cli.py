@@ -249,6 +249,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     settings = load_settings(args.env_file, sandbox=args.sandbox)
+    if args.sandbox and settings.database_url is not None:
+        # Each daemon would serve its own sandbox: the daemons sharing a database would each
+        # hold consents the other's upstream has never seen.
+        raise UsageError(
+            "AISD_DATABASE_URL is set: `aisd run --sandbox` runs on SQLite only (each daemon "
+            "would have its own sandbox); unset it for a trial"
+        )
     configure_logging(settings)
     from aisd.daemon import main as daemon_main
 

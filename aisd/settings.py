@@ -14,6 +14,7 @@ import pwd
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
+from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
@@ -24,6 +25,7 @@ __all__ = [
     "LogLevel",
     "Settings",
     "SettingsError",
+    "check_database_url",
     "default_db_path",
     "default_socket_path",
     "env_name",
@@ -114,6 +116,10 @@ class Settings(BaseSettings):
 
     api_url: str = "https://test.api.kontomatik.com"
     api_key: SecretStr | None = None
+    # A libpq URL selects the PostgreSQL backend (db_path is then unused); its password comes
+    # from the credential file aisd_database_password or libpq's PGPASSFILE, never the URL.
+    database_url: SecretStr | None = None
+    database_password: SecretStr | None = None
     db_path: Path = Field(default_factory=default_db_path)
     socket_path: Path = Field(default_factory=default_socket_path)
     socket_mode: int = 0o660
@@ -144,6 +150,14 @@ class Settings(BaseSettings):
         if not value.startswith(("https://", "http://")):
             raise ValueError("must be an http:// or https:// URL")
         return value.rstrip("/")
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        check_database_url(value.get_secret_value())
+        return value
 
     @field_validator("socket_mode", mode="before")
     @classmethod
@@ -196,6 +210,28 @@ class Settings(BaseSettings):
         if self.poll_min_seconds > self.poll_max_seconds:
             raise ValueError("AISD_POLL_MIN_SECONDS must not exceed AISD_POLL_MAX_SECONDS")
         return self
+
+
+def check_database_url(url: str) -> None:
+    """Reject what a PostgreSQL URL must not be; the message never repeats the URL.
+
+    Raises:
+        ValueError: not a ``postgresql://`` URL, or it carries a password (URLs end up in unit
+            files, process lists and logs; the password belongs in a credential file).
+    """
+    malformed = "must be a postgresql://user@host:port/database URL"
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        raise ValueError(malformed) from None
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise ValueError(malformed)
+    if password is not None:
+        raise ValueError(
+            "must not contain a password: put it in the credential file "
+            "aisd_database_password or in PGPASSFILE"
+        )
 
 
 def load_settings(env_file: str | None = None, *, sandbox: bool = False) -> Settings:

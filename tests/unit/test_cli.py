@@ -512,3 +512,22 @@ def test_relative_time_direction(seconds: int) -> None:
         assert text.endswith(" ago")
     assert fmt.relative_time(None, NOW) == "-"
     assert fmt.relative_time("not a time", NOW) == "not a time"
+
+
+def test_run_sandbox_with_a_postgresql_url_is_refused(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    started: list[bool] = []
+
+    def daemon_main(settings: Settings, *, sandbox: bool) -> int:
+        started.append(sandbox)
+        return 0
+
+    monkeypatch.setitem(sys.modules, "aisd.daemon", types.SimpleNamespace(main=daemon_main))
+    monkeypatch.setenv("AISD_DATABASE_URL", "postgresql://aisd@db.internal:5432/aisd")
+    assert main(["run", "--sandbox"]) == 2
+    err = capsys.readouterr().err
+    assert "AISD_DATABASE_URL" in err
+    assert "SQLite only" in err
+    assert "db.internal" not in err
+    assert started == []

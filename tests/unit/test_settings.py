@@ -214,3 +214,42 @@ def test_example_env_documents_every_setting_with_its_default(tmp_path: Path) ->
     # Uncommenting every line as it stands must give the defaults back.
     env = write_env(tmp_path, "\n".join(f"{k}={v}" for k, v in documented.items()))
     assert load_settings(env, sandbox=True) == load_settings(sandbox=True)
+
+
+def test_a_postgresql_url_and_its_password_from_the_credentials_directory(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "aisd_database_password").write_text(SECRETISH)
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
+    monkeypatch.setenv("AISD_DATABASE_URL", "postgresql://aisd@db.internal:5432/aisd")
+    s = load_settings(sandbox=True)
+    assert s.database_url is not None
+    assert s.database_url.get_secret_value() == "postgresql://aisd@db.internal:5432/aisd"
+    assert s.database_password is not None
+    assert s.database_password.get_secret_value() == SECRETISH
+    # Neither the URL nor the password shows in the settings' text.
+    assert SECRETISH not in repr(s)
+    assert "db.internal" not in repr(s)
+
+
+@pytest.mark.parametrize(
+    ("url", "rule"),
+    [
+        (f"postgresql://aisd:{SECRETISH}@db.internal/aisd", "must not contain a password"),
+        (f"mysql://{SECRETISH}@db.internal/aisd", "postgresql://"),
+        (f"postgresql://aisd@[{SECRETISH}/aisd", "postgresql://"),
+    ],
+)
+def test_a_bad_database_url_is_named_not_echoed(
+    monkeypatch: pytest.MonkeyPatch, url: str, rule: str
+) -> None:
+    monkeypatch.setenv("AISD_DATABASE_URL", url)
+    with pytest.raises(SettingsError) as info:
+        load_settings(sandbox=True)
+    message = str(info.value)
+    assert "AISD_DATABASE_URL" in message
+    assert rule in message
+    assert SECRETISH not in message
+    assert "db.internal" not in message

@@ -1,0 +1,10 @@
+"""The PostgreSQL backend of the store: several daemons on one database, SQL in ``.sql`` files,
+numbered migrations under an advisory lock."""
+
+from __future__ import annotations
+
+from aisd.store.postgresql._connect import SESSION_OPTIONS, connection_kwargs
+from aisd.store.postgresql._errors import verdict
+from aisd.store.postgresql._migrate import LATEST_VERSION, migrate
+
+__all__ = ["LATEST_VERSION", "SESSION_OPTIONS", "connection_kwargs", "migrate", "verdict"]

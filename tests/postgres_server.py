@@ -17,6 +17,7 @@ import socket
 import subprocess
 import tempfile
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import anyio
@@ -110,7 +111,9 @@ class PostgresServer:
         self.start()
         with psycopg.connect(self.url("postgres"), autocommit=True) as conn:
             conn.execute(f"CREATE DATABASE {TEMPLATE}")
-        anyio.run(self._migrate_template)
+        # A thread of its own: the first test to ask may be running an event loop already.
+        with ThreadPoolExecutor(1) as pool:
+            pool.submit(anyio.run, self._migrate_template).result()
 
     async def _migrate_template(self) -> None:
         kwargs = connection_kwargs(self.url(TEMPLATE), password=None)

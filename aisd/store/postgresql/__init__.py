@@ -6,5 +6,14 @@ from __future__ import annotations
 from aisd.store.postgresql._connect import SESSION_OPTIONS, connection_kwargs
 from aisd.store.postgresql._errors import verdict
 from aisd.store.postgresql._migrate import LATEST_VERSION, migrate
+from aisd.store.postgresql._store import PostgresStore, open_postgres_store
 
-__all__ = ["LATEST_VERSION", "SESSION_OPTIONS", "connection_kwargs", "migrate", "verdict"]
+__all__ = [
+    "LATEST_VERSION",
+    "SESSION_OPTIONS",
+    "PostgresStore",
+    "connection_kwargs",
+    "migrate",
+    "open_postgres_store",
+    "verdict",
+]

@@ -1,0 +1,208 @@
+-- The PostgreSQL backend's statements: claims, fenced steps, the budget, leases. The same names as the SQLite
+-- backend's, so the backend-neutral step code runs on either; %(name)s and %s parameters.
+
+-- name: register_claimer
+-- The lease runs on the database's clock: its length is what the caller asks (lease_until - now),
+-- its start is now as the database sees it, whatever the daemon's host clock says.
+INSERT INTO claimers (id, started_at, heartbeat_at, lease_until, host, pid)
+VALUES (%(id)s, clock_timestamp(), clock_timestamp(),
+        clock_timestamp() + (%(lease_until)s::timestamptz - %(now)s::timestamptz), %(host)s,
+        %(pid)s)
+
+-- name: end_other_leases
+-- A sole claimer (one host holding the instance lock): every other lease is over at once.
+DELETE FROM claimers WHERE id <> %(id)s
+
+-- name: renew_claimer
+-- A lease that lapsed, or was ended by another claimer, is never renewed: what it held may
+-- already be adopted. The claimer's own monotonic deadline guards its sends meanwhile.
+UPDATE claimers
+SET heartbeat_at = clock_timestamp(),
+    lease_until = clock_timestamp() + (%(lease_until)s::timestamptz - %(now)s::timestamptz)
+WHERE id = %(id)s AND lease_until > clock_timestamp()
+
+-- name: end_claimer
+DELETE FROM claimers WHERE id = %(id)s
+
+-- name: ensure_slots
+INSERT INTO slots (n) SELECT generate_series(1, %(ceiling)s)
+ON CONFLICT (n) DO NOTHING
+
+-- name: release_gone_queued
+-- Queued imports claimed by a claimer whose lease lapsed: back to the queue, slot freed.
+UPDATE imports SET claimed_by = NULL
+WHERE phase <> 'done' AND phase = 'queued' AND claimed_by IS NOT NULL AND claimed_by <> %(claimer)s
+  AND claimed_by NOT IN (SELECT id FROM claimers WHERE lease_until > clock_timestamp())
+RETURNING id
+
+-- name: free_slot
+UPDATE slots SET import_id = NULL, taken_at = NULL WHERE import_id = %(id)s
+
+-- name: adopt_in_flight
+-- In-flight imports nobody live drives (a claimer that died, or one that let go): adopted with
+-- the slot they hold, whether or not their next step is due, so they count against the budget.
+UPDATE imports SET claimed_by = %(claimer)s, claim_epoch = claim_epoch + 1
+WHERE phase <> 'done' AND phase IN (SELECT jsonb_array_elements_text(%(in_flight)s::jsonb))
+  AND (claimed_by IS NULL OR (claimed_by <> %(claimer)s
+       AND claimed_by NOT IN (SELECT id FROM claimers WHERE lease_until > clock_timestamp())))
+RETURNING id
+
+-- name: forget_lapsed_claimers
+DELETE FROM claimers
+WHERE lease_until <= clock_timestamp()
+  AND NOT EXISTS (SELECT 1 FROM imports AS i WHERE i.claimed_by = claimers.id AND i.phase <> 'done')
+
+-- name: set_ceiling
+UPDATE budget SET ceiling = %(ceiling)s WHERE id = 1
+
+-- name: budget
+-- The budget row is locked until commit: claims and budget moves run one after the other across
+-- daemons, so a lowered limit is never overshot by two claimers counting at once.
+SELECT b.ceiling, b.lowered_to, b.strikes,
+       (SELECT COUNT(*) FROM slots WHERE import_id IS NOT NULL) AS held
+FROM budget AS b WHERE b.id = 1
+FOR UPDATE OF b
+
+-- name: set_budget
+UPDATE budget SET lowered_to = %(lowered_to)s, strikes = %(strikes)s WHERE id = 1
+
+-- name: claimable_queued
+-- Initial imports first (a person waits), then the oldest.
+SELECT i.id FROM imports AS i
+WHERE i.phase <> 'done' AND i.phase = 'queued' AND i.claimed_by IS NULL
+  AND (i.not_before IS NULL OR i.not_before <= %(now)s)
+ORDER BY i.kind = 'refresh', i.created_at, i.id
+LIMIT %(limit)s
+
+-- name: take_slot
+-- SKIP LOCKED: a slot another claimer is taking is passed over, never shared; FOR UPDATE
+-- re-checks that the row is still free once locked.
+UPDATE slots SET import_id = %(id)s, taken_at = %(now)s
+WHERE n = (SELECT n FROM slots WHERE import_id IS NULL AND n <= %(limit)s ORDER BY n LIMIT 1
+           FOR UPDATE SKIP LOCKED)
+
+-- name: claim_import
+UPDATE imports SET claimed_by = %(claimer)s, claim_epoch = claim_epoch + 1
+WHERE id = %(id)s
+RETURNING claim_epoch
+
+-- name: claimed_jobs
+SELECT i.id, i.kind, i.phase, o.external_id AS owner_external_id, i.token_id, i.since,
+       i.created_at, s.session_id, s.signature, i.command_id, i.polls,
+       i.default_import_attempts, i.attempts, i.not_before, i.started_at, i.last_poll_at,
+       CASE WHEN i.kind = 'refresh' AND i.session_ref IS NULL
+            THEN t.multiple_access_id END AS multiple_access_id,
+       i.claimed_by, i.claim_epoch
+FROM imports AS i
+LEFT JOIN owners AS o ON o.id = i.owner_id
+LEFT JOIN sessions AS s ON s.id = i.session_ref
+LEFT JOIN tokens AS t ON t.id = i.token_id
+WHERE i.id IN (SELECT jsonb_array_elements_text(%(ids)s::jsonb))
+ORDER BY i.phase = 'queued', i.kind = 'refresh', i.created_at, i.id
+
+-- name: fenced_import
+SELECT i.id, i.owner_id, o.external_id AS owner_external_id, i.token_id, i.kind, i.state,
+       i.phase, i.polls, i.created_at, i.started_at, i.finished_at, i.default_import_attempts
+FROM imports AS i
+LEFT JOIN owners AS o ON o.id = i.owner_id
+WHERE i.id = %(id)s AND i.claimed_by = %(claimer)s AND i.claim_epoch = %(epoch)s
+  AND i.phase IN (SELECT jsonb_array_elements_text(%(from)s::jsonb))
+
+-- name: step_reuse_sent
+UPDATE imports
+SET phase = %(to)s, state = %(state)s, started_at = COALESCE(started_at, %(now)s), not_before = NULL
+WHERE id = %(id)s AND claimed_by = %(claimer)s AND claim_epoch = %(epoch)s
+  AND phase IN (SELECT jsonb_array_elements_text(%(from)s::jsonb))
+
+-- name: step_import_sent
+UPDATE imports
+SET phase = %(to)s, state = %(state)s, started_at = COALESCE(started_at, %(now)s),
+    default_import_attempts = default_import_attempts + 1, not_before = NULL
+WHERE id = %(id)s AND claimed_by = %(claimer)s AND claim_epoch = %(epoch)s
+  AND phase IN (SELECT jsonb_array_elements_text(%(from)s::jsonb))
+
+-- name: step_session
+UPDATE imports SET session_ref = %(session_ref)s, phase = %(to)s, not_before = NULL
+WHERE id = %(id)s AND claimed_by = %(claimer)s AND claim_epoch = %(epoch)s
+  AND phase IN (SELECT jsonb_array_elements_text(%(from)s::jsonb))
+
+-- name: step_command
+UPDATE imports SET command_id = %(command_id)s, phase = %(to)s, not_before = %(not_before)s
+WHERE id = %(id)s AND claimed_by = %(claimer)s AND claim_epoch = %(epoch)s
+  AND phase IN (SELECT jsonb_array_elements_text(%(from)s::jsonb))
+
+-- name: step_poll
+UPDATE imports SET polls = polls + 1, last_poll_at = %(now)s, not_before = %(not_before)s
+WHERE id = %(id)s AND claimed_by = %(claimer)s AND claim_epoch = %(epoch)s
+  AND phase IN (SELECT jsonb_array_elements_text(%(from)s::jsonb))
+
+-- name: step_wait
+UPDATE imports
+SET not_before = %(not_before)s, attempts = COALESCE(%(attempts)s, attempts), phase = %(to)s
+WHERE id = %(id)s AND claimed_by = %(claimer)s AND claim_epoch = %(epoch)s
+  AND phase IN (SELECT jsonb_array_elements_text(%(from)s::jsonb))
+
+-- name: step_requeue
+UPDATE imports
+SET not_before = %(not_before)s, attempts = COALESCE(%(attempts)s, attempts), phase = %(to)s,
+    state = %(state)s, claimed_by = NULL
+WHERE id = %(id)s AND claimed_by = %(claimer)s AND claim_epoch = %(epoch)s
+  AND phase IN (SELECT jsonb_array_elements_text(%(from)s::jsonb))
+
+-- name: let_go
+-- The claimer stops driving an import it still holds (a step failed, a graceful stop): a later
+-- claim adopts it; an in-flight one keeps its slot.
+UPDATE imports SET claimed_by = NULL, not_before = COALESCE(%(not_before)s, not_before)
+WHERE id = %(id)s AND claimed_by = %(claimer)s AND claim_epoch = %(epoch)s AND phase <> 'done'
+
+-- name: let_go_all
+UPDATE imports SET claimed_by = NULL
+WHERE phase <> 'done' AND claimed_by = %(claimer)s
+RETURNING id, phase
+
+-- name: fenced_release_slot
+UPDATE slots SET import_id = NULL, taken_at = NULL
+WHERE import_id = (
+    SELECT id FROM imports
+    WHERE id = %(id)s AND claimed_by = %(claimer)s AND claim_epoch = %(epoch)s AND phase <> 'done'
+)
+
+-- name: import_open_refresh
+SELECT id FROM imports WHERE token_id = %(token_id)s AND kind = 'refresh' AND phase <> 'done'
+
+-- name: insert_refresh_once
+-- The partial unique index imports_one_open_refresh drops a second open refresh of a token.
+INSERT INTO imports (id, owner_id, token_id, consent_id, session_ref, kind, state, phase, since,
+                     created_at)
+VALUES (%(id)s, %(owner_id)s, %(token_id)s, NULL, NULL, 'refresh', 'queued', 'queued', %(since)s, %(now)s)
+ON CONFLICT DO NOTHING
+
+-- name: next_event_ids
+UPDATE counters SET value = value + %(n)s WHERE name = 'event_id' RETURNING value
+
+-- name: insert_event_with_id
+INSERT INTO events (id, at, type, owner_external_id, token_id, import_id, data)
+VALUES (%(id)s, %(at)s, %(type)s, %(owner_external_id)s, %(token_id)s, %(import_id)s, %(data)s)
+
+-- name: insert_consent_once
+INSERT INTO consents (owner_id, session_id, target, refresh_until, max_imports, created_at)
+VALUES (%(owner_id)s, %(session_id)s, %(target)s, %(refresh_until)s, %(max_imports)s, %(now)s)
+ON CONFLICT (session_id) DO NOTHING
+RETURNING id
+
+-- name: token_owners
+SELECT id, owner_id FROM tokens WHERE id IN (SELECT jsonb_array_elements_text(%(token_ids)s::jsonb))
+
+-- name: open_jobs
+SELECT i.id, i.kind, i.phase, o.external_id AS owner_external_id, i.token_id, i.since,
+       i.created_at, s.session_id, s.signature, i.command_id, i.polls,
+       i.default_import_attempts, i.attempts, i.not_before, i.started_at, i.last_poll_at,
+       CASE WHEN i.kind = 'refresh' AND i.session_ref IS NULL
+            THEN t.multiple_access_id END AS multiple_access_id,
+       i.claimed_by, i.claim_epoch
+FROM imports AS i
+LEFT JOIN owners AS o ON o.id = i.owner_id
+LEFT JOIN sessions AS s ON s.id = i.session_ref
+LEFT JOIN tokens AS t ON t.id = i.token_id
+WHERE i.phase <> 'done'
+ORDER BY i.kind = 'refresh', i.created_at, i.id

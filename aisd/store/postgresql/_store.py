@@ -1,0 +1,588 @@
+"""The PostgreSQL implementation of :class:`aisd.store.Store`, for several daemons on one
+database.
+
+The transactions are the SQLite backend's backend-neutral step code run through
+:mod:`aisd.store.postgresql._dialect`; what SQLite got from having one writer is made explicit
+here instead:
+
+- claims and budget moves lock the budget row, and slot rows are taken ``FOR UPDATE SKIP
+  LOCKED``, so racing daemons never hold more slots than the (possibly lowered) limit;
+- a quota section first takes ``pg_advisory_xact_lock`` on every account the token reaches, in
+  sorted order, and the planner tick takes one lock that excludes all of them;
+- event ids and the change sequence come from counter rows locked until commit;
+- leases run on the database clock (see ``queries_pipeline.sql``).
+
+Each transaction runs on a worker thread over a pooled connection, shielded from cancellation
+(a psycopg statement cancelled half-way closes its connection); serialization failures and
+deadlocks run it again, and a server that is gone, full or restarting is ``StorageUnavailable``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sqlite3
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import date, datetime, timedelta
+from functools import partial
+from typing import Any, TypeVar, cast
+
+import aiosqlite
+import anyio
+import anyio.to_thread
+import psycopg
+from psycopg_pool import ConnectionPool
+
+from aisd.kontomatik._models import CommandFailure, ImportResult
+from aisd.phases import Budget, failed_event_data
+from aisd.store._health import StorageHealth
+from aisd.store._records import (
+    AccessKind,
+    Claim,
+    ConsentIn,
+    ImportJob,
+    MergeStats,
+    NewEvent,
+    QuotaAnswer,
+    QuotaRule,
+    StepWrite,
+    SubmitOutcome,
+    TickOutcome,
+    TickPlanner,
+    TokenOutcome,
+    TokenState,
+)
+from aisd.store.postgresql._connect import connection_kwargs
+from aisd.store.postgresql._dialect import AsyncDb, Row, SyncDb, row_factory
+from aisd.store.postgresql._errors import verdict
+from aisd.store.postgresql._migrate import migrate
+from aisd.store.postgresql._queries import QUERIES as PQ
+from aisd.store.sqlite import _steps as steps
+from aisd.store.sqlite._codec import dt_in, json_in
+from aisd.store.sqlite._data import (
+    AnalyticsMethods,
+    BillingMethods,
+    FeedMethods,
+    PrivacyMethods,
+)
+from aisd.store.sqlite._errors import (
+    ConflictError,
+    NotFoundError,
+    StorageUnavailable,
+)
+from aisd.store.sqlite._ids import new_id
+from aisd.store.sqlite._intake import submit_one
+from aisd.store.sqlite._queries import QUERIES as Q
+from aisd.store.sqlite._reads import ReadMethods
+from aisd.store.sqlite._sync import emit, returning_id, rows
+from aisd.store.sqlite._tokens import TokenMethods
+
+__all__ = ["PostgresStore", "open_postgres_store"]
+
+T = TypeVar("T")
+_FINAL_STATES = ("successful", "failed")
+# A lost race (40001, 40P01) runs the transaction again, this many times at most.
+_ATTEMPTS = 5
+
+
+class _Reader:
+    """Reads outside a transaction, each on a pooled connection of its own (the mixins' view
+    of SQLite's query-only connection)."""
+
+    def __init__(self, store: PostgresStore) -> None:
+        self._store = store
+
+    async def execute_fetchall(self, sql: str, params: Any = ()) -> list[Row]:
+        def read(db: SyncDb) -> list[Row]:
+            return db.execute(sql, params).fetchall()
+
+        return await self._store._run(read)
+
+    async def execute(self, sql: str, params: Any = ()) -> None:
+        def run(db: SyncDb) -> None:
+            db.execute(sql, params)
+
+        await self._store._run(run, autocommit=True)
+
+
+class PostgresStore(
+    ReadMethods, TokenMethods, FeedMethods, BillingMethods, PrivacyMethods, AnalyticsMethods
+):
+    """The daemon's durable state in a PostgreSQL database. Open it with
+    :func:`open_postgres_store`."""
+
+    def __init__(self, pool: ConnectionPool[psycopg.Connection[Row]]) -> None:
+        self._pool = pool
+        self._lock = anyio.Lock()
+        self.health = StorageHealth()
+        self._reader = cast(aiosqlite.Connection, _Reader(self))
+        # Statements outside any transaction (VACUUM after an erasure).
+        self._writer = self._reader
+
+    def __repr__(self) -> str:
+        return "PostgresStore()"
+
+    # -- running transactions ------------------------------------------------------------------
+
+    def _attempt(self, fn: Callable[[SyncDb], T], autocommit: bool) -> T:
+        with self._pool.connection() as conn:
+            if autocommit:
+                conn.autocommit = True
+                try:
+                    return fn(SyncDb(conn))
+                finally:
+                    conn.autocommit = False
+            # The pool's connection block commits at its end, or rolls back when fn raises.
+            return fn(SyncDb(conn))
+
+    async def _run(self, fn: Callable[[SyncDb], T], *, autocommit: bool = False) -> T:
+        """Run ``fn`` as one transaction on a worker thread, shielded from cancellation."""
+        with anyio.CancelScope(shield=True):
+            for attempt in range(_ATTEMPTS):
+                try:
+                    out = await anyio.to_thread.run_sync(self._attempt, fn, autocommit)
+                except Exception as exc:
+                    found = verdict(exc)
+                    if found is None:
+                        raise
+                    kind, reason = found
+                    if kind == "retry" and attempt + 1 < _ATTEMPTS:
+                        continue
+                    self.health.failed(reason)
+                    raise StorageUnavailable(reason) from exc
+                self.health.succeeded()
+                return out
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    async def _step(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run a backend-neutral step function (written against ``sqlite3.Connection``)."""
+        return await self._run(lambda db: fn(cast(sqlite3.Connection, db)))
+
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        """A transaction for the mixins' statement-by-statement code."""
+        try:
+            conn = await anyio.to_thread.run_sync(partial(self._pool.getconn, timeout=5))
+        except Exception as exc:
+            found = verdict(exc)
+            if found is None:
+                raise
+            self.health.failed(found[1])
+            raise StorageUnavailable(found[1]) from exc
+        try:
+            try:
+                yield cast(aiosqlite.Connection, AsyncDb(conn))
+            except BaseException:
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(conn.rollback)
+                raise
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(conn.commit)
+        except Exception as exc:
+            found = verdict(exc)
+            if found is None:
+                raise
+            self.health.failed(found[1])
+            raise StorageUnavailable(found[1]) from exc
+        finally:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(self._pool.putconn, conn)
+        self.health.succeeded()
+
+    async def _emit(self, db: aiosqlite.Connection, events: Any, now: datetime) -> list[int]:
+        if not events:
+            return []
+        found = await db.execute_fetchall(Q["next_event_ids"], {"n": len(events)})
+        last = int(next(iter(found))[0])
+        ids = list(range(last - len(events) + 1, last + 1))
+        at = dt_in(now)
+        await db.executemany(
+            Q["insert_event_with_id"],
+            [
+                {
+                    "id": event_id,
+                    "at": at,
+                    "type": event.type,
+                    "owner_external_id": event.owner_external_id,
+                    "token_id": event.token_id,
+                    "import_id": event.import_id,
+                    "data": json_in(event.data),
+                }
+                for event_id, event in zip(ids, events, strict=True)
+            ],
+        )
+        return ids
+
+    async def _fail(
+        self,
+        db: aiosqlite.Connection,
+        import_id: str,
+        failure: CommandFailure,
+        *,
+        now: datetime,
+        polls: int | None,
+    ) -> sqlite3.Row:
+        # An import ended by its token's end (not by the pipeline): no claim to fence on.
+        found = await db.execute_fetchall(Q["import_row"], {"id": import_id})
+        if not found:
+            raise NotFoundError(f"import {import_id} not found")
+        imp = next(iter(found))
+        if imp["state"] in _FINAL_STATES:
+            raise ConflictError(f"import {import_id} already ended ({imp['state']})")
+        params = {
+            "id": import_id,
+            "now": dt_in(now),
+            "polls": polls,
+            "error_name": failure.name,
+            "error_message": failure.message,
+        }
+        await db.execute(Q["finish_import_failure"], params)
+        await db.execute(Q["free_slot"], {"id": import_id})
+        data = failed_event_data(
+            failure.name, failure.message, imp["polls"] if polls is None else polls
+        )
+        event = NewEvent(
+            "import.failed", imp["owner_external_id"], imp["token_id"], import_id, data
+        )
+        await self._emit(db, [event], now)
+        return imp
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def close(self) -> None:
+        """Close the pool (the transaction in progress ends first)."""
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(self._pool.close)
+
+    async def ping(self) -> None:
+        """A trivial read; raises if the database does not answer."""
+        await self._reader.execute_fetchall(PQ["ping"])
+
+    # -- intake --------------------------------------------------------------------------------
+
+    async def submit_consent(
+        self, consent: ConsentIn, *, now: datetime, since: date, expires_at: datetime
+    ) -> SubmitOutcome:
+        """See :meth:`aisd.store.Store.submit_consent`. Each call is its own transaction; a
+        concurrent repeat of the ``session_id`` (on any host) waits for the first one's lock
+        and then finds the stored consent."""
+
+        def submit(db: sqlite3.Connection) -> SubmitOutcome:
+            db.execute(PQ["lock_session"], {"session_id": consent.session_id})
+            outcome, events = submit_one(db, consent, now=now, since=since, expires_at=expires_at)
+            emit(db, events, now)
+            return outcome
+
+        return await self._step(submit)
+
+    # -- the ledger outside imports ------------------------------------------------------------
+
+    async def record_access(self, kind: AccessKind, *, now: datetime, token_id: str | None) -> int:
+        """See :meth:`aisd.store.Store.record_access`; committed before it returns."""
+        params = {
+            "kind": AccessKind(kind).value,
+            "token_id": token_id,
+            "import_id": None,
+            "session_id": None,
+            "now": dt_in(now),
+        }
+
+        def record(db: sqlite3.Connection) -> int:
+            access_id = returning_id(db, "insert_access", params)
+            if kind == AccessKind.REUSE and token_id is not None:
+                db.execute(Q["token_reused"], {"id": token_id, "now": params["now"]})
+            return access_id
+
+        return await self._step(record)
+
+    # -- quota sections ------------------------------------------------------------------------
+
+    async def queue_refresh(
+        self, token_id: str, *, now: datetime, since: date, quota: QuotaRule | None = None
+    ) -> str | QuotaAnswer | None:
+        """See :meth:`aisd.store.Store.queue_refresh`.
+
+        Raises:
+            NotFoundError: the token is unknown.
+            ConflictError: the token is not ``active``.
+        """
+
+        def section(db: sqlite3.Connection) -> str | QuotaAnswer | None:
+            found = rows(db, "token_owner", {"token_id": token_id})
+            if not found:
+                raise NotFoundError(f"token {token_id} not found")
+            if found[0]["state"] != TokenState.ACTIVE.value:
+                raise ConflictError(f"token {token_id} is {found[0]['state']}")
+            if quota is not None:
+                _lock_reach(db, [token_id])
+                view = steps.quota_view(db, token_id, now=now, since=quota.horizon(now))
+                answer = quota.decide(view)
+                if not answer.allowed:
+                    return answer
+            return steps.queue_refresh(
+                db, token_id, owner_id=found[0]["owner_id"], now=now, since=since
+            )
+
+        return await self._step(section)
+
+    async def plan_tick(self, *, now: datetime, limit: int, planner: TickPlanner) -> TickOutcome:
+        """See :meth:`aisd.store.Store.plan_tick`. The tick excludes every other quota section
+        for its few milliseconds (one lock, instead of one per account of 500 tokens)."""
+
+        def tick(db: sqlite3.Connection) -> TickOutcome:
+            db.execute(PQ["lock_quota_exclusive"])
+            return steps.plan_due(db, now=now, limit=limit, planner=planner)
+
+        return await self._step(tick)
+
+    async def begin_access(
+        self,
+        claim: Claim,
+        kind: AccessKind,
+        *,
+        now: datetime,
+        token_id: str | None,
+        session_id: str | None = None,
+        quota: QuotaRule | None = None,
+    ) -> int | QuotaAnswer:
+        """See :meth:`aisd.store.Store.begin_access`."""
+
+        def section(db: sqlite3.Connection) -> int | QuotaAnswer:
+            answer = None
+            if quota is not None:
+                assert token_id is not None
+                _lock_reach(db, [token_id])
+                view = steps.quota_view(db, token_id, now=now, since=quota.horizon(now))
+                answer = quota.decide(view)
+                if not answer.allowed:
+                    return answer
+            return steps.begin_access(
+                db,
+                claim,
+                AccessKind(kind),
+                now=now,
+                token_id=token_id,
+                session_id=session_id,
+                answer=answer,
+            )
+
+        return await self._step(section)
+
+    # -- claims and fenced steps ---------------------------------------------------------------
+
+    async def register_claimer(
+        self, *, now: datetime, ttl_seconds: float, sole: bool, max_running: int
+    ) -> str:
+        """See :meth:`aisd.store.Store.register_claimer`. The lease runs on the database's
+        clock for ``ttl_seconds``."""
+        claimer = new_id("clm_")
+        await self._step(
+            partial(
+                steps.register_claimer,
+                claimer=claimer,
+                now=now,
+                lease_until=now + timedelta(seconds=ttl_seconds),
+                host=socket.gethostname(),
+                pid=os.getpid(),
+                sole=sole,
+                max_running=max_running,
+            )
+        )
+        return claimer
+
+    async def renew_claimer(self, claimer: str, *, now: datetime, ttl_seconds: float) -> bool:
+        """See :meth:`aisd.store.Store.renew_claimer`; a lapsed lease is not renewed."""
+        params = {
+            "id": claimer,
+            "now": dt_in(now),
+            "lease_until": dt_in(now + timedelta(seconds=ttl_seconds)),
+        }
+
+        def renew(db: sqlite3.Connection) -> bool:
+            return db.execute(Q["renew_claimer"], params).rowcount == 1
+
+        return await self._step(renew)
+
+    async def release_claimer(self, claimer: str, *, now: datetime) -> None:
+        """See :meth:`aisd.store.Store.release_claimer`."""
+        await self._step(partial(steps.let_go_all, claimer=claimer, now=now))
+
+    async def claim_work(self, claimer: str, *, now: datetime) -> list[ImportJob]:
+        """See :meth:`aisd.store.Store.claim_work`."""
+        return await self._step(partial(steps.claim_work, claimer=claimer, now=now))
+
+    async def open_jobs(self) -> list[ImportJob]:
+        """See :meth:`aisd.store.Store.open_jobs`."""
+        found = await self._reader.execute_fetchall(Q["open_jobs"])
+        return [steps.job_of(row) for row in found]
+
+    async def budget(self) -> tuple[Budget, int]:
+        """See :meth:`aisd.store.Store.budget`."""
+        return await self._step(steps.budget_of)
+
+    async def record_access_outcome(
+        self,
+        access_id: int,
+        *,
+        outcome: str,
+        error_name: str | None = None,
+        pressure: str | None = None,
+    ) -> Budget:
+        """See :meth:`aisd.store.Store.record_access_outcome`.
+
+        Raises:
+            NotFoundError: no ledger row has this id.
+        """
+        return await self._step(
+            partial(
+                steps.end_access,
+                access_id=access_id,
+                outcome=outcome,
+                error_name=error_name,
+                pressure=pressure,
+            )
+        )
+
+    async def advance(self, claim: Claim, write: StepWrite, *, now: datetime) -> None:
+        """See :meth:`aisd.store.Store.advance`."""
+        await self._step(partial(steps.record_step, claim=claim, write=write, now=now))
+
+    async def release_slot(self, claim: Claim) -> None:
+        """See :meth:`aisd.store.Store.release_slot`."""
+        await self._step(partial(steps.release_slot, claim=claim))
+
+    async def let_go(self, claim: Claim, *, not_before: datetime | None = None) -> None:
+        """See :meth:`aisd.store.Store.let_go`."""
+        await self._step(partial(steps.let_go, claim=claim, not_before=not_before))
+
+    async def finish_success(
+        self,
+        claim: Claim,
+        result: ImportResult,
+        *,
+        now: datetime,
+        raw_reply: bytes | None,
+        coverage_start: date,
+        polls: int,
+    ) -> MergeStats:
+        """See :meth:`aisd.store.Store.finish_success`."""
+        return await self._step(
+            partial(
+                steps.finish_success,
+                claim=claim,
+                result=result,
+                now=now,
+                raw_reply=raw_reply,
+                coverage_start=coverage_start,
+                polls=polls,
+            )
+        )
+
+    async def finish_failure(
+        self,
+        claim: Claim,
+        failure: CommandFailure,
+        *,
+        now: datetime,
+        polls: int | None = None,
+        token: TokenOutcome | None = None,
+    ) -> None:
+        """See :meth:`aisd.store.Store.finish_failure`."""
+        await self._step(
+            partial(
+                steps.finish_failure,
+                claim=claim,
+                failure=failure,
+                now=now,
+                polls=polls,
+                token=token,
+            )
+        )
+
+    # -- raw replies and replay ----------------------------------------------------------------
+
+    async def replay_owners(self) -> list[str]:
+        """See :meth:`aisd.store.Store.replay_owners`."""
+        found = await self._reader.execute_fetchall(Q["replay_owners"])
+        return [row["external_id"] for row in found]
+
+    async def raw_replies(self, owner_external_id: str) -> list[tuple[str, date, bytes]]:
+        """See :meth:`aisd.store.Store.raw_replies`; replies are gzip-compressed."""
+        found = await self._reader.execute_fetchall(
+            Q["list_raw_replies"], {"external_id": owner_external_id}
+        )
+        return [
+            (row["import_id"], date.fromisoformat(row["coverage_start"]), bytes(row["reply"]))
+            for row in found
+        ]
+
+    async def replay_result(
+        self, import_id: str, result: ImportResult, *, coverage_start: date
+    ) -> MergeStats:
+        """See :meth:`aisd.store.Store.replay_result`."""
+
+        def replay(db: sqlite3.Connection) -> MergeStats:
+            found = rows(db, "import_row", {"id": import_id})
+            if not found:
+                raise NotFoundError(f"import {import_id} not found")
+            imp = found[0]
+            ts = imp["finished_at"] or imp["created_at"]
+            return steps.merge(db, imp["owner_id"], import_id, result, coverage_start, ts)
+
+        return await self._step(replay)
+
+    async def purge_raw_replies(self, *, older_than: datetime) -> int:
+        """See :meth:`aisd.store.Store.purge_raw_replies`."""
+        params = {"older_than": dt_in(older_than)}
+
+        def purge(db: sqlite3.Connection) -> int:
+            return int(db.execute(Q["purge_raw_replies"], params).rowcount)
+
+        return await self._step(purge)
+
+
+def _lock_reach(db: sqlite3.Connection, token_ids: list[str]) -> None:
+    """Hold, until commit, a lock on every account ``token_ids`` reach (and on the tokens
+    themselves, whose accounts may not be known yet), in sorted order."""
+    db.execute(PQ["lock_quota_shared"])
+    db.execute(PQ["lock_quota_reach"], {"token_ids": token_ids})
+
+
+async def open_postgres_store(
+    url: str, *, password: str | None = None, max_connections: int = 10
+) -> PostgresStore:
+    """Connect to the database at ``url``, migrate it as needed and return the store.
+
+    Args:
+        url: a libpq URL without a password.
+        password: the password (from the credentials directory); None leaves it to libpq.
+        max_connections: the pool's size.
+
+    Raises:
+        DatabaseTooNewError: the database was migrated by a newer aisd.
+        StorageUnavailable: the database cannot be reached.
+    """
+    kwargs = connection_kwargs(url, password=password)
+    conninfo = kwargs.pop("conninfo")
+    try:
+        async with await psycopg.AsyncConnection.connect(conninfo, **kwargs) as conn:
+            await migrate(conn)
+    except psycopg.Error as exc:
+        found = verdict(exc)
+        if found is None:
+            raise
+        raise StorageUnavailable(found[1]) from exc
+    pool: ConnectionPool[psycopg.Connection[Row]] = ConnectionPool(
+        conninfo,
+        kwargs={**kwargs, "row_factory": row_factory},
+        min_size=1,
+        max_size=max_connections,
+        open=False,
+        timeout=5,
+        # A connection that broke while idle (a server restart) is replaced, not handed out.
+        check=ConnectionPool.check_connection,
+        name="aisd",
+    )
+    await anyio.to_thread.run_sync(partial(pool.open, wait=False))
+    return PostgresStore(pool)

@@ -13,7 +13,7 @@ import signal
 import time
 from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,6 +29,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from aisd import __version__, systemd
 from aisd.analytics import Analytics
 from aisd.clock import Clock, SystemClock, iso
+from aisd.cluster import LEASE_SECONDS, Leadership
 from aisd.housekeeping import housekeep
 from aisd.instance import InstanceLocked, instance_lock
 from aisd.kontomatik import KontomatikClient
@@ -45,7 +46,8 @@ from aisd.rpc.methods import (
 from aisd.rpc.methods_data import data_methods
 from aisd.sandbox import DEFAULT_API_KEY, Sandbox, SandboxApp, SandboxConfig
 from aisd.settings import Settings
-from aisd.store import EventRecord, StorageUnavailable, Store, open_store
+from aisd.store import EventRecord, StorageUnavailable, Store, open_configured_store
+from aisd.store.postgresql import PostgresStore
 
 log = structlog.get_logger("aisd.daemon")
 
@@ -144,11 +146,19 @@ async def run(settings: Settings, sandbox: bool, clock: Clock | None = None) -> 
     health = Health()
     started_at = iso(clock.now())
     async with AsyncExitStack() as stack:
-        store = await stack.enter_async_context(open_store(settings.db_path))
+        store = await stack.enter_async_context(open_configured_store(settings))
+        shared = store if isinstance(store, PostgresStore) else None
+        leadership = Leadership(shared, clock)
         box = _make_sandbox(settings) if sandbox else None
         client = await stack.enter_async_context(_make_client(settings, box))
         analytics = Analytics(store, client, clock, settings.analytics)
-        events = EventLog(store, observers=[analytics.observe])
+
+        def analyse(event: EventRecord) -> None:
+            # Once per cluster: the leader fetches analytics for every daemon's imports.
+            if leadership.leading():
+                analytics.observe(event)
+
+        events = EventLog(store, observers=[analyse])
 
         ticks = Ticks()
 
@@ -162,10 +172,15 @@ async def run(settings: Settings, sandbox: bool, clock: Clock | None = None) -> 
             ticks.poke()
 
         refresher = Refresher.from_settings(store, client, clock, settings, wake_pipeline=wake_all)
+        config = PipelineConfig.from_settings(settings)
+        if shared is not None:
+            # Other daemons share the database: their leases are theirs to end, and a dead
+            # daemon's imports move on within a short lease.
+            config = replace(config, sole_claimer=False, lease_seconds=LEASE_SECONDS)
         pipeline = Pipeline(
             store,
             client,
-            PipelineConfig.from_settings(settings),
+            config,
             clock,
             gate=refresher,
             on_change=events.wake,
@@ -177,6 +192,7 @@ async def run(settings: Settings, sandbox: bool, clock: Clock | None = None) -> 
                 "slotLimit": pipeline.limit,
                 "sandbox": sandbox,
                 "storage": store.health.as_json(),
+                "cluster": leadership.status(),
             }
 
         services = Services(
@@ -208,10 +224,13 @@ async def run(settings: Settings, sandbox: bool, clock: Clock | None = None) -> 
             await tg.start(events.run)
             await tg.start(analytics.run)
             await tg.start(server.serve, listener)
+            await tg.start(leadership.run)
             await tg.start(pipeline.run)
-            await tg.start(_planner, refresher, store, pipeline, health, settings, events, ticks)
+            await tg.start(
+                _planner, refresher, store, pipeline, health, settings, events, ticks, leadership
+            )
             tg.start_soon(_watchdog, store, health, pipeline, settings.planner_tick_seconds)
-            tg.start_soon(_housekeeping, store, clock, settings)
+            tg.start_soon(_housekeeping, store, clock, settings, leadership)
             systemd.notify(f"READY=1\nSTATUS=serving, version {__version__}")
             log.info(
                 "daemon.ready",
@@ -265,6 +284,7 @@ async def _planner(
     settings: Settings,
     events: EventLog,
     ticks: Ticks,
+    leadership: Leadership,
     *,
     task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -295,6 +315,10 @@ async def _planner(
     try:
         async with receive, anyio.create_task_group() as revocations:
             async for _ in receive:
+                if not leadership.leading():
+                    # Another daemon plans, expires, warns and revokes; this one stays alive.
+                    health.last_tick = time.monotonic()
+                    continue
                 try:
                     report = await refresher.tick()
                     counts = await store.counts()
@@ -331,10 +355,16 @@ async def _planner(
         ticks.close()
 
 
-async def _housekeeping(store: Store, clock: Clock, settings: Settings) -> None:
-    """Retention: purge old transactions and raw replies shortly after start, then hourly."""
+async def _housekeeping(
+    store: Store, clock: Clock, settings: Settings, leadership: Leadership
+) -> None:
+    """Retention: purge old transactions and raw replies shortly after start, then hourly (on
+    the leading daemon only)."""
     await anyio.sleep(HOUSEKEEPING_FIRST_DELAY_SECONDS)
     while True:
+        if not leadership.leading():
+            await anyio.sleep(HOUSEKEEPING_FIRST_DELAY_SECONDS)
+            continue
         try:
             await housekeep(
                 store,

@@ -1,4 +1,5 @@
-"""Durable state: the :class:`Store` interface, its record values and the SQLite backend."""
+"""Durable state: the :class:`Store` interface, its record values, the SQLite backend and the
+PostgreSQL one (:mod:`aisd.store.postgresql`)."""
 
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ from aisd.store._records import (
     TokenRecord,
     TokenState,
 )
+from aisd.store._select import open_configured_store
 from aisd.store.sqlite import (
     ConflictError,
     DatabaseTooNewError,
@@ -81,5 +83,6 @@ __all__ = [
     "TokenOutcome",
     "TokenRecord",
     "TokenState",
+    "open_configured_store",
     "open_store",
 ]

@@ -17,6 +17,7 @@ from aisd.billing import BilledImport, TokenLife
 from aisd.kontomatik._models import CommandFailure, ImportResult, ModelScore
 from aisd.phases import Budget
 from aisd.store._data_records import FeedPage, ForgetOutcome
+from aisd.store._health import StorageHealth
 from aisd.store._records import (
     AccessKind,
     Claim,
@@ -44,6 +45,9 @@ from aisd.store._records import (
 class Store(Protocol):
     """Durable state of the daemon. All methods are safe to call concurrently from many tasks;
     writes are serialised by the backend."""
+
+    # Whether writes succeed, as the last one found out (daemon.status's "storage").
+    health: StorageHealth
 
     # -- lifecycle -----------------------------------------------------------------------------
 

@@ -500,6 +500,54 @@ class PostgresStore(
             )
         )
 
+    # -- the cluster ---------------------------------------------------------------------------
+
+    async def take_leadership(self, holder: str, *, ttl_seconds: float) -> int | None:
+        """Take or renew the leader lease for ``holder`` (database clock); returns the term
+        held, or None while another daemon's lease runs."""
+
+        def take(db: SyncDb) -> int | None:
+            found = db.execute(
+                PQ["take_leadership"], {"holder": holder, "ttl": ttl_seconds}
+            ).fetchall()
+            return int(found[0]["term"]) if found else None
+
+        return await self._run(take)
+
+    async def resign_leadership(self, holder: str) -> None:
+        """End ``holder``'s leader lease now (a graceful stop): another daemon takes over at
+        its next attempt instead of after the lease."""
+
+        def resign(db: SyncDb) -> None:
+            db.execute(PQ["resign_leadership"], {"holder": holder})
+
+        await self._run(resign)
+
+    async def cluster(self) -> dict[str, Any]:
+        """The daemons sharing this database (host, pid, heartbeat age on the database clock,
+        whether their lease runs, slots held) and the leader lease."""
+
+        def read(db: SyncDb) -> dict[str, Any]:
+            daemons = [
+                {
+                    "claimer": row["id"],
+                    "host": row["host"],
+                    "pid": row["pid"],
+                    "heartbeatAgeSeconds": round(float(row["heartbeat_age"]), 1),
+                    "live": bool(row["live"]),
+                    "slotsHeld": int(row["slots"]),
+                }
+                for row in db.execute(PQ["cluster_daemons"]).fetchall()
+            ]
+            leader = db.execute(PQ["cluster_leader"]).fetchall()[0]
+            return {
+                "daemons": daemons,
+                "leader": leader["holder"] if leader["live"] else None,
+                "leaderTerm": int(leader["term"]),
+            }
+
+        return await self._run(read)
+
     # -- raw replies and replay ----------------------------------------------------------------
 
     async def replay_owners(self) -> list[str]:

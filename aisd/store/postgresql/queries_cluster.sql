@@ -23,3 +23,31 @@ SELECT count(pg_advisory_xact_lock(keys.space, keys.k)) FROM (
     SELECT 4, hashtext(id) FROM unnest(%(token_ids)s::text[]) AS id
     ORDER BY 1, 2
 ) AS keys
+
+-- name: take_leadership
+-- The holder renews; anyone takes a lease that lapsed. The term changes with every lapse or
+-- change of holder: it fences whatever a leader writes under it.
+UPDATE leader
+SET term = CASE WHEN holder = %(holder)s AND lease_until > clock_timestamp() THEN term
+                ELSE term + 1 END,
+    holder = %(holder)s,
+    lease_until = clock_timestamp() + make_interval(secs => %(ttl)s)
+WHERE id = 1 AND (holder = %(holder)s OR holder IS NULL OR lease_until <= clock_timestamp())
+RETURNING term
+
+-- name: resign_leadership
+UPDATE leader SET lease_until = '-infinity' WHERE id = 1 AND holder = %(holder)s
+
+-- name: cluster_daemons
+-- The live and recently lapsed claimers (one per daemon start), their heartbeat's age on the
+-- database clock and the slots their imports hold.
+SELECT c.id, c.host, c.pid,
+       EXTRACT(EPOCH FROM clock_timestamp() - c.heartbeat_at)::float8 AS heartbeat_age,
+       c.lease_until > clock_timestamp() AS live,
+       (SELECT COUNT(*) FROM slots AS s JOIN imports AS i ON i.id = s.import_id
+        WHERE i.claimed_by = c.id) AS slots
+FROM claimers AS c
+ORDER BY c.started_at, c.id
+
+-- name: cluster_leader
+SELECT holder, term, lease_until > clock_timestamp() AS live FROM leader WHERE id = 1

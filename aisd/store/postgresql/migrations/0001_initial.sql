@@ -331,7 +331,7 @@ INSERT INTO budget (id, ceiling, lowered_to, strikes) VALUES (1, 8, NULL, 0);
 -- fencing token for whatever the leader writes).
 CREATE TABLE leader (
     id              integer PRIMARY KEY CHECK (id = 1),
-    claimer         text,
+    holder          text,  -- host:pid:nonce of the leading daemon
     term            bigint NOT NULL DEFAULT 0,
     lease_until     timestamptz NOT NULL DEFAULT '-infinity'
 );

@@ -81,11 +81,13 @@ class Leadership:
             await anyio.sleep_forever()
         store = self._store
         assert store is not None
-        task_status.started()
         try:
+            # Started once the first attempt is made: a daemon alone leads from its start.
+            await self._renew(store)
+            task_status.started()
             while True:
-                await self._renew(store)
                 await self._clock.sleep(self._lease / 3)
+                await self._renew(store)
         finally:
             with anyio.CancelScope(shield=True):
                 try:

@@ -83,12 +83,18 @@ class Ticks:
 
 class EventLog:
     """Writes one JSON log line per event of the durable feed, whoever appended it, and hands
-    each event to the observers (which must not block)."""
+    each event to the observers (which must not block). With ``leading``, only while it says
+    so: on a database several daemons share, the leader alone logs and observes, so each
+    event is logged once per cluster."""
 
     def __init__(
-        self, store: Store, observers: Sequence[Callable[[EventRecord], None]] = ()
+        self,
+        store: Store,
+        observers: Sequence[Callable[[EventRecord], None]] = (),
+        leading: Callable[[], bool] = lambda: True,
     ) -> None:
         self._store = store
+        self._leading = leading
         self._observers = tuple(observers)
         self._wake = anyio.Event()
 
@@ -106,8 +112,15 @@ class EventLog:
                 await self._wake.wait()
             self._wake = anyio.Event()
             while True:
-                events = await self._store.list_events(after=after, limit=500)
+                try:
+                    events = await self._store.list_events(after=after, limit=500)
+                except StorageUnavailable:
+                    break  # the store logs it; the next wake-up reads on from `after`
                 for event in events:
+                    if not self._leading():
+                        # Another daemon on the same database logs and observes it.
+                        after = event.id
+                        continue
                     elog.info(
                         event.type,
                         eventId=event.id,
@@ -153,12 +166,8 @@ async def run(settings: Settings, sandbox: bool, clock: Clock | None = None) -> 
         client = await stack.enter_async_context(_make_client(settings, box))
         analytics = Analytics(store, client, clock, settings.analytics)
 
-        def analyse(event: EventRecord) -> None:
-            # Once per cluster: the leader fetches analytics for every daemon's imports.
-            if leadership.leading():
-                analytics.observe(event)
-
-        events = EventLog(store, observers=[analyse])
+        # Once per cluster: the leader logs every daemon's events and fetches their analytics.
+        events = EventLog(store, observers=[analytics.observe], leading=leadership.leading)
 
         ticks = Ticks()
 
@@ -221,10 +230,10 @@ async def run(settings: Settings, sandbox: bool, clock: Clock | None = None) -> 
         )
         async with anyio.create_task_group() as tg:
             tg.start_soon(_handle_signals, tg.cancel_scope, pipeline)
+            await tg.start(leadership.run)
             await tg.start(events.run)
             await tg.start(analytics.run)
             await tg.start(server.serve, listener)
-            await tg.start(leadership.run)
             await tg.start(pipeline.run)
             await tg.start(
                 _planner, refresher, store, pipeline, health, settings, events, ticks, leadership

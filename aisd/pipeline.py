@@ -191,7 +191,9 @@ class Pipeline:
                 while True:
                     self.last_dispatch_at = self._clock.monotonic()
                     if self._accepting and self._clock.monotonic() >= self._paused_until:
-                        await self._dispatch(tg)
+                        # The store logs an outage, rate-limited; the next round claims again.
+                        with contextlib.suppress(StorageUnavailable):
+                            await self._dispatch(tg)
                     with anyio.move_on_after(self._config.idle_recheck_seconds):
                         await self._wake.wait()
                     self._wake = anyio.Event()
@@ -236,9 +238,13 @@ class Pipeline:
             self.wake()
 
     def _check_lease(self, job: ImportJob) -> None:
-        """Nothing goes upstream once this claimer's lease may have lapsed."""
+        """Nothing goes upstream once this claimer's lease may have lapsed, nor for a claim
+        taken under an earlier lease (a frozen daemon, resumed, re-registers before its
+        import tasks run on: what they held may be another daemon's by now)."""
         if self._clock.monotonic() >= self._lease_deadline:
             raise LeaseLost(f"import {job.import_id}: the lease may have lapsed")
+        if job.claim is not None and job.claim.claimer != self._claimer:
+            raise LeaseLost(f"import {job.import_id}: claimed under an earlier lease")
 
     async def _dispatch(self, tg: TaskGroup) -> None:
         if self._claimer is None or self._clock.monotonic() >= self._lease_deadline:
@@ -533,6 +539,8 @@ class Pipeline:
                     max_seconds=cfg.poll_max_seconds,
                 )
                 await self._clock.sleep(max(0.0, delay - since_last))
+                # A poll is a request too: none once the lease may have passed to another.
+                self._check_lease(job)
                 last_request = self._clock.monotonic()
                 elapsed = last_request - t0
                 try:

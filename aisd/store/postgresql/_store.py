@@ -19,6 +19,7 @@ deadlocks run it again, and a server that is gone, full or restarting is ``Stora
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import sqlite3
@@ -611,6 +612,9 @@ async def open_postgres_store(
         DatabaseTooNewError: the database was migrated by a newer aisd.
         StorageUnavailable: the database cannot be reached.
     """
+    # The pool logs every failed reconnection with libpq's text; the store's health says the
+    # same once, rate-limited, without host names.
+    logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
     kwargs = connection_kwargs(url, password=password)
     conninfo = kwargs.pop("conninfo")
     try:

@@ -231,6 +231,9 @@ async def run(settings: Settings, sandbox: bool, clock: Clock | None = None) -> 
         async with anyio.create_task_group() as tg:
             tg.start_soon(_handle_signals, tg.cancel_scope, pipeline)
             await tg.start(leadership.run)
+            if shared is not None:
+                # Work committed on another host wakes this one at once (polling stays).
+                await tg.start(shared.listen, wake_all)
             await tg.start(events.run)
             await tg.start(analytics.run)
             await tg.start(server.serve, listener)

@@ -31,6 +31,7 @@ from typing import Any, TypeVar, cast
 
 import aiosqlite
 import anyio
+import anyio.abc
 import anyio.to_thread
 import psycopg
 from psycopg_pool import ConnectionPool
@@ -85,6 +86,8 @@ T = TypeVar("T")
 _FINAL_STATES = ("successful", "failed")
 # A lost race (40001, 40P01) runs the transaction again, this many times at most.
 _ATTEMPTS = 5
+# The listener's pause before connecting again after its connection broke.
+_LISTEN_RETRY_SECONDS = 1.0
 
 
 class _Reader:
@@ -113,8 +116,11 @@ class PostgresStore(
     """The daemon's durable state in a PostgreSQL database. Open it with
     :func:`open_postgres_store`."""
 
-    def __init__(self, pool: ConnectionPool[psycopg.Connection[Row]]) -> None:
+    def __init__(
+        self, pool: ConnectionPool[psycopg.Connection[Row]], connect: dict[str, Any]
+    ) -> None:
         self._pool = pool
+        self._connect = connect
         self._lock = anyio.Lock()
         self.health = StorageHealth()
         self._reader = cast(aiosqlite.Connection, _Reader(self))
@@ -273,6 +279,8 @@ class PostgresStore(
             db.execute(PQ["lock_session"], {"session_id": consent.session_id})
             outcome, events = submit_one(db, consent, now=now, since=since, expires_at=expires_at)
             emit(db, events, now)
+            if outcome.created:
+                _notify(db)
             return outcome
 
         return await self._step(submit)
@@ -321,9 +329,12 @@ class PostgresStore(
                 answer = quota.decide(view)
                 if not answer.allowed:
                     return answer
-            return steps.queue_refresh(
+            queued = steps.queue_refresh(
                 db, token_id, owner_id=found[0]["owner_id"], now=now, since=since
             )
+            if queued is not None:
+                _notify(db)
+            return queued
 
         return await self._step(section)
 
@@ -333,7 +344,10 @@ class PostgresStore(
 
         def tick(db: sqlite3.Connection) -> TickOutcome:
             db.execute(PQ["lock_quota_exclusive"])
-            return steps.plan_due(db, now=now, limit=limit, planner=planner)
+            outcome = steps.plan_due(db, now=now, limit=limit, planner=planner)
+            if outcome.queued:
+                _notify(db)
+            return outcome
 
         return await self._step(tick)
 
@@ -407,7 +421,7 @@ class PostgresStore(
 
     async def release_claimer(self, claimer: str, *, now: datetime) -> None:
         """See :meth:`aisd.store.Store.release_claimer`."""
-        await self._step(partial(steps.let_go_all, claimer=claimer, now=now))
+        await self._step(_notifying(partial(steps.let_go_all, claimer=claimer, now=now)))
 
     async def claim_work(self, claimer: str, *, now: datetime) -> list[ImportJob]:
         """See :meth:`aisd.store.Store.claim_work`."""
@@ -451,11 +465,11 @@ class PostgresStore(
 
     async def release_slot(self, claim: Claim) -> None:
         """See :meth:`aisd.store.Store.release_slot`."""
-        await self._step(partial(steps.release_slot, claim=claim))
+        await self._step(_notifying(partial(steps.release_slot, claim=claim)))
 
     async def let_go(self, claim: Claim, *, not_before: datetime | None = None) -> None:
         """See :meth:`aisd.store.Store.let_go`."""
-        await self._step(partial(steps.let_go, claim=claim, not_before=not_before))
+        await self._step(_notifying(partial(steps.let_go, claim=claim, not_before=not_before)))
 
     async def finish_success(
         self,
@@ -469,14 +483,16 @@ class PostgresStore(
     ) -> MergeStats:
         """See :meth:`aisd.store.Store.finish_success`."""
         return await self._step(
-            partial(
-                steps.finish_success,
-                claim=claim,
-                result=result,
-                now=now,
-                raw_reply=raw_reply,
-                coverage_start=coverage_start,
-                polls=polls,
+            _notifying(
+                partial(
+                    steps.finish_success,
+                    claim=claim,
+                    result=result,
+                    now=now,
+                    raw_reply=raw_reply,
+                    coverage_start=coverage_start,
+                    polls=polls,
+                )
             )
         )
 
@@ -491,15 +507,44 @@ class PostgresStore(
     ) -> None:
         """See :meth:`aisd.store.Store.finish_failure`."""
         await self._step(
-            partial(
-                steps.finish_failure,
-                claim=claim,
-                failure=failure,
-                now=now,
-                polls=polls,
-                token=token,
+            _notifying(
+                partial(
+                    steps.finish_failure,
+                    claim=claim,
+                    failure=failure,
+                    now=now,
+                    polls=polls,
+                    token=token,
+                )
             )
         )
+
+    async def listen(
+        self,
+        wake: Callable[[], None],
+        *,
+        task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Call ``wake`` whenever another daemon (or this one) commits claimable work, until
+        cancelled. A dedicated connection outside the pool, LISTENing again after every
+        reconnection (a notification sent meanwhile is lost: the pipeline polls anyway)."""
+        started = False
+        while True:
+            try:
+                conn = await psycopg.AsyncConnection.connect(autocommit=True, **self._connect)
+                async with conn:
+                    await conn.execute(PQ["listen_work"])
+                    if not started:
+                        started = True
+                        task_status.started()
+                    wake()  # anything committed while no one listened
+                    async for _ in conn.notifies():
+                        wake()
+            except psycopg.Error:
+                if not started:
+                    started = True
+                    task_status.started()
+                await anyio.sleep(_LISTEN_RETRY_SECONDS)
 
     # -- the cluster ---------------------------------------------------------------------------
 
@@ -591,6 +636,21 @@ class PostgresStore(
         return await self._step(purge)
 
 
+def _notify(db: sqlite3.Connection) -> None:
+    db.execute(PQ["notify_work"])
+
+
+def _notifying(fn: Callable[[sqlite3.Connection], T]) -> Callable[[sqlite3.Connection], T]:
+    """``fn``, then a wake-up for the other daemons in the same transaction (a slot freed)."""
+
+    def run(db: sqlite3.Connection) -> T:
+        out = fn(db)
+        _notify(db)
+        return out
+
+    return run
+
+
 def _lock_reach(db: sqlite3.Connection, token_ids: list[str]) -> None:
     """Hold, until commit, a lock on every account ``token_ids`` reach (and on the tokens
     themselves, whose accounts may not be known yet), in sorted order."""
@@ -637,4 +697,4 @@ async def open_postgres_store(
         name="aisd",
     )
     await anyio.to_thread.run_sync(partial(pool.open, wait=False))
-    return PostgresStore(pool)
+    return PostgresStore(pool, {"conninfo": conninfo, **kwargs})

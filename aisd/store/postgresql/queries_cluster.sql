@@ -51,3 +51,11 @@ ORDER BY c.started_at, c.id
 
 -- name: cluster_leader
 SELECT holder, term, lease_until > clock_timestamp() AS live FROM leader WHERE id = 1
+
+-- name: notify_work
+-- Delivered at commit, only if it commits: a hint to every daemon that work may be claimable
+-- (a queued import, a freed slot). Lost hints cost a second: every daemon polls as well.
+SELECT pg_notify('aisd_work', '')
+
+-- name: listen_work
+LISTEN aisd_work

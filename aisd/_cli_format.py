@@ -322,4 +322,22 @@ def render_status(result: Mapping[str, Any], now: datetime) -> str:
             f"storage:  UNAVAILABLE ({storage.get('error')}) since {storage.get('since')}:"
             " consents are refused, imports wait"
         )
+    lines.extend(_cluster_lines(result.get("cluster")))
     return "\n".join(lines)
+
+
+def _cluster_lines(cluster: object) -> list[str]:
+    """The daemons sharing a PostgreSQL database, one line each (none on SQLite)."""
+    if not isinstance(cluster, Mapping):
+        return []
+    leader = cluster.get("leader")
+    lines = [f"cluster:  leader {leader or 'none'} (term {cluster.get('leaderTerm')})"]
+    for daemon in cluster.get("daemons") or ():
+        if not isinstance(daemon, Mapping):
+            continue
+        state = "live" if daemon.get("live") else "lapsed"
+        lines.append(
+            f"  {daemon.get('host')} pid {daemon.get('pid')}: {state}, heartbeat "
+            f"{daemon.get('heartbeatAgeSeconds')} s ago, {daemon.get('slotsHeld')} slots"
+        )
+    return lines

@@ -531,3 +531,41 @@ def test_run_sandbox_with_a_postgresql_url_is_refused(
     assert "SQLite only" in err
     assert "db.internal" not in err
     assert started == []
+
+
+def test_status_shows_the_daemons_sharing_a_postgresql_database() -> None:
+    now = datetime(2026, 12, 1, 10, 0, tzinfo=UTC)
+    status = {
+        "version": "0.1.0",
+        "startedAt": "2026-12-01T09:00:00Z",
+        "cluster": {
+            "self": "host-a:11:ab",
+            "leading": True,
+            "leader": "host-a:11:ab",
+            "leaderTerm": 3,
+            "daemons": [
+                {
+                    "host": "host-a",
+                    "pid": 11,
+                    "live": True,
+                    "heartbeatAgeSeconds": 0.4,
+                    "slotsHeld": 5,
+                    "claimer": "clm_a",
+                },
+                {
+                    "host": "host-b",
+                    "pid": 22,
+                    "live": False,
+                    "heartbeatAgeSeconds": 14.2,
+                    "slotsHeld": 3,
+                    "claimer": "clm_b",
+                },
+            ],
+        },
+    }
+    text = fmt.render_status(status, now)
+    assert "cluster:  leader host-a:11:ab (term 3)" in text
+    assert "host-a pid 11: live, heartbeat 0.4 s ago, 5 slots" in text
+    assert "host-b pid 22: lapsed, heartbeat 14.2 s ago, 3 slots" in text
+    # One daemon on SQLite: no cluster lines.
+    assert "cluster" not in fmt.render_status({**status, "cluster": None}, now)

@@ -60,13 +60,11 @@ __all__ = [
     "finish_failure",
     "finish_success",
     "job_of",
-    "let_go",
     "let_go_all",
     "merge",
     "parse_ledger",
     "quota_view",
     "record_step",
-    "release_slot",
 ]
 
 _CHANGE_SEQ = "change_seq"
@@ -303,29 +301,16 @@ def record_step(db: sqlite3.Connection, claim: Claim, write: StepWrite, *, now: 
     elif step == Step.NOT_STARTED:
         params |= {"attempts": write.attempts, "to": ImportPhase.READY.value}
         _changed(db, db.execute(Q["step_wait"], params), claim, step)
+    elif step == Step.ENDED_UPSTREAM:
+        _fenced_row(db, claim, step)
+        db.execute(Q["free_slot"], {"id": claim.import_id})
+    elif step == Step.LET_GO:
+        imp = _fenced_row(db, claim, step)
+        db.execute(Q["let_go"], params)
+        if imp["phase"] == ImportPhase.QUEUED.value:
+            db.execute(Q["free_slot"], {"id": claim.import_id})
     else:
         raise ValueError(f"{step.value} is not recorded by record_step")
-
-
-def release_slot(db: sqlite3.Connection, claim: Claim) -> None:
-    """The claimed import's command ended upstream: its slot serves the next import while its
-    result is stored."""
-    params = {"id": claim.import_id, "claimer": claim.claimer, "epoch": claim.epoch}
-    db.execute(Q["fenced_release_slot"], params)
-
-
-def let_go(db: sqlite3.Connection, claim: Claim, *, not_before: datetime | None) -> None:
-    """Stop driving a claimed import that has not ended; a queued one frees its slot."""
-    params = {
-        "id": claim.import_id,
-        "claimer": claim.claimer,
-        "epoch": claim.epoch,
-        "not_before": None if not_before is None else dt_in(not_before),
-    }
-    if db.execute(Q["let_go"], params).rowcount == 1:
-        for row in rows(db, "import_row", {"id": claim.import_id}):
-            if row["phase"] == ImportPhase.QUEUED.value:
-                db.execute(Q["free_slot"], {"id": claim.import_id})
 
 
 def register_claimer(

@@ -571,25 +571,33 @@ def plan_due(
         row["id"]: row["owner_id"]
         for row in rows(db, "token_owners", {"token_ids": json_in([t.token_id for t in due])})
     }
-    queued: list[str] = []
+    ts = dt_in(now)
+    inserts: list[dict[str, object]] = []
+    plans: list[dict[str, object]] = []
     events: list[NewEvent] = []
     for write in planner.decide(due, ledger, accounts_of, now):
         if write.queue_since is not None:
-            import_id = queue_refresh(
-                db,
-                write.token_id,
-                owner_id=owners[write.token_id],
-                now=now,
-                since=write.queue_since,
+            inserts.append(
+                {
+                    "id": new_id("imp_"),
+                    "owner_id": owners[write.token_id],
+                    "token_id": write.token_id,
+                    "since": write.queue_since.isoformat(),
+                    "now": ts,
+                }
             )
-            if import_id is not None:
-                queued.append(import_id)
             continue
         at = None if write.at is None else dt_in(write.at)
-        planned = db.execute(
-            Q["set_plan"], {"id": write.token_id, "at": at, "reason": write.reason}
-        )
-        if planned.rowcount == 1 and write.event is not None:
+        plans.append({"id": write.token_id, "at": at, "reason": write.reason})
+        if write.event is not None:
             events.append(write.event)
+    # In batches: a tick writes hundreds of rows. Due tokens are active (read above, in this
+    # transaction) and have no open refresh, so every plan and insert lands; the unique index
+    # still drops a second open refresh, and only inserted ones are reported.
+    db.executemany(Q["set_plan"], plans)
+    db.executemany(Q["insert_refresh_once"], inserts)
+    ids = json_in([row["id"] for row in inserts])
+    queued = [row["id"] for row in rows(db, "imports_by_ids", {"ids": ids})]
+    db.executemany(Q["clear_next_refresh_of_import"], [{"id": i} for i in queued])
     emit(db, events, now)
     return TickOutcome(tuple(due), tuple(queued))

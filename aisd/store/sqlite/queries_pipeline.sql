@@ -191,3 +191,9 @@ LEFT JOIN sessions AS s ON s.id = i.session_ref
 LEFT JOIN tokens AS t ON t.id = i.token_id
 WHERE i.phase <> 'done'
 ORDER BY i.kind = 'refresh', i.created_at, i.id
+
+-- name: imports_by_ids
+SELECT id FROM imports WHERE id IN (SELECT value FROM json_each(:ids)) ORDER BY created_at, id
+
+-- name: clear_next_refresh_of_import
+UPDATE tokens SET next_refresh_at = NULL WHERE id = (SELECT token_id FROM imports WHERE id = :id)

@@ -477,16 +477,19 @@ def pick_due(
     def replan(token: TokenPlanInput) -> Plan:
         return plan(token, working.relevant(token.token_id), mapping, rules, now)
 
-    def order(token: TokenPlanInput) -> tuple[datetime, str]:
-        return (replan(token).at or far, token.token_id)
-
+    first = {token.token_id: replan(token) for token in tokens}
+    # Accounts an access picked so far counts against: a token reaching none of them keeps
+    # the plan it had before any pick.
+    touched: set[str] = set()
     picked: list[Access] = []
-    for token in sorted(tokens, key=order):
-        due = replan(token).at
-        if due is not None and due <= now:
+    for token in sorted(tokens, key=lambda t: (first[t.token_id].at or far, t.token_id)):
+        own = reach(token.token_id, token.accounts)
+        current = replan(token) if own & touched else first[token.token_id]
+        if current.at is not None and current.at <= now:
             access = Access(token.token_id, now)
             working.add(access)
             picked.append(access)
+            touched |= own
     return picked
 
 

@@ -61,6 +61,8 @@ class Step(enum.StrEnum):
     WAIT = "wait"  # retry later, staying where it stands
     NOT_STARTED = "not_started"  # a Default Import provably never started: back to ready
     REQUEUE = "requeue"  # back to the queue (a lost or refused Reuse, a retry later)
+    ENDED_UPSTREAM = "ended_upstream"  # the command ended: its slot is free, its result not stored
+    LET_GO = "let_go"  # the claimer stops driving it (a step failed); a later claim adopts it
     SUCCEED = "succeed"  # the command ended with a result
     FAIL = "fail"  # the import ends without data
 
@@ -84,6 +86,8 @@ TRANSITIONS: Mapping[Step, tuple[frozenset[ImportPhase], ImportPhase | None]] = 
     Step.WAIT: (OPEN, None),
     Step.NOT_STARTED: (frozenset({ImportPhase.READY, ImportPhase.STARTING}), ImportPhase.READY),
     Step.REQUEUE: (frozenset({ImportPhase.QUEUED, ImportPhase.REUSING}), ImportPhase.QUEUED),
+    Step.ENDED_UPSTREAM: (frozenset({ImportPhase.POLLING}), None),
+    Step.LET_GO: (OPEN, None),
     Step.SUCCEED: (frozenset({ImportPhase.POLLING}), ImportPhase.DONE),
     Step.FAIL: (OPEN, ImportPhase.DONE),
 }

@@ -186,7 +186,10 @@ class Pipeline:
         await self._register()
         try:
             async with anyio.create_task_group() as tg:
-                tg.start_soon(self._heartbeat)
+                if not self._config.sole_claimer:
+                    # A sole claimer's lease cannot pass to anyone while it lives: the next
+                    # sole claimer ends it when it starts, so it needs no heartbeat.
+                    tg.start_soon(self._heartbeat)
                 task_status.started()
                 while True:
                     self.last_dispatch_at = self._clock.monotonic()
@@ -206,11 +209,15 @@ class Pipeline:
         started = self._clock.monotonic()
         self._claimer = await self._store.register_claimer(
             now=self._clock.now(),
-            ttl_seconds=self._config.lease_seconds,
+            ttl_seconds=None if self._config.sole_claimer else self._config.lease_seconds,
             sole=self._config.sole_claimer,
             max_running=self._config.max_running,
         )
-        self._lease_deadline = started + self._config.lease_seconds - self._lease_margin()
+        self._lease_deadline = (
+            float("inf")
+            if self._config.sole_claimer
+            else started + self._config.lease_seconds - self._lease_margin()
+        )
         budget, _ = await self._store.budget()
         self._limit, self._jobs_quota_strikes = budget.limit, budget.strikes
 
@@ -250,7 +257,8 @@ class Pipeline:
         if self._claimer is None or self._clock.monotonic() >= self._lease_deadline:
             return
         for claim, not_before in list(self._to_let_go.items()):
-            await self._store.let_go(claim, not_before=not_before)
+            write = StepWrite(Step.LET_GO, not_before=not_before)
+            await self._store.advance(claim, write, now=self._clock.now())
             del self._to_let_go[claim]
         for job in await self._store.claim_work(self._claimer, now=self._clock.now()):
             self._start(tg, job)
@@ -297,7 +305,9 @@ class Pipeline:
             return
         try:
             with anyio.CancelScope(shield=True):
-                await self._store.let_go(job.claim, not_before=not_before)
+                await self._store.advance(
+                    job.claim, StepWrite(Step.LET_GO, not_before=not_before), now=self._clock.now()
+                )
         except Exception:
             # Retried at the next dispatch: until then nobody would adopt it.
             self._to_let_go[job.claim] = not_before
@@ -692,6 +702,8 @@ class Pipeline:
     async def _release_slot(self, job: ImportJob) -> None:
         """The command has ended upstream: its slot serves the next import while this one's
         result is stored (which takes a while for a year of transactions)."""
-        await self._store.release_slot(self._claim(job))
+        await self._store.advance(
+            self._claim(job), StepWrite(Step.ENDED_UPSTREAM), now=self._clock.now()
+        )
         self._active.discard(job.import_id)
         self._wake.set()

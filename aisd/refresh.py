@@ -19,6 +19,7 @@ from aisd.clock import Clock, iso
 from aisd.kontomatik import KontomatikClient, KontomatikError, RetryLaterError, TokenDeadError
 from aisd.planner import (
     Access,
+    LedgerIndex,
     Plan,
     Reason,
     Rules,
@@ -281,6 +282,11 @@ class Refresher:
         ending = {t.token_id for t in due if cost_limit_reached(t, now)}
         inputs = [plan_input(t) for t in due if t.token_id not in ending]
         picked = {a.token_id for a in pick_due(inputs, ledger, accounts_of, self._rules, now)}
+        # Each remaining token is planned against its part of the ledger, at the ledger's
+        # effective now: the same plan as against the whole ledger, without reading it all.
+        mapping = {**accounts_of, **{t.token_id: t.accounts for t in due}}
+        index = LedgerIndex(ledger, mapping)
+        at = planner_now(now, ledger)
         writes: list[PlanWrite] = []
         for token in due:
             if token.token_id in ending:
@@ -291,7 +297,8 @@ class Refresher:
                 since = refresh_since(token, now.date(), self._overlap_days)
                 writes.append(PlanWrite(token.token_id, queue_since=since))
             else:
-                p = plan(plan_input(token), ledger, accounts_of, self._rules, now)
+                relevant = index.relevant(token.token_id)
+                p = plan(plan_input(token), relevant, accounts_of, self._rules, at)
                 writes.append(_plan_write(token, p))
         return writes
 

@@ -75,12 +75,13 @@ class Store(Protocol):
     # -- claims and the import pipeline's fenced steps ----------------------------------------
 
     async def register_claimer(
-        self, *, now: datetime, ttl_seconds: float, sole: bool, max_running: int
+        self, *, now: datetime, ttl_seconds: float | None, sole: bool, max_running: int
     ) -> str:
-        """Start a lease (``now + ttl_seconds``) for a new claimer and return its id; ensure
-        ``max_running`` slot rows and make it the budget's ceiling. With ``sole`` (one host
-        holding the instance lock) every other lease ends at once, so what a killed predecessor
-        held is adopted by the next :meth:`claim_work`."""
+        """Start a lease (``now + ttl_seconds``; None: until released or ended by a sole
+        claimer) for a new claimer and return its id; ensure ``max_running`` slot rows and make
+        it the budget's ceiling. With ``sole`` (one host holding the instance lock) every other
+        lease ends at once, so what a killed predecessor held is adopted by the next
+        :meth:`claim_work`."""
         ...
 
     async def renew_claimer(self, claimer: str, *, now: datetime, ttl_seconds: float) -> bool:
@@ -148,21 +149,15 @@ class Store(Protocol):
         ...
 
     async def advance(self, claim: Claim, write: StepWrite, *, now: datetime) -> None:
-        """Record one step of a claimed import (session, command, poll, wait, requeue), fenced
-        on the claim and on the phases the step table allows. A requeue lets the claim and the
-        slot go.
+        """Record one step of a claimed import (session, command, poll, wait, requeue, its
+        command's end upstream, letting it go), fenced on the claim and on the phases the step
+        table allows. A requeue lets the claim and the slot go; the end upstream frees the slot
+        while the result is stored; letting go keeps an in-flight import's slot for whoever
+        claims it next.
 
         Raises:
             LeaseLost: the write changed no row.
         """
-        ...
-
-    async def release_slot(self, claim: Claim) -> None:
-        """The import's command ended upstream: its slot is free while the result is stored."""
-        ...
-
-    async def let_go(self, claim: Claim, *, not_before: datetime | None = None) -> None:
-        """Stop driving an import that has not ended (a step failed): a later claim adopts it."""
         ...
 
     async def finish_success(

@@ -17,7 +17,7 @@ async def claim(store: SqliteStore, import_id: str, *, now: datetime | None = No
     jobs = await store.claim_work(claimer, now=now)
     for other in jobs:
         if other.import_id != import_id and other.claim is not None:
-            await store.let_go(other.claim)
+            await store.advance(other.claim, StepWrite(Step.LET_GO), now=now)
     [job] = [j for j in jobs if j.import_id == import_id]
     return job
 

@@ -60,13 +60,11 @@ __all__ = [
     "finish_failure",
     "finish_success",
     "job_of",
-    "let_go",
     "let_go_all",
     "merge",
     "parse_ledger",
     "quota_view",
     "record_step",
-    "release_slot",
 ]
 
 _CHANGE_SEQ = "change_seq"
@@ -303,29 +301,16 @@ def record_step(db: sqlite3.Connection, claim: Claim, write: StepWrite, *, now: 
     elif step == Step.NOT_STARTED:
         params |= {"attempts": write.attempts, "to": ImportPhase.READY.value}
         _changed(db, db.execute(Q["step_wait"], params), claim, step)
+    elif step == Step.ENDED_UPSTREAM:
+        _fenced_row(db, claim, step)
+        db.execute(Q["free_slot"], {"id": claim.import_id})
+    elif step == Step.LET_GO:
+        imp = _fenced_row(db, claim, step)
+        db.execute(Q["let_go"], params)
+        if imp["phase"] == ImportPhase.QUEUED.value:
+            db.execute(Q["free_slot"], {"id": claim.import_id})
     else:
         raise ValueError(f"{step.value} is not recorded by record_step")
-
-
-def release_slot(db: sqlite3.Connection, claim: Claim) -> None:
-    """The claimed import's command ended upstream: its slot serves the next import while its
-    result is stored."""
-    params = {"id": claim.import_id, "claimer": claim.claimer, "epoch": claim.epoch}
-    db.execute(Q["fenced_release_slot"], params)
-
-
-def let_go(db: sqlite3.Connection, claim: Claim, *, not_before: datetime | None) -> None:
-    """Stop driving a claimed import that has not ended; a queued one frees its slot."""
-    params = {
-        "id": claim.import_id,
-        "claimer": claim.claimer,
-        "epoch": claim.epoch,
-        "not_before": None if not_before is None else dt_in(not_before),
-    }
-    if db.execute(Q["let_go"], params).rowcount == 1:
-        for row in rows(db, "import_row", {"id": claim.import_id}):
-            if row["phase"] == ImportPhase.QUEUED.value:
-                db.execute(Q["free_slot"], {"id": claim.import_id})
 
 
 def register_claimer(
@@ -586,25 +571,33 @@ def plan_due(
         row["id"]: row["owner_id"]
         for row in rows(db, "token_owners", {"token_ids": json_in([t.token_id for t in due])})
     }
-    queued: list[str] = []
+    ts = dt_in(now)
+    inserts: list[dict[str, object]] = []
+    plans: list[dict[str, object]] = []
     events: list[NewEvent] = []
     for write in planner.decide(due, ledger, accounts_of, now):
         if write.queue_since is not None:
-            import_id = queue_refresh(
-                db,
-                write.token_id,
-                owner_id=owners[write.token_id],
-                now=now,
-                since=write.queue_since,
+            inserts.append(
+                {
+                    "id": new_id("imp_"),
+                    "owner_id": owners[write.token_id],
+                    "token_id": write.token_id,
+                    "since": write.queue_since.isoformat(),
+                    "now": ts,
+                }
             )
-            if import_id is not None:
-                queued.append(import_id)
             continue
         at = None if write.at is None else dt_in(write.at)
-        planned = db.execute(
-            Q["set_plan"], {"id": write.token_id, "at": at, "reason": write.reason}
-        )
-        if planned.rowcount == 1 and write.event is not None:
+        plans.append({"id": write.token_id, "at": at, "reason": write.reason})
+        if write.event is not None:
             events.append(write.event)
+    # In batches: a tick writes hundreds of rows. Due tokens are active (read above, in this
+    # transaction) and have no open refresh, so every plan and insert lands; the unique index
+    # still drops a second open refresh, and only inserted ones are reported.
+    db.executemany(Q["set_plan"], plans)
+    db.executemany(Q["insert_refresh_once"], inserts)
+    ids = json_in([row["id"] for row in inserts])
+    queued = [row["id"] for row in rows(db, "imports_by_ids", {"ids": ids})]
+    db.executemany(Q["clear_next_refresh_of_import"], [{"id": i} for i in queued])
     emit(db, events, now)
     return TickOutcome(tuple(due), tuple(queued))

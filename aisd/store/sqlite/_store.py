@@ -15,7 +15,7 @@ import socket
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Generator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from functools import partial
 from pathlib import Path
 from types import TracebackType
@@ -72,6 +72,8 @@ from aisd.store.sqlite._tokens import TokenMethods
 __all__ = ["SqliteStore", "open_store"]
 
 T = TypeVar("T")
+# The lease of a claimer that needs no heartbeat (see register_claimer).
+_NO_END = datetime(9999, 12, 31, tzinfo=UTC)
 _FINAL_STATES = (ImportState.SUCCESSFUL.value, ImportState.FAILED.value)
 
 
@@ -272,11 +274,11 @@ class SqliteStore(
     # -- claims and fenced steps ---------------------------------------------------------------
 
     async def register_claimer(
-        self, *, now: datetime, ttl_seconds: float, sole: bool, max_running: int
+        self, *, now: datetime, ttl_seconds: float | None, sole: bool, max_running: int
     ) -> str:
         """See :meth:`aisd.store.Store.register_claimer`."""
         claimer = new_id("clm_")
-        until = now + timedelta(seconds=ttl_seconds)
+        until = _NO_END if ttl_seconds is None else now + timedelta(seconds=ttl_seconds)
         await self._run(
             partial(
                 steps.register_claimer,
@@ -383,14 +385,6 @@ class SqliteStore(
     async def advance(self, claim: Claim, write: StepWrite, *, now: datetime) -> None:
         """See :meth:`aisd.store.Store.advance`."""
         await self._run(partial(steps.record_step, claim=claim, write=write, now=now))
-
-    async def release_slot(self, claim: Claim) -> None:
-        """See :meth:`aisd.store.Store.release_slot`."""
-        await self._run(partial(steps.release_slot, claim=claim))
-
-    async def let_go(self, claim: Claim, *, not_before: datetime | None = None) -> None:
-        """See :meth:`aisd.store.Store.let_go`."""
-        await self._run(partial(steps.let_go, claim=claim, not_before=not_before))
 
     async def finish_success(
         self,

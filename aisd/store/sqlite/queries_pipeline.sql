@@ -150,13 +150,6 @@ UPDATE imports SET claimed_by = NULL
 WHERE phase <> 'done' AND claimed_by = :claimer
 RETURNING id, phase
 
--- name: fenced_release_slot
-UPDATE slots SET import_id = NULL, taken_at = NULL
-WHERE import_id = (
-    SELECT id FROM imports
-    WHERE id = :id AND claimed_by = :claimer AND claim_epoch = :epoch AND phase <> 'done'
-)
-
 -- name: import_open_refresh
 SELECT id FROM imports WHERE token_id = :token_id AND kind = 'refresh' AND phase <> 'done'
 
@@ -168,7 +161,9 @@ VALUES (:id, :owner_id, :token_id, NULL, NULL, 'refresh', 'queued', 'queued', :s
 ON CONFLICT DO NOTHING
 
 -- name: next_event_ids
-UPDATE counters SET value = value + :n WHERE name = 'event_id' RETURNING value
+-- MAX(id) (the rowid's end, no scan) keeps it right after rows written by bulk SQL outside aisd.
+UPDATE counters SET value = MAX(value, (SELECT COALESCE(MAX(id), 0) FROM events)) + :n
+WHERE name = 'event_id' RETURNING value
 
 -- name: insert_event_with_id
 INSERT INTO events (id, at, type, owner_external_id, token_id, import_id, data)
@@ -196,3 +191,9 @@ LEFT JOIN sessions AS s ON s.id = i.session_ref
 LEFT JOIN tokens AS t ON t.id = i.token_id
 WHERE i.phase <> 'done'
 ORDER BY i.kind = 'refresh', i.created_at, i.id
+
+-- name: imports_by_ids
+SELECT id FROM imports WHERE id IN (SELECT value FROM json_each(:ids)) ORDER BY created_at, id
+
+-- name: clear_next_refresh_of_import
+UPDATE tokens SET next_refresh_at = NULL WHERE id = (SELECT token_id FROM imports WHERE id = :id)

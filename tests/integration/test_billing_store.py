@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from aisd.rpc import RpcError
-from aisd.store import SqliteStore, TokenState, open_store
+from aisd.store import SqliteStore, TokenState
+from tests.integration.backends import BACKENDS, open_backend
 from tests.integration.data_helpers import (
     FixedClock,
     call,
@@ -29,9 +30,9 @@ def at(month: int, day: int, hour: int = 10, minute: int = 0) -> datetime:
 ONE = result({"PL61109010140000071219812874": (tx(date(2026, 1, 5), "-1.00", "Kiosk"),)})
 
 
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
-    async with open_store(tmp_path / "aisd.db") as opened:
+@pytest.fixture(params=BACKENDS)
+async def store(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[SqliteStore]:
+    async with open_backend(request.param, tmp_path, request) as opened:
         yield opened
 
 

@@ -15,9 +15,10 @@ from hypothesis import strategies as st
 
 from aisd.rpc import RpcError
 from aisd.rpc.methods_data import decode_cursor, encode_cursor
-from aisd.store import SqliteStore, open_store
+from aisd.store import SqliteStore
 from aisd.store.sqlite import LATEST_VERSION, migrate
 from aisd.store.sqlite._feed import fold
+from tests.integration.backends import BACKENDS, open_backend
 from tests.integration.data_helpers import (
     FixedClock,
     call,
@@ -46,9 +47,9 @@ SECOND = (
 )
 
 
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
-    async with open_store(tmp_path / "aisd.db") as opened:
+@pytest.fixture(params=BACKENDS)
+async def store(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[SqliteStore]:
+    async with open_backend(request.param, tmp_path, request) as opened:
         yield opened
 
 

@@ -37,7 +37,7 @@ import psycopg
 from psycopg_pool import ConnectionPool
 
 from aisd.kontomatik._models import CommandFailure, ImportResult
-from aisd.phases import Budget, failed_event_data
+from aisd.phases import Budget, Step, failed_event_data
 from aisd.store._health import StorageHealth
 from aisd.store._records import (
     AccessKind,
@@ -86,6 +86,10 @@ T = TypeVar("T")
 _FINAL_STATES = ("successful", "failed")
 # A lost race (40001, 40P01) runs the transaction again, this many times at most.
 _ATTEMPTS = 5
+# A lease "until released": a century, on the database's clock.
+_NO_END_SECONDS = 100 * 365 * 86400.0
+# Steps after which another daemon may find work to claim.
+_FREEING = frozenset({Step.REQUEUE, Step.ENDED_UPSTREAM, Step.LET_GO})
 # The listener's pause before connecting again after its connection broke.
 _LISTEN_RETRY_SECONDS = 1.0
 
@@ -387,17 +391,18 @@ class PostgresStore(
     # -- claims and fenced steps ---------------------------------------------------------------
 
     async def register_claimer(
-        self, *, now: datetime, ttl_seconds: float, sole: bool, max_running: int
+        self, *, now: datetime, ttl_seconds: float | None, sole: bool, max_running: int
     ) -> str:
         """See :meth:`aisd.store.Store.register_claimer`. The lease runs on the database's
-        clock for ``ttl_seconds``."""
+        clock for ``ttl_seconds`` (None: until released or ended by a sole claimer)."""
         claimer = new_id("clm_")
+        ttl = _NO_END_SECONDS if ttl_seconds is None else ttl_seconds
         await self._step(
             partial(
                 steps.register_claimer,
                 claimer=claimer,
                 now=now,
-                lease_until=now + timedelta(seconds=ttl_seconds),
+                lease_until=now + timedelta(seconds=ttl),
                 host=socket.gethostname(),
                 pid=os.getpid(),
                 sole=sole,
@@ -460,16 +465,10 @@ class PostgresStore(
         )
 
     async def advance(self, claim: Claim, write: StepWrite, *, now: datetime) -> None:
-        """See :meth:`aisd.store.Store.advance`."""
-        await self._step(partial(steps.record_step, claim=claim, write=write, now=now))
-
-    async def release_slot(self, claim: Claim) -> None:
-        """See :meth:`aisd.store.Store.release_slot`."""
-        await self._step(_notifying(partial(steps.release_slot, claim=claim)))
-
-    async def let_go(self, claim: Claim, *, not_before: datetime | None = None) -> None:
-        """See :meth:`aisd.store.Store.let_go`."""
-        await self._step(_notifying(partial(steps.let_go, claim=claim, not_before=not_before)))
+        """See :meth:`aisd.store.Store.advance`. A step that frees a slot or the claim wakes
+        the other daemons."""
+        record = partial(steps.record_step, claim=claim, write=write, now=now)
+        await self._step(_notifying(record) if write.step in _FREEING else record)
 
     async def finish_success(
         self,

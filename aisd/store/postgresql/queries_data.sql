@@ -49,7 +49,7 @@ SELECT t.id, a.iban, t.transaction_on, t.booked_on, t.amount, t.balance, t.title
 FROM transactions AS t
 JOIN accounts AS a ON a.id = t.account_id
 JOIN owners AS o ON o.id = a.owner_id
-WHERE t.id IN (SELECT jsonb_array_elements_text(%(ids)s::jsonb))
+WHERE t.id IN (SELECT jsonb_array_elements_text(%(ids)s::jsonb)::bigint)
 
 -- name: billing_tokens
 -- Tokens whose life may have a cycle ending in [:start, :end); NULL bounds are open. ended_at

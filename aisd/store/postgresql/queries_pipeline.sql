@@ -160,13 +160,6 @@ UPDATE imports SET claimed_by = NULL
 WHERE phase <> 'done' AND claimed_by = %(claimer)s
 RETURNING id, phase
 
--- name: fenced_release_slot
-UPDATE slots SET import_id = NULL, taken_at = NULL
-WHERE import_id = (
-    SELECT id FROM imports
-    WHERE id = %(id)s AND claimed_by = %(claimer)s AND claim_epoch = %(epoch)s AND phase <> 'done'
-)
-
 -- name: import_open_refresh
 SELECT id FROM imports WHERE token_id = %(token_id)s AND kind = 'refresh' AND phase <> 'done'
 
@@ -178,7 +171,10 @@ VALUES (%(id)s, %(owner_id)s, %(token_id)s, NULL, NULL, 'refresh', 'queued', 'qu
 ON CONFLICT DO NOTHING
 
 -- name: next_event_ids
-UPDATE counters SET value = value + %(n)s WHERE name = 'event_id' RETURNING value
+-- MAX(id) (the primary key's end) keeps it right after rows written by bulk SQL outside aisd.
+UPDATE counters
+SET value = GREATEST(value, (SELECT COALESCE(MAX(id), 0) FROM events)) + %(n)s
+WHERE name = 'event_id' RETURNING value
 
 -- name: insert_event_with_id
 INSERT INTO events (id, at, type, owner_external_id, token_id, import_id, data)
@@ -206,3 +202,11 @@ LEFT JOIN sessions AS s ON s.id = i.session_ref
 LEFT JOIN tokens AS t ON t.id = i.token_id
 WHERE i.phase <> 'done'
 ORDER BY i.kind = 'refresh', i.created_at, i.id
+
+-- name: imports_by_ids
+SELECT id FROM imports WHERE id IN (SELECT jsonb_array_elements_text(%(ids)s::jsonb))
+ORDER BY created_at, id
+
+-- name: clear_next_refresh_of_import
+UPDATE tokens SET next_refresh_at = NULL
+WHERE id = (SELECT token_id FROM imports WHERE id = %(id)s)

@@ -1,0 +1,50 @@
+"""The PostgreSQL backend speaks every statement of the backend-neutral step code."""
+
+from __future__ import annotations
+
+from aisd.store.postgresql._dialect import Row, to_postgres
+from aisd.store.postgresql._queries import QUERIES as PG
+from aisd.store.sqlite._queries import QUERIES as SQLITE
+
+# SQLite's own housekeeping, which the PostgreSQL backend does its own way (migrations under an
+# advisory lock, transactions by the driver).
+SQLITE_ONLY = frozenset(
+    {
+        "begin_immediate",
+        "commit",
+        "rollback",
+        "writer_pragmas",
+        "reader_pragmas",
+        "migration_pragmas",
+        "get_user_version",
+        "set_user_version",
+        "foreign_key_check",
+    }
+)
+
+
+def test_every_shared_statement_has_a_postgresql_text() -> None:
+    assert sorted(set(SQLITE) - set(PG) - SQLITE_ONLY) == []
+
+
+def test_a_sqlite_statement_is_run_as_its_postgresql_namesake() -> None:
+    assert to_postgres(SQLITE["budget"]) == PG["budget"]
+    assert "FOR UPDATE" in to_postgres(SQLITE["budget"])
+    # The backend's own statements pass through.
+    assert to_postgres(PG["lock_quota_reach"]) == PG["lock_quota_reach"]
+
+
+def test_postgresql_texts_use_psycopg_parameters_only() -> None:
+    for name, text in PG.items():
+        code = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("--"))
+        assert "json_each" not in code, name
+        assert "PRAGMA" not in code, name
+        assert " :" not in code.replace("::", ""), name
+        assert "?" not in code, name
+
+
+def test_a_row_answers_to_position_and_to_name() -> None:
+    row = Row((7, "x"), {"id": 0, "name": 1})
+    assert (row[0], row["id"], row["name"]) == (7, 7, "x")
+    assert row.keys() == ["id", "name"]
+    assert tuple(row) == (7, "x")

@@ -20,7 +20,7 @@ from aisd import __version__
 from aisd import _cli_format as fmt
 from aisd.client import Client, DaemonUnavailable, ProtocolError, RpcError
 from aisd.logs import configure_logging
-from aisd.settings import Settings, SettingsError, load_settings
+from aisd.settings import Settings, SettingsError, check_database_url, load_settings
 
 __all__ = ["build_parser", "main"]
 
@@ -156,6 +156,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080)")
     add("replay", _cmd_replay, "Re-parse the stored raw replies.", is_client=False)
     p = add(
+        "migrate-store",
+        _cmd_migrate_store,
+        "Copy the SQLite database (AISD_DB_PATH) into an empty PostgreSQL database, with the "
+        "daemon stopped, and verify the row counts.",
+        is_client=False,
+    )
+    p.add_argument(
+        "--to",
+        metavar="URL",
+        required=True,
+        help="postgresql://user@host:port/database (the password from the credential file "
+        "aisd_database_password or PGPASSFILE, never in the URL)",
+    )
+    p = add(
         "simulate",
         _cmd_simulate,
         "Run the real planner and pipeline on a virtual clock against the in-process sandbox.",
@@ -278,6 +292,35 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     from aisd.replay import main as replay_main
 
     return replay_main(settings)
+
+
+def _cmd_migrate_store(args: argparse.Namespace) -> int:
+    settings = load_settings(args.env_file, sandbox=True)
+    try:
+        check_database_url(args.to)
+    except ValueError as exc:
+        raise UsageError(f"--to {exc}") from None
+    if not settings.db_path.is_file():
+        raise UsageError(f"AISD_DB_PATH: {settings.db_path} is not a SQLite database file")
+    from aisd.instance import InstanceLocked, instance_lock
+    from aisd.store.postgresql import copy_sqlite
+
+    password = settings.database_password
+    try:
+        # The daemon holds this lock while it runs: the copy needs it stopped.
+        with instance_lock(settings.db_path):
+            counts = copy_sqlite(
+                settings.db_path,
+                args.to,
+                password=None if password is None else password.get_secret_value(),
+            )
+    except InstanceLocked:
+        _fail("the daemon is running on this database: stop it first")
+        return 1
+    for table, (rows, _) in counts.items():
+        print(f"{table:24} {rows:>10} rows copied and counted")
+    print(f"copied {sum(n for n, _ in counts.values())} rows; set AISD_DATABASE_URL to use it")
+    return 0
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:

@@ -59,3 +59,17 @@ SELECT pg_notify('aisd_work', '')
 
 -- name: listen_work
 LISTEN aisd_work
+
+-- name: copy_target_rows
+-- migrate-store copies only into a database without aisd data.
+SELECT (SELECT COUNT(*) FROM owners) + (SELECT COUNT(*) FROM tokens)
+     + (SELECT COUNT(*) FROM imports) + (SELECT COUNT(*) FROM events)
+
+-- name: copy_target_columns
+SELECT column_name FROM information_schema.columns
+WHERE table_schema = current_schema() AND table_name = %(table)s
+ORDER BY ordinal_position
+
+-- name: copy_release_claims
+-- The stopped daemon's claims: the first daemon on PostgreSQL adopts what was in flight.
+UPDATE imports SET claimed_by = NULL WHERE claimed_by IS NOT NULL

@@ -1,0 +1,111 @@
+"""aisd migrate-store: a SQLite installation copied into PostgreSQL reads the same there."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from functools import partial
+from pathlib import Path
+
+import anyio.to_thread
+import pytest
+
+from aisd.cli import main
+from aisd.store import ConflictError, open_store
+from aisd.store.postgresql import copy_sqlite, open_postgres_store
+from tests.integration.data_helpers import consent_import, refresh_import, result, tx
+from tests.postgres_server import PostgresServer
+
+pytestmark = pytest.mark.anyio
+
+T0 = datetime(2026, 6, 1, 9, 0, tzinfo=UTC)
+
+
+async def _installation(path: Path) -> None:
+    async with open_store(path) as store:
+        for n in range(3):
+            _, token_id = await consent_import(
+                store,
+                f"owner-{n}",
+                n,
+                result({f"PL0{n}SHARED": (tx(date(2026, 5, 30), "-10.00", f"shop {n}"),)}),
+                now=T0,
+                raw=b"\x1f\x8b raw reply",
+            )
+            assert token_id is not None
+            await refresh_import(
+                store,
+                token_id,
+                result({f"PL0{n}SHARED": (tx(date(2026, 5, 31), "-5.00", f"bus {n}"),)}),
+                now=T0 + timedelta(hours=7),
+            )
+        # An import in the queue when the daemon was stopped.
+        await store.queue_refresh(token_id, now=T0 + timedelta(hours=14), since=T0.date())
+
+
+async def test_a_copy_reads_the_same_on_postgresql(tmp_path: Path, postgres_url: str) -> None:
+    path = tmp_path / "aisd.db"
+    await _installation(path)
+
+    counts = await anyio.to_thread.run_sync(copy_sqlite, path, postgres_url)
+
+    assert all(a == b for a, b in counts.values())
+    assert counts["transactions"][0] >= 3
+    assert counts["events"][0] > 10
+    pg = await open_postgres_store(postgres_url)
+    try:
+        async with open_store(path) as sqlite_store:
+            for store_a, store_b in ((sqlite_store, pg),):
+                assert await store_b.list_events(after=0, limit=1000) == await store_a.list_events(
+                    after=0, limit=1000
+                )
+                assert await store_b.list_tokens() == await store_a.list_tokens()
+                assert await store_b.counts() == await store_a.counts()
+                assert await store_b.feed_changes(after=0, limit=100) == (
+                    await store_a.feed_changes(after=0, limit=100)
+                )
+                assert await store_b.billing_inputs() == await store_a.billing_inputs()
+                for n in range(3):
+                    owner = f"owner-{n}"
+                    assert await store_b.accounts(owner) == await store_a.accounts(owner)
+                    iban = f"PL0{n}SHARED"
+                    assert await store_b.transactions(owner, iban) == (
+                        await store_a.transactions(owner, iban)
+                    )
+                    assert await store_b.raw_replies(owner) == await store_a.raw_replies(owner)
+                assert [j.import_id for j in await store_b.open_jobs()] == [
+                    j.import_id for j in await store_a.open_jobs()
+                ]
+        # New rows continue above the copied ids: the feed goes on without a clash.
+        last = await pg.last_event_id()
+        claimer = await pg.register_claimer(now=T0, ttl_seconds=30, sole=False, max_running=8)
+        [job] = await pg.claim_work(claimer, now=T0 + timedelta(days=1))
+        assert job.claim is not None
+        assert (await pg.list_events(after=last, limit=10)) == []
+    finally:
+        await pg.close()
+    with pytest.raises(ConflictError):
+        await anyio.to_thread.run_sync(copy_sqlite, path, postgres_url)
+
+
+async def test_the_command_copies_and_refuses_a_running_daemons_database(
+    tmp_path: Path,
+    postgres_server: PostgresServer,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    path = tmp_path / "aisd.db"
+    await _installation(path)
+    for name in ("AISD_API_KEY", "AISD_DATABASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AISD_DB_PATH", str(path))
+    url = postgres_server.new_database()
+    run = partial(main, ["migrate-store", "--to", url])
+    from aisd.instance import instance_lock
+
+    with instance_lock(path):
+        assert await anyio.to_thread.run_sync(run) == 1
+    assert "stop it first" in capsys.readouterr().err
+    assert await anyio.to_thread.run_sync(run) == 0
+    out = capsys.readouterr().out
+    assert "transactions" in out
+    assert "set AISD_DATABASE_URL" in out

@@ -39,6 +39,7 @@ async def _installation(path: Path) -> None:
                 now=T0 + timedelta(hours=7),
             )
         # An import in the queue when the daemon was stopped.
+        assert token_id is not None
         await store.queue_refresh(token_id, now=T0 + timedelta(hours=14), since=T0.date())
 
 

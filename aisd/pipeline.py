@@ -151,6 +151,7 @@ class Pipeline:
         self._jobs_quota_strikes = 0
         self._claimer: str | None = None
         self._to_let_go: dict[Claim, datetime | None] = {}
+        self._tg: TaskGroup | None = None
         self._lease_deadline = float("-inf")
         self.last_dispatch_at: float = clock.monotonic()
         self._storage_pause = 0.0
@@ -186,6 +187,7 @@ class Pipeline:
         await self._register()
         try:
             async with anyio.create_task_group() as tg:
+                self._tg = tg
                 if not self._config.sole_claimer:
                     # A sole claimer's lease cannot pass to anyone while it lives: the next
                     # sole claimer ends it when it starts, so it needs no heartbeat.
@@ -694,8 +696,10 @@ class Pipeline:
     async def _release_slot(self, job: ImportJob) -> None:
         """The command has ended upstream: its slot serves the next import while this one's
         result is stored (which takes a while for a year of transactions)."""
-        await self._store.advance(
+        handed = await self._store.advance(
             self._claim(job), StepWrite(Step.ENDED_UPSTREAM), now=self._clock.now()
         )
         self._active.discard(job.import_id)
-        self._wake.set()
+        if self._tg is not None:
+            for other in handed:
+                self._start(self._tg, other)

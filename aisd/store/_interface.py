@@ -144,12 +144,13 @@ class Store(Protocol):
         accepted Default Import. Returns the budget afterwards."""
         ...
 
-    async def advance(self, claim: Claim, write: StepWrite, *, now: datetime) -> None:
+    async def advance(self, claim: Claim, write: StepWrite, *, now: datetime) -> list[ImportJob]:
         """Record one step of a claimed import (session, command, poll, wait, requeue, its
         command's end upstream, letting it go), fenced on the claim and on the phases the step
-        table allows. A requeue lets the claim and the slot go; the end upstream frees the slot
-        while the result is stored; letting go keeps an in-flight import's slot for whoever
-        claims it next.
+        table allows. A requeue lets the claim and the slot go; letting go keeps an in-flight
+        import's slot for whoever claims it next. The end upstream frees the slot while the
+        result is stored and, in the same transaction, claims the next work for the same
+        claimer (as :meth:`claim_work`): those jobs are returned (none for other steps).
 
         Raises:
             LeaseLost: the write changed no row.

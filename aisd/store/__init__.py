@@ -5,7 +5,14 @@ from __future__ import annotations
 from aisd.phases import ImportPhase
 from aisd.store._data_records import FeedPage, FeedTransaction, ForgetOutcome
 from aisd.store._health import StorageHealth
-from aisd.store._interface import Store
+from aisd.store._interface import (
+    DataStore,
+    IntakeStore,
+    PipelineStore,
+    PlannerStore,
+    ReadStore,
+    Store,
+)
 from aisd.store._records import (
     AccessKind,
     Claim,
@@ -48,6 +55,7 @@ __all__ = [
     "Claim",
     "ConflictError",
     "ConsentIn",
+    "DataStore",
     "DatabaseTooNewError",
     "EventRecord",
     "FeedPage",
@@ -59,15 +67,19 @@ __all__ = [
     "ImportPhase",
     "ImportRecord",
     "ImportState",
+    "IntakeStore",
     "LeaseLost",
     "LedgerEntry",
     "MergeStats",
     "NewEvent",
     "NotFoundError",
+    "PipelineStore",
     "PlanWrite",
+    "PlannerStore",
     "QuotaAnswer",
     "QuotaRule",
     "QuotaView",
+    "ReadStore",
     "SqliteStore",
     "StepWrite",
     "StorageHealth",

@@ -41,9 +41,8 @@ from aisd.store._records import (
 )
 
 
-class Store(Protocol):
-    """Durable state of the daemon. All methods are safe to call concurrently from many tasks;
-    writes are serialised by the backend."""
+class IntakeStore(Protocol):
+    """Lifecycle and intake."""
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -67,6 +66,10 @@ class Store(Protocol):
         nothing.
         """
         ...
+
+
+class PipelineStore(Protocol):
+    """What the import pipeline needs: leases, claims, the budget, fenced steps."""
 
     # -- claims and the import pipeline's fenced steps ----------------------------------------
 
@@ -190,6 +193,10 @@ class Store(Protocol):
         refusal (and ``quota.deferred``)."""
         ...
 
+
+class ReadStore(Protocol):
+    """Reads for the socket, raw replies and replay."""
+
     # -- reads for the socket ------------------------------------------------------------------
 
     async def get_import(self, import_id: str) -> ImportRecord | None:
@@ -263,6 +270,10 @@ class Store(Protocol):
         """Delete raw replies of imports finished before ``older_than``; returns how many."""
         ...
 
+
+class PlannerStore(Protocol):
+    """Tokens and the planner: the tick's and the on-demand refresh's quota sections."""
+
     # -- tokens and the planner ----------------------------------------------------------------
 
     async def list_tokens(
@@ -273,11 +284,6 @@ class Store(Protocol):
         token_ids: Sequence[str] | None = None,
     ) -> list[TokenRecord]:
         """Tokens, oldest first, filtered."""
-        ...
-
-    async def due_tokens(self, *, now: datetime, limit: int) -> list[TokenRecord]:
-        """Active tokens with ``next_refresh_at <= now`` and no refresh import open, earliest
-        first (an index range: the cost grows with the tokens due, not with all tokens)."""
         ...
 
     async def next_refresh_due(self) -> datetime | None:
@@ -338,6 +344,10 @@ class Store(Protocol):
         """The token's secret, for Revoke Multiple Access Consent (never logged)."""
         ...
 
+
+class DataStore(Protocol):
+    """Data out and privacy: change feed, billing, erasure, retention, analytics."""
+
     # -- data out: change feed, billing, erasure, retention ------------------------------------
 
     async def feed_head(self) -> int:
@@ -395,3 +405,9 @@ class Store(Protocol):
     async def owner_scores(self, owner_external_id: str) -> list[ModelScore]:
         """The owner's kept scores, by model id."""
         ...
+
+
+class Store(IntakeStore, PipelineStore, ReadStore, PlannerStore, DataStore, Protocol):
+    """Durable state of the daemon, grouped by purpose. All methods are safe to call
+    concurrently from many tasks; every guarantee (claims, fencing, the slot budget, the quota,
+    uniqueness, feed order) is kept by the backend's transactions, not by the caller."""

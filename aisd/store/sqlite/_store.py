@@ -271,8 +271,15 @@ class SqliteStore(
                     self._short_waiting -= 1
                     if not self._short_waiting:
                         self._no_short_waiting.set()
+            body = transaction(fn, durable=durable)
+
+            def counted(db: sqlite3.Connection) -> tuple[T, bool]:
+                before = db.total_changes
+                result = body(db)
+                return result, db.total_changes != before
+
             try:
-                out = await on_thread(self._writer, transaction(fn, durable=durable))
+                out, wrote = await on_thread(self._writer, counted)
             except Exception as exc:
                 reason = storage_failure(exc)
                 if reason is None:
@@ -281,7 +288,10 @@ class SqliteStore(
                 raise StorageUnavailable(reason) from exc
             finally:
                 self._lock.release()
-        self.health.succeeded()
+        if wrote:
+            # Only a write that landed says the disk takes writes again: an idle claim that
+            # changed nothing commits even on a full disk.
+            self.health.succeeded()
         return out
 
     def _short_writes_waiting(self) -> bool:

@@ -35,6 +35,7 @@ from aisd.kontomatik import KontomatikClient
 from aisd.pipeline import Pipeline, PipelineConfig
 from aisd.refresh import Refresher
 from aisd.rpc import ListenError, RpcServer, open_listener
+from aisd.rpc.catalog import CATALOG, COMMON_ERRORS
 from aisd.rpc.methods import (
     Services,
     core_methods,
@@ -202,6 +203,8 @@ async def run(settings: Settings, sandbox: bool, clock: Clock | None = None) -> 
             allowed_gids=frozenset(settings.allowed_gids),
             idle_timeout=settings.socket_idle_timeout_seconds,
             max_connections=settings.socket_max_connections,
+            catalog=CATALOG,
+            common_errors=COMMON_ERRORS,
         )
         async with anyio.create_task_group() as tg:
             tg.start_soon(_handle_signals, tg.cancel_scope, pipeline)

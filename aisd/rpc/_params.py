@@ -434,7 +434,7 @@ def month(name: str, description: str) -> Field[dt.date]:
     return Field(
         name,
         description,
-        {"type": "string", "pattern": "^[0-9]{4}-(?:0[1-9]|1[0-2])$"},
+        {"type": "string", "pattern": "^(?!0000)[0-9]{4}-(?:0[1-9]|1[0-2])$"},
         lambda params, required: params.month_(name, required=required),
     )
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from aisd import __version__
 from aisd.clock import Clock, iso
+from aisd.intake import differing_field
 from aisd.kontomatik import ModelScore
 from aisd.refresh import Refresher, RefreshRefused, RevokeFailed
 from aisd.rpc import BUSY, CONFLICT, NOT_FOUND, Handler, Params, Peer, RpcError
@@ -147,6 +148,14 @@ def core_methods(services: Services) -> dict[str, Handler]:
                 "storage unavailable: the consent was not stored",
                 {"reason": exc.reason},
             ) from None
+        if outcome.stored is not None:
+            differs = differing_field(consent, outcome.stored)
+            if differs is not None:
+                raise RpcError(
+                    CONFLICT,
+                    "a consent with this sessionId was submitted with another value",
+                    {"field": differs},
+                )
         if outcome.created:
             services.wake_pipeline()
         return {"importId": outcome.import_id, "tokenId": outcome.token_id}

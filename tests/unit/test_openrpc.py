@@ -2,40 +2,19 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 import jsonschema
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from referencing import Registry, Resource
-from referencing.jsonschema import DRAFT7
 
 from aisd import __version__
 from aisd.rpc import Params, RpcError, RpcServer
 from aisd.rpc._params import Field, Signature
 from aisd.rpc.catalog import CATALOG, COMMON_ERRORS
 from aisd.rpc.openrpc import DISCOVER, document
-
-META_SCHEMA = Path(__file__).parent.parent / "data" / "openrpc" / "meta-schema.json"
-
-
-def _validator() -> jsonschema.Draft7Validator:
-    """The OpenRPC meta-schema, its JSON Schema reference resolved offline (see SOURCE.md)."""
-    meta = json.loads(META_SCHEMA.read_text())
-    draft7 = jsonschema.Draft7Validator.META_SCHEMA
-    # meta.json-schema.tools is a JSON Schema meta-schema whose definitions include
-    # JSONSchemaObject; Draft 7's own meta-schema stands in for both.
-    tools = {**draft7, "definitions": {**draft7["definitions"], "JSONSchemaObject": draft7}}
-    registry: Registry[Any] = Registry().with_resources(
-        [
-            ("https://meta.json-schema.tools", Resource.from_contents(tools, DRAFT7)),
-            ("https://meta.json-schema.tools/", Resource.from_contents(tools, DRAFT7)),
-        ]
-    )
-    return jsonschema.Draft7Validator(meta, registry=registry)
+from tests.openrpc_schema import openrpc_validator
 
 
 def _doc() -> dict[str, Any]:
@@ -43,7 +22,7 @@ def _doc() -> dict[str, Any]:
 
 
 def test_the_document_is_valid_openrpc() -> None:
-    validator = _validator()
+    validator = openrpc_validator()
     errors = sorted(validator.iter_errors(_doc()), key=str)
     assert not errors, [f"{list(e.absolute_path)}: {e.message}" for e in errors[:5]]
 
@@ -52,7 +31,7 @@ def test_the_meta_schema_catches_a_broken_document() -> None:
     broken = _doc()
     broken["methods"][0]["paramStructure"] = "sideways"
     del broken["info"]
-    assert len(list(_validator().iter_errors(broken))) >= 2
+    assert len(list(openrpc_validator().iter_errors(broken))) >= 2
 
 
 def test_every_method_is_described_with_its_params_in_order() -> None:

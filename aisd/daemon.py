@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -228,7 +229,10 @@ async def run(settings: Settings, sandbox: bool, clock: Clock | None = None) -> 
 
 def _make_sandbox(settings: Settings) -> Sandbox:
     key = settings.api_key.get_secret_value() if settings.api_key else DEFAULT_API_KEY
-    return Sandbox(SandboxConfig(api_key=key))
+    # Beside the database, so that a restarted `make run` meets the sandbox its tokens and
+    # sessions came from (and a fresh database a fresh sandbox).
+    state = Path(f"{settings.db_path}.sandbox.json")
+    return Sandbox(SandboxConfig(api_key=key), state_path=state)
 
 
 def _make_client(settings: Settings, box: Sandbox | None) -> KontomatikClient:

@@ -15,6 +15,7 @@ import datetime as dt
 import re
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any, Generic, Literal, TypeVar, cast, overload
 
 from aisd.rpc._errors import INVALID_PARAMS, RpcError
@@ -204,6 +205,32 @@ class Params:
         if max is not None and value > max:
             raise _invalid(name, f"must be an integer of at most {max}")
         return value
+
+    @overload
+    def number_(
+        self, name: str, *, required: Literal[True] = ..., min: float = ..., max: float = ...
+    ) -> float: ...
+    @overload
+    def number_(
+        self, name: str, *, required: bool, min: float = ..., max: float = ...
+    ) -> float | None: ...
+    def number_(
+        self, name: str, *, required: bool = True, min: float = 0.0, max: float = 1.0
+    ) -> float | None:
+        """Read a JSON number (integer or fractional; booleans are refused) within a range.
+
+        Raises:
+            RpcError: -32602 when missing (and required), not a number or out of range.
+        """
+        value = self._get(name, required)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
+            raise _invalid(name, "must be a number")
+        number = float(value)
+        if not min <= number <= max:
+            raise _invalid(name, f"must be a number from {min:g} to {max:g}")
+        return number
 
     @overload
     def date_(self, name: str, *, required: Literal[True] = ...) -> dt.date: ...
@@ -416,6 +443,16 @@ def integer(
         description,
         schema,
         lambda params, required: params.int_(name, required=required, min=min, max=max),
+    )
+
+
+def number(name: str, description: str, *, min: float, max: float) -> Field[float]:
+    """A number field (integer or fractional) within ``min``..``max``."""
+    return Field(
+        name,
+        description,
+        {"type": "number", "minimum": min, "maximum": max},
+        lambda params, required: params.number_(name, required=required, min=min, max=max),
     )
 
 

@@ -12,8 +12,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from aisd.rpc._errors import BUSY, CONFLICT, NOT_FOUND
-from aisd.rpc._params import Signature, choice, date, flag, integer, month, text
+from aisd.rpc._params import Signature, choice, date, flag, integer, month, number, text
 from aisd.rpc.openrpc import ErrorSpec, MethodSpec
+from aisd.sandbox import FAULT_KNOBS
 from aisd.store import ImportState, TokenState
 
 __all__ = [
@@ -99,6 +100,20 @@ DEMO_OWNER = text(
 )
 MULTIPLE_ACCESS = flag("multipleAccess", "Whether the consent grants a token (default true).")
 ACCOUNTS = integer("accounts", "How many bank accounts the demo owner has.", min=1, max=5)
+SECONDS = integer(
+    "seconds", "How far to move the sandbox's clock forward, in seconds.", min=1, max=400 * 86400
+)
+FAULTS = tuple(
+    number(knob, "Seconds added before every reply.", min=0, max=60)
+    if knob == "latency_seconds"
+    else number(knob, f"Share of requests given this fault ({knob[5:]}), 0 to 1.", min=0, max=1)
+    for knob in FAULT_KNOBS
+)
+KILL_OWNER = text(
+    "ownerExternalId",
+    "The owner whose live tokens die upstream (reuses then fail with InvalidMultipleAccessId).",
+    max_len=MAX_ID_LEN,
+)
 
 
 IMPORT_LIMIT = integer(
@@ -399,4 +414,41 @@ _SPECS = (
     ),
 )
 
-CATALOG: Mapping[str, MethodSpec] = {spec.name: spec for spec in _SPECS}
+_SANDBOX_STATUS = _obj(
+    now=_TIME,
+    offsetSeconds={"type": "number"},
+    sessions=_INT,
+    tokens=_INT,
+    deadTokens=_INT,
+    runningCommands=_INT,
+    faults={"type": "object", "additionalProperties": {"type": "number"}},
+    statePath=_null(_STR),
+)
+_SANDBOX_SPECS = (
+    MethodSpec(
+        "sandbox.status",
+        "The embedded sandbox's clock, counts and fault knobs (aisd run --sandbox only).",
+        Signature(by_position=True),
+        _SANDBOX_STATUS,
+    ),
+    MethodSpec(
+        "sandbox.advance",
+        "Move the embedded sandbox's clock forward: new transactions, bookings, ageing.",
+        Signature((SECONDS,), by_position=True),
+        _obj(now=_TIME),
+    ),
+    MethodSpec(
+        "sandbox.faults",
+        "Set the embedded sandbox's fault knobs; absent knobs keep their value.",
+        Signature(tuple(knob.optional() for knob in FAULTS)),
+        _obj(faults={"type": "object", "additionalProperties": {"type": "number"}}),
+    ),
+    MethodSpec(
+        "sandbox.kill",
+        "Kill an owner's live tokens upstream, as a bank or user revocation would.",
+        Signature((KILL_OWNER,), by_position=True),
+        _obj(killed=_INT),
+    ),
+)
+
+CATALOG: Mapping[str, MethodSpec] = {spec.name: spec for spec in (*_SPECS, *_SANDBOX_SPECS)}

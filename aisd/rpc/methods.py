@@ -314,7 +314,9 @@ def token_methods(store: Store, refresher: Refresher) -> dict[str, Handler]:
 
 
 def sandbox_methods(box: Sandbox) -> dict[str, Handler]:
-    """``sandbox.mint``: a demo consent from the embedded sandbox (``aisd run --sandbox`` only)."""
+    """The embedded sandbox's controls (``aisd run --sandbox`` only): ``sandbox.mint`` a demo
+    consent, ``sandbox.status``, ``sandbox.advance`` its clock, ``sandbox.faults``,
+    ``sandbox.kill`` an owner's tokens."""
 
     async def sandbox_mint(params: Params, peer: Peer) -> object:
         owner = params[P.DEMO_OWNER.optional()]
@@ -332,7 +334,27 @@ def sandbox_methods(box: Sandbox) -> dict[str, Handler]:
             "target": "KontoBank",
         }
 
-    return {"sandbox.mint": sandbox_mint}
+    async def sandbox_status(params: Params, peer: Peer) -> object:
+        return box.summary()
+
+    async def sandbox_advance(params: Params, peer: Peer) -> object:
+        return {"now": iso(box.advance(timedelta(seconds=params[P.SECONDS])))}
+
+    async def sandbox_faults(params: Params, peer: Peer) -> object:
+        rates = {k.name: v for k in P.FAULTS if (v := params[k.optional()]) is not None}
+        box.set_faults(rates)
+        return {"faults": box.faults()}
+
+    async def sandbox_kill(params: Params, peer: Peer) -> object:
+        return {"killed": box.kill_tokens(params[P.KILL_OWNER])}
+
+    return {
+        "sandbox.mint": sandbox_mint,
+        "sandbox.status": sandbox_status,
+        "sandbox.advance": sandbox_advance,
+        "sandbox.faults": sandbox_faults,
+        "sandbox.kill": sandbox_kill,
+    }
 
 
 def merged(*tables: Mapping[str, Handler]) -> dict[str, Handler]:

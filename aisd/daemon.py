@@ -33,6 +33,7 @@ from aisd.clock import Clock, SystemClock, iso
 from aisd.housekeeping import housekeep
 from aisd.instance import InstanceLocked, instance_lock
 from aisd.kontomatik import KontomatikClient
+from aisd.logs import event_level
 from aisd.pipeline import Pipeline, PipelineConfig
 from aisd.refresh import Refresher
 from aisd.rpc import ListenError, RpcServer, open_listener
@@ -108,7 +109,8 @@ class EventLog:
             while True:
                 events = await self._store.list_events(after=after, limit=500)
                 for event in events:
-                    elog.info(
+                    elog.log(
+                        event_level(event.type, event.data),
                         event.type,
                         eventId=event.id,
                         ownerExternalId=event.owner_external_id,

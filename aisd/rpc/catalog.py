@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from aisd.logs import MIN_SECRET_LENGTH
 from aisd.rpc._errors import BUSY, CONFLICT, NOT_FOUND
 from aisd.rpc._params import Signature, choice, date, flag, integer, month, number, text
 from aisd.rpc.openrpc import ErrorSpec, MethodSpec
@@ -27,9 +28,9 @@ __all__ = [
 ]
 
 MAX_ID_LEN = 256
-# A secret this short would be a typo or a test value; redacting it would also shred ordinary
-# words in log lines, so intake refuses it (see docs/api.md, consent.submit).
-MIN_SECRET_LEN = 8
+# A secret this short would be a typo or a test value, and too short to redact safely from log
+# lines, so intake refuses it (see docs/api.md, consent.submit).
+MIN_SECRET_LEN = MIN_SECRET_LENGTH
 # Upstream failed to do what was asked (e.g. a revocation it never confirmed).
 UPSTREAM_ERROR = -32010
 # The database refused the write (disk full, read-only): nothing was stored, retry later.

@@ -1,7 +1,7 @@
 """The daemon's JSON-RPC methods: validation of params and shaping of results, nothing more.
 
 Each handler validates its params (errors name the field, never echo a value), calls the store
-or the services, and returns the CONTRACT's result shape. Times are ISO 8601 UTC strings and
+or the services, and returns the result shape docs/api.md gives. Times are ISO 8601 UTC strings and
 amounts decimal strings.
 """
 
@@ -50,7 +50,7 @@ class Services:
 
 
 def _jsonable(value: object) -> object:
-    """Amounts as decimal strings and times as ISO 8601 UTC, as the CONTRACT writes them."""
+    """Amounts as decimal strings and times as ISO 8601 UTC, as docs/api.md writes them."""
     if isinstance(value, Decimal):
         return str(value)
     if isinstance(value, datetime):

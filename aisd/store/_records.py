@@ -24,7 +24,7 @@ class ImportKind(enum.StrEnum):
 
 
 class ImportState(enum.StrEnum):
-    """The import states of the CONTRACT."""
+    """The import states of the API (docs/api.md)."""
 
     QUEUED = "queued"
     RUNNING = "running"
@@ -51,7 +51,7 @@ class ImportPhase(enum.StrEnum):
 
 
 class TokenState(enum.StrEnum):
-    """Token states of the CONTRACT. Anything but ``active`` is final."""
+    """Token states of the API (docs/api.md). Anything but ``active`` is final."""
 
     ACTIVE = "active"
     REAUTH_REQUIRED = "reauth_required"

@@ -113,7 +113,7 @@ def test_the_readme_recipes_find_what_they_promise(
         entry = json.loads(line)
         by_event.setdefault(entry["event"], []).append((priority, entry))
     # `journalctl -p warning` shows priority 4 and more urgent.
-    warnings = {
+    warnings: dict[str, Callable[[dict[str, Any]], bool]] = {
         "import.failed": lambda e: True,
         "token.reauth_required": lambda e: True,
         "quota.deferred": lambda e: e.get("reason") == "upstream_limit",

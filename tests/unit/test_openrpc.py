@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -151,3 +152,27 @@ def _refusal(call: Any) -> RpcError:
         call()
     assert info.value.code == -32602
     return info.value
+
+
+API_MD = Path(__file__).resolve().parents[2] / "docs" / "api.md"
+
+
+def test_the_prose_reference_covers_every_method_param_and_error() -> None:
+    text = API_MD.read_text()
+    headings = [line for line in text.splitlines() if line.startswith("### ")]
+    for name, spec in {**CATALOG, "rpc.discover": DISCOVER}.items():
+        assert any(name in heading for heading in headings), name
+        for field in spec.signature.fields:
+            assert f"`{field.name}`" in text, (name, field.name)
+        # A by-position method says so in its heading or in its row of a table.
+        if spec.signature.by_position and spec.signature.fields:
+            in_heading = any(name in h and "by position" in h for h in headings)
+            assert in_heading or f"`{name}` (by position)" in text, name
+    for spec in CATALOG.values():
+        for error in spec.errors:
+            assert str(error.code) in text, (spec.name, error.code)
+    for code in (-32700, -32600, -32601, -32602, -32603, -32001, -32004, -32009, -32010, -32029):
+        assert f"| {code} |" in text, code
+    for error in COMMON_ERRORS:
+        assert f"| {error.code} |" in text
+    assert "../shared" not in text

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import jsonrpcclient
+import jsonschema
 import pytest
 
 from tests.e2e.conftest import (
@@ -18,6 +19,7 @@ from tests.e2e.conftest import (
     daemon_environment,
     daemon_process,
     serving_sandbox,
+    wait_final,
 )
 from tests.openrpc_schema import openrpc_validator
 
@@ -193,3 +195,50 @@ def test_a_too_short_secret_is_refused_at_intake(line: Line) -> None:
         refused = line.call("consent.submit", params)
         assert isinstance(refused, jsonrpcclient.Error)
         assert (refused.code, refused.data) == (-32602, {"field": field})
+
+
+def test_live_results_match_the_documented_result_schemas(
+    line: Line, running: DaemonProcess, sandbox_module: SandboxServer
+) -> None:
+    minted = sandbox_module.mint("schema-owner")
+    ids = running.client.submit_consent(
+        "schema-owner",
+        minted.session_id,
+        minted.signature,
+        multiple_access_id=minted.multiple_access_id,
+    )
+    wait_final(running.client, [ids["importId"]], timeout=60)
+    discovered = line.call("rpc.discover")
+    assert isinstance(discovered, jsonrpcclient.Ok)
+    schemas = {m["name"]: m["result"]["schema"] for m in discovered.result["methods"]}
+    calls: list[tuple[str, Any]] = [
+        (
+            "consent.submit",
+            {
+                "ownerExternalId": "schema-owner",
+                "sessionId": minted.session_id,
+                "sessionIdSignature": minted.signature,
+                "multipleAccessId": minted.multiple_access_id,
+            },
+        ),
+        ("import.get", [ids["importId"]]),
+        ("import.list", {"ownerExternalId": "schema-owner"}),
+        ("token.list", {"explain": True}),
+        ("owner.data", ["schema-owner"]),
+        ("events.list", [0, 50]),
+        ("data.changes", {"ownerExternalId": "schema-owner", "limit": 5}),
+        ("daemon.status", None),
+        ("billing.report", ["2026-12"]),
+        ("billing.forecast", [2]),
+        ("rpc.discover", None),
+    ]
+    checker = jsonschema.Draft7Validator.FORMAT_CHECKER
+    for method, params in calls:
+        answer = line.call(method, params)
+        assert isinstance(answer, jsonrpcclient.Ok), (method, answer)
+        errors = list(
+            jsonschema.Draft7Validator(schemas[method], format_checker=checker).iter_errors(
+                answer.result
+            )
+        )
+        assert not errors, (method, [f"{list(e.absolute_path)}: {e.message}" for e in errors[:3]])

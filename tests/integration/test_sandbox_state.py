@@ -12,12 +12,16 @@ from pathlib import Path
 import httpx
 import pytest
 
+from aisd.rpc import Peer, RpcError
+from aisd.rpc.catalog import CATALOG
+from aisd.rpc.methods import sandbox_methods
 from aisd.sandbox import DEFAULT_API_KEY, Sandbox, SandboxApp, SandboxConfig
 from aisd.sandbox._config import ApiError
 
 pytestmark = pytest.mark.anyio
 
 T0 = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
+PEER = Peer(pid=1, uid=0, gid=0, groups=frozenset())
 
 
 class Clock:
@@ -126,3 +130,34 @@ async def test_http_controls(http: tuple[httpx.AsyncClient, Sandbox]) -> None:
     outsider = await client.get("/sandbox/status", headers={"X-Api-Key": "wrong"})
     assert outsider.status_code == 401
     assert json.dumps(status).count("carol") == 0  # a summary, not a dump of owners
+
+
+async def test_the_embedded_sandbox_controls_through_the_method_table() -> None:
+    box = Sandbox(clock=Clock())
+    table = sandbox_methods(box)
+
+    async def call(method: str, params: dict[str, object] | list[object]) -> object:
+        bound = CATALOG[method].signature.bind(params)
+        return await table[method](bound, PEER)
+
+    minted = await call("sandbox.mint", {"ownerExternalId": "dave"})
+    assert isinstance(minted, dict)
+    assert await call("sandbox.advance", [3600]) == {"now": "2026-11-01T10:00:00Z"}
+    faults = await call("sandbox.faults", {"rate_jobs_quota": 0.5, "latency_seconds": 2})
+    assert isinstance(faults, dict)
+    assert (faults["faults"]["rate_jobs_quota"], faults["faults"]["latency_seconds"]) == (0.5, 2.0)
+    assert await call("sandbox.kill", ["dave"]) == {"killed": 1}
+    assert await call("sandbox.kill", ["dave"]) == {"killed": 0}
+    status = await call("sandbox.status", [])
+    assert isinstance(status, dict)
+    assert (status["tokens"], status["deadTokens"], status["offsetSeconds"]) == (0, 1, 3600.0)
+    refusals: list[tuple[str, dict[str, object] | list[object], str]] = [
+        ("sandbox.advance", [0], "seconds"),
+        ("sandbox.faults", {"rate_5xx": 1.5}, "rate_5xx"),
+        ("sandbox.faults", {"api_key": 0}, "api_key"),
+        ("sandbox.kill", {}, "ownerExternalId"),
+    ]
+    for method, params, field in refusals:
+        with pytest.raises(RpcError) as refused:
+            await call(method, params)
+        assert (refused.value.code, refused.value.data) == (-32602, {"field": field})

@@ -17,12 +17,13 @@ from typing import Any
 
 import httpx
 
-from aisd.client import Client
+from aisd.client import Client, RpcError
 from aisd.sandbox import CONTROL_PATHS, DEFAULT_API_KEY, FAULT_KNOBS
 from aisd.settings import load_settings
 
 __all__ = ["add_arguments", "run"]
 
+_METHOD_NOT_FOUND = -32601
 _DURATION = re.compile(r"([0-9]+)([smhd]?)")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 # Option names of the fault rates (``--timeouts``, not ``--timeout``: that is the client's own).
@@ -129,6 +130,16 @@ def run(args: argparse.Namespace, client: Callable[[argparse.Namespace], Client]
             print(f"aisd: sandbox-ctl: {exc}", file=sys.stderr)
             return 1
     else:
-        result = client(args).call(f"sandbox.{action}", params)
+        try:
+            result = client(args).call(f"sandbox.{action}", params)
+        except RpcError as exc:
+            if exc.code != _METHOD_NOT_FOUND:
+                raise
+            print(
+                "aisd: sandbox-ctl: this daemon runs without --sandbox; for a stand-alone "
+                "`aisd sandbox` give its --url",
+                file=sys.stderr,
+            )
+            return 1
     print(json.dumps(result, indent=2, ensure_ascii=False))
     return 0

@@ -148,3 +148,18 @@ def test_next_refresh_is_never_just_now() -> None:
     columns = dict(zip(re.split(r"\s{2,}", header), re.split(r"\s{2,}", row), strict=True))
     assert (columns["LAST IMPORT"], columns["NEXT REFRESH"]) == ("just now", "being planned")
     assert "next refresh: being planned" in table
+
+
+def test_sandbox_ctl_against_a_daemon_without_a_sandbox_says_so(
+    monkeypatch: pytest.MonkeyPatch, short_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with FakeDaemon(short_dir / "d.sock") as daemon:
+        monkeypatch.setenv("AISD_SOCKET_PATH", str(daemon.path))
+        assert main(["sandbox-ctl", "status"]) == 1
+        assert "without --sandbox" in capsys.readouterr().err
+        daemon.results["sandbox.advance"] = {"now": "2026-12-02T10:00:00Z"}
+        assert main(["sandbox-ctl", "advance", "1d"]) == 0
+        assert daemon.params("sandbox.advance") == [{"seconds": 86400}]
+        assert '"now": "2026-12-02T10:00:00Z"' in capsys.readouterr().out
+        for bad in ("0s", "1w", "-5m", "soon"):
+            assert main(["sandbox-ctl", "advance", bad]) == 2

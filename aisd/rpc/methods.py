@@ -1,7 +1,8 @@
 """The daemon's JSON-RPC methods: validation of params and shaping of results, nothing more.
 
-Each handler validates its params (errors name the field, never echo a value), calls the store
-or the services, and returns the result shape docs/api.md gives. Times are ISO 8601 UTC strings and
+Each handler reads its params through the fields of :mod:`aisd.rpc.catalog` (the server has
+bound and validated them; errors name the field, never echo a value), calls the store or the
+services, and returns the result shape docs/api.md gives. Times are ISO 8601 UTC strings and
 amounts decimal strings.
 """
 

@@ -47,11 +47,11 @@ from aisd.store import (
     ImportKind,
     ImportPhase,
     LeaseLost,
+    PipelineStore,
     QuotaAnswer,
     QuotaRule,
     StepWrite,
     StorageUnavailable,
-    Store,
     TokenOutcome,
 )
 
@@ -120,7 +120,7 @@ class Pipeline:
 
     def __init__(
         self,
-        store: Store,
+        store: PipelineStore,
         client: KontomatikClient,
         config: PipelineConfig,
         clock: Clock,
@@ -151,6 +151,7 @@ class Pipeline:
         self._jobs_quota_strikes = 0
         self._claimer: str | None = None
         self._to_let_go: dict[Claim, datetime | None] = {}
+        self._tg: TaskGroup | None = None
         self._lease_deadline = float("-inf")
         self.last_dispatch_at: float = clock.monotonic()
         self._storage_pause = 0.0
@@ -183,14 +184,15 @@ class Pipeline:
         """Take a lease and dispatch until cancelled: in-flight imports nobody drives are
         adopted first. On the way out the lease ends and every import is let go, recorded as
         it stands, for the next claimer."""
-        await self._register()
         try:
             async with anyio.create_task_group() as tg:
+                self._tg = tg
+                task_status.started()
+                await self._register_until_stored()
                 if not self._config.sole_claimer:
                     # A sole claimer's lease cannot pass to anyone while it lives: the next
                     # sole claimer ends it when it starts, so it needs no heartbeat.
                     tg.start_soon(self._heartbeat)
-                task_status.started()
                 while True:
                     self.last_dispatch_at = self._clock.monotonic()
                     if self._accepting and self._clock.monotonic() >= self._paused_until:
@@ -204,6 +206,17 @@ class Pipeline:
             with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
                 if self._claimer is not None:
                     await self._store.release_claimer(self._claimer, now=self._clock.now())
+
+    async def _register_until_stored(self) -> None:
+        while True:
+            try:
+                await self._register()
+                return
+            except StorageUnavailable:
+                # Nothing is driven without a lease; the store has logged why.
+                self.last_dispatch_at = self._clock.monotonic()
+                self._pause_for_storage()
+                await self._clock.sleep(self._storage_pause)
 
     async def _register(self) -> None:
         started = self._clock.monotonic()
@@ -702,8 +715,10 @@ class Pipeline:
     async def _release_slot(self, job: ImportJob) -> None:
         """The command has ended upstream: its slot serves the next import while this one's
         result is stored (which takes a while for a year of transactions)."""
-        await self._store.advance(
+        handed = await self._store.advance(
             self._claim(job), StepWrite(Step.ENDED_UPSTREAM), now=self._clock.now()
         )
         self._active.discard(job.import_id)
-        self._wake.set()
+        if self._tg is not None:
+            for other in handed:
+                self._start(self._tg, other)

@@ -6,7 +6,14 @@ from __future__ import annotations
 from aisd.phases import ImportPhase
 from aisd.store._data_records import FeedPage, FeedTransaction, ForgetOutcome
 from aisd.store._health import StorageHealth
-from aisd.store._interface import Store
+from aisd.store._interface import (
+    DataStore,
+    IntakeStore,
+    PipelineStore,
+    PlannerStore,
+    ReadStore,
+    Store,
+)
 from aisd.store._records import (
     AccessKind,
     Claim,
@@ -25,6 +32,7 @@ from aisd.store._records import (
     QuotaRule,
     QuotaView,
     StepWrite,
+    StoredConsent,
     StoredTransaction,
     SubmitOutcome,
     TickOutcome,
@@ -50,6 +58,7 @@ __all__ = [
     "Claim",
     "ConflictError",
     "ConsentIn",
+    "DataStore",
     "DatabaseTooNewError",
     "EventRecord",
     "FeedPage",
@@ -61,21 +70,26 @@ __all__ = [
     "ImportPhase",
     "ImportRecord",
     "ImportState",
+    "IntakeStore",
     "LeaseLost",
     "LedgerEntry",
     "MergeStats",
     "NewEvent",
     "NotFoundError",
+    "PipelineStore",
     "PlanWrite",
+    "PlannerStore",
     "QuotaAnswer",
     "QuotaRule",
     "QuotaView",
+    "ReadStore",
     "SqliteStore",
     "StepWrite",
     "StorageHealth",
     "StorageUnavailable",
     "Store",
     "StoreError",
+    "StoredConsent",
     "StoredTransaction",
     "SubmitOutcome",
     "TickOutcome",

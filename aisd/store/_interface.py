@@ -42,9 +42,8 @@ from aisd.store._records import (
 )
 
 
-class Store(Protocol):
-    """Durable state of the daemon. All methods are safe to call concurrently from many tasks;
-    writes are serialised by the backend."""
+class IntakeStore(Protocol):
+    """Lifecycle and intake."""
 
     # Whether writes succeed, as the last one found out (daemon.status's "storage").
     health: StorageHealth
@@ -67,10 +66,15 @@ class Store(Protocol):
         One transaction: the owner (created if new), the consent, its session, its token when
         ``multiple_access_id`` is given (state ``active``, ``expires_at``), an ``initial`` import
         in state ``queued`` with ``since``, and the event ``consent.received``. A repeat with a
-        ``session_id`` already stored returns the stored ids with ``created=False`` and changes
+        ``session_id`` already stored returns the stored ids with ``created=False`` and the stored
+        consent's owner and secrets in ``stored`` (for the caller to compare), and changes
         nothing.
         """
         ...
+
+
+class PipelineStore(Protocol):
+    """What the import pipeline needs: leases, claims, the budget, fenced steps."""
 
     # -- claims and the import pipeline's fenced steps ----------------------------------------
 
@@ -148,12 +152,13 @@ class Store(Protocol):
         accepted Default Import. Returns the budget afterwards."""
         ...
 
-    async def advance(self, claim: Claim, write: StepWrite, *, now: datetime) -> None:
+    async def advance(self, claim: Claim, write: StepWrite, *, now: datetime) -> list[ImportJob]:
         """Record one step of a claimed import (session, command, poll, wait, requeue, its
         command's end upstream, letting it go), fenced on the claim and on the phases the step
-        table allows. A requeue lets the claim and the slot go; the end upstream frees the slot
-        while the result is stored; letting go keeps an in-flight import's slot for whoever
-        claims it next.
+        table allows. A requeue lets the claim and the slot go; letting go keeps an in-flight
+        import's slot for whoever claims it next. The end upstream frees the slot while the
+        result is stored and, in the same transaction, claims the next work for the same
+        claimer (as :meth:`claim_work`): those jobs are returned (none for other steps).
 
         Raises:
             LeaseLost: the write changed no row.
@@ -192,6 +197,10 @@ class Store(Protocol):
         (and ``token.reauth_required`` once), or ``deferred_until`` after an upstream quota
         refusal (and ``quota.deferred``)."""
         ...
+
+
+class ReadStore(Protocol):
+    """Reads for the socket, raw replies and replay."""
 
     # -- reads for the socket ------------------------------------------------------------------
 
@@ -266,6 +275,10 @@ class Store(Protocol):
         """Delete raw replies of imports finished before ``older_than``; returns how many."""
         ...
 
+
+class PlannerStore(Protocol):
+    """Tokens and the planner: the tick's and the on-demand refresh's quota sections."""
+
     # -- tokens and the planner ----------------------------------------------------------------
 
     async def list_tokens(
@@ -276,11 +289,6 @@ class Store(Protocol):
         token_ids: Sequence[str] | None = None,
     ) -> list[TokenRecord]:
         """Tokens, oldest first, filtered."""
-        ...
-
-    async def due_tokens(self, *, now: datetime, limit: int) -> list[TokenRecord]:
-        """Active tokens with ``next_refresh_at <= now`` and no refresh import open, earliest
-        first (an index range: the cost grows with the tokens due, not with all tokens)."""
         ...
 
     async def next_refresh_due(self) -> datetime | None:
@@ -341,6 +349,10 @@ class Store(Protocol):
         """The token's secret, for Revoke Multiple Access Consent (never logged)."""
         ...
 
+
+class DataStore(Protocol):
+    """Data out and privacy: change feed, billing, erasure, retention, analytics."""
+
     # -- data out: change feed, billing, erasure, retention ------------------------------------
 
     async def feed_head(self) -> int:
@@ -398,3 +410,9 @@ class Store(Protocol):
     async def owner_scores(self, owner_external_id: str) -> list[ModelScore]:
         """The owner's kept scores, by model id."""
         ...
+
+
+class Store(IntakeStore, PipelineStore, ReadStore, PlannerStore, DataStore, Protocol):
+    """Durable state of the daemon, grouped by purpose. All methods are safe to call
+    concurrently from many tasks; every guarantee (claims, fencing, the slot budget, the quota,
+    uniqueness, feed order) is kept by the backend's transactions, not by the caller."""

@@ -7,7 +7,7 @@ from aisd.store.postgresql._queries import QUERIES as PG
 from aisd.store.sqlite._queries import QUERIES as SQLITE
 
 # SQLite's own housekeeping, which the PostgreSQL backend does its own way (migrations under an
-# advisory lock, transactions by the driver).
+# advisory lock, transactions by the driver, a relaxed commit by SET LOCAL).
 SQLITE_ONLY = frozenset(
     {
         "begin_immediate",
@@ -19,6 +19,7 @@ SQLITE_ONLY = frozenset(
         "get_user_version",
         "set_user_version",
         "foreign_key_check",
+        "commit_with_fsync",
     }
 )
 

@@ -430,7 +430,7 @@ class PostgresStore(
 
     async def claim_work(self, claimer: str, *, now: datetime) -> list[ImportJob]:
         """See :meth:`aisd.store.Store.claim_work`."""
-        return await self._step(partial(steps.claim_work, claimer=claimer, now=now))
+        return await self._step(_relaxed(partial(steps.claim_work, claimer=claimer, now=now)))
 
     async def open_jobs(self) -> list[ImportJob]:
         """See :meth:`aisd.store.Store.open_jobs`."""
@@ -464,11 +464,14 @@ class PostgresStore(
             )
         )
 
-    async def advance(self, claim: Claim, write: StepWrite, *, now: datetime) -> None:
+    async def advance(self, claim: Claim, write: StepWrite, *, now: datetime) -> list[ImportJob]:
         """See :meth:`aisd.store.Store.advance`. A step that frees a slot or the claim wakes
-        the other daemons."""
+        the other daemons; the end upstream (a slot handed on) commits without waiting for
+        the WAL flush, as a claim does."""
         record = partial(steps.record_step, claim=claim, write=write, now=now)
-        await self._step(_notifying(record) if write.step in _FREEING else record)
+        if write.step == Step.ENDED_UPSTREAM:
+            return await self._step(_notifying(_relaxed(record)))
+        return await self._step(_notifying(record) if write.step in _FREEING else record)
 
     async def finish_success(
         self,
@@ -646,6 +649,16 @@ def _notifying(fn: Callable[[sqlite3.Connection], T]) -> Callable[[sqlite3.Conne
         out = fn(db)
         _notify(db)
         return out
+
+    return run
+
+
+def _relaxed(fn: Callable[[sqlite3.Connection], T]) -> Callable[[sqlite3.Connection], T]:
+    """``fn`` in a transaction that commits without waiting for the WAL flush (claims)."""
+
+    def run(db: sqlite3.Connection) -> T:
+        db.execute(PQ["commit_without_fsync"])
+        return fn(db)
 
     return run
 

@@ -73,3 +73,8 @@ ORDER BY ordinal_position
 -- name: copy_release_claims
 -- The stopped daemon's claims: the first daemon on PostgreSQL adopts what was in flight.
 UPDATE imports SET claimed_by = NULL WHERE claimed_by IS NOT NULL
+
+-- name: commit_without_fsync
+-- For claims only: a claim lost in a crash is harmless (a restart claims again), and the next
+-- durable commit, which precedes every call sent upstream, flushes the WAL with it.
+SET LOCAL synchronous_commit = off

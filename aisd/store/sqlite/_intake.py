@@ -18,7 +18,7 @@ from typing import Any
 
 import anyio
 
-from aisd.store._records import ConsentIn, ImportKind, NewEvent, SubmitOutcome
+from aisd.store._records import ConsentIn, ImportKind, NewEvent, StoredConsent, SubmitOutcome
 from aisd.store.sqlite._codec import date_in, dt_in
 from aisd.store.sqlite._ids import new_id
 from aisd.store.sqlite._queries import QUERIES as Q
@@ -50,7 +50,14 @@ def submit_one(
     existing = rows(db, "consent_by_session", {"session_id": consent.session_id})
     if existing:
         row = existing[0]
-        return SubmitOutcome(row["import_id"], row["token_id"], created=False), []
+        stored = StoredConsent(
+            owner_external_id=row["owner_external_id"],
+            session_signature=row["session_signature"],
+            multiple_access_id=row["multiple_access_id"],
+            token_id=row["token_id"],
+        )
+        outcome = SubmitOutcome(row["import_id"], row["token_id"], created=False, stored=stored)
+        return outcome, []
     ts = dt_in(now)
     owner_id = returning_id(
         db, "upsert_owner", {"external_id": consent.owner_external_id, "now": ts}

@@ -263,8 +263,11 @@ def end_access(
     return after
 
 
-def record_step(db: sqlite3.Connection, claim: Claim, write: StepWrite, *, now: datetime) -> None:
-    """A fenced step of a claimed import (session, command, poll, wait, requeue)."""
+def record_step(
+    db: sqlite3.Connection, claim: Claim, write: StepWrite, *, now: datetime
+) -> list[ImportJob]:
+    """A fenced step of a claimed import. The end of a command upstream passes its slot on:
+    the same transaction claims the next work for the same claimer, which it returns."""
     step = write.step
     ts = dt_in(now)
     not_before = None if write.not_before is None else dt_in(write.not_before)
@@ -304,6 +307,7 @@ def record_step(db: sqlite3.Connection, claim: Claim, write: StepWrite, *, now: 
     elif step == Step.ENDED_UPSTREAM:
         _fenced_row(db, claim, step)
         db.execute(Q["free_slot"], {"id": claim.import_id})
+        return claim_work(db, claimer=claim.claimer, now=now)
     elif step == Step.LET_GO:
         imp = _fenced_row(db, claim, step)
         db.execute(Q["let_go"], params)
@@ -311,6 +315,7 @@ def record_step(db: sqlite3.Connection, claim: Claim, write: StepWrite, *, now: 
             db.execute(Q["free_slot"], {"id": claim.import_id})
     else:
         raise ValueError(f"{step.value} is not recorded by record_step")
+    return []
 
 
 def register_claimer(

@@ -26,7 +26,7 @@ import anyio
 import anyio.to_thread
 
 from aisd.kontomatik._models import CommandFailure, ImportResult
-from aisd.phases import Budget, failed_event_data
+from aisd.phases import Budget, Step, failed_event_data
 from aisd.store._health import StorageHealth
 from aisd.store._records import (
     AccessKind,
@@ -102,6 +102,8 @@ class SqliteStore(
         self._writer = writer
         self._reader = reader
         self._lock = anyio.Lock()
+        self._short_waiting = 0
+        self._no_short_waiting = anyio.Event()
         self._intake = GroupCommit(self._run)
         self.path = path
         self.health = StorageHealth()
@@ -248,24 +250,64 @@ class SqliteStore(
 
         return await self._run(section)
 
-    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    async def _run(
+        self, fn: Callable[[sqlite3.Connection], T], *, bulk: bool = False, durable: bool = True
+    ) -> T:
         """Run ``fn`` as one transaction in one crossing into the writer's thread.
 
-        Shielded: once handed to the thread the transaction runs to its end anyway, and the
-        writer must not be given the next one before it has.
+        A ``bulk`` transaction (storing a large result) lets every other one waiting go
+        first: those are the short writes recorded before a call is sent upstream, and a slot
+        stays idle while they wait. Shielded: once handed to the thread the transaction runs
+        to its end anyway, and the writer must not be given the next one before it has.
         """
         with anyio.CancelScope(shield=True):
-            async with self._lock:
+            if bulk:
+                await self._acquire_after_short_writes()
+            else:
+                self._short_waiting += 1
                 try:
-                    out = await on_thread(self._writer, transaction(fn))
-                except Exception as exc:
-                    reason = storage_failure(exc)
-                    if reason is None:
-                        raise
-                    self.health.failed(reason)
-                    raise StorageUnavailable(reason) from exc
-        self.health.succeeded()
+                    await self._lock.acquire()
+                finally:
+                    self._short_waiting -= 1
+                    if not self._short_waiting:
+                        self._no_short_waiting.set()
+            body = transaction(fn, durable=durable)
+
+            def counted(db: sqlite3.Connection) -> tuple[T, bool]:
+                before = db.total_changes
+                result = body(db)
+                return result, db.total_changes != before
+
+            try:
+                out, wrote = await on_thread(self._writer, counted)
+            except Exception as exc:
+                reason = storage_failure(exc)
+                if reason is None:
+                    raise
+                self.health.failed(reason)
+                raise StorageUnavailable(reason) from exc
+            finally:
+                self._lock.release()
+        if wrote:
+            # Only a write that landed says the disk takes writes again: an idle claim that
+            # changed nothing commits even on a full disk.
+            self.health.succeeded()
         return out
+
+    def _short_writes_waiting(self) -> bool:
+        return self._short_waiting > 0
+
+    async def _acquire_after_short_writes(self) -> None:
+        while True:
+            while self._short_writes_waiting():
+                if self._no_short_waiting.is_set():
+                    self._no_short_waiting = anyio.Event()
+                await self._no_short_waiting.wait()
+            await self._lock.acquire()
+            if not self._short_writes_waiting():
+                return
+            # One arrived while this waited for the lock: it goes first.
+            self._lock.release()
 
     async def plan_tick(self, *, now: datetime, limit: int, planner: TickPlanner) -> TickOutcome:
         """See :meth:`aisd.store.Store.plan_tick`."""
@@ -304,7 +346,7 @@ class SqliteStore(
         def renew(db: sqlite3.Connection) -> bool:
             return db.execute(Q["renew_claimer"], params).rowcount == 1
 
-        return await self._run(renew)
+        return await self._run(renew, durable=False)
 
     async def release_claimer(self, claimer: str, *, now: datetime) -> None:
         """See :meth:`aisd.store.Store.release_claimer`."""
@@ -312,7 +354,7 @@ class SqliteStore(
 
     async def claim_work(self, claimer: str, *, now: datetime) -> list[ImportJob]:
         """See :meth:`aisd.store.Store.claim_work`."""
-        return await self._run(partial(steps.claim_work, claimer=claimer, now=now))
+        return await self._run(partial(steps.claim_work, claimer=claimer, now=now), durable=False)
 
     async def open_jobs(self) -> list[ImportJob]:
         """See :meth:`aisd.store.Store.open_jobs`."""
@@ -382,9 +424,12 @@ class SqliteStore(
             )
         )
 
-    async def advance(self, claim: Claim, write: StepWrite, *, now: datetime) -> None:
+    async def advance(self, claim: Claim, write: StepWrite, *, now: datetime) -> list[ImportJob]:
         """See :meth:`aisd.store.Store.advance`."""
-        await self._run(partial(steps.record_step, claim=claim, write=write, now=now))
+        # The end upstream only frees a slot and claims: no send depends on it being durable.
+        durable = write.step != Step.ENDED_UPSTREAM
+        step = partial(steps.record_step, claim=claim, write=write, now=now)
+        return await self._run(step, durable=durable)
 
     async def finish_success(
         self,
@@ -407,7 +452,8 @@ class SqliteStore(
                 raw_reply=raw_reply,
                 coverage_start=coverage_start,
                 polls=polls,
-            )
+            ),
+            bulk=True,
         )
 
     async def finish_failure(
@@ -497,7 +543,7 @@ class SqliteStore(
             ts = imp["finished_at"] or imp["created_at"]
             return steps.merge(db, imp["owner_id"], import_id, result, coverage_start, ts)
 
-        return await self._run(replay)
+        return await self._run(replay, bulk=True)
 
     async def purge_raw_replies(self, *, older_than: datetime) -> int:
         """See :meth:`aisd.store.Store.purge_raw_replies`."""

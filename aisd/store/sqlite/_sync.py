@@ -34,18 +34,31 @@ async def on_thread(conn: aiosqlite.Connection, fn: Callable[[sqlite3.Connection
     return await execute(fn, conn._conn)
 
 
-def transaction(fn: Callable[[sqlite3.Connection], T]) -> Callable[[sqlite3.Connection], T]:
-    """``fn`` wrapped in ``BEGIN IMMEDIATE`` ... ``COMMIT`` (rolled back when it raises)."""
+def transaction(
+    fn: Callable[[sqlite3.Connection], T], *, durable: bool = True
+) -> Callable[[sqlite3.Connection], T]:
+    """``fn`` wrapped in ``BEGIN IMMEDIATE`` ... ``COMMIT`` (rolled back when it raises).
+
+    ``durable=False`` commits without waiting for the fsync (``synchronous=NORMAL`` for this
+    one commit): only for claims, whose loss in a crash is harmless (a restart claims again).
+    The next durable commit, which precedes every call sent upstream, fsyncs the log with them.
+    """
 
     def body(db: sqlite3.Connection) -> T:
-        db.execute(Q["begin_immediate"])
+        if not durable:
+            db.execute(Q["commit_without_fsync"])
         try:
-            out = fn(db)
-            db.execute(Q["commit"])
-        except BaseException:
-            if db.in_transaction:
-                db.execute(Q["rollback"])
-            raise
+            db.execute(Q["begin_immediate"])
+            try:
+                out = fn(db)
+                db.execute(Q["commit"])
+            except BaseException:
+                if db.in_transaction:
+                    db.execute(Q["rollback"])
+                raise
+        finally:
+            if not durable:
+                db.execute(Q["commit_with_fsync"])
         return out
 
     return body

@@ -197,3 +197,10 @@ SELECT id FROM imports WHERE id IN (SELECT value FROM json_each(:ids)) ORDER BY 
 
 -- name: clear_next_refresh_of_import
 UPDATE tokens SET next_refresh_at = NULL WHERE id = (SELECT token_id FROM imports WHERE id = :id)
+
+-- name: commit_without_fsync
+-- For a claim's commit only (see _sync.transaction): WAL order makes the next FULL commit carry it.
+PRAGMA synchronous = NORMAL
+
+-- name: commit_with_fsync
+PRAGMA synchronous = FULL

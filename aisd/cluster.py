@@ -117,4 +117,5 @@ class Leadership:
         """The ``cluster`` member of ``daemon.status`` (None on a one-daemon database)."""
         if self._store is None:
             return None
-        return {"self": self.holder, "leading": self.leading(), **(self.cluster or {})}
+        seen = self.cluster or {"daemons": [], "leader": None, "leaderTerm": None}
+        return {"self": self.holder, "leading": self.leading(), **seen}

@@ -320,6 +320,24 @@ _SPECS = (
                 slotLimit=_INT,
                 sandbox=_BOOL,
                 storage=_obj(ok=_BOOL, error=_null(_STR), since=_null(_TIME)),
+                cluster=_null(
+                    _obj(
+                        self=_STR,
+                        leading=_BOOL,
+                        leader=_null(_STR),
+                        leaderTerm=_null(_INT),
+                        daemons=_array(
+                            _obj(
+                                claimer=_STR,
+                                host=_STR,
+                                pid=_INT,
+                                heartbeatAgeSeconds={"type": "number"},
+                                live=_BOOL,
+                                slotsHeld=_INT,
+                            )
+                        ),
+                    )
+                ),
             ),
         },
     ),

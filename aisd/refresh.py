@@ -41,6 +41,8 @@ from aisd.store import (
     PlanWrite,
     QuotaAnswer,
     QuotaView,
+    RevocationInFlight,
+    RevocationSent,
     Store,
     TokenRecord,
     TokenState,
@@ -406,9 +408,16 @@ class Refresher:
 
     async def _revoke_upstream(self, token_id: str, secret: str) -> None:
         for attempt in range(REVOKE_ATTEMPTS):
-            access = await self._store.record_access(
-                AccessKind.REVOKE, now=self._clock.now(), token_id=token_id
-            )
+            try:
+                access = await self._store.record_access(
+                    AccessKind.REVOKE, now=self._clock.now(), token_id=token_id
+                )
+            except RevocationSent:
+                return  # another daemon's revocation was accepted upstream
+            except RevocationInFlight:
+                # Another daemon's revocation awaits its answer: one Revoke, not two.
+                await self._clock.sleep(2.0**attempt)
+                continue
             try:
                 await self._client.revoke_multiple_access(secret)
             except TokenDeadError as exc:

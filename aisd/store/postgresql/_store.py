@@ -71,6 +71,8 @@ from aisd.store.sqlite._data import (
 from aisd.store.sqlite._errors import (
     ConflictError,
     NotFoundError,
+    RevocationInFlight,
+    RevocationSent,
     StorageUnavailable,
 )
 from aisd.store.sqlite._ids import new_id
@@ -88,6 +90,9 @@ _FINAL_STATES = ("successful", "failed")
 _ATTEMPTS = 5
 # A lease "until released": a century, on the database's clock.
 _NO_END_SECONDS = 100 * 365 * 86400.0
+# How long a revocation without a recorded answer may still be awaiting it (an HTTP request's
+# timeout and its retries); older ones died with their daemon.
+_REVOKE_IN_FLIGHT_SECONDS = 120.0
 # Steps after which another daemon may find work to claim.
 _FREEING = frozenset({Step.REQUEUE, Step.ENDED_UPSTREAM, Step.LET_GO})
 # The listener's pause before connecting again after its connection broke.
@@ -292,7 +297,13 @@ class PostgresStore(
     # -- the ledger outside imports ------------------------------------------------------------
 
     async def record_access(self, kind: AccessKind, *, now: datetime, token_id: str | None) -> int:
-        """See :meth:`aisd.store.Store.record_access`; committed before it returns."""
+        """See :meth:`aisd.store.Store.record_access`; committed before it returns. Two daemons
+        asked to revoke one token send one Revoke between them.
+
+        Raises:
+            RevocationSent: upstream already accepted a revocation of the token.
+            RevocationInFlight: another revocation of it awaits its answer.
+        """
         params = {
             "kind": AccessKind(kind).value,
             "token_id": token_id,
@@ -302,6 +313,8 @@ class PostgresStore(
         }
 
         def record(db: sqlite3.Connection) -> int:
+            if kind == AccessKind.REVOKE and token_id is not None:
+                _check_revocation(db, token_id, now)
             access_id = returning_id(db, "insert_access", params)
             if kind == AccessKind.REUSE and token_id is not None:
                 db.execute(Q["token_reused"], {"id": token_id, "now": params["now"]})
@@ -651,6 +664,17 @@ def _notifying(fn: Callable[[sqlite3.Connection], T]) -> Callable[[sqlite3.Conne
         return out
 
     return run
+
+
+def _check_revocation(db: sqlite3.Connection, token_id: str, now: datetime) -> None:
+    db.execute(PQ["lock_revocation"], {"token_id": token_id})
+    recent = dt_in(now - timedelta(seconds=_REVOKE_IN_FLIGHT_SECONDS))
+    found = db.execute(PQ["revocation_state"], {"token_id": token_id, "recent": recent}).fetchall()
+    if not found:
+        return
+    if found[0][0] == "ok":
+        raise RevocationSent(f"token {token_id} was revoked upstream already")
+    raise RevocationInFlight(f"token {token_id} is being revoked by another daemon")
 
 
 def _relaxed(fn: Callable[[sqlite3.Connection], T]) -> Callable[[sqlite3.Connection], T]:

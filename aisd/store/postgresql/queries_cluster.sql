@@ -78,3 +78,16 @@ UPDATE imports SET claimed_by = NULL WHERE claimed_by IS NOT NULL
 -- For claims only: a claim lost in a crash is harmless (a restart claims again), and the next
 -- durable commit, which precedes every call sent upstream, flushes the WAL with it.
 SET LOCAL synchronous_commit = off
+
+-- name: lock_revocation
+-- One revocation of a token at a time across daemons.
+SELECT pg_advisory_xact_lock(5, hashtext(%(token_id)s))
+
+-- name: revocation_state
+-- The newest revocation of the token that was accepted, or that may still be awaiting its
+-- answer (sent within the last few minutes, outcome not recorded yet).
+SELECT outcome FROM accesses
+WHERE token_id = %(token_id)s AND kind = 'revoke'
+  AND (outcome = 'ok' OR (outcome IS NULL AND sent_at >= %(recent)s))
+ORDER BY outcome IS NULL, id DESC
+LIMIT 1

@@ -7,6 +7,8 @@ from aisd.store.sqlite._errors import (
     DatabaseTooNewError,
     LeaseLost,
     NotFoundError,
+    RevocationInFlight,
+    RevocationSent,
     StorageUnavailable,
     StoreError,
 )
@@ -19,6 +21,8 @@ __all__ = [
     "DatabaseTooNewError",
     "LeaseLost",
     "NotFoundError",
+    "RevocationInFlight",
+    "RevocationSent",
     "SqliteStore",
     "StorageUnavailable",
     "StoreError",

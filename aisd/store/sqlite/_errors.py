@@ -10,6 +10,8 @@ __all__ = [
     "DatabaseTooNewError",
     "LeaseLost",
     "NotFoundError",
+    "RevocationInFlight",
+    "RevocationSent",
     "StorageUnavailable",
     "StoreError",
     "storage_failure",
@@ -43,6 +45,15 @@ class LeaseLost(ConflictError):
     """A fenced write changed no row: the import is no longer claimed by this claimer at this
     epoch (another process adopted it, or it ended meanwhile). The step stops before anything
     more is sent upstream for it."""
+
+
+class RevocationInFlight(ConflictError):
+    """Another daemon sent Revoke Multiple Access Consent for this token moments ago and has
+    not recorded the answer yet: wait for it instead of sending a second one."""
+
+
+class RevocationSent(ConflictError):
+    """Upstream already accepted a revocation of this token (sent by another daemon)."""
 
 
 class DatabaseTooNewError(StoreError):

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import anyio
 import pytest
 
-from aisd.store import ConsentIn
+from aisd.store import AccessKind, ConsentIn, RevocationInFlight, RevocationSent
 from aisd.store.postgresql import PostgresStore, open_postgres_store
 
 pytestmark = pytest.mark.anyio
@@ -122,3 +122,47 @@ async def test_a_lapsed_claimer_lease_is_not_renewed_and_its_work_is_adopted(
     assert adopted.import_id == job.import_id
     assert adopted.claim is not None
     assert adopted.claim.epoch == job.claim.epoch + 1
+
+
+async def test_two_daemons_revoking_one_token_send_one_revoke(
+    stores: tuple[PostgresStore, PostgresStore],
+) -> None:
+    a, b = stores
+    out = await a.submit_consent(
+        ConsentIn("o", "s", "sig", multiple_access_id="maid"),
+        now=T0,
+        since=T0.date(),
+        expires_at=T0 + timedelta(days=1),
+    )
+    assert out.token_id is not None
+    token_id = out.token_id
+    results: list[int | type[Exception]] = []
+
+    async def revoke(store: PostgresStore) -> None:
+        try:
+            results.append(await store.record_access(AccessKind.REVOKE, now=T0, token_id=token_id))
+        except (RevocationInFlight, RevocationSent) as exc:
+            results.append(type(exc))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(revoke, a)
+        tg.start_soon(revoke, b)
+    sent = [r for r in results if isinstance(r, int)]
+    assert len(sent) == 1
+    assert RevocationInFlight in results
+    await a.record_access_outcome(sent[0], outcome="ok")
+    with pytest.raises(RevocationSent):
+        await b.record_access(AccessKind.REVOKE, now=T0, token_id=token_id)
+    # A revocation whose answer was lost long ago (its daemon died) no longer blocks one.
+    other = await a.submit_consent(
+        ConsentIn("o2", "s2", "sig", multiple_access_id="maid2"),
+        now=T0,
+        since=T0.date(),
+        expires_at=T0 + timedelta(days=1),
+    )
+    assert other.token_id is not None
+    await a.record_access(AccessKind.REVOKE, now=T0, token_id=other.token_id)
+    later = T0 + timedelta(minutes=10)
+    assert isinstance(
+        await b.record_access(AccessKind.REVOKE, now=later, token_id=other.token_id), int
+    )

@@ -127,8 +127,12 @@ def test_a_restart_with_every_slot_in_flight_starts_nothing_more_and_drains_at_f
     for n in range(16):
         consent = sandbox_server.mint(f"full-{n}")
         consents[_submit(daemon, consent)] = consent
+    # Killed once 8 commands are recorded as running: every slot is in flight, nothing is
+    # between a Default Import and its recorded reply, and 8 consents wait in the queue.
     wait_for(
-        lambda: sandbox_server.stats().commands_created >= 8 or None,
+        lambda: (
+            sum(daemon.client.get_import(i)["commandId"] is not None for i in consents) >= 8 or None
+        ),
         timeout=15,
         what="8 commands running",
     )

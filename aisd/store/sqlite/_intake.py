@@ -22,7 +22,7 @@ from aisd.store._records import ConsentIn, ImportKind, NewEvent, StoredConsent, 
 from aisd.store.sqlite._codec import date_in, dt_in
 from aisd.store.sqlite._ids import new_id
 from aisd.store.sqlite._queries import QUERIES as Q
-from aisd.store.sqlite._sync import emit, returning_id, rows
+from aisd.store.sqlite._sync import emit, emit_each, returning_id, rows
 
 __all__ = ["GroupCommit", "submit_one"]
 
@@ -127,17 +127,38 @@ def submit_one(
 
 
 def _write_batch(batch: list[_Pending], db: sqlite3.Connection) -> None:
+    """The whole batch under one savepoint, its events appended together; when a consent
+    fails, the batch is rolled back to the savepoint and written again one savepoint per
+    consent, so that only the bad one fails."""
+    db.execute(Q["savepoint_batch"])
+    try:
+        appended: list[tuple[NewEvent, datetime]] = []
+        for item in batch:
+            item.outcome, events = submit_one(
+                db, item.consent, now=item.now, since=item.since, expires_at=item.expires_at
+            )
+            appended += [(event, item.now) for event in events]
+        emit_each(db, appended)
+    except Exception:
+        db.execute(Q["rollback_to_batch"])
+        db.execute(Q["release_batch"])
+        _write_one_by_one(batch, db)
+        return
+    db.execute(Q["release_batch"])
+
+
+def _write_one_by_one(batch: list[_Pending], db: sqlite3.Connection) -> None:
     for item in batch:
-        db.execute("SAVEPOINT submit")
+        db.execute(Q["savepoint_batch"])
         try:
             item.outcome, events = submit_one(
                 db, item.consent, now=item.now, since=item.since, expires_at=item.expires_at
             )
             emit(db, events, item.now)
         except Exception as exc:
-            db.execute("ROLLBACK TO submit")
+            db.execute(Q["rollback_to_batch"])
             item.outcome, item.error = None, exc
-        db.execute("RELEASE submit")
+        db.execute(Q["release_batch"])
 
 
 class GroupCommit:

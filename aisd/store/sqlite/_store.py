@@ -310,7 +310,11 @@ class SqliteStore(
             self._lock.release()
 
     async def plan_tick(self, *, now: datetime, limit: int, planner: TickPlanner) -> TickOutcome:
-        """See :meth:`aisd.store.Store.plan_tick`."""
+        """See :meth:`aisd.store.Store.plan_tick`. Most ticks find nothing due: that is seen on
+        the reader, without taking the write lock; the section re-reads inside its transaction."""
+        params = {"now": dt_in(now), "limit": 1}
+        if not await self._reader.execute_fetchall(Q["due_token_records"], params):
+            return TickOutcome((), ())
         return await self._run(partial(steps.plan_due, now=now, limit=limit, planner=planner))
 
     # -- claims and fenced steps ---------------------------------------------------------------

@@ -20,7 +20,7 @@ from aisd.store.sqlite._codec import dt_in, json_in
 from aisd.store.sqlite._errors import StoreError
 from aisd.store.sqlite._queries import QUERIES as Q
 
-__all__ = ["emit", "on_thread", "returning_id", "rows", "transaction"]
+__all__ = ["emit", "emit_each", "on_thread", "returning_id", "rows", "transaction"]
 
 T = TypeVar("T")
 
@@ -80,24 +80,28 @@ def returning_id(db: sqlite3.Connection, name: str, params: Any) -> int:
 def emit(db: sqlite3.Connection, events: Sequence[NewEvent], now: datetime) -> list[int]:
     """Append ``events`` with ids taken from the ``event_id`` counter row inside the caller's
     transaction: the row is held until commit, so ids ascend in commit order on any backend."""
+    return emit_each(db, [(event, now) for event in events])
+
+
+def emit_each(db: sqlite3.Connection, events: Sequence[tuple[NewEvent, datetime]]) -> list[int]:
+    """:func:`emit` for events each with its own time."""
     if not events:
         return []
     last = returning_id(db, "next_event_ids", {"n": len(events)})
     ids = list(range(last - len(events) + 1, last + 1))
-    at = dt_in(now)
     db.executemany(
         Q["insert_event_with_id"],
         [
             {
                 "id": event_id,
-                "at": at,
+                "at": dt_in(at),
                 "type": event.type,
                 "owner_external_id": event.owner_external_id,
                 "token_id": event.token_id,
                 "import_id": event.import_id,
                 "data": json_in(event.data),
             }
-            for event_id, event in zip(ids, events, strict=True)
+            for event_id, (event, at) in zip(ids, events, strict=True)
         ],
     )
     return ids

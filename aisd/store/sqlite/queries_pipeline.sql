@@ -204,3 +204,12 @@ PRAGMA synchronous = NORMAL
 
 -- name: commit_with_fsync
 PRAGMA synchronous = FULL
+
+-- name: savepoint_batch
+SAVEPOINT batch
+
+-- name: rollback_to_batch
+ROLLBACK TO batch
+
+-- name: release_batch
+RELEASE batch

@@ -18,6 +18,7 @@ from aisd.store import (
     QuotaAnswer,
     SqliteStore,
     StepWrite,
+    SubmitOutcome,
 )
 from tests.integration.data_helpers import consent_import, result
 from tests.integration.steps_helpers import claim_of
@@ -213,3 +214,28 @@ async def test_feed_ids_ascend_in_commit_order_without_gaps(backend: SqliteStore
     events = await backend.list_events(after=0, limit=1000)
     assert [e.id for e in events] == list(range(1, 51))
     assert await backend.last_event_id() == 50
+
+
+async def test_a_bad_consent_fails_alone_in_its_batch(backend: SqliteStore) -> None:
+    good = [ConsentIn(f"o-{n}", f"batch-{n}", f"signature-{n}") for n in range(5)]
+    bad = ConsentIn("o-bad", "batch-bad", None)  # type: ignore[arg-type]
+    outcomes: dict[str, SubmitOutcome | Exception] = {}
+
+    async def submit(consent: ConsentIn) -> None:
+        try:
+            outcomes[consent.session_id] = await backend.submit_consent(
+                consent, now=T0, since=T0.date(), expires_at=T0 + timedelta(days=1)
+            )
+        except Exception as exc:
+            outcomes[consent.session_id] = exc
+
+    async with anyio.create_task_group() as tg:
+        for consent in [*good[:2], bad, *good[2:]]:
+            tg.start_soon(submit, consent)
+    assert isinstance(outcomes["batch-bad"], Exception)
+    assert all(not isinstance(outcomes[c.session_id], Exception) for c in good)
+    events = await backend.list_events(after=0, limit=100)
+    assert [e.id for e in events] == list(range(1, 6))
+    assert {e.import_id for e in events} == {
+        o.import_id for o in outcomes.values() if isinstance(o, SubmitOutcome)
+    }

@@ -241,6 +241,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--owner", metavar="ID", required=True, help="the owner to forget")
 
     add("status", _cmd_status, "Show the daemon's health at a glance.", is_client=True)
+
+    p = add(
+        "webhooks",
+        _cmd_webhooks,
+        "Show each webhook endpoint's cursor, lag, last success and last error.",
+        is_client=True,
+    )
+    p.add_argument(
+        "--redeliver-from",
+        type=_positive,
+        metavar="N",
+        help="deliver every event from id N on again (moves the cursors back)",
+    )
+    p.add_argument("--endpoint", metavar="URL", help="with --redeliver-from: only this endpoint")
     return parser
 
 
@@ -435,3 +449,15 @@ def _cmd_status(args: argparse.Namespace) -> int:
     result = _client(args).status()
     now = _now()
     return _show(args, result, lambda r: fmt.render_status(r, now))
+
+
+def _cmd_webhooks(args: argparse.Namespace) -> int:
+    client = _client(args)
+    if args.redeliver_from is None:
+        if args.endpoint:
+            raise UsageError("--endpoint only goes with --redeliver-from")
+        result = client.webhooks()
+    else:
+        result = client.redeliver(args.redeliver_from, args.endpoint)
+    now = _now()
+    return _show(args, result, lambda r: fmt.render_webhooks(r, now))

@@ -32,6 +32,9 @@ from aisd.clock import Clock, SystemClock, iso
 from aisd.housekeeping import housekeep
 from aisd.instance import InstanceLocked, instance_lock
 from aisd.kontomatik import KontomatikClient
+from aisd.kontomatik._client import CallObserver
+from aisd.metrics import Metrics, Runtime
+from aisd.metrics_server import serve_metrics
 from aisd.pipeline import Pipeline, PipelineConfig
 from aisd.refresh import Refresher
 from aisd.rpc import ListenError, RpcServer, open_listener
@@ -43,9 +46,11 @@ from aisd.rpc.methods import (
     token_methods,
 )
 from aisd.rpc.methods_data import data_methods
+from aisd.rpc.methods_ops import webhook_methods
 from aisd.sandbox import DEFAULT_API_KEY, Sandbox, SandboxApp, SandboxConfig
-from aisd.settings import Settings
+from aisd.settings import Settings, parse_listen
 from aisd.store import EventRecord, StorageUnavailable, Store, open_store
+from aisd.webhooks import Webhooks
 
 log = structlog.get_logger("aisd.daemon")
 
@@ -146,9 +151,16 @@ async def run(settings: Settings, sandbox: bool, clock: Clock | None = None) -> 
     async with AsyncExitStack() as stack:
         store = await stack.enter_async_context(open_store(settings.db_path))
         box = _make_sandbox(settings) if sandbox else None
-        client = await stack.enter_async_context(_make_client(settings, box))
+        metrics = Metrics(store, clock, max_running_commands=settings.max_running_commands)
+        client = await stack.enter_async_context(
+            _make_client(settings, box, observer=metrics.upstream_call)
+        )
         analytics = Analytics(store, client, clock, settings.analytics)
-        events = EventLog(store, observers=[analytics.observe])
+        webhooks = _make_webhooks(settings, store, clock)
+        observers: list[Callable[[EventRecord], None]] = [analytics.observe, metrics.observe]
+        if webhooks is not None:
+            observers.append(webhooks.observe)
+        events = EventLog(store, observers=observers)
 
         ticks = Ticks()
 
@@ -169,6 +181,15 @@ async def run(settings: Settings, sandbox: bool, clock: Clock | None = None) -> 
             clock,
             gate=refresher,
             on_change=events.wake,
+            on_command_end=metrics.command_ended,
+        )
+        metrics.attach(
+            Runtime(
+                running_commands=lambda: pipeline.running_commands,
+                slot_limit=lambda: pipeline.limit,
+                storage_ok=lambda: store.health.ok,
+                webhook_lags=webhooks.lags if webhooks is not None else None,
+            )
         )
 
         def status_extra() -> dict[str, Any]:
@@ -193,6 +214,7 @@ async def run(settings: Settings, sandbox: bool, clock: Clock | None = None) -> 
             token_methods(store, refresher),
             data_methods(store, refresher, clock, refreshes_per_day=settings.refreshes_per_day),
             sandbox_methods(box) if box else {},
+            webhook_methods(webhooks),
         )
         listener, activated = await open_listener(str(settings.socket_path), settings.socket_mode)
         stack.push_async_callback(listener.aclose)
@@ -207,9 +229,17 @@ async def run(settings: Settings, sandbox: bool, clock: Clock | None = None) -> 
             tg.start_soon(_handle_signals, tg.cancel_scope, pipeline)
             await tg.start(events.run)
             await tg.start(analytics.run)
+            await tg.start(metrics.run)
+            if webhooks is not None:
+                await tg.start(webhooks.run)
+            if settings.metrics_listen is not None:
+                host, port = parse_listen(settings.metrics_listen)
+                await tg.start(serve_metrics, host, port, metrics.scrape)
             await tg.start(server.serve, listener)
             await tg.start(pipeline.run)
-            await tg.start(_planner, refresher, store, pipeline, health, settings, events, ticks)
+            await tg.start(
+                _planner, refresher, store, pipeline, health, settings, events, ticks, metrics
+            )
             tg.start_soon(_watchdog, store, health, pipeline, settings.planner_tick_seconds)
             tg.start_soon(_housekeeping, store, clock, settings)
             systemd.notify(f"READY=1\nSTATUS=serving, version {__version__}")
@@ -228,7 +258,9 @@ def _make_sandbox(settings: Settings) -> Sandbox:
     return Sandbox(SandboxConfig(api_key=key))
 
 
-def _make_client(settings: Settings, box: Sandbox | None) -> KontomatikClient:
+def _make_client(
+    settings: Settings, box: Sandbox | None, *, observer: CallObserver | None = None
+) -> KontomatikClient:
     """The upstream client: the real API, or the embedded sandbox through an ASGI transport."""
     if box is not None:
         return KontomatikClient(
@@ -237,6 +269,7 @@ def _make_client(settings: Settings, box: Sandbox | None) -> KontomatikClient:
             transport=httpx.ASGITransport(app=SandboxApp(box)),
             timeout=settings.http_timeout_seconds,
             max_reply_bytes=settings.max_reply_bytes,
+            observer=observer,
         )
     assert settings.api_key is not None, "settings require the API key outside --sandbox"
     return KontomatikClient(
@@ -244,6 +277,21 @@ def _make_client(settings: Settings, box: Sandbox | None) -> KontomatikClient:
         settings.api_key.get_secret_value(),
         timeout=settings.http_timeout_seconds,
         max_reply_bytes=settings.max_reply_bytes,
+        observer=observer,
+    )
+
+
+def _make_webhooks(settings: Settings, store: Store, clock: Clock) -> Webhooks | None:
+    key = settings.webhook_key
+    if not settings.webhook_url or key is None:
+        return None
+    return Webhooks(
+        store,
+        clock,
+        urls=settings.webhook_url,
+        key=key,
+        types=settings.webhook_events or None,
+        retry_seconds=settings.webhook_retry_seconds,
     )
 
 
@@ -265,6 +313,7 @@ async def _planner(
     settings: Settings,
     events: EventLog,
     ticks: Ticks,
+    metrics: Metrics,
     *,
     task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -296,7 +345,9 @@ async def _planner(
         async with receive, anyio.create_task_group() as revocations:
             async for _ in receive:
                 try:
+                    began = time.monotonic()
                     report = await refresher.tick()
+                    metrics.planner_ticked(time.monotonic() - began)
                     counts = await store.counts()
                 except StorageUnavailable:
                     # Alive, not wedged (a restart would not free the disk): the store logs

@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from aisd import __version__
@@ -243,6 +244,28 @@ def build_parser() -> argparse.ArgumentParser:
     add("status", _cmd_status, "Show the daemon's health at a glance.", is_client=True)
 
     p = add(
+        "backup",
+        _cmd_backup,
+        "Copy the database online (the daemon may run), verify the copy and print what it holds.",
+        is_client=False,
+    )
+    p.add_argument(
+        "path",
+        metavar="PATH",
+        help="a new file, or a directory: then aisd-<UTC time>.db inside it, keeping the newest "
+        "AISD_BACKUP_KEEP",
+    )
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p = add(
+        "restore",
+        _cmd_restore,
+        "Verify a backup and put it in place of the database (the daemon must be stopped).",
+        is_client=False,
+    )
+    p.add_argument("path", metavar="PATH", help="the backup file")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+    p = add(
         "webhooks",
         _cmd_webhooks,
         "Show each webhook endpoint's cursor, lag, last success and last error.",
@@ -293,6 +316,40 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     from aisd.simulate import main as simulate_main
 
     return simulate_main(settings, days=args.days, tokens=args.tokens)
+
+
+def _cmd_backup(args: argparse.Namespace) -> int:
+    settings = load_settings(args.env_file, sandbox=True)
+    from aisd.backup import BackupError, take_backup
+
+    try:
+        summary = take_backup(
+            settings.db_path, Path(args.path), keep=settings.backup_keep, now=_now()
+        )
+    except BackupError as exc:
+        _fail(f"backup failed: {exc}")
+        return 1
+    print(json.dumps(summary.as_json(), indent=2) if args.json else f"backup {summary.describe()}")
+    return 0
+
+
+def _cmd_restore(args: argparse.Namespace) -> int:
+    settings = load_settings(args.env_file, sandbox=True)
+    from aisd.backup import BackupError, restore
+
+    try:
+        summary, aside = restore(Path(args.path), settings.db_path, now=_now())
+    except BackupError as exc:
+        _fail(f"restore refused, nothing was replaced: {exc}")
+        return 1
+    if args.json:
+        print(
+            json.dumps({**summary.as_json(), "previous": str(aside) if aside else None}, indent=2)
+        )
+    else:
+        print(f"restored {summary.describe()}")
+        print(f"previous database kept at {aside}" if aside else "there was no previous database")
+    return 0
 
 
 # -- socket clients -----------------------------------------------------------------------------

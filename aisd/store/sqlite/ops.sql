@@ -48,3 +48,26 @@ SELECT
      WHERE state = 'active' AND last_import_at IS NOT NULL AND last_import_at < :cutoff)
   + (SELECT COUNT(*) FROM tokens
      WHERE state = 'active' AND last_import_at IS NULL AND created_at < :cutoff)
+
+-- name: backup_integrity
+PRAGMA integrity_check
+
+-- name: backup_standalone
+-- A backup is one self-contained file: no -wal beside it to lose.
+PRAGMA journal_mode = DELETE
+
+-- name: backup_counts
+-- The tables every schema version has, counted for the summary `aisd backup` prints.
+SELECT 'owners' AS name, COUNT(*) AS n FROM owners
+UNION ALL SELECT 'consents', COUNT(*) FROM consents
+UNION ALL SELECT 'tokens', COUNT(*) FROM tokens
+UNION ALL SELECT 'imports', COUNT(*) FROM imports
+UNION ALL SELECT 'accounts', COUNT(*) FROM accounts
+UNION ALL SELECT 'transactions', COUNT(*) FROM transactions
+UNION ALL SELECT 'events', COUNT(*) FROM events
+
+-- name: backup_tables
+SELECT name FROM sqlite_master WHERE type = 'table'
+
+-- name: busy_timeout
+PRAGMA busy_timeout = 5000

@@ -32,7 +32,6 @@ from aisd.clock import Clock, SystemClock, iso
 from aisd.housekeeping import housekeep
 from aisd.instance import InstanceLocked, instance_lock
 from aisd.kontomatik import KontomatikClient
-from aisd.kontomatik._client import CallObserver
 from aisd.metrics import Metrics, Runtime
 from aisd.metrics_server import serve_metrics
 from aisd.pipeline import Pipeline, PipelineConfig
@@ -152,9 +151,8 @@ async def run(settings: Settings, sandbox: bool, clock: Clock | None = None) -> 
         store = await stack.enter_async_context(open_store(settings.db_path))
         box = _make_sandbox(settings) if sandbox else None
         metrics = Metrics(store, clock, max_running_commands=settings.max_running_commands)
-        client = await stack.enter_async_context(
-            _make_client(settings, box, observer=metrics.upstream_call)
-        )
+        client = await stack.enter_async_context(_make_client(settings, box))
+        client.observer = metrics.upstream_call
         analytics = Analytics(store, client, clock, settings.analytics)
         webhooks = _make_webhooks(settings, store, clock)
         observers: list[Callable[[EventRecord], None]] = [analytics.observe, metrics.observe]
@@ -258,9 +256,7 @@ def _make_sandbox(settings: Settings) -> Sandbox:
     return Sandbox(SandboxConfig(api_key=key))
 
 
-def _make_client(
-    settings: Settings, box: Sandbox | None, *, observer: CallObserver | None = None
-) -> KontomatikClient:
+def _make_client(settings: Settings, box: Sandbox | None) -> KontomatikClient:
     """The upstream client: the real API, or the embedded sandbox through an ASGI transport."""
     if box is not None:
         return KontomatikClient(
@@ -269,7 +265,6 @@ def _make_client(
             transport=httpx.ASGITransport(app=SandboxApp(box)),
             timeout=settings.http_timeout_seconds,
             max_reply_bytes=settings.max_reply_bytes,
-            observer=observer,
         )
     assert settings.api_key is not None, "settings require the API key outside --sandbox"
     return KontomatikClient(
@@ -277,7 +272,6 @@ def _make_client(
         settings.api_key.get_secret_value(),
         timeout=settings.http_timeout_seconds,
         max_reply_bytes=settings.max_reply_bytes,
-        observer=observer,
     )
 
 

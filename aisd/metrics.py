@@ -10,8 +10,8 @@ or a URL's credentials: labels are kinds, states, endpoint names, outcomes and e
 
 from __future__ import annotations
 
-import math
 import sys
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -110,9 +110,9 @@ class Metrics:
         self._store = store
         self._clock = clock
         self._runtime: Runtime | None = None
-        self._finished_send, self._finished_receive = anyio.create_memory_object_stream[
-            EventRecord
-        ](math.inf)
+        # Finished imports whose kind is still to be looked up (observe() must not await).
+        self._finished: deque[EventRecord] = deque()
+        self._finished_added = anyio.Event()
         r = self.registry = CollectorRegistry()
         Info("aisd_build", "The running aisd.", registry=r).info(
             {"version": __version__, "python": sys.version.split()[0]}
@@ -272,25 +272,32 @@ class Metrics:
             self.quota_deferrals.labels(str(event.data.get("reason", "quota"))).inc()
         elif event.type in _FINAL and event.import_id is not None:
             # The event does not say the import's kind: the store does, off this call.
-            self._finished_send.send_nowait(event)
+            self._finished.append(event)
+            self._finished_added.set()
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Count finished imports by kind until cancelled."""
         task_status.started()
-        async with self._finished_receive:
-            async for event in self._finished_receive:
+        while True:
+            await self._finished_added.wait()
+            self._finished_added = anyio.Event()
+            while self._finished:
+                event = self._finished.popleft()
                 assert event.import_id is not None
-                try:
-                    record = await self._store.get_import(event.import_id)
-                except Exception:
-                    log.exception("metrics.lookup_failed")
-                    continue
-                # Forgotten meanwhile: the import is gone, and so is its kind.
-                kind = record.kind.value if record is not None else "unknown"
-                self.imports_finished.labels(kind, _FINAL[event.type].value).inc()
-                duration = event.data.get("durationSeconds")
-                if event.type == "import.succeeded" and isinstance(duration, int | float):
-                    self.import_duration.labels(kind).observe(float(duration))
+                await self._count_finished(event, event.import_id)
+
+    async def _count_finished(self, event: EventRecord, import_id: str) -> None:
+        try:
+            record = await self._store.get_import(import_id)
+        except Exception:
+            log.exception("metrics.lookup_failed")
+            return
+        # Forgotten meanwhile: the import is gone, and so is its kind.
+        kind = record.kind.value if record is not None else "unknown"
+        self.imports_finished.labels(kind, _FINAL[event.type].value).inc()
+        duration = event.data.get("durationSeconds")
+        if event.type == "import.succeeded" and isinstance(duration, int | float):
+            self.import_duration.labels(kind).observe(float(duration))
 
     # -- the scrape ----------------------------------------------------------------------------
 

@@ -53,7 +53,10 @@ class KontomatikClient:
         transport: an httpx transport (tests, the in-process sandbox); the network by default.
         timeout: seconds for each of connect, read, write and pool acquisition.
         max_reply_bytes: the largest reply body accepted (``ReplyTooLarge`` beyond it).
-        observer: told of every request's endpoint, outcome and duration (it must not block).
+
+    Attributes:
+        observer: told of every request's endpoint, outcome and duration (it must not block);
+            None by default.
     """
 
     def __init__(
@@ -64,9 +67,8 @@ class KontomatikClient:
         transport: httpx.AsyncBaseTransport | None = None,
         timeout: float = 30.0,
         max_reply_bytes: int = 64 * 2**20,
-        observer: CallObserver | None = None,
     ) -> None:
-        self._observer = observer
+        self.observer: CallObserver | None = None
         self._base_url = base_url
         self._api_key = api_key
         self._max_reply_bytes = max_reply_bytes
@@ -215,8 +217,8 @@ class KontomatikClient:
         return body
 
     def _tell(self, path: str, outcome: str, began: float) -> None:
-        if self._observer is not None:
-            self._observer(_paths.endpoint_name(path), outcome, time.monotonic() - began)
+        if self.observer is not None:
+            self.observer(_paths.endpoint_name(path), outcome, time.monotonic() - began)
 
     async def _exchange(
         self,

@@ -63,6 +63,6 @@ def test_the_backup_runs_as_the_daemons_user_and_the_daemon_exports_metrics() ->
     # The database directory comes first: settings take $STATE_DIRECTORY's first entry.
     assert "StateDirectory=aisd aisd-backups\n" in backup
     daemon = (UNITS / "aisd.service").read_text()
-    assert "User=" not in daemon, "the daemon's dynamic user is named after its unit: aisd"
+    assert not re.search(r"^User=", daemon, re.MULTILINE), "its dynamic user is named aisd"
     assert "Environment=AISD_METRICS_LISTEN=127.0.0.1:9464\n" in daemon
     assert "Persistent=true" in (UNITS / "aisd-backup.timer").read_text()

@@ -43,7 +43,8 @@ def test_scrape_queries_use_their_index(
             [(f"imp_{i:016x}", f"2026-01-01T00:00:{i % 60:02d}Z") for i in range(5000)],
         )
         conn.executemany(
-            "INSERT INTO events (id, at, type) VALUES (?, '2026-01-01T00:00:00Z', 'import.started')",
+            "INSERT INTO events (id, at, type)"
+            " VALUES (?, '2026-01-01T00:00:00Z', 'import.started')",
             [(i,) for i in range(1, 5001)],
         )
         conn.commit()

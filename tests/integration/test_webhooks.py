@@ -14,6 +14,8 @@ import pytest
 from standardwebhooks.webhooks import Webhook
 
 from aisd.clock import SystemClock
+from aisd.rpc import INVALID_PARAMS, NOT_FOUND, Params, Peer, RpcError
+from aisd.rpc.methods_ops import webhook_methods
 from aisd.store import NewEvent, SqliteStore, open_store
 from aisd.webhooks import Webhooks, endpoint_label
 
@@ -245,3 +247,30 @@ async def test_restart_resumes_after_the_cursor_and_redeliver_moves_it_back(
     # The endpoint added later started at the feed's end then: it got nothing old.
     assert "other.test" not in receiver.received
     assert endpoint_label(OTHER) == "http://other.test/"
+
+
+async def test_socket_methods_validate_their_params(store: WatchedStore) -> None:
+    peer = Peer(pid=1, uid=0, gid=0, groups=frozenset())
+    unconfigured = webhook_methods(None)
+    assert await unconfigured["webhooks.status"](Params({}), peer) == {"endpoints": []}
+    with pytest.raises(RpcError) as info:
+        await unconfigured["webhooks.redeliver"](Params({"from": 1}), peer)
+    assert info.value.code == NOT_FOUND
+    methods = webhook_methods(make(store, Receiver()))
+    for bad in ({}, {"from": 0}, {"from": "1"}, {"from": 1, "url": "x"}):
+        with pytest.raises(RpcError) as info:
+            await methods["webhooks.redeliver"](Params(bad), peer)
+        assert info.value.code == INVALID_PARAMS
+    with pytest.raises(RpcError) as info:
+        await methods["webhooks.redeliver"](
+            Params({"from": 1, "endpoint": "http://no.test/"}), peer
+        )
+    assert info.value.code == NOT_FOUND
+    await store.webhook_register([URL], now=datetime.now(UTC))
+    moved = await methods["webhooks.redeliver"](
+        Params({"from": 1, "endpoint": "http://hooks.test/in"}), peer
+    )
+    status = await methods["webhooks.status"](Params({}), peer)
+    assert moved == status
+    assert isinstance(status, dict)
+    assert status["endpoints"][0]["cursor"] == 0

@@ -145,11 +145,6 @@ class Webhooks:
         self._rng = rng or random.Random()
         self._signal = anyio.Event()
 
-    @property
-    def urls(self) -> tuple[str, ...]:
-        """The configured endpoints."""
-        return self._urls
-
     def wake(self) -> None:
         """New events may be in the feed, or a cursor moved: every follower looks again."""
         self._signal.set()

@@ -175,6 +175,26 @@ async def test_http_endpoint(store: SqliteStore) -> None:
         tg.cancel_scope.cancel()
 
 
+async def test_http_head_and_a_failing_scrape() -> None:
+    async def broken() -> bytes:
+        raise RuntimeError("the store is gone")
+
+    async def fine() -> bytes:
+        return b"x 1\n"
+
+    async with anyio.create_task_group() as tg:
+        port = await tg.start(serve_metrics, "127.0.0.1", 0, fine)
+        head = await http_get(port, b"HEAD /metrics HTTP/1.1\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 OK")
+        assert b"Content-Length: 4\r\n" in head
+        assert head.endswith(b"\r\n\r\n")
+        failing = await tg.start(serve_metrics, "127.0.0.1", 0, broken)
+        answer = await http_get(failing, b"GET /metrics?x=1 HTTP/1.1\r\n\r\n")
+        assert answer.startswith(b"HTTP/1.1 503 Service Unavailable")
+        assert b"the store is gone" not in answer
+        tg.cancel_scope.cancel()
+
+
 @pytest.mark.skipif(PROMTOOL is None, reason="promtool not installed (Debian package prometheus)")
 async def test_promtool_accepts_the_exposition(store: SqliteStore) -> None:
     await consent(store, 1, expires_in=timedelta(days=3))

@@ -276,14 +276,14 @@ def _make_client(settings: Settings, box: Sandbox | None) -> KontomatikClient:
 
 
 def _make_webhooks(settings: Settings, store: Store, clock: Clock) -> Webhooks | None:
-    key = settings.webhook_key
-    if not settings.webhook_url or key is None:
+    keys = settings.webhook_keys
+    if not settings.webhook_url or not keys:
         return None
     return Webhooks(
         store,
         clock,
         urls=settings.webhook_url,
-        key=key,
+        keys=keys,
         types=settings.webhook_events or None,
         retry_seconds=settings.webhook_retry_seconds,
     )

@@ -25,6 +25,7 @@ from prometheus_client import (
     Gauge,
     Histogram,
     Info,
+    ProcessCollector,
     disable_created_metrics,
     generate_latest,
 )
@@ -114,6 +115,8 @@ class Metrics:
         self._finished: deque[EventRecord] = deque()
         self._finished_added = anyio.Event()
         r = self.registry = CollectorRegistry()
+        # process_cpu_seconds_total, process_resident_memory_bytes, process_start_time_seconds...
+        ProcessCollector(registry=r)
         Info("aisd_build", "The running aisd.", registry=r).info(
             {"version": __version__, "python": sys.version.split()[0]}
         )

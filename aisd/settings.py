@@ -243,9 +243,13 @@ class Settings(BaseSettings):
     def _check_webhook_secret(cls, value: SecretStr | None) -> SecretStr | None:
         if value is None:
             return None
-        secret = value.get_secret_value().strip()
-        decode_webhook_secret(secret)
-        return SecretStr(secret)
+        # Several secrets (whitespace-separated) while a receiver rotates: each signs.
+        secrets = value.get_secret_value().split()
+        if not secrets:
+            raise ValueError("must hold at least one whsec_ secret")
+        for secret in secrets:
+            decode_webhook_secret(secret)
+        return SecretStr(" ".join(secrets))
 
     @field_validator("webhook_events", mode="before")
     @classmethod
@@ -263,11 +267,13 @@ class Settings(BaseSettings):
         return value
 
     @property
-    def webhook_key(self) -> bytes | None:
-        """The HMAC key of ``AISD_WEBHOOK_SECRET``, or None without one."""
+    def webhook_keys(self) -> tuple[bytes, ...]:
+        """The HMAC keys of ``AISD_WEBHOOK_SECRET`` (none without it)."""
         if self.webhook_secret is None:
-            return None
-        return decode_webhook_secret(self.webhook_secret.get_secret_value())
+            return ()
+        return tuple(
+            decode_webhook_secret(s) for s in self.webhook_secret.get_secret_value().split()
+        )
 
     @property
     def first_import_history_days(self) -> int:

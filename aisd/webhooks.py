@@ -43,6 +43,7 @@ __all__ = [
     "endpoint_label",
     "retry_delay",
     "sign",
+    "signature_header",
 ]
 
 log = structlog.get_logger("aisd.webhooks")
@@ -59,7 +60,7 @@ _MAX_ERROR_LEN = 300
 
 
 def sign(key: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
-    """The ``webhook-signature`` header value of one delivery.
+    """One signature of the ``webhook-signature`` header.
 
     Args:
         key: the secret's bytes (the base64 after ``whsec_``, decoded).
@@ -73,6 +74,12 @@ def sign(key: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
     content = f"{msg_id}.{timestamp}.".encode() + body
     digest = hmac.new(key, content, hashlib.sha256).digest()
     return "v1," + base64.b64encode(digest).decode()
+
+
+def signature_header(keys: Sequence[bytes], msg_id: str, timestamp: int, body: bytes) -> str:
+    """The ``webhook-signature`` header: one signature per key, space-separated, so a receiver
+    holding either the old or the new secret verifies the delivery during a rotation."""
+    return " ".join(sign(key, msg_id, timestamp, body) for key in keys)
 
 
 def retry_delay(attempts: int, *, base: float, rng: random.Random) -> float:
@@ -116,7 +123,7 @@ class Webhooks:
         store: where events and cursors live.
         clock: wall time for timestamps and the retry schedule.
         urls: the endpoints, as configured.
-        key: the HMAC key.
+        keys: the HMAC keys (one per secret; more than one while a secret is rotated).
         types: event types to send; None sends every type.
         retry_seconds: the first retry's delay (doubled per failure, capped at 10 minutes).
         transport: an httpx transport (tests); the network by default.
@@ -129,7 +136,7 @@ class Webhooks:
         clock: Clock,
         *,
         urls: Sequence[str],
-        key: bytes,
+        keys: Sequence[bytes],
         types: Collection[str] | None = None,
         retry_seconds: float = 1.0,
         transport: httpx.AsyncBaseTransport | None = None,
@@ -138,7 +145,9 @@ class Webhooks:
         self._store = store
         self._clock = clock
         self._urls = tuple(urls)
-        self._key = key
+        if not keys:
+            raise ValueError("webhooks need at least one signing key")
+        self._keys = tuple(keys)
         self._types = None if types is None else frozenset(types)
         self._retry_seconds = retry_seconds
         self._transport = transport
@@ -244,7 +253,7 @@ class Webhooks:
         headers = {
             "webhook-id": msg_id,
             "webhook-timestamp": str(timestamp),
-            "webhook-signature": sign(self._key, msg_id, timestamp, body),
+            "webhook-signature": signature_header(self._keys, msg_id, timestamp, body),
         }
         try:
             response = await http.post(url, content=body, headers=headers)

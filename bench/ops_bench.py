@@ -75,7 +75,7 @@ async def bench_webhooks(store: SqliteStore, url: str, events: int) -> tuple[flo
     batch = [NewEvent("import.succeeded", "owner", None, None, {"n": i}) for i in range(events)]
     await store.append_events(batch, now=datetime.now(UTC))
     # The endpoint registered before the events: it delivers all of them.
-    hooks = Webhooks(store, SystemClock(), urls=(url,), key=KEY)
+    hooks = Webhooks(store, SystemClock(), urls=(url,), keys=[KEY])
     began = time.perf_counter()
     async with anyio.create_task_group() as tg:
         await tg.start(hooks.run)

@@ -117,7 +117,7 @@ def make(store: SqliteStore, receiver: Receiver, **kwargs: object) -> Webhooks:
         store,
         SystemClock(),
         urls=kwargs.pop("urls", (URL,)),  # type: ignore[arg-type]
-        key=KEY,
+        keys=[KEY],
         retry_seconds=0.01,
         transport=httpx.MockTransport(receiver.handle),
         rng=random.Random(0),
@@ -184,7 +184,7 @@ async def test_status_shows_lag_and_the_last_error_while_failing(store: WatchedS
         store,
         SystemClock(),
         urls=(URL,),
-        key=KEY,
+        keys=[KEY],
         retry_seconds=60,
         transport=httpx.MockTransport(receiver.handle),
     )

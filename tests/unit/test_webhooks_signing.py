@@ -3,18 +3,29 @@
 from __future__ import annotations
 
 import base64
+import io
+import logging
 import os
 import random
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+import structlog
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import SecretStr
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from aisd.settings import SettingsError, decode_webhook_secret, load_settings, parse_listen
-from aisd.webhooks import RETRY_CAP_SECONDS, endpoint_label, retry_delay, sign
+from aisd.logs import configure_logging, get_logger
+from aisd.settings import (
+    Settings,
+    SettingsError,
+    decode_webhook_secret,
+    load_settings,
+    parse_listen,
+)
+from aisd.webhooks import RETRY_CAP_SECONDS, endpoint_label, retry_delay, sign, signature_header
 
 KEY = bytes(range(32))
 SECRET = "whsec_" + base64.b64encode(KEY).decode()
@@ -46,6 +57,18 @@ def test_library_verifies_a_fresh_delivery_and_refuses_another_secret() -> None:
     tampered = body.replace(b"7", b"8")
     with pytest.raises(WebhookVerificationError):
         Webhook(SECRET).verify(tampered, headers)
+
+
+def test_two_secrets_during_a_rotation_both_verify() -> None:
+    new_key = bytes(range(100, 132))
+    new_secret = "whsec_" + base64.b64encode(new_key).decode()
+    body = b'{"id":3}'
+    now = int(datetime.now(UTC).timestamp())
+    header = signature_header([KEY, new_key], "3", now, body)
+    assert header.count("v1,") == 2
+    headers = {"webhook-id": "3", "webhook-timestamp": str(now), "webhook-signature": header}
+    assert Webhook(SECRET).verify(body, headers) == {"id": 3}
+    assert Webhook(new_secret).verify(body, headers) == {"id": 3}
 
 
 @given(st.integers(min_value=1, max_value=200), st.floats(min_value=0.01, max_value=600))
@@ -114,7 +137,7 @@ def test_webhook_secret_from_credentials_directory(
     monkeypatch.setenv("AISD_WEBHOOK_EVENTS", "import.succeeded,token.reauth_required")
     s = load_settings(sandbox=True)
     assert s.webhook_url == ("https://a.example/x", "https://b.example/y")
-    assert s.webhook_key == KEY
+    assert s.webhook_keys == (KEY,)
     assert s.webhook_events == {"import.succeeded", "token.reauth_required"}
 
 
@@ -142,3 +165,24 @@ def test_webhook_settings_errors_name_the_setting_never_the_value(
     monkeypatch.setenv("AISD_METRICS_LISTEN", "9464")
     with pytest.raises(SettingsError, match="AISD_METRICS_LISTEN"):
         load_settings(sandbox=True)
+
+
+def test_webhook_secrets_and_credentialed_urls_never_reach_a_log_line() -> None:
+    new_secret = "whsec_" + base64.b64encode(bytes(range(40, 72))).decode()
+    url = "https://user:pw-9911@hooks.example.com/in?token=tk-8822"
+    settings = Settings(webhook_url=(url,), webhook_secret=SecretStr(f"{SECRET}  {new_secret}\n"))
+    assert settings.webhook_keys == (KEY, bytes(range(40, 72)))
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    out = io.StringIO()
+    try:
+        configure_logging(settings, stream=out)
+        get_logger("aisd.test").warning("oops", detail=f"{SECRET} {new_secret} posting to {url}")
+    finally:
+        structlog.reset_defaults()
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    text = out.getvalue()
+    for leaked in (SECRET, new_secret, "pw-9911", "tk-8822"):
+        assert leaked not in text
+    assert "posting to" in text

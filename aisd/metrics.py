@@ -10,6 +10,7 @@ or a URL's credentials: labels are kinds, states, endpoint names, outcomes and e
 
 from __future__ import annotations
 
+import re
 import sys
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -69,6 +70,7 @@ EVENT_TYPES = (
     "owner.forgotten",
 )
 QUOTA_REASONS = ("quota", "upstream_limit")
+_ERROR_NAME = re.compile(r"[A-Za-z][A-Za-z0-9]{0,63}")
 _FINAL = {"import.succeeded": ImportState.SUCCESSFUL, "import.failed": ImportState.FAILED}
 
 # The _created series double every counter for little use; the process start time is exported.
@@ -255,6 +257,9 @@ class Metrics:
 
     def upstream_call(self, endpoint: str, outcome: str, seconds: float) -> None:
         """One Kontomatik API call ended (the client's observer)."""
+        # Error names come from upstream: an odd one must not mint label values without end.
+        if not _ERROR_NAME.fullmatch(outcome):
+            outcome = "other"
         self.upstream_requests.labels(endpoint, outcome).inc()
         self.upstream_duration.labels(endpoint).observe(seconds)
 

@@ -68,6 +68,7 @@ async def test_scrape_reads_the_store_and_the_hooks(store: SqliteStore) -> None:
     first = await consent(store, 1, expires_in=timedelta(days=3))
     await consent(store, 2, expires_in=timedelta(days=100))
     metrics.upstream_call("reuse_multiple_access", "MultipleAccessLimitExceeded", 0.2)
+    metrics.upstream_call("import_result", "Weird name <from upstream> " * 9, 0.1)
     metrics.command_ended(10.15, 8.0, 10.0)
     metrics.planner_ticked(0.01)
     async with anyio.create_task_group() as tg:
@@ -128,6 +129,10 @@ async def test_scrape_reads_the_store_and_the_hooks(store: SqliteStore) -> None:
         == 1
     )
     assert value(scraped, "aisd_command_end_poll_delay_seconds_count") == 1
+    assert (
+        value(scraped, "aisd_upstream_requests_total", endpoint="import_result", outcome="other")
+        == 1
+    )
     assert value(scraped, "aisd_planner_tick_duration_seconds_count") == 1
     # Nothing personal in any label: owners, tokens and imports stay out.
     labels = {v for key in scraped for _, v in key[1]}

@@ -32,8 +32,8 @@ from aisd.clock import Clock, SystemClock, iso
 from aisd.housekeeping import housekeep
 from aisd.instance import InstanceLocked, instance_lock
 from aisd.kontomatik import KontomatikClient
-from aisd.metrics import Metrics, Runtime
-from aisd.metrics_server import serve_metrics
+from aisd.metrics import Metrics
+from aisd.operations import Operations
 from aisd.pipeline import Pipeline, PipelineConfig
 from aisd.refresh import Refresher
 from aisd.rpc import ListenError, RpcServer, open_listener
@@ -45,11 +45,9 @@ from aisd.rpc.methods import (
     token_methods,
 )
 from aisd.rpc.methods_data import data_methods
-from aisd.rpc.methods_ops import webhook_methods
 from aisd.sandbox import DEFAULT_API_KEY, Sandbox, SandboxApp, SandboxConfig
-from aisd.settings import Settings, parse_listen
+from aisd.settings import Settings
 from aisd.store import EventRecord, StorageUnavailable, Store, open_store
-from aisd.webhooks import Webhooks
 
 log = structlog.get_logger("aisd.daemon")
 
@@ -150,15 +148,11 @@ async def run(settings: Settings, sandbox: bool, clock: Clock | None = None) -> 
     async with AsyncExitStack() as stack:
         store = await stack.enter_async_context(open_store(settings.db_path))
         box = _make_sandbox(settings) if sandbox else None
-        metrics = Metrics(store, clock, max_running_commands=settings.max_running_commands)
         client = await stack.enter_async_context(_make_client(settings, box))
-        client.observer = metrics.upstream_call
+        ops = Operations.from_settings(settings, store, clock)
+        client.observer = ops.metrics.upstream_call
         analytics = Analytics(store, client, clock, settings.analytics)
-        webhooks = _make_webhooks(settings, store, clock)
-        observers: list[Callable[[EventRecord], None]] = [analytics.observe, metrics.observe]
-        if webhooks is not None:
-            observers.append(webhooks.observe)
-        events = EventLog(store, observers=observers)
+        events = EventLog(store, observers=[analytics.observe, *ops.observers()])
 
         ticks = Ticks()
 
@@ -179,15 +173,12 @@ async def run(settings: Settings, sandbox: bool, clock: Clock | None = None) -> 
             clock,
             gate=refresher,
             on_change=events.wake,
-            on_command_end=metrics.command_ended,
+            on_command_end=ops.metrics.command_ended,
         )
-        metrics.attach(
-            Runtime(
-                running_commands=lambda: pipeline.running_commands,
-                slot_limit=lambda: pipeline.limit,
-                storage_ok=lambda: store.health.ok,
-                webhook_lags=webhooks.lags if webhooks is not None else None,
-            )
+        ops.attach(
+            running_commands=lambda: pipeline.running_commands,
+            slot_limit=lambda: pipeline.limit,
+            storage_ok=lambda: store.health.ok,
         )
 
         def status_extra() -> dict[str, Any]:
@@ -212,7 +203,7 @@ async def run(settings: Settings, sandbox: bool, clock: Clock | None = None) -> 
             token_methods(store, refresher),
             data_methods(store, refresher, clock, refreshes_per_day=settings.refreshes_per_day),
             sandbox_methods(box) if box else {},
-            webhook_methods(webhooks),
+            ops.methods(),
         )
         listener, activated = await open_listener(str(settings.socket_path), settings.socket_mode)
         stack.push_async_callback(listener.aclose)
@@ -227,16 +218,11 @@ async def run(settings: Settings, sandbox: bool, clock: Clock | None = None) -> 
             tg.start_soon(_handle_signals, tg.cancel_scope, pipeline)
             await tg.start(events.run)
             await tg.start(analytics.run)
-            await tg.start(metrics.run)
-            if webhooks is not None:
-                await tg.start(webhooks.run)
-            if settings.metrics_listen is not None:
-                host, port = parse_listen(settings.metrics_listen)
-                await tg.start(serve_metrics, host, port, metrics.scrape)
+            await ops.start(tg)
             await tg.start(server.serve, listener)
             await tg.start(pipeline.run)
             await tg.start(
-                _planner, refresher, store, pipeline, health, settings, events, ticks, metrics
+                _planner, refresher, store, pipeline, health, settings, events, ticks, ops.metrics
             )
             tg.start_soon(_watchdog, store, health, pipeline, settings.planner_tick_seconds)
             tg.start_soon(_housekeeping, store, clock, settings)
@@ -272,20 +258,6 @@ def _make_client(settings: Settings, box: Sandbox | None) -> KontomatikClient:
         settings.api_key.get_secret_value(),
         timeout=settings.http_timeout_seconds,
         max_reply_bytes=settings.max_reply_bytes,
-    )
-
-
-def _make_webhooks(settings: Settings, store: Store, clock: Clock) -> Webhooks | None:
-    keys = settings.webhook_keys
-    if not settings.webhook_url or not keys:
-        return None
-    return Webhooks(
-        store,
-        clock,
-        urls=settings.webhook_url,
-        keys=keys,
-        types=settings.webhook_events or None,
-        retry_seconds=settings.webhook_retry_seconds,
     )
 
 

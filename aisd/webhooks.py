@@ -57,6 +57,7 @@ RECHECK_SECONDS = 2.0
 # After an unexpected error (a bug, a database hiccup) a follower waits this long and goes on.
 TROUBLE_PAUSE_SECONDS = 5.0
 _MAX_ERROR_LEN = 300
+_MAX_ANSWER_BYTES = 64 * 1024
 
 
 def sign(key: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
@@ -126,6 +127,7 @@ class Webhooks:
         keys: the HMAC keys (one per secret; more than one while a secret is rotated).
         types: event types to send; None sends every type.
         retry_seconds: the first retry's delay (doubled per failure, capped at 10 minutes).
+        timeout: seconds one attempt may take, answer included.
         transport: an httpx transport (tests); the network by default.
         rng: jitter's randomness.
     """
@@ -139,6 +141,7 @@ class Webhooks:
         keys: Sequence[bytes],
         types: Collection[str] | None = None,
         retry_seconds: float = 1.0,
+        timeout: float = TIMEOUT_SECONDS,
         transport: httpx.AsyncBaseTransport | None = None,
         rng: random.Random | None = None,
     ) -> None:
@@ -150,6 +153,7 @@ class Webhooks:
         self._keys = tuple(keys)
         self._types = None if types is None else frozenset(types)
         self._retry_seconds = retry_seconds
+        self._timeout = timeout
         self._transport = transport
         self._rng = rng or random.Random()
         self._signal = anyio.Event()
@@ -166,10 +170,15 @@ class Webhooks:
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Deliver to every endpoint until cancelled."""
         await self._store.webhook_register(self._urls, now=self._clock.now())
-        headers = {"User-Agent": f"aisd/{__version__}", "Content-Type": "application/json"}
+        headers = {
+            "User-Agent": f"aisd/{__version__}",
+            "Content-Type": "application/json",
+            # The answer is read only to reuse the connection: nothing to decompress.
+            "Accept-Encoding": "identity",
+        }
         async with (
             httpx.AsyncClient(
-                timeout=TIMEOUT_SECONDS,
+                timeout=self._timeout,
                 follow_redirects=False,
                 transport=self._transport,
                 headers=headers,
@@ -256,15 +265,28 @@ class Webhooks:
             "webhook-signature": signature_header(self._keys, msg_id, timestamp, body),
         }
         try:
-            response = await http.post(url, content=body, headers=headers)
+            # One deadline for the whole exchange: httpx's timeout is per read, and a receiver
+            # dribbling its answer byte by byte would otherwise hold the endpoint's queue.
+            with anyio.move_on_after(self._timeout) as deadline:
+                async with http.stream("POST", url, content=body, headers=headers) as response:
+                    status = response.status_code
+                    # The answer's body means nothing here: read a little so the connection
+                    # can be reused, and never more.
+                    read = 0
+                    async for chunk in response.aiter_bytes():
+                        read += len(chunk)
+                        if read > _MAX_ANSWER_BYTES:
+                            break
         except httpx.HTTPError as exc:
             # httpx's messages name the failure, never the URL (which may carry credentials).
             text = f"{type(exc).__name__}: {exc}".replace(url, endpoint_label(url))
             return _Attempt(False, text[:_MAX_ERROR_LEN])
-        if response.is_success:
+        if deadline.cancelled_caught:
+            return _Attempt(False, f"Timeout: no complete answer within {self._timeout:g} s")
+        if 200 <= status < 300:
             return _Attempt(True)
-        reason = f"HTTP {response.status_code}"
-        if response.is_redirect:
+        reason = f"HTTP {status}"
+        if 300 <= status < 400:
             reason += " (redirects are not followed)"
         return _Attempt(False, reason)
 

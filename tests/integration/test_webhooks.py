@@ -274,3 +274,42 @@ async def test_socket_methods_validate_their_params(store: WatchedStore) -> None
     assert moved == status
     assert isinstance(status, dict)
     assert status["endpoints"][0]["cursor"] == 0
+
+
+class _Dribble(httpx.AsyncByteStream):
+    """An answer that arrives a byte at a time, too slowly."""
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for _ in range(100):
+            await anyio.sleep(0.05)
+            yield b"."
+
+
+async def test_an_answer_that_never_completes_is_a_timeout(store: WatchedStore) -> None:
+    receiver = Receiver()
+    slow = {"left": 1}
+
+    async def handle(request: httpx.Request) -> httpx.Response:
+        if slow["left"]:
+            slow["left"] -= 1
+            return httpx.Response(200, stream=_Dribble())
+        return receiver.handle(request)
+
+    hooks = Webhooks(
+        store,
+        SystemClock(),
+        urls=(URL,),
+        keys=[KEY],
+        retry_seconds=0.01,
+        timeout=0.3,
+        transport=httpx.MockTransport(handle),
+    )
+    async with anyio.create_task_group() as tg:
+        await tg.start(hooks.run)
+        ids = await append(store, "a.one")
+        hooks.wake()
+        assert await receiver.wait_for("hooks.test", 1) == ids
+        await wait_cursor(store, URL, ids[0])
+        tg.cancel_scope.cancel()
+    (state,) = await store.webhook_cursors([URL])
+    assert state.last_error == "Timeout: no complete answer within 0.3 s"

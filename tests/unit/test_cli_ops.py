@@ -32,21 +32,23 @@ def fake(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[FakeDaemon
         yield daemon
 
 
-ENDPOINT = {
-    "endpoint": "https://hooks.example.com/aisd",
-    "cursor": 40,
-    "head": 52,
-    "lagEvents": 12,
-    "lagSeconds": 310.5,
-    "attempts": 4,
-    "nextAttemptAt": iso(timedelta(minutes=3)),
-    "lastSuccessAt": iso(-timedelta(minutes=6)),
-    "lastError": {"message": "HTTP 503", "at": iso(-timedelta(seconds=5))},
-}
+def endpoint() -> dict[str, object]:
+    # Times relative to now, made when the test runs (collection may be minutes earlier).
+    return {
+        "endpoint": "https://hooks.example.com/aisd",
+        "cursor": 40,
+        "head": 52,
+        "lagEvents": 12,
+        "lagSeconds": 310.5,
+        "attempts": 4,
+        "nextAttemptAt": iso(timedelta(minutes=3)),
+        "lastSuccessAt": iso(-timedelta(minutes=6)),
+        "lastError": {"message": "HTTP 503", "at": iso(-timedelta(seconds=5))},
+    }
 
 
 def test_webhooks_status_table(fake: FakeDaemon, capsys: pytest.CaptureFixture[str]) -> None:
-    fake.results["webhooks.status"] = {"endpoints": [ENDPOINT]}
+    fake.results["webhooks.status"] = {"endpoints": [endpoint()]}
     assert main(["webhooks"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == [
@@ -72,7 +74,7 @@ def test_webhooks_none_configured(fake: FakeDaemon, capsys: pytest.CaptureFixtur
 
 
 def test_webhooks_redeliver(fake: FakeDaemon, capsys: pytest.CaptureFixture[str]) -> None:
-    fake.results["webhooks.redeliver"] = {"endpoints": [{**ENDPOINT, "cursor": 9}]}
+    fake.results["webhooks.redeliver"] = {"endpoints": [{**endpoint(), "cursor": 9}]}
     assert main(["webhooks", "--redeliver-from", "10", "--endpoint", "https://h/x"]) == 0
     assert "9/52" in capsys.readouterr().out
     assert fake.params("webhooks.redeliver") == [{"from": 10, "endpoint": "https://h/x"}]

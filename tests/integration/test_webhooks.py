@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import tempfile
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -11,6 +12,9 @@ from pathlib import Path
 import anyio
 import httpx
 import pytest
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 from standardwebhooks.webhooks import Webhook
 
 from aisd.clock import SystemClock
@@ -313,3 +317,59 @@ async def test_an_answer_that_never_completes_is_a_timeout(store: WatchedStore) 
         tg.cancel_scope.cancel()
     (state,) = await store.webhook_cursors([URL])
     assert state.last_error == "Timeout: no complete answer within 0.3 s"
+
+
+@hsettings(max_examples=25, deadline=None)
+@given(
+    answers=st.lists(st.sampled_from(["ok", "500", "302", "refused"]), max_size=25),
+    types=st.lists(st.sampled_from(["a.x", "b.y", "c.z"]), min_size=1, max_size=12),
+    only=st.one_of(st.none(), st.sampled_from([{"a.x"}, {"a.x", "c.z"}])),
+)
+def test_any_sequence_of_failures_delivers_the_filtered_feed_in_order_exactly(
+    answers: list[str], types: list[str], only: set[str] | None
+) -> None:
+    """Without a crash, whatever the receiver answers, the 2xx deliveries are exactly the
+    wanted events in feed order, and every attempt is at the oldest one not delivered yet."""
+    script = list(answers)
+    attempts: list[tuple[int, bool]] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        event_id = int(request.headers["webhook-id"])
+        answer = script.pop(0) if script else "ok"
+        attempts.append((event_id, answer == "ok"))
+        if answer == "refused":
+            raise httpx.ConnectError("Connection refused")
+        if answer != "ok":
+            return httpx.Response(int(answer))
+        assert VERIFIER.verify(request.content, dict(request.headers))["id"] == event_id
+        return httpx.Response(200)
+
+    async def scenario(directory: str) -> list[int]:
+        async with open_store(Path(directory) / "aisd.db") as opened:
+            store = WatchedStore(opened._writer, opened._reader, opened.path)
+            hooks = Webhooks(
+                store,
+                SystemClock(),
+                urls=(URL,),
+                keys=[KEY],
+                types=only,
+                retry_seconds=0.001,
+                transport=httpx.MockTransport(handle),
+            )
+            async with anyio.create_task_group() as tg:
+                await tg.start(hooks.run)
+                ids = await append(store, *types)
+                hooks.wake()
+                await wait_cursor(store, URL, ids[-1])
+                tg.cancel_scope.cancel()
+            return [i for i, t in zip(ids, types, strict=True) if only is None or t in only]
+
+    with tempfile.TemporaryDirectory() as directory:
+        wanted = anyio.run(scenario, directory)
+    assert [event_id for event_id, ok in attempts if ok] == wanted
+    pending = list(wanted)
+    for event_id, ok in attempts:
+        assert event_id == pending[0], "a later event went before an undelivered one"
+        if ok:
+            pending.pop(0)
+    assert pending == []

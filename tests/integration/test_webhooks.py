@@ -319,7 +319,7 @@ async def test_an_answer_that_never_completes_is_a_timeout(store: WatchedStore) 
     assert state.last_error == "Timeout: no complete answer within 0.3 s"
 
 
-@hsettings(max_examples=25, deadline=None)
+@hsettings(max_examples=15, deadline=None)
 @given(
     answers=st.lists(st.sampled_from(["ok", "500", "302", "refused"]), max_size=25),
     types=st.lists(st.sampled_from(["a.x", "b.y", "c.z"]), min_size=1, max_size=12),

@@ -106,6 +106,17 @@ def endpoint_label(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path or "/", "", ""))
 
 
+def _unique_labels(urls: Sequence[str]) -> dict[str, str]:
+    """Each URL's label; URLs that differ only in what a label drops get ``#2``, ``#3``..."""
+    labels: dict[str, str] = {}
+    seen: dict[str, int] = {}
+    for url in urls:
+        label = endpoint_label(url)
+        seen[label] = seen.get(label, 0) + 1
+        labels[url] = label if seen[label] == 1 else f"{label}#{seen[label]}"
+    return labels
+
+
 def encode_body(event: EventRecord) -> bytes:
     """The POST body: the event as ``events.list`` shows it, compact UTF-8 JSON."""
     return json.dumps(event_json(event), ensure_ascii=False, separators=(",", ":")).encode()
@@ -148,6 +159,7 @@ class Webhooks:
         self._store = store
         self._clock = clock
         self._urls = tuple(urls)
+        self._labels = _unique_labels(self._urls)
         if not keys:
             raise ValueError("webhooks need at least one signing key")
         self._keys = tuple(keys)
@@ -187,11 +199,11 @@ class Webhooks:
             anyio.create_task_group() as tg,
         ):
             for url in self._urls:
-                tg.start_soon(self._follow, http, url, name=f"webhook {endpoint_label(url)}")
+                tg.start_soon(self._follow, http, url, name=f"webhook {self._labels[url]}")
             task_status.started()
 
     async def _follow(self, http: httpx.AsyncClient, url: str) -> None:
-        label = endpoint_label(url)
+        label = self._labels[url]
         while True:
             signal = self._signal
             try:
@@ -279,7 +291,7 @@ class Webhooks:
                             break
         except httpx.HTTPError as exc:
             # httpx's messages name the failure, never the URL (which may carry credentials).
-            text = f"{type(exc).__name__}: {exc}".replace(url, endpoint_label(url))
+            text = f"{type(exc).__name__}: {exc}".replace(url, self._labels[url])
             return _Attempt(False, text[:_MAX_ERROR_LEN])
         if deadline.cancelled_caught:
             return _Attempt(False, f"Timeout: no complete answer within {self._timeout:g} s")
@@ -295,7 +307,7 @@ class Webhooks:
     def _matching(self, endpoint: str | None) -> list[str]:
         if endpoint is None:
             return list(self._urls)
-        return [u for u in self._urls if endpoint in (u, endpoint_label(u))]
+        return [u for u in self._urls if endpoint in (u, self._labels[u])]
 
     async def status(self) -> list[dict[str, Any]]:
         """Each endpoint's cursor, lag, last success and last error (``webhooks.status``)."""
@@ -320,7 +332,7 @@ class Webhooks:
         pending, oldest = backlog
         lag_seconds = 0.0 if oldest is None else max(0.0, (now - oldest).total_seconds())
         return {
-            "endpoint": endpoint_label(state.url),
+            "endpoint": self._labels[state.url],
             "cursor": state.cursor,
             "head": head,
             "lagEvents": pending,
@@ -356,9 +368,7 @@ class Webhooks:
         await self._store.webhook_rewind(urls, cursor=max(0, from_id - 1))
         log.info("webhook.redeliver", fromEventId=from_id, endpoints=len(urls))
         self.wake()
-        return [
-            s for s in await self.status() if s["endpoint"] in {endpoint_label(u) for u in urls}
-        ]
+        return [s for s in await self.status() if s["endpoint"] in {self._labels[u] for u in urls}]
 
     async def lags(self) -> list[tuple[str, int, float]]:
         """``(endpoint label, events waiting, seconds the oldest has waited)`` per endpoint."""

@@ -253,6 +253,18 @@ async def test_restart_resumes_after_the_cursor_and_redeliver_moves_it_back(
     assert endpoint_label(OTHER) == "http://other.test/"
 
 
+async def test_endpoints_told_apart_only_by_a_query_get_distinct_labels(
+    store: WatchedStore,
+) -> None:
+    first, second = "https://h.test/in?tenant=1", "https://h.test/in?tenant=2"
+    hooks = Webhooks(store, SystemClock(), urls=(first, second), keys=[KEY])
+    await store.webhook_register([first, second], now=datetime.now(UTC))
+    labels = [s["endpoint"] for s in await hooks.status()]
+    assert labels == ["https://h.test/in", "https://h.test/in#2"]
+    moved = await hooks.redeliver(1, "https://h.test/in#2")
+    assert [m["endpoint"] for m in moved] == ["https://h.test/in#2"]
+
+
 async def test_socket_methods_validate_their_params(store: WatchedStore) -> None:
     peer = Peer(pid=1, uid=0, gid=0, groups=frozenset())
     unconfigured = webhook_methods(None)

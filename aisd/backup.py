@@ -162,7 +162,7 @@ def take_backup(db_path: Path, target: Path, *, keep: int, now: datetime) -> Bac
     partial = dest.with_name(dest.name + ".partial")
     try:
         with closing(sqlite3.connect(db_path, isolation_level=None)) as source:
-            source.execute(Q["busy_timeout"]).fetchall()
+            source.executescript(Q["backup_source_pragmas"])
             _copy(source, partial)
         summary = verify_backup(partial)
         os.replace(partial, dest)

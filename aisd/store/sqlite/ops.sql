@@ -69,5 +69,7 @@ UNION ALL SELECT 'events', COUNT(*) FROM events
 -- name: backup_tables
 SELECT name FROM sqlite_master WHERE type = 'table'
 
--- name: busy_timeout
-PRAGMA busy_timeout = 5000
+-- name: backup_source_pragmas
+-- The live database is only read: a backup never writes to it.
+PRAGMA busy_timeout = 5000;
+PRAGMA query_only = ON;

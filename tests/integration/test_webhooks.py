@@ -19,6 +19,7 @@ from standardwebhooks.webhooks import Webhook
 
 from aisd.clock import SystemClock
 from aisd.rpc import INVALID_PARAMS, NOT_FOUND, Params, Peer, RpcError
+from aisd.rpc.catalog import CATALOG
 from aisd.rpc.methods_ops import webhook_methods
 from aisd.store import NewEvent, SqliteStore, open_store
 from aisd.webhooks import Webhooks, endpoint_label
@@ -267,26 +268,39 @@ async def test_endpoints_told_apart_only_by_a_query_get_distinct_labels(
 
 async def test_socket_methods_validate_their_params(store: WatchedStore) -> None:
     peer = Peer(pid=1, uid=0, gid=0, groups=frozenset())
+
+    def bound(method: str, raw: dict[str, object] | list[object]) -> Params:
+        # What the server does with a request's params before the handler sees them.
+        return CATALOG[method].signature.bind(raw)
+
     unconfigured = webhook_methods(None)
-    assert await unconfigured["webhooks.status"](Params({}), peer) == {"endpoints": []}
+    status = await unconfigured["webhooks.status"](bound("webhooks.status", []), peer)
+    assert status == {"endpoints": []}
     with pytest.raises(RpcError) as info:
-        await unconfigured["webhooks.redeliver"](Params({"from": 1}), peer)
+        await unconfigured["webhooks.redeliver"](bound("webhooks.redeliver", {"from": 1}), peer)
     assert info.value.code == NOT_FOUND
     methods = webhook_methods(make(store, Receiver()))
-    for bad in ({}, {"from": 0}, {"from": "1"}, {"from": 1, "url": "x"}):
+    refused: list[dict[str, object]] = [
+        {},
+        {"from": 0},
+        {"from": "1"},
+        {"from": 1, "url": "x"},
+        {"from": True},
+    ]
+    for bad in refused:
         with pytest.raises(RpcError) as info:
-            await methods["webhooks.redeliver"](Params(bad), peer)
+            await methods["webhooks.redeliver"](bound("webhooks.redeliver", bad), peer)
         assert info.value.code == INVALID_PARAMS
     with pytest.raises(RpcError) as info:
         await methods["webhooks.redeliver"](
-            Params({"from": 1, "endpoint": "http://no.test/"}), peer
+            bound("webhooks.redeliver", {"from": 1, "endpoint": "http://no.test/"}), peer
         )
     assert info.value.code == NOT_FOUND
     await store.webhook_register([URL], now=datetime.now(UTC))
     moved = await methods["webhooks.redeliver"](
-        Params({"from": 1, "endpoint": "http://hooks.test/in"}), peer
+        bound("webhooks.redeliver", {"from": 1, "endpoint": "http://hooks.test/in"}), peer
     )
-    status = await methods["webhooks.status"](Params({}), peer)
+    status = await methods["webhooks.status"](bound("webhooks.status", {}), peer)
     assert moved == status
     assert isinstance(status, dict)
     assert status["endpoints"][0]["cursor"] == 0

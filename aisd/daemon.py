@@ -35,6 +35,8 @@ from aisd.housekeeping import housekeep
 from aisd.instance import InstanceLocked, instance_lock
 from aisd.kontomatik import KontomatikClient
 from aisd.logs import event_level
+from aisd.metrics import Metrics
+from aisd.operations import Operations
 from aisd.pipeline import Pipeline, PipelineConfig
 from aisd.refresh import Refresher
 from aisd.rpc import ListenError, RpcServer, open_listener
@@ -168,10 +170,15 @@ async def run(settings: Settings, sandbox: bool, clock: Clock | None = None) -> 
         leadership = Leadership(shared, clock)
         box = _make_sandbox(settings) if sandbox else None
         client = await stack.enter_async_context(_make_client(settings, box))
+        ops = Operations.from_settings(settings, store, clock)
+        client.observer = ops.metrics.upstream_call
         analytics = Analytics(store, client, clock, settings.analytics)
 
-        # Once per cluster: the leader logs every daemon's events and fetches their analytics.
-        events = EventLog(store, observers=[analytics.observe], leading=leadership.leading)
+        # Once per cluster: the leader logs every daemon's events, fetches their analytics and
+        # counts them for its metrics.
+        events = EventLog(
+            store, observers=[analytics.observe, *ops.observers()], leading=leadership.leading
+        )
 
         ticks = Ticks()
 
@@ -197,6 +204,12 @@ async def run(settings: Settings, sandbox: bool, clock: Clock | None = None) -> 
             clock,
             gate=refresher,
             on_change=events.wake,
+            on_command_end=ops.metrics.command_ended,
+        )
+        ops.attach(
+            running_commands=lambda: pipeline.running_commands,
+            slot_limit=lambda: pipeline.limit,
+            storage_ok=lambda: store.health.ok,
         )
 
         def status_extra() -> dict[str, Any]:
@@ -222,6 +235,7 @@ async def run(settings: Settings, sandbox: bool, clock: Clock | None = None) -> 
             token_methods(store, refresher),
             data_methods(store, refresher, clock, refreshes_per_day=settings.refreshes_per_day),
             sandbox_methods(box) if box else {},
+            ops.methods(),
         )
         listener, activated = await open_listener(str(settings.socket_path), settings.socket_mode)
         stack.push_async_callback(listener.aclose)
@@ -242,10 +256,20 @@ async def run(settings: Settings, sandbox: bool, clock: Clock | None = None) -> 
                 await tg.start(shared.listen, wake_all)
             await tg.start(events.run)
             await tg.start(analytics.run)
+            await ops.start(tg)
             await tg.start(server.serve, listener)
             await tg.start(pipeline.run)
             await tg.start(
-                _planner, refresher, store, pipeline, health, settings, events, ticks, leadership
+                _planner,
+                refresher,
+                store,
+                pipeline,
+                health,
+                settings,
+                events,
+                ticks,
+                ops.metrics,
+                leadership,
             )
             tg.start_soon(_watchdog, store, health, pipeline, settings.planner_tick_seconds)
             tg.start_soon(_housekeeping, store, clock, settings, leadership)
@@ -305,6 +329,7 @@ async def _planner(
     settings: Settings,
     events: EventLog,
     ticks: Ticks,
+    metrics: Metrics,
     leadership: Leadership,
     *,
     task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
@@ -341,7 +366,9 @@ async def _planner(
                     health.last_tick = time.monotonic()
                     continue
                 try:
+                    began = time.monotonic()
                     report = await refresher.tick()
+                    metrics.planner_ticked(time.monotonic() - began)
                     counts = await store.counts()
                 except StorageUnavailable:
                     # Alive, not wedged (a restart would not free the disk): the store logs

@@ -14,6 +14,7 @@ from aisd.store._interface import (
     ReadStore,
     Store,
 )
+from aisd.store._ops_records import OpsCounts, WebhookBacklog, WebhookCursor
 from aisd.store._records import (
     AccessKind,
     Claim,
@@ -78,6 +79,7 @@ __all__ = [
     "MergeStats",
     "NewEvent",
     "NotFoundError",
+    "OpsCounts",
     "PipelineStore",
     "PlanWrite",
     "PlannerStore",
@@ -101,6 +103,8 @@ __all__ = [
     "TokenOutcome",
     "TokenRecord",
     "TokenState",
+    "WebhookBacklog",
+    "WebhookCursor",
     "open_configured_store",
     "open_store",
 ]

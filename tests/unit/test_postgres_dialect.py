@@ -20,6 +20,11 @@ SQLITE_ONLY = frozenset(
         "set_user_version",
         "foreign_key_check",
         "commit_with_fsync",
+        "backup_integrity",
+        "backup_standalone",
+        "backup_counts",
+        "backup_tables",
+        "backup_source_pragmas",
     }
 )
 

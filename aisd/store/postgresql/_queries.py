@@ -25,5 +25,7 @@ def _load(*names: str) -> dict[str, str]:
 
 
 QUERIES: Mapping[str, str] = MappingProxyType(
-    _load("queries.sql", "queries_data.sql", "queries_pipeline.sql", "queries_cluster.sql")
+    _load(
+        "queries.sql", "queries_data.sql", "queries_pipeline.sql", "queries_cluster.sql", "ops.sql"
+    )
 )

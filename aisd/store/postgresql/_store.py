@@ -77,6 +77,7 @@ from aisd.store.sqlite._errors import (
 )
 from aisd.store.sqlite._ids import new_id
 from aisd.store.sqlite._intake import submit_one
+from aisd.store.sqlite._ops import OpsMethods
 from aisd.store.sqlite._queries import QUERIES as Q
 from aisd.store.sqlite._reads import ReadMethods
 from aisd.store.sqlite._sync import emit, returning_id, rows
@@ -120,7 +121,13 @@ class _Reader:
 
 
 class PostgresStore(
-    ReadMethods, TokenMethods, FeedMethods, BillingMethods, PrivacyMethods, AnalyticsMethods
+    ReadMethods,
+    TokenMethods,
+    FeedMethods,
+    BillingMethods,
+    PrivacyMethods,
+    AnalyticsMethods,
+    OpsMethods,
 ):
     """The daemon's durable state in a PostgreSQL database. Open it with
     :func:`open_postgres_store`."""

@@ -472,3 +472,12 @@ SELECT (SELECT finished_at FROM imports
        (SELECT COUNT(*) FROM imports
         WHERE state = 'failed' AND created_at >= %(window)s AND finished_at >= %(hour_ago)s)
            AS failed_last_hour
+
+-- name: savepoint_batch
+SAVEPOINT batch
+
+-- name: rollback_to_batch
+ROLLBACK TO batch
+
+-- name: release_batch
+RELEASE batch

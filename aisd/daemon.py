@@ -170,7 +170,7 @@ async def run(settings: Settings, sandbox: bool, clock: Clock | None = None) -> 
         leadership = Leadership(shared, clock)
         box = _make_sandbox(settings) if sandbox else None
         client = await stack.enter_async_context(_make_client(settings, box))
-        ops = Operations.from_settings(settings, store, clock)
+        ops = Operations.from_settings(settings, store, clock, leading=leadership.leading)
         client.observer = ops.metrics.upstream_call
         analytics = Analytics(store, client, clock, settings.analytics)
 

@@ -30,8 +30,16 @@ class Operations:
     listen: tuple[str, int] | None
 
     @classmethod
-    def from_settings(cls, settings: Settings, store: Store, clock: Clock) -> Operations:
-        """Build both from the settings."""
+    def from_settings(
+        cls,
+        settings: Settings,
+        store: Store,
+        clock: Clock,
+        *,
+        leading: Callable[[], bool] = lambda: True,
+    ) -> Operations:
+        """Build both from the settings; webhooks are delivered only while ``leading`` says so
+        (on a database several daemons share, by the leader alone)."""
         webhooks = None
         if settings.webhook_url and settings.webhook_keys:
             webhooks = Webhooks(
@@ -41,6 +49,7 @@ class Operations:
                 keys=settings.webhook_keys,
                 types=settings.webhook_events or None,
                 retry_seconds=settings.webhook_retry_seconds,
+                leading=leading,
             )
         listen = None if settings.metrics_listen is None else parse_listen(settings.metrics_listen)
         metrics = Metrics(store, clock, max_running_commands=settings.max_running_commands)

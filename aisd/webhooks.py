@@ -20,7 +20,7 @@ import hashlib
 import hmac
 import json
 import random
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -141,6 +141,8 @@ class Webhooks:
         timeout: seconds one attempt may take, answer included.
         transport: an httpx transport (tests); the network by default.
         rng: jitter's randomness.
+        leading: whether this daemon delivers now (daemons sharing a database: the leader
+            alone, so an event is not sent by two of them; the cursor is shared).
     """
 
     def __init__(
@@ -155,8 +157,10 @@ class Webhooks:
         timeout: float = TIMEOUT_SECONDS,
         transport: httpx.AsyncBaseTransport | None = None,
         rng: random.Random | None = None,
+        leading: Callable[[], bool] = lambda: True,
     ) -> None:
         self._store = store
+        self._leading = leading
         self._clock = clock
         self._urls = tuple(urls)
         self._labels = _unique_labels(self._urls)
@@ -207,7 +211,7 @@ class Webhooks:
         while True:
             signal = self._signal
             try:
-                wait = await self._pass(http, url, label)
+                wait = await self._pass(http, url, label) if self._leading() else RECHECK_SECONDS
             except StorageUnavailable:
                 wait = RECHECK_SECONDS
             except Exception:

@@ -399,3 +399,31 @@ def test_any_sequence_of_failures_delivers_the_filtered_feed_in_order_exactly(
         if ok:
             pending.pop(0)
     assert pending == []
+
+
+async def test_a_daemon_delivers_only_while_it_leads(store: WatchedStore) -> None:
+    receiver = Receiver()
+    leads = False
+    asked = anyio.Event()
+
+    def leading() -> bool:
+        asked.set()
+        return leads
+
+    hooks = make(store, receiver, leading=leading)
+    async with anyio.create_task_group() as tg:
+        await tg.start(hooks.run)
+        ids = await append(store, *["import.succeeded"] * 3)
+        for _ in range(2):  # two passes after the events were appended
+            asked = anyio.Event()
+            hooks.wake()
+            with anyio.fail_after(10):
+                await asked.wait()
+        # Another daemon on the same database leads: this one sent nothing.
+        assert receiver.requests == []
+        leads = True
+        hooks.wake()
+        assert await receiver.wait_for("hooks.test", 3) == ids
+        await wait_cursor(store, URL, ids[-1])
+        tg.cancel_scope.cancel()
+    assert [json.loads(r.content)["id"] for r in receiver.requests] == ids

@@ -152,8 +152,9 @@ def main(settings: Settings, *, sandbox: bool) -> int:
         return 1
     except KeyboardInterrupt:
         return 0
-    except (OSError, ListenError) as exc:
-        # Paths and OS messages only: nothing here carries a secret.
+    except (OSError, ListenError, StorageUnavailable) as exc:
+        # Paths, OS messages and SQLSTATEs only: nothing here carries a secret. (A PostgreSQL
+        # server unreachable at start: systemd's Restart= tries again.)
         log.error("daemon.failed", error=type(exc).__name__, message=str(exc))
         return 1
     return 0

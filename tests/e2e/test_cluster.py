@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -215,3 +217,27 @@ def test_a_postgresql_restart_mid_run_is_waited_out(
     assert a.alive
     assert b.alive
     wait_for(lambda: a.client.status()["storage"]["ok"] or None, timeout=20)
+
+
+def test_a_daemon_whose_database_cannot_be_reached_exits_1_with_a_clean_message(
+    tmp_path: Path, sandbox_server: SandboxServer, postgres_server: PostgresServer
+) -> None:
+    unreachable = f"postgresql://aisd@127.0.0.1:{postgres_server.port + 1}/nowhere"
+    env = _env(tmp_path / "a", sandbox_server, unreachable)
+    env["CREDENTIALS_DIRECTORY"] = str(tmp_path / "creds")
+    (tmp_path / "creds").mkdir()
+    (tmp_path / "creds" / "aisd_database_password").write_text("db-SECRET-password")
+    out = subprocess.run(
+        [sys.executable, "-m", "aisd", "run"],
+        env=env,
+        cwd=tmp_path / "a",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 1
+    assert "daemon.failed" in out.stdout
+    assert "PostgreSQL unavailable" in out.stdout
+    assert "Traceback" not in out.stderr
+    assert "db-SECRET-password" not in out.stdout + out.stderr

@@ -128,6 +128,7 @@ class Pipeline:
         gate: ReuseGate | None = None,
         on_change: Callable[[], None] | None = None,
         rng: random.Random | None = None,
+        on_command_end: Callable[[float, float | None, float | None], None] | None = None,
     ) -> None:
         self._store = store
         self._client = client
@@ -135,6 +136,9 @@ class Pipeline:
         self._clock = clock
         self._gate = gate
         self._on_change = on_change or (lambda: None)
+        # Told (finished at, last seen running at, expected duration) of each command's final
+        # poll, in seconds after its Default Import: for the end-to-poll delay metric.
+        self._on_command_end = on_command_end or (lambda finished, running, expected: None)
         self._rng = rng or random.Random()
         # Claimed imports this pipeline drives that hold a slot (for status; the budget itself
         # is the store's slot rows).
@@ -595,6 +599,7 @@ class Pipeline:
                         now=now,
                     )
                     continue
+                self._on_command_end(elapsed, running_at, expected)
                 self._estimates.observe(
                     target,
                     aimed_hit=aimed_hit,

@@ -8,11 +8,13 @@ from aisd.store._health import StorageHealth
 from aisd.store._interface import (
     DataStore,
     IntakeStore,
+    OpsStore,
     PipelineStore,
     PlannerStore,
     ReadStore,
     Store,
 )
+from aisd.store._ops_records import OpsCounts, WebhookBacklog, WebhookCursor
 from aisd.store._records import (
     AccessKind,
     Claim,
@@ -74,6 +76,8 @@ __all__ = [
     "MergeStats",
     "NewEvent",
     "NotFoundError",
+    "OpsCounts",
+    "OpsStore",
     "PipelineStore",
     "PlanWrite",
     "PlannerStore",
@@ -95,5 +99,7 @@ __all__ = [
     "TokenOutcome",
     "TokenRecord",
     "TokenState",
+    "WebhookBacklog",
+    "WebhookCursor",
     "open_store",
 ]

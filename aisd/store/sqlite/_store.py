@@ -64,6 +64,7 @@ from aisd.store.sqlite._errors import (
 from aisd.store.sqlite._ids import new_id
 from aisd.store.sqlite._intake import GroupCommit
 from aisd.store.sqlite._migrate import migrate
+from aisd.store.sqlite._ops import OpsMethods
 from aisd.store.sqlite._queries import QUERIES as Q
 from aisd.store.sqlite._reads import ReadMethods
 from aisd.store.sqlite._sync import on_thread, returning_id, rows, transaction
@@ -92,7 +93,13 @@ async def _update(db: aiosqlite.Connection, name: str, params: Mapping[str, Any]
 
 
 class SqliteStore(
-    ReadMethods, TokenMethods, FeedMethods, BillingMethods, PrivacyMethods, AnalyticsMethods
+    ReadMethods,
+    TokenMethods,
+    FeedMethods,
+    BillingMethods,
+    PrivacyMethods,
+    AnalyticsMethods,
+    OpsMethods,
 ):
     """The daemon's durable state in one SQLite file. Open it with :func:`open_store`."""
 

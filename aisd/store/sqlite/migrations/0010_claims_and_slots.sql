@@ -1,4 +1,4 @@
--- 0009_claims_and_slots: the guarantees a single process used to keep in memory, kept by the
+-- 0010_claims_and_slots: the guarantees a single process used to keep in memory, kept by the
 -- database instead, so that any process holding a lease can keep them.
 --
 -- claimers: one row per daemon start (a lease renewed by heartbeats). An import is driven only

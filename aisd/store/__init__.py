@@ -9,6 +9,7 @@ from aisd.store._health import StorageHealth
 from aisd.store._interface import (
     DataStore,
     IntakeStore,
+    OpsStore,
     PipelineStore,
     PlannerStore,
     ReadStore,
@@ -80,6 +81,7 @@ __all__ = [
     "NewEvent",
     "NotFoundError",
     "OpsCounts",
+    "OpsStore",
     "PipelineStore",
     "PlanWrite",
     "PlannerStore",

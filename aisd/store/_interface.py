@@ -416,6 +416,8 @@ class DataStore(Protocol):
 class OpsStore(Protocol):
     """Operations: webhook cursors, metric counts."""
 
+    # -- operations: webhook cursors, metric counts ----------------------------------------------
+
     async def webhook_register(self, urls: Sequence[str], *, now: datetime) -> None:
         """Give each endpoint not seen before a cursor at the feed's current end (a new
         endpoint is not flooded with the history; a known one keeps its cursor)."""

@@ -51,7 +51,9 @@ def dt_in(value: datetime) -> str:
 
 def dt_out(value: str) -> datetime:
     """Stored text as a tz-aware UTC datetime."""
-    return datetime.strptime(value, _TIME_FORMAT).replace(tzinfo=UTC)
+    # fromisoformat reads the stored form (its "Z" included) some 50x faster than strptime,
+    # which dominated reads of many rows (the planner's, ``aisd simulate``'s).
+    return datetime.fromisoformat(value)
 
 
 def opt_dt_out(value: str | None) -> datetime | None:

@@ -528,7 +528,13 @@ class SqliteStore(
                     "now": ts,
                 },
             )
-            stored = await db.execute_fetchall(Q["stored_transactions"], (account_id,))
+            # Stored rows dated before both the coverage and every incoming row can neither
+            # match nor be removed: leaving them out changes no plan, and keeps a refresh's
+            # merge to its few days instead of the account's whole history.
+            floor = min([coverage_start, *(tx.transaction_on for tx in account.transactions)])
+            stored = await db.execute_fetchall(
+                Q["stored_transactions"], (account_id, date_in(floor))
+            )
             writes = await anyio.to_thread.run_sync(
                 partial(
                     plan_account_writes,

@@ -14,10 +14,10 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from aisd import __version__
+from aisd import __version__, usecases
 from aisd.clock import Clock, iso
 from aisd.kontomatik import ModelScore
-from aisd.refresh import Refresher, RefreshRefused, RevokeFailed
+from aisd.refresh import Refresher, RefreshRefused
 from aisd.rpc import (
     BUSY,
     CONFLICT,
@@ -157,13 +157,13 @@ def core_methods(services: Services) -> dict[str, Handler]:
             refresh_until=params.date_("refreshUntil", required=False),
             max_imports=params.int_("maxImports", required=False, min=1, max=100_000),
         )
-        now = services.clock.now()
         try:
-            outcome = await store.submit_consent(
+            outcome = await usecases.submit_consent(
+                store,
                 consent,
-                now=now,
-                since=now.date() - timedelta(days=services.history_days),
-                expires_at=now + timedelta(days=services.access_days),
+                now=services.clock.now(),
+                history_days=services.history_days,
+                access=timedelta(days=services.access_days),
             )
         except StorageUnavailable as exc:
             raise RpcError(
@@ -302,24 +302,17 @@ def token_methods(store: Store, refresher: Refresher) -> dict[str, Handler]:
                 "invalid params: exactly one of 'tokenId' or 'ownerExternalId' is required",
                 {"field": "tokenId"},
             )
-        if token_id is not None:
-            targets = [token_id]
-        else:
-            targets = [t.token_id for t in await store.list_tokens(owner_external_id=owner)]
-        if not targets or not await store.list_tokens(token_ids=targets):
-            raise RpcError(NOT_FOUND, "token not found")
-        results = []
-        for tid in targets:
-            try:
-                state = await refresher.revoke(tid, reason="revoked on request")
-            except LookupError:
-                raise RpcError(NOT_FOUND, "token not found") from None
-            except RevokeFailed as exc:
-                raise RpcError(
-                    UPSTREAM_ERROR, "upstream did not confirm the revocation", {"error": str(exc)}
-                ) from None
-            results.append({"tokenId": tid, "state": state.value})
-        return {"tokens": results}
+        try:
+            revoked = await usecases.revoke_tokens(
+                store, refresher, token_id=token_id, owner_external_id=owner
+            )
+        except LookupError:
+            raise RpcError(NOT_FOUND, "token not found") from None
+        except usecases.NotRevoked as exc:
+            raise RpcError(
+                UPSTREAM_ERROR, "upstream did not confirm the revocation", {"error": exc.error}
+            ) from None
+        return {"tokens": [{"tokenId": tid, "state": state.value} for tid, state in revoked]}
 
     async def token_refresh(params: Params, peer: Peer) -> object:
         params.reject_unknown({"tokenId"})

@@ -36,6 +36,8 @@ CONSENT_SPREAD = timedelta(hours=6)
 # joint account seen by two users), so the shared rolling quota is exercised.
 SHARE_EVERY = 3
 _DAY = timedelta(days=1)
+# The time left is estimated only past the start, where the first imports' cost would skew it.
+ESTIMATE_FROM = 0.02
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,7 +252,7 @@ def progress_line(progress: Progress, real_seconds: float, *, bar: int = 0) -> s
         f"day {day:5.1f}/{total_days:g}  imports {progress.imports:>6}  "
         f"{rate:6.1f} imports/s  elapsed {_duration(real_seconds)}"
     )
-    if progress.fraction < 1:
+    if ESTIMATE_FROM <= progress.fraction < 1:
         text += f"  left ~{_duration(left)}"
     if bar <= 0:
         return text

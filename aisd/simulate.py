@@ -60,6 +60,8 @@ _EVENT_PAGE = 1000
 _ALL = 1_000_000_000
 _LIMIT_EXCEEDED = "MultipleAccessLimitExceeded"
 REDRAW_SECONDS = 0.1
+# Without a terminal: a line per tenth of the run, and at least this often (a CI log shows life).
+PLAIN_EVERY_SECONDS = 30.0
 BAR_WIDTH = 24
 
 
@@ -91,7 +93,7 @@ class Simulation:
 
 def main(settings: Settings, *, days: int, tokens: int) -> int:
     """Run ``days`` virtual days with ``tokens`` consents, show progress on stderr (a bar on a
-    terminal, a line per tenth of the run otherwise) and print the report on stdout.
+    terminal, plain lines otherwise) and print the report on stdout.
 
     Returns:
         0 when every rule held, 1 otherwise.
@@ -124,7 +126,8 @@ def scratch_dir() -> str | None:
 
 class ProgressReport:
     """Shows a run's progress on ``stream``: a bar redrawn in place at most every
-    :data:`REDRAW_SECONDS` on a terminal, else one plain line per tenth of the run."""
+    :data:`REDRAW_SECONDS` on a terminal, else a plain line per tenth of the run and at least
+    every :data:`PLAIN_EVERY_SECONDS`."""
 
     def __init__(self, stream: TextIO) -> None:
         self._stream = stream
@@ -144,8 +147,9 @@ class ProgressReport:
                 self._draw(progress, now)
             return
         tenths = int(progress.fraction * 10)
-        if tenths > self._tenths:
+        if tenths > self._tenths or now - self._shown_at >= PLAIN_EVERY_SECONDS:
             self._tenths = tenths
+            self._shown_at = now
             self._stream.write(progress_line(progress, now - self._began) + "\n")
             self._stream.flush()
 

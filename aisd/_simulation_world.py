@@ -53,6 +53,7 @@ class World:
         # of the queued imports.
         self._moments: list[datetime] | None = None
         self._token_counts: dict[str, int] = {}
+        self._recount = False  # an import moved on since the token counts were read
         self._not_before: list[datetime] | None = None
 
     def _changed_set(self) -> None:
@@ -111,7 +112,7 @@ class World:
                 # finds it.
                 next_tick = min(next_tick, self._after(self._clock.now()))
                 self._not_before = None
-                await self._recount_tokens()
+                self._recount = True
             elif self._clock.now() >= deferred:
                 self.pipeline.wake()
 
@@ -136,7 +137,9 @@ class World:
         return self._at_or_after(moment + timedelta(microseconds=1))
 
     async def _recount_tokens(self) -> None:
-        """Forget the tokens' moments when a token changed state outside a tick."""
+        """Forget the tokens' moments when a token changed state outside a tick (the pipeline
+        ends a token whose access upstream refuses)."""
+        self._recount = False
         counts = (await self._store.counts()).get("tokens", {})
         if counts != self._token_counts:
             self._token_counts = counts
@@ -146,6 +149,8 @@ class World:
         # A due time is honoured exactly (the daemon's DateTrigger); one not in the future
         # would spin, so it waits for the next periodic tick instead.
         candidates = [] if due is None else [due if due > now else self._after(now)]
+        if self._recount:
+            await self._recount_tokens()
         if self._moments is None:
             self._moments = await self._token_moments()
         first_future = bisect.bisect_right(self._moments, now)
@@ -203,7 +208,10 @@ class _Watched:
         target = getattr(self._store, name)
         if not inspect.iscoroutinefunction(target):
             return target
-        return _external(self._clock, target)
+        wrapped = _external(self._clock, target)
+        # Kept on the instance: later lookups find it without coming here again.
+        setattr(self, name, wrapped)
+        return wrapped
 
 
 def _external(clock: VirtualClock, target: Callable[..., Any]) -> Callable[..., Any]:

@@ -1,6 +1,6 @@
 """Benchmark of the socket's intake: ``consent.submit`` from many concurrent clients.
 
-Usage: ``python bench/intake_bench.py [--clients 50] [--requests 10000] [--rate 5000]``
+Usage: ``python bench/intake_bench.py [--clients 50] [--requests 5000] [--rate 5000]``
 
 It starts the real daemon (``python -m aisd run --sandbox``) with its database and socket in a
 temporary directory and JSON logs in a file there, and a trivial JSON-RPC echo server (a separate
@@ -42,6 +42,7 @@ from typing import IO, Any
 
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 60.0
+IDLE_TIMEOUT = 300.0
 LINE_LIMIT = 1 << 20
 
 
@@ -286,26 +287,46 @@ def missing_from(db: Path, sessions: list[str]) -> int:
     return sum(1 for s in sessions if s not in stored)
 
 
+async def idle(path: Path) -> float:
+    """Until the daemon has no import queued or running (the made-up sessions' imports of an
+    earlier run), so each run starts from the same state; returns the seconds it took."""
+    began = time.perf_counter()
+    reader, writer = await asyncio.open_unix_connection(str(path), limit=LINE_LIMIT)
+    try:
+        while time.perf_counter() - began < IDLE_TIMEOUT:
+            body = {"jsonrpc": "2.0", "id": 0, "method": "daemon.status", "params": {}}
+            writer.write(json.dumps(body).encode() + b"\n")
+            status = (await _answer(reader))["result"]
+            if not status["queued"] and not status["imports"].get("running", 0):
+                break
+            await asyncio.sleep(0.2)
+    finally:
+        writer.close()
+    return time.perf_counter() - began
+
+
 async def measure(
     args: argparse.Namespace, daemon_sock: Path, echo_sock: Path, daemon: Any, echo: Any
-) -> list[Run]:
-    """Both modes against both servers, the echo server first in each."""
+) -> tuple[list[Run], float]:
+    """Both modes against the echo server, then against the daemon (idle before each run);
+    returns the runs and the seconds the daemon took to become idle between its two."""
     await wait_ready(daemon_sock, daemon, "daemon.status")
     await wait_ready(echo_sock, echo, "echo")
-    n, c = args.requests, args.clients
-    return [
-        await closed_loop(echo_sock, c, n, "ce", "echo, closed loop"),
-        await closed_loop(daemon_sock, c, n, "cd", "daemon, closed loop"),
-        await open_loop(echo_sock, c, n, args.rate, "oe", f"echo, open {args.rate:,.0f}/s"),
-        await open_loop(daemon_sock, c, n, args.rate, "od", f"daemon, open {args.rate:,.0f}/s"),
-    ]
+    n, c, rate = args.requests, args.clients, args.rate
+    echo_closed = await closed_loop(echo_sock, c, n, "ce", "echo, closed loop")
+    echo_open = await open_loop(echo_sock, c, n, rate, "oe", f"echo, open {rate:,.0f}/s")
+    await idle(daemon_sock)
+    daemon_closed = await closed_loop(daemon_sock, c, n, "cd", "daemon, closed loop")
+    settled = await idle(daemon_sock)
+    daemon_open = await open_loop(daemon_sock, c, n, rate, "od", f"daemon, open {rate:,.0f}/s")
+    return [echo_closed, daemon_closed, echo_open, daemon_open], settled
 
 
 def main(argv: list[str] | None = None) -> None:
     """Start both servers, measure, stop them, print the figures."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=50, help="concurrent connections")
-    parser.add_argument("--requests", type=int, default=10_000, help="calls per mode and server")
+    parser.add_argument("--requests", type=int, default=5000, help="calls per mode and server")
     parser.add_argument("--rate", type=float, default=5000.0, help="open loop: offered calls/s")
     parser.add_argument("--echo-server", metavar="PATH", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -319,7 +340,7 @@ def main(argv: list[str] | None = None) -> None:
             daemon = start_daemon(tmp, log)
             echo = start_echo(echo_sock)
             try:
-                runs = asyncio.run(measure(args, daemon_sock, echo_sock, daemon, echo))
+                runs, settled = asyncio.run(measure(args, daemon_sock, echo_sock, daemon, echo))
             finally:
                 code, drain = stop(daemon)
                 stop(echo)
@@ -332,6 +353,7 @@ def main(argv: list[str] | None = None) -> None:
         if run.errors:
             print(f"  errors by code: {dict(run.errors)}")
     echo_closed, daemon_closed, echo_open, daemon_open = runs
+    print(f"the daemon's imports of the closed-loop run ended {settled:.1f} s after it")
     print(
         f"daemon/echo: closed-loop throughput {daemon_closed.rate / echo_closed.rate:.2f}; "
         f"open-loop p99 {_p99(daemon_open) / _p99(echo_open):.1f}x the echo's"

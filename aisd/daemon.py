@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 
 import anyio
 import structlog
@@ -29,9 +30,11 @@ from aisd.analytics import Analytics
 from aisd.clock import Clock, SystemClock
 from aisd.housekeeping import housekeep
 from aisd.instance import InstanceLocked, instance_lock
+from aisd.logs import event_level
 from aisd.pipeline import Pipeline
 from aisd.refresh import Refresher
 from aisd.rpc import ListenError, RpcServer, open_listener
+from aisd.rpc.catalog import CATALOG, COMMON_ERRORS
 from aisd.settings import Settings
 from aisd.store import EventRecord, StorageUnavailable, Store
 from aisd.wiring import Hooks, embedded_sandbox, open_core
@@ -95,7 +98,8 @@ class EventLog:
             while True:
                 events = await self._store.list_events(after=after, limit=500)
                 for event in events:
-                    elog.info(
+                    elog.log(
+                        event_level(event.type, event.data),
                         event.type,
                         eventId=event.id,
                         ownerExternalId=event.owner_external_id,
@@ -132,7 +136,10 @@ async def run(settings: Settings, sandbox: bool, clock: Clock | None = None) -> 
     clock = clock or SystemClock()
     health = Health()
     hooks = Hooks()
-    box = embedded_sandbox(settings) if sandbox else None
+    # The embedded sandbox keeps its state beside the database, so that a restarted `make run`
+    # meets the sandbox its tokens and sessions came from (and a fresh database a fresh one).
+    state = Path(f"{settings.db_path}.sandbox.json")
+    box = embedded_sandbox(settings, state_path=state) if sandbox else None
     async with AsyncExitStack() as stack:
         core = await stack.enter_async_context(
             open_core(settings, clock=clock, sandbox=box, hooks=hooks)
@@ -157,6 +164,8 @@ async def run(settings: Settings, sandbox: bool, clock: Clock | None = None) -> 
             allowed_gids=frozenset(settings.allowed_gids),
             idle_timeout=settings.socket_idle_timeout_seconds,
             max_connections=settings.socket_max_connections,
+            catalog=CATALOG,
+            common_errors=COMMON_ERRORS,
         )
         async with anyio.create_task_group() as tg:
             tg.start_soon(_handle_signals, tg.cancel_scope, pipeline)

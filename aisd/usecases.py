@@ -3,8 +3,8 @@
 The JSON-RPC methods (:mod:`aisd.rpc.methods`, :mod:`aisd.rpc.methods_data`) validate params,
 call one of these and shape the answer; ``aisd simulate`` submits its consents through the same
 :func:`submit_consent`. Failures are domain exceptions (``LookupError`` for what does not
-exist, :class:`NotRevoked`, the store's ``ConflictError``); mapping them to error codes is the
-RPC layer's business.
+exist, :class:`ConsentConflict`, :class:`NotRevoked`, the store's ``ConflictError``); mapping
+them to error codes is the RPC layer's business.
 """
 
 from __future__ import annotations
@@ -16,10 +16,12 @@ from typing import Protocol
 import structlog
 
 from aisd import billing
+from aisd.intake import differing_field
 from aisd.refresh import RevokeFailed
 from aisd.store import ConsentIn, Store, SubmitOutcome, TokenState
 
 __all__ = [
+    "ConsentConflict",
     "Forgotten",
     "NotRevoked",
     "Revoker",
@@ -40,6 +42,15 @@ class Revoker(Protocol):
     async def revoke(self, token_id: str, *, reason: str) -> TokenState:
         """The token's state afterwards; raises ``LookupError`` or ``RevokeFailed``."""
         ...
+
+
+class ConsentConflict(Exception):
+    """A repeated ``sessionId`` differs from the stored consent in ``field`` (its param name);
+    the stored consent's ids are never handed out for it."""
+
+    def __init__(self, field: str) -> None:
+        super().__init__(field)
+        self.field = field
 
 
 class NotRevoked(Exception):
@@ -73,14 +84,23 @@ async def submit_consent(
     access: timedelta,
 ) -> SubmitOutcome:
     """Store a consent with its first import (``history_days`` back) and, with multiple
-    access, its token valid for ``access``; a repeat of a stored ``sessionId`` returns the
-    stored ids with ``created=False``. The caller wakes the pipeline when ``created``."""
-    return await store.submit_consent(
+    access, its token valid for ``access``; an exact repeat of a stored ``sessionId`` returns
+    the stored ids with ``created=False``. The caller wakes the pipeline when ``created``.
+
+    Raises:
+        ConsentConflict: the ``sessionId`` is stored with another owner or secret.
+    """
+    outcome = await store.submit_consent(
         consent,
         now=now,
         since=now.date() - timedelta(days=history_days),
         expires_at=now + access,
     )
+    if outcome.stored is not None:
+        differs = differing_field(consent, outcome.stored)
+        if differs is not None:
+            raise ConsentConflict(differs)
+    return outcome
 
 
 async def revoke_tokens(

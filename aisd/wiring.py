@@ -91,12 +91,17 @@ class Core:
         )
 
 
-def embedded_sandbox(settings: Settings, clock: Clock | None = None) -> Sandbox:
+def embedded_sandbox(
+    settings: Settings, clock: Clock | None = None, *, state_path: Path | None = None
+) -> Sandbox:
     """The sandbox ``aisd run --sandbox`` serves upstream, keyed by the configured API key (or
-    the sandbox's default) and issuing tokens valid ``settings.access_days``."""
+    the sandbox's default), issuing tokens valid ``settings.access_days``, on ``clock`` (the
+    wall clock by default), keeping its state in ``state_path`` when given."""
     key = settings.api_key.get_secret_value() if settings.api_key else DEFAULT_API_KEY
     config = SandboxConfig(api_key=key, token_days=settings.access_days)
-    return Sandbox(config) if clock is None else Sandbox(config, clock=clock.now)
+    if clock is None:
+        return Sandbox(config, state_path=state_path)
+    return Sandbox(config, clock=clock.now, state_path=state_path)
 
 
 def upstream_client(settings: Settings, sandbox: Sandbox | None) -> KontomatikClient:

@@ -15,7 +15,14 @@ from typing import Any
 from aisd import usecases
 from aisd.clock import Clock
 from aisd.rpc import CONFLICT, INVALID_PARAMS, NOT_FOUND, Handler, Params, Peer, RpcError
-from aisd.rpc.methods import MAX_ID_LEN, UPSTREAM_ERROR, transaction_json
+from aisd.rpc import catalog as P
+from aisd.rpc.catalog import (
+    DEFAULT_CHANGES_LIMIT,
+    MAX_CHANGES_LIMIT,
+    MAX_FORECAST_MONTHS,
+    UPSTREAM_ERROR,
+)
+from aisd.rpc.methods import transaction_json
 from aisd.store import ConflictError, FeedTransaction, Store
 
 __all__ = [
@@ -28,9 +35,6 @@ __all__ = [
     "feed_transaction_json",
 ]
 
-DEFAULT_CHANGES_LIMIT = 500
-MAX_CHANGES_LIMIT = 5000
-MAX_FORECAST_MONTHS = 24
 _CURSOR_PREFIX = "v1:"
 _CURSOR_SEQ = re.compile(r"0|[1-9][0-9]{0,17}")
 
@@ -92,10 +96,9 @@ def data_methods(
     """
 
     async def data_changes(params: Params, peer: Peer) -> object:
-        params.reject_unknown({"cursor", "ownerExternalId", "limit"})
-        cursor = params.str_("cursor", required=False, max_len=64)
-        owner = params.str_("ownerExternalId", required=False, max_len=MAX_ID_LEN)
-        limit = params.int_("limit", required=False, min=1, max=MAX_CHANGES_LIMIT)
+        cursor = params[P.CURSOR.optional()]
+        owner = params[P.OWNER.optional()]
+        limit = params[P.CHANGES_LIMIT]
         after = 0
         if cursor is not None:
             try:
@@ -107,9 +110,7 @@ def data_methods(
             if after > await store.feed_head():
                 raise _bad_cursor()
         try:
-            page = await store.feed_changes(
-                after=after, limit=limit or DEFAULT_CHANGES_LIMIT, owner_external_id=owner
-            )
+            page = await store.feed_changes(after=after, limit=limit, owner_external_id=owner)
         except LookupError:
             raise RpcError(NOT_FOUND, "owner not found") from None
         return {
@@ -121,8 +122,7 @@ def data_methods(
         }
 
     async def owner_forget(params: Params, peer: Peer) -> object:
-        params.reject_unknown({"ownerExternalId"})
-        owner = params.str_("ownerExternalId", max_len=MAX_ID_LEN)
+        owner = params[P.OWNER]
         try:
             forgotten = await usecases.forget_owner(store, refresher, owner, now=clock.now())
         except usecases.NotRevoked as exc:
@@ -138,8 +138,7 @@ def data_methods(
         return {"tokensRevoked": forgotten.tokens_revoked, "rowsDeleted": forgotten.rows_deleted}
 
     async def billing_report(params: Params, peer: Peer) -> object:
-        params.reject_unknown({"month"})
-        month = params.month_("month")
+        month = params[P.MONTH]
         report = await usecases.billing_report(store, month.year, month.month, now=clock.now())
         return {
             "month": report.month,
@@ -161,8 +160,7 @@ def data_methods(
         }
 
     async def billing_forecast(params: Params, peer: Peer) -> object:
-        params.reject_unknown({"months"})
-        months = params.int_("months", min=1, max=MAX_FORECAST_MONTHS)
+        months = params[P.MONTHS]
         ahead = await usecases.billing_forecast(
             store, months, now=clock.now(), refreshes_per_day=refreshes_per_day
         )

@@ -139,3 +139,21 @@ def test_month_bounds_roll_over_the_year() -> None:
         datetime(2027, 2, 1, tzinfo=UTC),
         datetime(2027, 3, 1, tzinfo=UTC),
     )
+
+
+async def test_a_repeat_with_another_owner_is_a_conflict_naming_the_field(env: Env) -> None:
+    minted = env.sandbox.mint_consent("gus")
+    given = ConsentIn(
+        owner_external_id="gus", session_id=minted.session_id, session_signature=minted.signature
+    )
+    now = env.clock.now()
+    await usecases.submit_consent(env.store, given, now=now, history_days=30, access=timedelta(1))
+    other = ConsentIn(
+        owner_external_id="hal", session_id=minted.session_id, session_signature=minted.signature
+    )
+    with pytest.raises(usecases.ConsentConflict) as caught:
+        await usecases.submit_consent(
+            env.store, other, now=now, history_days=30, access=timedelta(1)
+        )
+    assert caught.value.field == "ownerExternalId"
+    assert not await env.store.owner_exists("hal")

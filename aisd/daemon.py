@@ -31,6 +31,8 @@ from aisd.clock import Clock, SystemClock
 from aisd.housekeeping import housekeep
 from aisd.instance import InstanceLocked, instance_lock
 from aisd.logs import event_level
+from aisd.metrics import Metrics
+from aisd.operations import Operations
 from aisd.pipeline import Pipeline
 from aisd.refresh import Refresher
 from aisd.rpc import ListenError, RpcServer, open_listener
@@ -145,8 +147,16 @@ async def run(settings: Settings, sandbox: bool, clock: Clock | None = None) -> 
             open_core(settings, clock=clock, sandbox=box, hooks=hooks)
         )
         store, pipeline, refresher = core.store, core.pipeline, core.refresher
+        ops = Operations.from_settings(settings, store, clock)
+        core.client.observer = ops.metrics.upstream_call
+        hooks.on_command_end = ops.metrics.command_ended
+        ops.attach(
+            running_commands=lambda: pipeline.running_commands,
+            slot_limit=lambda: pipeline.limit,
+            storage_ok=lambda: core.health.ok,
+        )
         analytics = Analytics(store, core.client, clock, settings.analytics)
-        events = EventLog(store, observers=[analytics.observe])
+        events = EventLog(store, observers=[analytics.observe, *ops.observers()])
         ticks = Ticks()
         hooks.on_change = hooks.on_queued = events.wake
 
@@ -159,7 +169,7 @@ async def run(settings: Settings, sandbox: bool, clock: Clock | None = None) -> 
         listener, activated = await open_listener(str(settings.socket_path), settings.socket_mode)
         stack.push_async_callback(listener.aclose)
         server = RpcServer(
-            core.handlers(),
+            core.handlers(ops.methods()),
             allowed_uids=frozenset(settings.allowed_uids),
             allowed_gids=frozenset(settings.allowed_gids),
             idle_timeout=settings.socket_idle_timeout_seconds,
@@ -171,9 +181,12 @@ async def run(settings: Settings, sandbox: bool, clock: Clock | None = None) -> 
             tg.start_soon(_handle_signals, tg.cancel_scope, pipeline)
             await tg.start(events.run)
             await tg.start(analytics.run)
+            await ops.start(tg)
             await tg.start(server.serve, listener)
             await tg.start(pipeline.run)
-            await tg.start(_planner, refresher, store, pipeline, health, settings, events, ticks)
+            await tg.start(
+                _planner, refresher, store, pipeline, health, settings, events, ticks, ops.metrics
+            )
             tg.start_soon(_watchdog, store, health, pipeline, settings.planner_tick_seconds)
             tg.start_soon(_housekeeping, store, clock, settings)
             systemd.notify(f"READY=1\nSTATUS=serving, version {__version__}")
@@ -205,6 +218,7 @@ async def _planner(
     settings: Settings,
     events: EventLog,
     ticks: Ticks,
+    metrics: Metrics,
     *,
     task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -236,7 +250,9 @@ async def _planner(
         async with receive, anyio.create_task_group() as revocations:
             async for _ in receive:
                 try:
+                    began = time.monotonic()
                     report = await refresher.tick()
+                    metrics.planner_ticked(time.monotonic() - began)
                     counts = await store.counts()
                 except StorageUnavailable:
                     # Alive, not wedged (a restart would not free the disk): the store logs

@@ -8,7 +8,7 @@ the :class:`Hooks` the parts call when something happens, and a wrapper around t
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,11 +45,16 @@ class Hooks:
         on_change: an import moved on (its events may be in the feed).
         on_queued: the refresher queued refreshes (the pipeline is woken anyway).
         on_consent: a new consent was stored (the pipeline is woken anyway).
+        on_command_end: a command ended upstream (seconds it ran, when it was last seen
+            running, the duration expected), for the metrics.
     """
 
     on_change: Callable[[], None] = _nothing
     on_queued: Callable[[], None] = _nothing
     on_consent: Callable[[], None] = _nothing
+    on_command_end: Callable[[float, float | None, float | None], None] = (
+        lambda finished, running, expected: None
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +69,7 @@ class Core:
         refresher: the planner's shell and the quota gate.
         pipeline: the import pipeline, gated by ``refresher``.
         services: what the socket's methods need.
+        health: the store's health, as ``daemon.status`` and the metrics report it.
         sandbox: the in-process sandbox upstream, if that is what ``client`` speaks to.
     """
 
@@ -74,10 +80,11 @@ class Core:
     refresher: Refresher
     pipeline: Pipeline
     services: Services
+    health: StorageHealth
     sandbox: Sandbox | None = field(default=None)
 
-    def handlers(self) -> dict[str, Handler]:
-        """The socket's method table (``sandbox.mint`` only with a sandbox)."""
+    def handlers(self, *more: Mapping[str, Handler]) -> dict[str, Handler]:
+        """The socket's method table (the sandbox's only with a sandbox), with ``more``."""
         return merged(
             core_methods(self.services),
             token_methods(self.store, self.refresher),
@@ -88,6 +95,7 @@ class Core:
                 refreshes_per_day=self.settings.refreshes_per_day,
             ),
             sandbox_methods(self.sandbox) if self.sandbox else {},
+            *more,
         )
 
 
@@ -161,6 +169,7 @@ def build(
         clock,
         gate=refresher,
         on_change=lambda: hooks.on_change(),
+        on_command_end=lambda *ended: hooks.on_command_end(*ended),
     )
     services = Services(
         store=store,
@@ -171,7 +180,7 @@ def build(
         status_extra=status_extra,
         started_at=iso(clock.now()),
     )
-    return Core(settings, clock, store, client, refresher, pipeline, services, sandbox)
+    return Core(settings, clock, store, client, refresher, pipeline, services, health, sandbox)
 
 
 @asynccontextmanager

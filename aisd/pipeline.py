@@ -275,7 +275,10 @@ class Pipeline:
             return
         for claim, not_before in list(self._to_let_go.items()):
             write = StepWrite(Step.LET_GO, not_before=not_before)
-            await self._store.advance(claim, write, now=self._clock.now())
+            # A claim lost meanwhile (a lease that lapsed in an outage) is someone else's now:
+            # nothing is left to let go.
+            with contextlib.suppress(LeaseLost):
+                await self._store.advance(claim, write, now=self._clock.now())
             del self._to_let_go[claim]
         for job in await self._store.claim_work(self._claimer, now=self._clock.now()):
             self._start(tg, job)

@@ -26,6 +26,7 @@ records and the daemons' ``daemon.status``; nothing is asserted about time.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import signal
 import statistics
@@ -36,12 +37,10 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
-import anyio
-
 # The tests' PostgreSQL and daemon harness, and the intake script's clients.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from intake_bench import hammer, percentile
+from intake_bench import closed_loop
 
 from tests.e2e.conftest import (
     DaemonProcess,
@@ -175,12 +174,9 @@ def intake(clients: int, requests: int) -> None:
         box.configure(command_seconds=3600.0)
         daemon.start()
         socket_path = Path(daemon.env["AISD_SOCKET_PATH"])
-        wall, latencies = anyio.run(hammer, socket_path, clients, requests)
-        print(
-            f"PostgreSQL intake, {clients} clients, {requests} consent.submit: "
-            f"{requests / wall:.0f}/s, p50 {percentile(latencies, 50) * 1000:.1f} ms, "
-            f"p99 {percentile(latencies, 99) * 1000:.1f} ms, max {max(latencies) * 1000:.1f} ms"
-        )
+        run = asyncio.run(closed_loop(socket_path, clients, requests, "pg", "PostgreSQL intake"))
+        print(f"errors: {dict(run.errors) or 'none'}")
+        print(run.line())
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from aisd.store.postgresql._dialect import Row, to_postgres
 from aisd.store.postgresql._queries import QUERIES as PG
 from aisd.store.sqlite._queries import QUERIES as SQLITE
@@ -54,3 +56,20 @@ def test_a_row_answers_to_position_and_to_name() -> None:
     assert (row[0], row["id"], row["name"]) == (7, 7, "x")
     assert row.keys() == ["id", "name"]
     assert tuple(row) == (7, "x")
+
+
+def _code(text: str) -> str:
+    return "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("--"))
+
+
+def test_each_postgresql_text_takes_the_parameters_its_sqlite_namesake_is_given() -> None:
+    for name, sqlite_text in SQLITE.items():
+        if name not in PG:
+            continue
+        sqlite_code, pg_code = _code(sqlite_text), _code(PG[name])
+        assert sqlite_code.count("?") == pg_code.count("%s"), name
+        given = set(re.findall(r"(?<![:\w]):([a-z_]\w*)", sqlite_code))
+        taken = set(re.findall(r"%\((\w+)\)s", pg_code))
+        # Leases run on the database's clock: there `now` only measures the lease's length, or
+        # goes unused (the callers pass it either way).
+        assert given ^ taken <= {"now"}, name

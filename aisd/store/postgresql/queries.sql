@@ -218,7 +218,7 @@ RETURNING id
 -- name: stored_transactions
 SELECT id, transaction_on, booked_on, amount, balance, title, party, party_iban, kind, status,
        labels, extra
-FROM transactions WHERE account_id = %s ORDER BY id
+FROM transactions WHERE account_id = %s AND transaction_on >= %s ORDER BY id
 
 -- name: insert_transaction
 INSERT INTO transactions (account_id, transaction_on, booked_on, amount, balance, title, party,

@@ -43,6 +43,7 @@ __all__ = [
     "coverages",
     "match_key",
     "normalise_title",
+    "owner_mismatch",
     "plan_merge",
     "rebuild",
 ]
@@ -55,6 +56,8 @@ ContainerKey = tuple[str, str]
 Coverage = Mapping[ContainerKey, date]
 # A coverage start past every date: nothing stored may be removed.
 NOTHING_COVERED = date.max
+# How Kontomatik names an owner the widget was given no ownerExternalId for.
+GENERATED_OWNER_PREFIX = "kontomatik-"
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +159,26 @@ def plan_merge(
     return MergePlan(added=added, modified=modified, removed=removed, unchanged=unchanged)
 
 
+def owner_mismatch(consent_owner: str, echo: str | None, token_echo: str | None) -> bool:
+    """Whether a result echoed for another owner than the consent's must be refused.
+
+    Kontomatik echoes the ``ownerExternalId`` the widget was given, or ``kontomatik-<uuid>``
+    when it was given none. A result is the consent owner's when the echo is absent (nothing
+    to check), equals the consent's owner, or is a generated id that is not contradicted by
+    what the same token's earlier imports echoed. Any other echo names someone else.
+
+    Args:
+        consent_owner: the ``ownerExternalId`` the integrator submitted.
+        echo: what this import's replies echoed.
+        token_echo: what an earlier successful import of the same token echoed, if any.
+    """
+    if echo is None or echo == consent_owner:
+        return False
+    if echo.startswith(GENERATED_OWNER_PREFIX):
+        return token_echo is not None and token_echo != echo
+    return True
+
+
 def coverage_start(
     since: date, *, partial: bool, own_oldest: date | None, reply_oldest: date | None
 ) -> date:
@@ -188,7 +211,7 @@ def container_key(item: Account | CreditCard) -> ContainerKey:
 
 def coverages(result: ImportResult, since: date) -> dict[ContainerKey, date]:
     """:func:`coverage_start` of every account and card of a reply that asked for ``since``."""
-    items: list[Account | CreditCard] = [*result.accounts, *result.credit_cards]
+    items = result.containers
     oldest = {
         container_key(i): min((t.transaction_on for t in i.transactions), default=None)
         for i in items
@@ -233,7 +256,7 @@ def rebuild(replies: Iterable[tuple[ImportResult, date]]) -> ImportResult:
     for result, since in replies:
         owners = result.owners or owners
         covered = coverages(result, since)
-        for item in (*result.accounts, *result.credit_cards):
+        for item in result.containers:
             key = container_key(item)
             current = rows.get(key, [])
             plan = plan_merge(current, item.transactions, covered[key])

@@ -142,6 +142,8 @@ def reply_meta(root: ET.Element) -> ReplyMeta:
         owner_external_id=attrib.get("ownerExternalId"),
         response_timestamp=timestamp,
     )
+
+
 def money_transaction(element: ET.Element, skip: Skip) -> MoneyTransaction:
     """One ``moneyTransaction`` (of an account or a credit card).
 

@@ -133,6 +133,11 @@ class ImportResult:
         )
 
     @property
+    def containers(self) -> tuple[Account | CreditCard, ...]:
+        """The accounts, then the credit cards: everything that holds transactions."""
+        return (*self.accounts, *self.credit_cards)
+
+    @property
     def partial(self) -> tuple[str, ...]:
         """IBANs of the accounts and keys of the cards marked ``partialDueToTimeout``."""
         return tuple(a.iban for a in self.accounts if a.partial_due_to_timeout) + tuple(

@@ -13,7 +13,6 @@ import sqlite3
 from collections.abc import AsyncIterator, Generator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import date, datetime
-from functools import partial
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -24,6 +23,7 @@ import anyio.to_thread
 
 from aisd.clock import iso
 from aisd.kontomatik._models import CommandFailure, ImportResult, Session
+from aisd.merge import coverages
 from aisd.store._health import StorageHealth
 from aisd.store._records import (
     AccessKind,
@@ -39,7 +39,6 @@ from aisd.store._records import (
 )
 from aisd.store.sqlite._codec import (
     date_in,
-    dec_in,
     dt_in,
     dt_out,
     json_in,
@@ -49,8 +48,11 @@ from aisd.store.sqlite._data import (
     AnalyticsMethods,
     BillingMethods,
     FeedMethods,
+    MergeMethods,
     PrivacyMethods,
+    RefusalMethods,
 )
+from aisd.store.sqlite._data_codec import owners_json, success_extras
 from aisd.store.sqlite._data_core import one
 from aisd.store.sqlite._errors import (
     ConflictError,
@@ -64,12 +66,10 @@ from aisd.store.sqlite._migrate import migrate
 from aisd.store.sqlite._queries import QUERIES as Q
 from aisd.store.sqlite._reads import ReadMethods
 from aisd.store.sqlite._tokens import TokenMethods, insert_refresh
-from aisd.store.sqlite._writes import plan_account_writes
 
 __all__ = ["SqliteStore", "open_store"]
 
 _FINAL_STATES = (ImportState.SUCCESSFUL.value, ImportState.FAILED.value)
-_CHANGE_SEQ = "change_seq"
 
 
 async def _returning_id(db: aiosqlite.Connection, name: str, params: Any) -> int:
@@ -111,7 +111,14 @@ def _job(row: sqlite3.Row) -> ImportJob:
 
 
 class SqliteStore(
-    ReadMethods, TokenMethods, FeedMethods, BillingMethods, PrivacyMethods, AnalyticsMethods
+    ReadMethods,
+    TokenMethods,
+    FeedMethods,
+    BillingMethods,
+    PrivacyMethods,
+    AnalyticsMethods,
+    MergeMethods,
+    RefusalMethods,
 ):
     """The daemon's durable state in one SQLite file. Open it with :func:`open_store`."""
 
@@ -391,10 +398,21 @@ class SqliteStore(
             await _update(db, "attach_session", {"id": import_id, "session_ref": session_ref})
 
     async def record_command(
-        self, import_id: str, command_id: str, *, now: datetime, next_poll_at: datetime
+        self,
+        import_id: str,
+        command_id: str,
+        *,
+        now: datetime,
+        next_poll_at: datetime,
+        owner_echo: str | None = None,
     ) -> None:
         """See :meth:`aisd.store.Store.record_command`."""
-        params = {"id": import_id, "command_id": command_id, "next_poll_at": dt_in(next_poll_at)}
+        params = {
+            "id": import_id,
+            "command_id": command_id,
+            "next_poll_at": dt_in(next_poll_at),
+            "owner_echo": owner_echo,
+        }
         async with self._transaction() as db:
             await _update(db, "set_command", params)
 
@@ -443,14 +461,13 @@ class SqliteStore(
             imp = await self._import_row(db, import_id)
             if imp["state"] in _FINAL_STATES:
                 raise ConflictError(f"import {import_id} already ended ({imp['state']})")
-            persons = [
-                {"name": o.name, "kind": o.kind, "address": o.address} for o in result.owners
-            ]
+            persons = owners_json(result.owners)
             await db.execute(
                 Q["set_owner_persons"],
                 {"id": imp["owner_id"], "persons": json_in(persons), "now": ts},
             )
-            stats = await self._merge(db, imp["owner_id"], import_id, result, coverage_start, ts)
+            covered = coverages(result, coverage_start)
+            stats = await self._merge(db, imp["owner_id"], import_id, result, covered, ts)
             if raw_reply is not None:
                 await db.execute(
                     Q["insert_raw_reply"],
@@ -491,80 +508,13 @@ class SqliteStore(
                 "removed": stats.removed,
                 "polls": polls,
                 "durationSeconds": round((now - started).total_seconds(), 3),
+                **success_extras(result),
             }
             event = NewEvent(
                 "import.succeeded", imp["owner_external_id"], token_id, import_id, data
             )
             await self._emit(db, [event], now)
         return stats
-
-    async def _merge(
-        self,
-        db: aiosqlite.Connection,
-        owner_id: int,
-        import_id: str,
-        result: ImportResult,
-        coverage_start: date,
-        ts: str,
-    ) -> MergeStats:
-        counter = await one(db, "get_counter", {"name": _CHANGE_SEQ})
-        seq = 0 if counter is None else int(counter[0])
-        added = modified = removed = 0
-        for account in result.accounts:
-            account_id = await _returning_id(
-                db,
-                "upsert_account",
-                {
-                    "owner_id": owner_id,
-                    "iban": account.iban,
-                    "name": account.name,
-                    "friendly_name": account.friendly_name,
-                    "currency_name": account.currency_name,
-                    "balance": dec_in(account.balance),
-                    "funds_available": dec_in(account.funds_available),
-                    "active_since_at_least": date_in(account.active_since_at_least),
-                    "direct_debit": account.direct_debit,
-                    "partial_due_to_timeout": account.partial_due_to_timeout,
-                    "now": ts,
-                },
-            )
-            stored = await db.execute_fetchall(Q["stored_transactions"], (account_id,))
-            writes = await anyio.to_thread.run_sync(
-                partial(
-                    plan_account_writes,
-                    list(stored),
-                    account.transactions,
-                    coverage_start=coverage_start,
-                    account_id=account_id,
-                    import_id=import_id,
-                    now=ts,
-                    seq=seq,
-                )
-            )
-            await db.executemany(Q["insert_transaction"], writes.inserts)
-            await db.executemany(Q["update_transaction"], writes.updates)
-            await db.execute(
-                Q["log_changes"],
-                {
-                    "start": seq,
-                    "added_upto": seq + len(writes.inserts),
-                    "end": seq + len(writes.inserts) + len(writes.updates),
-                },
-            )
-            await db.executemany(Q["insert_tombstone"], writes.tombstones)
-            await db.executemany(Q["delete_transaction"], writes.deletes)
-            seq = writes.last_seq
-            added += len(writes.plan.added)
-            modified += len(writes.plan.modified)
-            removed += len(writes.plan.removed)
-        await db.execute(Q["set_counter"], {"name": _CHANGE_SEQ, "value": seq})
-        return MergeStats(
-            accounts=len(result.accounts),
-            transactions=result.transaction_count,
-            added=added,
-            modified=modified,
-            removed=removed,
-        )
 
     async def finish_failure(
         self, import_id: str, failure: CommandFailure, *, now: datetime, polls: int | None = None
@@ -690,8 +640,10 @@ class SqliteStore(
     async def purge_raw_replies(self, *, older_than: datetime) -> int:
         """See :meth:`aisd.store.Store.purge_raw_replies`."""
         params = {"older_than": dt_in(older_than)}
-        async with self._transaction() as db, db.execute(Q["purge_raw_replies"], params) as cur:
-            return int(cur.rowcount)
+        async with self._transaction() as db:
+            await db.execute(Q["purge_refused_replies"], params)
+            async with db.execute(Q["purge_raw_replies"], params) as cur:
+                return int(cur.rowcount)
 
 
 def _create_private(path: Path) -> None:

@@ -33,6 +33,7 @@ from aisd.kontomatik import (
     SessionDeadError,
     TokenDeadError,
     UnauthorizedError,
+    UnexpectedReplyError,
 )
 from aisd.polling import DurationEstimates, backoff, jobs_quota_delay, poll_delay
 from aisd.settings import Settings
@@ -56,6 +57,8 @@ POLL_DEADLINE_SECONDS = 1800.0
 # doubling while the retries keep failing: every import would fail alike, so no spinning.
 STORAGE_PAUSE_SECONDS = 1.0
 STORAGE_PAUSE_MAX_SECONDS = 30.0
+# Unreadable elements of one reply logged one by one at most (all are counted in the event).
+MAX_SKIPPED_LOGGED = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -304,7 +307,11 @@ class Pipeline:
                     AccessKind.REUSE, now=answer.at, token_id=job.token_id, import_id=job.import_id
                 )
         try:
-            session = await self._client.reuse_multiple_access(job.multiple_access_id)
+            session = await self._client.reuse_multiple_access(
+                job.multiple_access_id,
+                sleep=self._clock.sleep,
+                poll_seconds=self._config.poll_min_seconds,
+            )
         except RetryLaterError as exc:
             await self._store.record_access_outcome(
                 access, outcome="error" if exc.sent else "not_sent", error_name=exc.name
@@ -332,6 +339,17 @@ class Pipeline:
                 now=now,
                 deferred_until=now + timedelta(seconds=self._config.upstream_defer_seconds),
             )
+            return None
+        except UnexpectedReplyError as exc:
+            # Retrying would spend another access on the same answer: the token pauses instead.
+            await self._store.record_access_outcome(access, outcome="error", error_name=exc.name)
+            await self._store.refuse_reuse_reply(
+                job.import_id,
+                CommandFailure(exc.name, exc.message),
+                raw_reply=exc.raw,
+                now=self._clock.now(),
+            )
+            log.error("refresh.unexpected_reply", error=exc.name)
             return None
         except KontomatikError as exc:
             await self._store.record_access_outcome(access, outcome="error", error_name=exc.name)
@@ -413,7 +431,11 @@ class Pipeline:
             max_seconds=self._config.poll_max_seconds,
         )
         await self._store.record_command(
-            job.import_id, command.id, now=now, next_poll_at=now + timedelta(seconds=delay)
+            job.import_id,
+            command.id,
+            now=now,
+            next_poll_at=now + timedelta(seconds=delay),
+            owner_echo=command.owner_external_id,
         )
         log.info("import.command_started", commandId=command.id)
         return replace(
@@ -509,6 +531,19 @@ class Pipeline:
         self, job: ImportJob, command: Command, raw: bytes | None, polls: int
     ) -> None:
         if command.state == CommandState.SUCCESSFUL and command.result is not None:
+            refused = await self._store.refuse_foreign_owner(
+                job.import_id,
+                command.owner_external_id,
+                raw_reply=raw,
+                now=self._clock.now(),
+                polls=polls,
+            )
+            if refused:
+                log.error("import.owner_mismatch", hint="give the widget the same ownerExternalId")
+                return
+            for skipped in command.result.skipped[:MAX_SKIPPED_LOGGED]:
+                # Where and why, never the value: the element stays in the kept raw reply.
+                log.warning("import.element_skipped", path=skipped.path, reason=skipped.reason)
             async with self._storing:
                 stats = await self._store.finish_success(
                     job.import_id,

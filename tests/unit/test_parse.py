@@ -417,9 +417,7 @@ GOOD_TX = (
         ("<moneyTransaction><title>no amount</title></moneyTransaction>", "lacks"),
     ],
 )
-def test_an_unreadable_transaction_is_quarantined_and_the_rest_imported(
-    bad: str, why: str
-) -> None:
+def test_an_unreadable_transaction_is_quarantined_and_the_rest_imported(bad: str, why: str) -> None:
     _, command = _whole(_one_account(GOOD_TX, bad, GOOD_TX))
     assert command.result is not None
     (account,) = command.result.accounts

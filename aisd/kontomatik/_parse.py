@@ -183,7 +183,7 @@ class ReplyReader:
                 continue  # the root ended: everything in it was handled on the way
             tag = element.tag
             if tag == _TRANSACTION_TAG:
-                self._transaction(element, stack)
+                self._transaction(element)
                 stack[-1].remove(element)
             elif tag == "account":
                 skip = self._skipper(f"accounts/account[{len(self._accounts) + 1}]")
@@ -204,9 +204,19 @@ class ReplyReader:
             elif tag == "exception" and len(stack) == 1:
                 self._top_exception = element
 
-    def _transaction(self, element: ET.Element, stack: list[ET.Element]) -> None:
+    def _transaction(self, element: ET.Element) -> None:
         """Convert one transaction, or quarantine it (counted, located, never its values)."""
-        index = len(self._transactions) + self._skipped_here + 1
+        try:
+            tx = el.money_transaction(element, self._skip_in_transaction)
+        except KontomatikError as exc:
+            self._skipped.append(Skipped(self._transaction_path(), exc.message))
+            self._skipped_here += 1
+            return
+        self._transactions.append(tx)
+
+    def _transaction_path(self) -> str:
+        """Where the transaction being converted is (built only when something is skipped)."""
+        stack = self._stack
         container = stack[-2].tag if len(stack) >= 2 else "?"
         if container == "account":
             where = f"accounts/account[{len(self._accounts) + 1}]"
@@ -214,14 +224,11 @@ class ReplyReader:
             where = f"creditCards/creditCard[{len(self._cards) + 1}]"
         else:
             where = container
-        path = f"{where}/moneyTransactions/moneyTransaction[{index}]"
-        try:
-            tx = el.money_transaction(element, self._skipper(path))
-        except KontomatikError as exc:
-            self._skipped.append(Skipped(path, exc.message))
-            self._skipped_here += 1
-            return
-        self._transactions.append(tx)
+        index = len(self._transactions) + self._skipped_here + 1
+        return f"{where}/moneyTransactions/moneyTransaction[{index}]"
+
+    def _skip_in_transaction(self, path: str, reason: str) -> None:
+        self._skipped.append(Skipped(f"{self._transaction_path()}/{path}", reason))
 
     def _skipper(self, base: str) -> el.Skip:
         def skip(path: str, reason: str) -> None:

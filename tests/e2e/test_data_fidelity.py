@@ -87,7 +87,7 @@ def test_a_partial_reply_after_a_full_one_removes_nothing_outside_its_dates(
 
     assert view["state"] == "successful", view
     served = sandbox_server.stats().served[-1]
-    holders = [*served.result.accounts, *served.result.credit_cards]
+    holders = served.result.containers
     assert all(h.partial_due_to_timeout for h in holders)
     oldest = min(t.transaction_on for h in holders for t in h.transactions)
     assert oldest > date.fromisoformat(view["since"]) + timedelta(days=1), "not short enough"
@@ -242,6 +242,7 @@ def test_cards_are_served_in_owner_data_csv_and_changes_and_vanish_with_forget(
     assert Decimal(card["limit"]) == served_card.limit
     assert Decimal(card["currencyBalance"]) == served_card.balance
     assert Decimal(card["currencyFundsAvailable"]) == served_card.funds_available
+    assert served_card.due_date is not None
     assert card["dueDate"] == served_card.due_date.isoformat()
     assert served_card.transactions, "the sandbox's card has no transactions"
     assert Counter(stored_facts(card)) == Counter(served_facts(served_card))

@@ -9,6 +9,7 @@ from dataclasses import replace
 from datetime import date, timedelta
 from decimal import Decimal
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -20,6 +21,7 @@ from aisd.merge import (
     coverage_start,
     match_key,
     normalise_title,
+    owner_mismatch,
     plan_merge,
     rebuild,
 )
@@ -302,3 +304,20 @@ def test_rebuild_merges_cards_by_card_id_beside_accounts() -> None:
     (merged,) = view.credit_cards
     assert merged.number == "**** 1234"
     assert sorted(t.title for t in merged.transactions) == ["a", "b", "c"]
+
+
+@pytest.mark.parametrize(
+    ("echo", "token_echo", "refused"),
+    [
+        (None, None, False),  # nothing echoed: nothing to check
+        ("alice", None, False),
+        ("alice", "kontomatik-1", False),
+        ("eve", None, True),  # the widget was given someone else's id
+        ("eve", "eve", True),
+        ("kontomatik-1", None, False),  # the widget was given none
+        ("kontomatik-1", "kontomatik-1", False),
+        ("kontomatik-2", "kontomatik-1", True),  # the same token now echoes another owner
+    ],
+)
+def test_owner_mismatch(echo: str | None, token_echo: str | None, refused: bool) -> None:
+    assert owner_mismatch("alice", echo, token_echo) is refused

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from aisd.kontomatik import (
     Command,
     CommandState,
+    ImportResult,
     JobsQuotaExceededError,
     KontomatikError,
     MoneyTransaction,
@@ -49,6 +50,13 @@ def _amounts(data: bytes) -> list[Decimal]:
     """Transaction amounts read independently of the parser."""
     found = re.findall(rb"<currencyAmount>([^<]+)</currencyAmount>", data)
     return [Decimal(m.decode()) for m in found]
+
+
+def command_of(data: bytes) -> ImportResult:
+    """The result of a successful command reply."""
+    _, command = parse_command([data], max_bytes=MAX)
+    assert command.result is not None
+    return command.result
 
 
 def _whole(data: bytes) -> tuple[ReplyMeta, Command]:
@@ -163,6 +171,9 @@ def test_data_reply_shares_the_result_shape(fixtures_dir: Path) -> None:
     assert [t.amount for t in account.transactions] == _amounts(data)
     assert result.transaction_count == 72
     assert result.credit_cards == ()
+    # Every element of the real replies is read: nothing is quarantined.
+    assert result.skipped == ()
+    assert command_of(SUCCESS).skipped == ()
 
 
 def test_owner_scores(fixtures_dir: Path) -> None:

@@ -222,6 +222,38 @@ def test_any_chunking_gives_the_same_command(cuts: list[int]) -> None:
     assert parse_command(_chunks(SUCCESS, cuts), max_bytes=MAX) == _whole(SUCCESS)
 
 
+MIXED = _command_reply(
+    "<result><accounts>"
+    '<account partialDueToTimeout="true"><iban>PL1</iban><moneyTransactions>'
+    "<moneyTransaction><transactionOn>2023-01-02</transactionOn>"
+    "<currencyAmount>x</currencyAmount></moneyTransaction>"
+    "<moneyTransaction><transactionOn>2023-01-01</transactionOn>"
+    "<currencyAmount>1.00</currencyAmount><bookedOn>later</bookedOn></moneyTransaction>"
+    "</moneyTransactions><owners><owner><name>A</name></owner></owners>"
+    "<owners><owner><name>B</name></owner></owners></account></accounts>"
+    "<creditCards><creditCard><cardId>C</cardId><limit>?</limit><moneyTransactions>"
+    "<moneyTransaction><transactionOn>2023-01-03</transactionOn>"
+    "<currencyAmount>-5.00</currencyAmount></moneyTransaction>"
+    "<moneyTransaction><title>no date</title></moneyTransaction>"
+    "</moneyTransactions></creditCard></creditCards></result>"
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(min_value=0, max_value=len(MIXED)), max_size=40))
+def test_cards_owner_blocks_and_quarantine_do_not_depend_on_chunking(cuts: list[int]) -> None:
+    result = command_of(MIXED)
+    assert [s.path for s in result.skipped] == [
+        "accounts/account[1]/moneyTransactions/moneyTransaction[1]",
+        "accounts/account[1]/moneyTransactions/moneyTransaction[2]/bookedOn",
+        "creditCards/creditCard[1]/moneyTransactions/moneyTransaction[2]",
+        "creditCards/creditCard[1]/limit",
+    ]
+    assert [o.name for o in result.accounts[0].owners] == ["A", "B"]
+    assert len(result.credit_cards[0].transactions) == 1
+    assert parse_command(_chunks(MIXED, cuts), max_bytes=MAX) == _whole(MIXED)
+
+
 def test_one_byte_chunks_give_the_same_command() -> None:
     chunks = [SUCCESS[i : i + 1] for i in range(len(SUCCESS))]
     assert parse_command(chunks, max_bytes=MAX) == _whole(SUCCESS)

@@ -7,6 +7,7 @@ import gzip
 import re
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
+from datetime import timedelta
 
 import httpx
 import pytest
@@ -129,3 +130,44 @@ async def test_cards_are_merged_across_imports_by_card_id(env: Env) -> None:
     assert set(before) <= set(after)
     served = env.sandbox.stats.served[-1].result.credit_cards[0]
     assert len(after) == len(served.transactions)
+
+
+async def test_a_result_echoed_for_another_owner_is_refused_and_kept_apart(env: Env) -> None:
+    env.sandbox.config = replace(env.sandbox.config, owner_echo_by_owner={"ann": "bob"})
+    import_id = await env.submit("ann", multiple=True, accounts=1)
+    await run_until_done(env, env.pipeline(), [import_id])
+    record = await env.store.get_import(import_id)
+    assert record is not None
+    assert record.error is not None
+    assert record.error.name == "OwnerMismatch"
+    assert await env.store.accounts("ann") == []
+    assert await env.store.owner_details("ann") == []
+    assert await env.store.kontomatik_owner_id(import_id) == "bob"
+    refused = await env.store.refused_reply(import_id)
+    assert refused is not None
+    reason, reply = refused
+    assert reason == "OwnerMismatch"
+    assert b"<accounts>" in gzip.decompress(reply)
+    # Kept for inspection, never for replay.
+    assert await env.store.replay_owners() == []
+
+
+async def test_an_unexpected_reuse_reply_is_kept_and_the_token_paused(env: Env) -> None:
+    first = await env.submit("gus", multiple=True, accounts=1)
+    await run_until_done(env, env.pipeline(), [first])
+    [token] = await env.store.list_tokens(owner_external_id="gus")
+    env.sandbox.config = replace(env.sandbox.config, reuse_shape="garbage")
+    refresh = await env.store.queue_refresh(
+        token.token_id, now=env.clock.now(), since=token.created_at.date()
+    )
+    await run_until_done(env, env.pipeline(), [refresh])
+    record = await env.store.get_import(refresh)
+    assert record is not None
+    assert record.error is not None
+    assert record.error.name == "UnexpectedReply"
+    refused = await env.store.refused_reply(refresh)
+    assert refused is not None
+    assert b"<surprise>" in gzip.decompress(refused[1])
+    [paused] = await env.store.list_tokens(owner_external_id="gus")
+    assert (paused.next_refresh_at, paused.plan_reason) == (None, "refresh_paused")
+    assert await env.store.due_tokens(now=env.clock.now() + timedelta(days=30), limit=10) == []

@@ -321,3 +321,38 @@ def test_rebuild_merges_cards_by_card_id_beside_accounts() -> None:
 )
 def test_owner_mismatch(echo: str | None, token_echo: str | None, refused: bool) -> None:
     assert owner_mismatch("alice", echo, token_echo) is refused
+
+
+@given(st.lists(st.tuples(imports, imports, st.booleans(), coverages), min_size=1, max_size=4))
+def test_rebuild_of_accounts_and_cards_equals_the_pipelines_merges(
+    replies: list[tuple[list[MoneyTransaction], list[MoneyTransaction], bool, date]],
+) -> None:
+    """Partial or not, an account and a card merged reply by reply over the dates each reply
+    covers end up as the rebuilt view; and no row dated before a partial reply's own oldest
+    date is ever removed by it."""
+    stored: dict[tuple[str, str], list[tuple[int, MoneyTransaction]]] = {}
+    ids = itertools.count(1000)
+    results = []
+    for on_account, on_card, partial, since in replies:
+        result = ImportResult(
+            accounts=(Account("PL1", None, "PLN", None, None, partial_due_to_timeout=partial,
+                              transactions=tuple(on_account)),),
+            credit_cards=(CreditCard("C1", None, None, partial_due_to_timeout=partial,
+                                     transactions=tuple(on_card)),),
+        )  # fmt: skip
+        results.append((result, since))
+        covered = merge_coverages(result, since)
+        for item, key in ((on_account, ("account", "PL1")), (on_card, ("card", "C1"))):
+            rows = stored.get(key, [])
+            plan = plan_merge(rows, item, covered[key])
+            if partial:
+                oldest = min((t.transaction_on for t in item), default=None)
+                gone = [t for i, t in rows if i in set(plan.removed)]
+                assert oldest is not None or not gone
+                assert all(oldest is not None and t.transaction_on >= oldest for t in gone)
+            stored[key] = apply_plan(rows, plan, ids)
+    view = rebuild(results)
+    [account] = view.accounts
+    [card] = view.credit_cards
+    assert Counter(account.transactions) == Counter(t for _, t in stored[("account", "PL1")])
+    assert Counter(card.transactions) == Counter(t for _, t in stored[("card", "C1")])

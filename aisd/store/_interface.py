@@ -192,7 +192,8 @@ class Store(Protocol):
         ...
 
     async def owner_details(self, owner_external_id: str) -> list[dict[str, str | None]]:
-        """The owners list of the newest successful import (name, kind, address)."""
+        """The owners list of the newest successful import: name, kind, address and every
+        other field Kontomatik sent for each owner."""
         ...
 
     async def accounts(self, owner_external_id: str) -> list[dict[str, object]]:

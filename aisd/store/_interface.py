@@ -420,7 +420,7 @@ class Store(Protocol):
         owner than the consent's (:func:`aisd.merge.owner_mismatch`), in one transaction: the
         import fails as ``OwnerMismatch`` (``import.failed``), the raw reply is kept as refused,
         and the token's refreshes pause (``token.refresh_paused``); returns True. Otherwise
-        the echo is recorded and nothing else changes; returns False."""
+        nothing is written; returns False."""
         ...
 
     async def refuse_reuse_reply(

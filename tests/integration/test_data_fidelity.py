@@ -160,6 +160,7 @@ async def test_an_unexpected_reuse_reply_is_kept_and_the_token_paused(env: Env) 
     refresh = await env.store.queue_refresh(
         token.token_id, now=env.clock.now(), since=token.created_at.date()
     )
+    assert isinstance(refresh, str)
     await run_until_done(env, env.pipeline(), [refresh])
     record = await env.store.get_import(refresh)
     assert record is not None

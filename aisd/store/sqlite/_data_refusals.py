@@ -94,21 +94,21 @@ class RefusalMethods:
         now: datetime,
         polls: int,
     ) -> bool:
-        """See :meth:`aisd.store.Store.refuse_foreign_owner`."""
+        """See :meth:`aisd.store.Store.refuse_foreign_owner`. The check only reads: an import
+        of the right owner costs no write of its own before its result is stored."""
+        found = await one(self._reader, "import_owner_echoes", {"id": import_id})
+        if found is None:
+            return False
+        echo = owner_echo or found["echo"]
+        if not owner_mismatch(found["owner_external_id"] or "", echo, found["token_echo"]):
+            return False
+        failure = CommandFailure(
+            OWNER_MISMATCH,
+            "Kontomatik filed this import under another ownerExternalId than the one "
+            "submitted; nothing was merged (give the widget the same ownerExternalId).",
+        )
         async with self._transaction() as db:
-            await db.execute(Q["set_import_echo"], {"id": import_id, "echo": owner_echo})
-            echoes = await one(db, "import_owner_echoes", {"id": import_id})
-            owner = await one(db, "import_row", {"id": import_id})
-            if echoes is None or owner is None:
-                return False
-            consent_owner = owner["owner_external_id"] or ""
-            if not owner_mismatch(consent_owner, echoes["echo"], echoes["token_echo"]):
-                return False
-            failure = CommandFailure(
-                OWNER_MISMATCH,
-                "Kontomatik filed this import under another ownerExternalId than the one "
-                "submitted; nothing was merged (give the widget the same ownerExternalId).",
-            )
+            await db.execute(Q["set_import_echo"], {"id": import_id, "echo": echo})
             await _refuse(self, db, import_id, failure, raw_reply=raw_reply, now=now, polls=polls)
         return True
 

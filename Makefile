@@ -3,20 +3,33 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+RUN_STAMP := $(VENV)/.runtime-stamp
 
 .PHONY: run test lint types unit sysdeps clean
 
-$(STAMP): pyproject.toml
+# `make run` needs only the runtime dependencies; `make test` adds the dev tools on top.
+$(RUN_STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e .
+	touch $(RUN_STAMP)
+
+$(STAMP): $(RUN_STAMP) pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
 # The daemon on its embedded defaults: the in-process sandbox API and SQLite under ./var/.
-run: $(STAMP)
+# Once the socket answers, a line says where it is and what to type next.
+run: $(RUN_STAMP)
 	mkdir -p var
-	AISD_DB_PATH=$${AISD_DB_PATH:-var/aisd.db} AISD_SOCKET_PATH=$${AISD_SOCKET_PATH:-var/aisd.sock} \
-		AISD_LOG_FORMAT=$${AISD_LOG_FORMAT:-console} $(BIN)/aisd run --sandbox
+	@export AISD_DB_PATH=$${AISD_DB_PATH:-var/aisd.db} AISD_SOCKET_PATH=$${AISD_SOCKET_PATH:-var/aisd.sock} \
+		AISD_LOG_FORMAT=$${AISD_LOG_FORMAT:-console}; \
+	( for i in $$(seq 300); do \
+		if $(BIN)/aisd status --timeout 1 >/dev/null 2>&1; then \
+			printf '\naisd is ready; its socket is %s. In another terminal:\n  export AISD_SOCKET_PATH=%s\n  .venv/bin/aisd submit --demo --owner alice\n\n' \
+				"$$AISD_SOCKET_PATH" "$$AISD_SOCKET_PATH"; exit 0; \
+		fi; sleep 0.2; done ) & \
+	exec $(BIN)/aisd run --sandbox
 
 # Debian packages some tests need (systemd-analyze, setpriv); installed only when missing.
 sysdeps:

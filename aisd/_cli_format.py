@@ -78,6 +78,20 @@ def relative_time(value: object, now: datetime) -> str:
     return f"in {amount}" if seconds > 0 else f"{amount} ago"
 
 
+def next_refresh(token: Mapping[str, Any], now: datetime) -> str:
+    """When a token's next refresh comes, never "just now": a time already reached is either
+    ``"due now"`` or, once the refresh it named has been made, ``"being planned"``."""
+    when = parse_time(token.get("nextRefreshAt"))
+    if when is None:
+        return relative_time(token.get("nextRefreshAt"), now)
+    if (when - now).total_seconds() >= 45:
+        return relative_time(when.isoformat(), now)
+    if when > now:
+        return "in <1 min"
+    last = parse_time(token.get("lastImportAt"))
+    return "being planned" if last is not None and last >= when else "due now"
+
+
 def _cell(value: object) -> str:
     if value is None:
         return "-"
@@ -145,7 +159,7 @@ def render_tokens(result: Mapping[str, Any], now: datetime, *, explain: bool = F
             t.get("state"),
             relative_time(t.get("expiresAt"), now),
             relative_time(t.get("lastImportAt"), now),
-            relative_time(t.get("nextRefreshAt"), now),
+            next_refresh(t, now),
             t.get("refreshesLast24h"),
         )
         for t in tokens
@@ -157,7 +171,7 @@ def render_tokens(result: Mapping[str, Any], now: datetime, *, explain: bool = F
     for token in tokens:
         parts.append(f"\n{token.get('tokenId')}:")
         why = f" ({token['planReason']})" if token.get("planReason") else ""
-        parts.append(f"  next refresh: {relative_time(token.get('nextRefreshAt'), now)}{why}")
+        parts.append(f"  next refresh: {next_refresh(token, now)}{why}")
         if token.get("deferredReason"):
             parts.append(f"  deferred: {token['deferredReason']}")
         if token.get("failures"):

@@ -8,23 +8,33 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
+import socket
+import stat
 import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from aisd import __version__
 from aisd import _cli_format as fmt
+from aisd import _cli_sandbox as sandbox_ctl
 from aisd.client import Client, DaemonUnavailable, ProtocolError, RpcError
 from aisd.logs import configure_logging
-from aisd.settings import Settings, SettingsError, load_settings
+from aisd.settings import SettingsError, load_settings
 
 __all__ = ["build_parser", "main"]
 
 _FOLLOW_INTERVAL_SECONDS = 1.0
+# Where a packaged daemon listens (systemd/aisd.socket), tried after $RUNTIME_DIRECTORY.
+_INSTALLED_SOCKET = Path("/run/aisd/aisd.sock")
+_PROBE_SECONDS = 1.0
+# -32602: the daemon refused the params, i.e. the command line asked for something invalid.
+_INVALID_PARAMS = -32602
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -58,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except RpcError as exc:
         _fail(_describe_rpc_error(exc))
-        return 1
+        return 2 if exc.code == _INVALID_PARAMS else 1
     except ProtocolError as exc:
         _fail(str(exc))
         return 1
@@ -104,6 +114,22 @@ def _positive(value: str) -> int:
     return int(value)
 
 
+def _seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise argparse.ArgumentTypeError("expected a positive number of seconds")
+    return seconds
+
+
+def _port(value: str) -> int:
+    if not value.isdigit() or not 1 <= int(value) <= 65535:
+        raise argparse.ArgumentTypeError("expected a port number from 1 to 65535")
+    return int(value)
+
+
 def _non_negative(value: str) -> int:
     if not value.isdigit():
         raise argparse.ArgumentTypeError("expected a whole number of at least 0")
@@ -122,11 +148,15 @@ def build_parser() -> argparse.ArgumentParser:
     client.add_argument(
         "--socket",
         metavar="PATH",
-        help="the daemon's socket (default: AISD_SOCKET_PATH, else $RUNTIME_DIRECTORY/aisd.sock, "
-        "else ./aisd.sock)",
+        help="the daemon's socket (default: AISD_SOCKET_PATH, else the first that answers of "
+        "$RUNTIME_DIRECTORY/aisd.sock, /run/aisd/aisd.sock and ./aisd.sock)",
     )
     client.add_argument(
-        "--timeout", type=float, default=30.0, metavar="S", help="seconds to wait for the daemon"
+        "--timeout",
+        type=_seconds,
+        default=30.0,
+        metavar="S",
+        help="seconds to wait for the daemon (default 30)",
     )
     client.add_argument("--json", action="store_true", help="print the raw JSON result")
 
@@ -153,7 +183,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p = add("sandbox", _cmd_sandbox, "Serve only the sandbox Kontomatik API.", is_client=False)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080)")
+    p.add_argument("--port", type=_port, default=8080, help="port to listen on (default 8080)")
+    p.add_argument(
+        "--state",
+        metavar="PATH",
+        help="keep the sandbox's sessions, tokens and clock in this file across restarts",
+    )
+    p = add(
+        "sandbox-ctl",
+        _cmd_sandbox_ctl,
+        "Test controls of the sandbox: status, mint, advance its clock, faults, kill tokens.",
+        is_client=True,
+    )
+    sandbox_ctl.add_arguments(p)
     add("replay", _cmd_replay, "Re-parse the stored raw replies.", is_client=False)
     p = add(
         "simulate",
@@ -258,15 +300,34 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_sandbox(args: argparse.Namespace) -> int:
     settings = load_settings(args.env_file, sandbox=True)
     configure_logging(settings)
-    from aisd.sandbox import DEFAULT_API_KEY, run_server
+    from aisd.sandbox import DEFAULT_API_KEY, PortUnavailable, run_server
 
     key = settings.api_key.get_secret_value() if settings.api_key else DEFAULT_API_KEY
-    run_server(args.host, args.port, api_key=key)
+    try:
+        run_server(
+            args.host,
+            args.port,
+            api_key=key,
+            state_path=Path(args.state) if args.state else None,
+            announce=lambda text: print(text, flush=True),
+        )
+    except PortUnavailable as exc:
+        _fail(f"sandbox: {exc}")
+        return 1
+    except ValueError as exc:
+        raise UsageError(f"--state: {exc}") from None
     return 0
+
+
+def _cmd_sandbox_ctl(args: argparse.Namespace) -> int:
+    return sandbox_ctl.run(args, _client)
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:
     settings = load_settings(args.env_file, sandbox=True)
+    if not settings.db_path.is_file():
+        # Opening it would create an empty database and "replay" nothing successfully.
+        raise UsageError(f"AISD_DB_PATH: {settings.db_path} does not exist; nothing to replay")
     configure_logging(settings)
     from aisd.replay import main as replay_main
 
@@ -284,11 +345,39 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 # -- socket clients -----------------------------------------------------------------------------
 
 
+def socket_candidates() -> list[Path]:
+    """Where to look for the daemon when no socket is configured, in order:
+    ``$RUNTIME_DIRECTORY/aisd.sock``, ``/run/aisd/aisd.sock``, ``./aisd.sock``."""
+    runtime = os.environ.get("RUNTIME_DIRECTORY", "").split(":")[0]
+    found = [Path(runtime) / "aisd.sock"] if runtime else []
+    found += [_INSTALLED_SOCKET, Path("aisd.sock")]
+    return list(dict.fromkeys(found))
+
+
+def _answers(path: Path) -> bool:
+    try:
+        if not stat.S_ISSOCK(path.stat().st_mode):
+            return False
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            probe.settimeout(_PROBE_SECONDS)
+            probe.connect(str(path))
+    except OSError:
+        return False
+    return True
+
+
 def _client(args: argparse.Namespace) -> Client:
     if args.socket:
         return Client(args.socket, timeout=args.timeout)
-    settings: Settings = load_settings(args.env_file, sandbox=True)
-    return Client(settings.socket_path, timeout=args.timeout)
+    settings = load_settings(args.env_file, sandbox=True)
+    if "socket_path" in settings.model_fields_set:
+        return Client(settings.socket_path, timeout=args.timeout)
+    candidates = socket_candidates()
+    for path in candidates:
+        if _answers(path):
+            return Client(path, timeout=args.timeout)
+    tried = ", ".join(str(path) for path in candidates)
+    raise DaemonUnavailable(candidates[-1], f"no daemon answered at any of {tried}")
 
 
 def _show(args: argparse.Namespace, result: Any, render: Callable[[Any], str]) -> int:

@@ -55,7 +55,7 @@ class SystemClock:
 
 
 def iso(value: datetime) -> str:
-    """ISO 8601 UTC with a ``Z``, as the CONTRACT writes times (``2026-11-28T10:00:00Z``)."""
+    """ISO 8601 UTC with a ``Z``, as docs/api.md writes times (``2026-11-28T10:00:00Z``)."""
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 

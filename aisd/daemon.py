@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -32,9 +33,11 @@ from aisd.clock import Clock, SystemClock, iso
 from aisd.housekeeping import housekeep
 from aisd.instance import InstanceLocked, instance_lock
 from aisd.kontomatik import KontomatikClient
+from aisd.logs import event_level
 from aisd.pipeline import Pipeline, PipelineConfig
 from aisd.refresh import Refresher
 from aisd.rpc import ListenError, RpcServer, open_listener
+from aisd.rpc.catalog import CATALOG, COMMON_ERRORS
 from aisd.rpc.methods import (
     Services,
     core_methods,
@@ -106,7 +109,8 @@ class EventLog:
             while True:
                 events = await self._store.list_events(after=after, limit=500)
                 for event in events:
-                    elog.info(
+                    elog.log(
+                        event_level(event.type, event.data),
                         event.type,
                         eventId=event.id,
                         ownerExternalId=event.owner_external_id,
@@ -202,6 +206,8 @@ async def run(settings: Settings, sandbox: bool, clock: Clock | None = None) -> 
             allowed_gids=frozenset(settings.allowed_gids),
             idle_timeout=settings.socket_idle_timeout_seconds,
             max_connections=settings.socket_max_connections,
+            catalog=CATALOG,
+            common_errors=COMMON_ERRORS,
         )
         async with anyio.create_task_group() as tg:
             tg.start_soon(_handle_signals, tg.cancel_scope, pipeline)
@@ -225,7 +231,10 @@ async def run(settings: Settings, sandbox: bool, clock: Clock | None = None) -> 
 
 def _make_sandbox(settings: Settings) -> Sandbox:
     key = settings.api_key.get_secret_value() if settings.api_key else DEFAULT_API_KEY
-    return Sandbox(SandboxConfig(api_key=key))
+    # Beside the database, so that a restarted `make run` meets the sandbox its tokens and
+    # sessions came from (and a fresh database a fresh sandbox).
+    state = Path(f"{settings.db_path}.sandbox.json")
+    return Sandbox(SandboxConfig(api_key=key), state_path=state)
 
 
 def _make_client(settings: Settings, box: Sandbox | None) -> KontomatikClient:

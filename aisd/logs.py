@@ -23,7 +23,16 @@ from structlog.typing import EventDict, Processor, WrappedLogger
 
 from aisd.settings import LogFormat, LogLevel, Settings
 
-__all__ = ["REDACTED", "configure_logging", "get_logger", "redact", "register_secret"]
+__all__ = [
+    "MIN_SECRET_LENGTH",
+    "REDACTED",
+    "configure_logging",
+    "event_level",
+    "get_logger",
+    "redact",
+    "register_secret",
+    "whole_replaced",
+]
 
 REDACTED = "[REDACTED]"
 
@@ -32,8 +41,12 @@ REDACTED = "[REDACTED]"
 _SECRET_KEYS = frozenset({"authorization", "proxyauthorization", "cookie", "setcookie"})
 _SECRET_KEY_PARTS = ("apikey", "signature", "password", "secret", "multipleaccessid")
 
-# A registered secret shorter than this would shred ordinary text if replaced everywhere.
-_MIN_SECRET_LENGTH = 4
+# A registered secret shorter than this would shred ordinary text if replaced everywhere;
+# intake refuses such secrets (aisd.rpc.catalog).
+MIN_SECRET_LENGTH = 8
+
+# Feed events an operator must act on are warnings, so that `journalctl -p warning` shows them.
+_WARNING_EVENTS = frozenset({"import.failed", "token.reauth_required"})
 
 _secrets: set[str] = set()
 
@@ -50,12 +63,23 @@ def register_secret(value: str | SecretStr | None) -> None:
 
     Args:
         value: A secret learned at run time (a session signature, a ``multipleAccessId``).
-            ``None`` and values shorter than four characters are ignored.
+            ``None`` and values shorter than :data:`MIN_SECRET_LENGTH` are ignored.
     """
     if isinstance(value, SecretStr):
         value = value.get_secret_value()
-    if value is not None and len(value) >= _MIN_SECRET_LENGTH:
+    if value is not None and len(value) >= MIN_SECRET_LENGTH:
         _secrets.add(value)
+
+
+def event_level(event_type: str, data: Mapping[str, Any]) -> int:
+    """The log level of a feed event's line: ``WARNING`` for ``import.failed``,
+    ``token.reauth_required`` and ``quota.deferred`` caused upstream (``upstream_limit``: someone
+    else used the account's quota), ``INFO`` for the rest."""
+    if event_type in _WARNING_EVENTS:
+        return logging.WARNING
+    if event_type == "quota.deferred" and data.get("reason") == "upstream_limit":
+        return logging.WARNING
+    return logging.INFO
 
 
 def _is_secret_key(key: object) -> bool:
@@ -70,7 +94,7 @@ def _scrub(value: Any) -> Any:
         # Longest first, so a secret containing another is removed whole.
         for secret in sorted(_secrets, key=len, reverse=True):
             if secret in value:
-                value = value.replace(secret, REDACTED)
+                value = whole_replaced(value, secret, REDACTED)
         return value
     if isinstance(value, SecretStr):
         return REDACTED
@@ -81,6 +105,31 @@ def _scrub(value: Any) -> Any:
     if isinstance(value, BaseException):
         return _scrub(f"{type(value).__name__}: {value}")
     return value
+
+
+def _word_char(char: str) -> bool:
+    return char.isalnum() or char in "_-"
+
+
+def whole_replaced(text: str, secret: str, mark: str) -> str:
+    """``text`` with every whole occurrence of ``secret`` replaced by ``mark``: one that is not
+    glued to a letter, digit, ``_`` or ``-`` on either side (so "Session expired." keeps its
+    words whatever short value happens to be a secret)."""
+    out: list[str] = []
+    start = 0
+    while (found := text.find(secret, start)) >= 0:
+        end = found + len(secret)
+        before = text[found - 1] if found > 0 else ""
+        after = text[end] if end < len(text) else ""
+        if (before and _word_char(before)) or (after and _word_char(after)):
+            out.append(text[start : found + 1])
+            start = found + 1
+            continue
+        out.append(text[start:found])
+        out.append(mark)
+        start = end
+    out.append(text[start:])
+    return "".join(out)
 
 
 def redact(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:

@@ -2,7 +2,7 @@
 
 Pure functions over rows the daemon loads: no I/O, no clock reads (``now`` is a parameter).
 
-The rules, from the provider and the CONTRACT:
+The rules, from the provider and the API reference (docs/api.md):
 
 - **Quota.** Every Reuse Multiple Access sent counts against every bank account the token
   reaches, in any rolling window (24 h), whatever its outcome; at most ``refreshes_per_day`` per

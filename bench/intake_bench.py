@@ -83,7 +83,7 @@ async def client(
             params = {
                 "ownerExternalId": f"bench-{number}",
                 "sessionId": f"bench-{number}-{i}",
-                "sessionIdSignature": f"sig-{number}-{i}",
+                "sessionIdSignature": f"sig-{number:04d}-{i:04d}",
             }
             began = time.perf_counter()
             reply = await conn.call("consent.submit", params)

@@ -35,6 +35,7 @@ from aisd.kontomatik._parse import (
     parse_owner_scores,
     parse_reuse,
 )
+from aisd.logs import MIN_SECRET_LENGTH, whole_replaced
 
 _REDACTED = "***"
 
@@ -294,9 +295,10 @@ def _transport_error(exc: httpx.HTTPError) -> RetryLaterError:
 
 
 def _scrub(text: str, secrets: Iterable[str]) -> str:
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, _REDACTED)
+    # Whole values only, and none too short to tell from ordinary words (see aisd.logs).
+    for secret in sorted(secrets, key=len, reverse=True):
+        if len(secret) >= MIN_SECRET_LENGTH:
+            text = whole_replaced(text, secret, _REDACTED)
     return text
 
 

@@ -1,14 +1,19 @@
-"""The JSON-RPC 2.0 wire format: decoding one request line, encoding one response line."""
+"""The JSON-RPC 2.0 wire format: decoding one request line, encoding one response line.
+
+A line holds one request object or a batch (an array of them); see docs/api.md, "Framing".
+"""
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import NoReturn
 
 from aisd.rpc._errors import INVALID_REQUEST, PARSE_ERROR, RpcError
 
-RequestId = str | int | None
+# A fractional id is kept as the Decimal it was written as, so it is echoed digit for digit.
+RequestId = str | int | Decimal | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,13 +24,13 @@ class Request:
         id: The request id (``None`` for a notification or an explicit null id).
         is_notification: True when the request had no ``id`` member: it gets no response.
         method: The method name.
-        params: The ``params`` member, ``{}`` when absent; not yet validated.
+        params: The ``params`` member: a dict or a list, ``{}`` when absent; not yet validated.
     """
 
     id: RequestId
     is_notification: bool
     method: str
-    params: object
+    params: dict[str, object] | list[object]
 
 
 class RequestError(RpcError):
@@ -36,40 +41,62 @@ class RequestError(RpcError):
         self.request_id = request_id
 
 
+Batch = list[Request | RequestError]
+
+
 def _refuse_constant(name: str) -> NoReturn:
     # NaN and Infinity are not JSON; Python's decoder would accept them.
     raise ValueError(name)
 
 
 def _valid_id(value: object) -> bool:
+    if isinstance(value, Decimal):
+        return value.is_finite()
     return value is None or isinstance(value, str) or type(value) is int
 
 
-def decode_request(line: bytes) -> Request:
-    """Decode one request line.
+def decode_request(line: bytes) -> Request | Batch:
+    """Decode one request line: a request object, or a batch of them.
 
     Args:
         line: The line without its ``\\n``.
 
     Returns:
-        The request.
+        The request, or for a batch one decoded request or refusal per element, in order.
 
     Raises:
         RequestError: -32700 for bytes that are not UTF-8 JSON, -32600 for JSON that is
-            not a single valid request object; ``request_id`` is set when it was valid.
+            neither a valid request object nor a non-empty array; ``request_id`` is set when
+            it was valid.
     """
     try:
-        message = json.loads(line.decode("utf-8"), parse_constant=_refuse_constant)
+        message = json.loads(
+            line.decode("utf-8"), parse_constant=_refuse_constant, parse_float=Decimal
+        )
     except (UnicodeDecodeError, ValueError, RecursionError):
         raise RequestError(PARSE_ERROR, "parse error") from None
     if isinstance(message, list):
-        raise RequestError(INVALID_REQUEST, "invalid request: batches are not supported")
+        if not message:
+            raise RequestError(INVALID_REQUEST, "invalid request: empty batch")
+        batch: Batch = []
+        for element in message:
+            try:
+                batch.append(_request(element))
+            except RequestError as exc:
+                batch.append(exc)
+        return batch
+    return _request(message)
+
+
+def _request(message: object) -> Request:
     if not isinstance(message, dict):
         raise RequestError(INVALID_REQUEST, "invalid request: not an object")
     has_id = "id" in message
     request_id = message.get("id")
     if not _valid_id(request_id):
-        raise RequestError(INVALID_REQUEST, "invalid request: 'id' must be a string or integer")
+        raise RequestError(
+            INVALID_REQUEST, "invalid request: 'id' must be a string, a number or null"
+        )
     if message.get("jsonrpc") != "2.0":
         raise RequestError(
             INVALID_REQUEST, "invalid request: 'jsonrpc' must be \"2.0\"", request_id
@@ -79,12 +106,12 @@ def decode_request(line: bytes) -> Request:
         raise RequestError(
             INVALID_REQUEST, "invalid request: 'method' must be a string", request_id
         )
-    return Request(
-        id=request_id,
-        is_notification=not has_id,
-        method=method,
-        params=message.get("params", {}),
-    )
+    params = message.get("params", {})
+    if not isinstance(params, dict | list):
+        raise RequestError(
+            INVALID_REQUEST, "invalid request: 'params' must be an object or an array", request_id
+        )
+    return Request(id=request_id, is_notification=not has_id, method=method, params=params)
 
 
 def peek_id(line: bytes) -> RequestId:
@@ -94,16 +121,24 @@ def peek_id(line: bytes) -> RequestId:
         line: The line without its ``\\n``.
 
     Returns:
-        The id when the line is a request object with a valid id, else ``None``.
+        The id when the line is a request object with a valid id, else ``None`` (a batch
+        included).
     """
     try:
-        return decode_request(line).id
+        decoded = decode_request(line)
     except RequestError as exc:
         return exc.request_id
+    return None if isinstance(decoded, list) else decoded.id
 
 
-def _dump(message: dict[str, object]) -> bytes:
-    text = json.dumps(message, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+def _dump(value: object) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def _response(request_id: RequestId, member: str, value: object) -> bytes:
+    # The id is written by hand so that a fractional id keeps the digits it came with.
+    id_text = str(request_id) if isinstance(request_id, Decimal) else _dump(request_id)
+    text = f'{{"jsonrpc":"2.0","id":{id_text},"{member}":{_dump(value)}}}'
     return text.encode("utf-8") + b"\n"
 
 
@@ -121,7 +156,7 @@ def encode_result(request_id: RequestId, result: object) -> bytes:
         TypeError: When ``result`` is not JSON-serialisable.
         ValueError: When ``result`` holds NaN/Infinity or a cycle.
     """
-    return _dump({"jsonrpc": "2.0", "id": request_id, "result": result})
+    return _response(request_id, "result", result)
 
 
 def encode_error(request_id: RequestId, error: RpcError) -> bytes:
@@ -141,4 +176,16 @@ def encode_error(request_id: RequestId, error: RpcError) -> bytes:
     body: dict[str, object] = {"code": error.code, "message": error.message}
     if error.data is not None:
         body["data"] = error.data
-    return _dump({"jsonrpc": "2.0", "id": request_id, "error": body})
+    return _response(request_id, "error", body)
+
+
+def encode_batch(responses: list[bytes]) -> bytes:
+    """Join the response lines of a batch into one array line.
+
+    Args:
+        responses: The ``\\n``-terminated response lines, at least one.
+
+    Returns:
+        The batch response line, ``\\n``-terminated.
+    """
+    return b"[" + b",".join(line.rstrip(b"\n") for line in responses) + b"]\n"

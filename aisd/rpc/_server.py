@@ -1,4 +1,7 @@
-"""The JSON-RPC 2.0 server: newline-delimited requests on a Unix stream socket."""
+"""The JSON-RPC 2.0 server: newline-delimited requests and batches on a Unix stream socket.
+
+The wire format, error codes and every method are described in docs/api.md.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ import structlog
 from anyio.abc import Listener, SocketAttribute, SocketStream
 from anyio.streams.buffered import BufferedByteReceiveStream
 
+from aisd import __version__
 from aisd.rpc._errors import (
     BUSY,
     INTERNAL_ERROR,
@@ -22,12 +26,15 @@ from aisd.rpc._errors import (
 from aisd.rpc._params import Params
 from aisd.rpc._peer import Peer, is_allowed, peer_credentials
 from aisd.rpc._protocol import (
+    Request,
     RequestError,
     decode_request,
+    encode_batch,
     encode_error,
     encode_result,
     peek_id,
 )
+from aisd.rpc.openrpc import DISCOVER, ErrorSpec, MethodSpec, document
 
 __all__ = ["Handler", "Peer", "RpcServer"]
 
@@ -58,6 +65,11 @@ class RpcServer:
         max_line_bytes: The longest request line, without its newline.
         idle_timeout: Seconds a connection may spend on one read or one write.
         max_connections: Connections served at once; further ones get -32029 and are closed.
+        catalog: The specs of the methods (see :mod:`aisd.rpc.openrpc`). When given, every
+            handler must have one: requests are bound with its signature (by name, or by
+            position where allowed) and ``rpc.discover`` describes them all. Without it,
+            params reach handlers as given and must be an object.
+        common_errors: Errors every method may answer, for the OpenRPC document.
     """
 
     def __init__(
@@ -69,10 +81,25 @@ class RpcServer:
         max_line_bytes: int = 65536,
         idle_timeout: float = 30.0,
         max_connections: int = 64,
+        catalog: Mapping[str, MethodSpec] | None = None,
+        common_errors: tuple[ErrorSpec, ...] = (),
     ) -> None:
         if max_line_bytes < 1 or idle_timeout <= 0 or max_connections < 1:
             raise ValueError("max_line_bytes, idle_timeout and max_connections must be positive")
         self._handlers = dict(handlers)
+        self._specs: dict[str, MethodSpec] = {}
+        if catalog is not None:
+            missing = sorted(set(self._handlers) - set(catalog))
+            if missing:
+                raise ValueError(
+                    f"methods without a spec in the catalog (aisd/rpc/catalog.py): {missing}"
+                )
+            self._specs = {name: catalog[name] for name in self._handlers}
+        self._specs[DISCOVER.name] = DISCOVER
+        self._discovery = document(
+            self._specs.values(), version=__version__, common_errors=common_errors
+        )
+        self._handlers.setdefault(DISCOVER.name, self._discover)
         self._allowed_uids = allowed_uids
         self._allowed_gids = allowed_gids
         self._max_line_bytes = max_line_bytes
@@ -80,6 +107,14 @@ class RpcServer:
         self._max_connections = max_connections
         self._active = 0
         self._connection_ids = itertools.count(1)
+
+    @property
+    def methods(self) -> frozenset[str]:
+        """The names of the methods served, ``rpc.discover`` included."""
+        return frozenset(self._handlers)
+
+    async def _discover(self, params: Params, peer: Peer) -> object:
+        return self._discovery
 
     @property
     def active_connections(self) -> int:
@@ -208,12 +243,35 @@ class RpcServer:
         await self._send(stream, encode_error(None, _TOO_LONG))
 
     async def _respond(self, line: bytes, peer: Peer) -> bytes | None:
-        """The response line to one request line, or None for a notification."""
+        """The response line to one request line, or None for notifications only."""
         try:
-            request = decode_request(line)
+            decoded = decode_request(line)
         except RequestError as exc:
             _log.warning("rpc.protocol_error", code=exc.code, reason=exc.message)
             return encode_error(exc.request_id, exc)
+        if not isinstance(decoded, list):
+            return await self._answer(decoded, peer)
+        # A batch is answered in order, each request as if it came alone; notifications in it
+        # get nothing, and a batch of notifications gets no line at all.
+        responses = []
+        for item in decoded:
+            if isinstance(item, RequestError):
+                _log.warning("rpc.protocol_error", code=item.code, reason=item.message)
+                response: bytes | None = encode_error(item.request_id, item)
+            else:
+                response = await self._answer(item, peer)
+            if response is not None:
+                responses.append(response)
+        return encode_batch(responses) if responses else None
+
+    def _bind(self, request: Request) -> Params:
+        spec = self._specs.get(request.method)
+        if spec is None:
+            return Params.from_json(request.params)
+        return spec.signature.bind(request.params)
+
+    async def _answer(self, request: Request, peer: Peer) -> bytes | None:
+        """The response line to one request, or None for a notification."""
         handler = self._handlers.get(request.method)
         error: RpcError
         if handler is None:
@@ -221,7 +279,7 @@ class RpcServer:
             error = RpcError(METHOD_NOT_FOUND, "method not found")
         else:
             try:
-                result = await handler(Params.from_json(request.params), peer)
+                result = await handler(self._bind(request), peer)
             except RpcError as exc:
                 if exc.code == INVALID_PARAMS:
                     field = exc.data.get("field") if exc.data else None

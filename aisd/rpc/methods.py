@@ -1,7 +1,8 @@
 """The daemon's JSON-RPC methods: validation of params and shaping of results, nothing more.
 
-Each handler validates its params (errors name the field, never echo a value), calls the store
-or the services, and returns the CONTRACT's result shape. Times are ISO 8601 UTC strings and
+Each handler reads its params through the fields of :mod:`aisd.rpc.catalog` (the server has
+bound and validated them; errors name the field, never echo a value), calls the store or the
+services, and returns the result shape docs/api.md gives. Times are ISO 8601 UTC strings and
 amounts decimal strings.
 """
 
@@ -16,18 +17,12 @@ from typing import Any
 
 from aisd import __version__
 from aisd.clock import Clock, iso
+from aisd.intake import differing_field
 from aisd.kontomatik import ModelScore
 from aisd.refresh import Refresher, RefreshRefused, RevokeFailed
-from aisd.rpc import (
-    BUSY,
-    CONFLICT,
-    INVALID_PARAMS,
-    NOT_FOUND,
-    Handler,
-    Params,
-    Peer,
-    RpcError,
-)
+from aisd.rpc import BUSY, CONFLICT, NOT_FOUND, Handler, Params, Peer, RpcError
+from aisd.rpc import catalog as P
+from aisd.rpc.catalog import STORAGE_UNAVAILABLE, UPSTREAM_ERROR
 from aisd.sandbox import Sandbox
 from aisd.store import (
     ConsentIn,
@@ -40,12 +35,6 @@ from aisd.store import (
     TokenRecord,
     TokenState,
 )
-
-MAX_ID_LEN = 256
-# Upstream failed to do what was asked (e.g. a revocation it never confirmed).
-UPSTREAM_ERROR = -32010
-# The database refused the write (disk full, read-only): nothing was stored, retry later.
-STORAGE_UNAVAILABLE = -32030
 
 
 @dataclass(slots=True)
@@ -62,7 +51,7 @@ class Services:
 
 
 def _jsonable(value: object) -> object:
-    """Amounts as decimal strings and times as ISO 8601 UTC, as the CONTRACT writes them."""
+    """Amounts as decimal strings and times as ISO 8601 UTC, as docs/api.md writes them."""
     if isinstance(value, Decimal):
         return str(value)
     if isinstance(value, datetime):
@@ -139,25 +128,14 @@ def core_methods(services: Services) -> dict[str, Handler]:
     store = services.store
 
     async def consent_submit(params: Params, peer: Peer) -> object:
-        params.reject_unknown(
-            {
-                "ownerExternalId",
-                "sessionId",
-                "sessionIdSignature",
-                "multipleAccessId",
-                "target",
-                "refreshUntil",
-                "maxImports",
-            }
-        )
         consent = ConsentIn(
-            owner_external_id=params.str_("ownerExternalId", max_len=MAX_ID_LEN),
-            session_id=params.str_("sessionId", max_len=MAX_ID_LEN),
-            session_signature=params.str_("sessionIdSignature", max_len=4096),
-            multiple_access_id=params.str_("multipleAccessId", required=False, max_len=4096),
-            target=params.str_("target", required=False, max_len=MAX_ID_LEN),
-            refresh_until=params.date_("refreshUntil", required=False),
-            max_imports=params.int_("maxImports", required=False, min=1, max=100_000),
+            owner_external_id=params[P.OWNER],
+            session_id=params[P.SESSION_ID],
+            session_signature=params[P.SIGNATURE],
+            multiple_access_id=params[P.MULTIPLE_ACCESS_ID.optional()],
+            target=params[P.TARGET.optional()],
+            refresh_until=params[P.REFRESH_UNTIL.optional()],
+            max_imports=params[P.MAX_IMPORTS.optional()],
         )
         now = services.clock.now()
         try:
@@ -173,31 +151,36 @@ def core_methods(services: Services) -> dict[str, Handler]:
                 "storage unavailable: the consent was not stored",
                 {"reason": exc.reason},
             ) from None
+        if outcome.stored is not None:
+            differs = differing_field(consent, outcome.stored)
+            if differs is not None:
+                raise RpcError(
+                    CONFLICT,
+                    "a consent with this sessionId was submitted with another value",
+                    {"field": differs},
+                )
         if outcome.created:
             services.wake_pipeline()
         return {"importId": outcome.import_id, "tokenId": outcome.token_id}
 
     async def import_get(params: Params, peer: Peer) -> object:
-        params.reject_unknown({"importId"})
-        record = await store.get_import(params.str_("importId", max_len=MAX_ID_LEN))
+        record = await store.get_import(params[P.IMPORT_ID])
         if record is None:
             raise RpcError(NOT_FOUND, "import not found")
         return import_json(record)
 
     async def import_list(params: Params, peer: Peer) -> object:
-        params.reject_unknown({"ownerExternalId", "tokenId", "state", "limit"})
-        state = params.enum_("state", [s.value for s in ImportState], required=False)
+        state = params[P.IMPORT_STATE.optional()]
         records = await store.list_imports(
-            owner_external_id=params.str_("ownerExternalId", required=False, max_len=MAX_ID_LEN),
-            token_id=params.str_("tokenId", required=False, max_len=MAX_ID_LEN),
+            owner_external_id=params[P.OWNER.optional()],
+            token_id=params[P.TOKEN_ID.optional()],
             state=ImportState(state) if state else None,
-            limit=params.int_("limit", required=False, min=1, max=1000) or 100,
+            limit=params[P.IMPORT_LIMIT],
         )
         return {"imports": [import_json(r) for r in records]}
 
     async def owner_data(params: Params, peer: Peer) -> object:
-        params.reject_unknown({"ownerExternalId"})
-        owner = params.str_("ownerExternalId", max_len=MAX_ID_LEN)
+        owner = params[P.OWNER]
         if not await store.owner_exists(owner):
             raise RpcError(NOT_FOUND, "owner not found")
         accounts = []
@@ -234,9 +217,8 @@ def core_methods(services: Services) -> dict[str, Handler]:
         return result
 
     async def events_list(params: Params, peer: Peer) -> object:
-        params.reject_unknown({"after", "limit"})
-        after = params.int_("after", required=False, min=0) or 0
-        limit = params.int_("limit", required=False, min=1, max=1000) or 100
+        after = params[P.AFTER.or_default(0)]
+        limit = params[P.EVENTS_LIMIT]
         events = await store.list_events(after=after, limit=limit)
         return {
             "events": [event_json(e) for e in events],
@@ -244,7 +226,6 @@ def core_methods(services: Services) -> dict[str, Handler]:
         }
 
     async def daemon_status(params: Params, peer: Peer) -> object:
-        params.reject_unknown(set())
         counts = await store.counts()
         last_import, failed = await store.recent_activity(now=services.clock.now())
         return {
@@ -289,14 +270,13 @@ def token_methods(store: Store, refresher: Refresher) -> dict[str, Handler]:
     """Multiple access: list, revoke and refresh tokens."""
 
     async def token_list(params: Params, peer: Peer) -> object:
-        params.reject_unknown({"ownerExternalId", "state", "explain"})
-        state = params.enum_("state", [s.value for s in TokenState], required=False)
+        state = params[P.TOKEN_STATE.optional()]
         tokens = await store.list_tokens(
-            owner_external_id=params.str_("ownerExternalId", required=False, max_len=MAX_ID_LEN),
+            owner_external_id=params[P.OWNER.optional()],
             state=TokenState(state) if state else None,
         )
         explained = await refresher.explain(tokens)
-        explain = params.bool_("explain", required=False) is True
+        explain = params[P.EXPLAIN.optional()] is True
         out = []
         for token in tokens:
             row = token_json(token)
@@ -308,15 +288,9 @@ def token_methods(store: Store, refresher: Refresher) -> dict[str, Handler]:
         return {"tokens": out}
 
     async def token_revoke(params: Params, peer: Peer) -> object:
-        params.reject_unknown({"tokenId", "ownerExternalId"})
-        token_id = params.str_("tokenId", required=False, max_len=MAX_ID_LEN)
-        owner = params.str_("ownerExternalId", required=False, max_len=MAX_ID_LEN)
-        if (token_id is None) == (owner is None):
-            raise RpcError(
-                INVALID_PARAMS,
-                "invalid params: exactly one of 'tokenId' or 'ownerExternalId' is required",
-                {"field": "tokenId"},
-            )
+        token_id = params[P.TOKEN_ID.optional()]
+        owner = params[P.OWNER.optional()]
+        assert (token_id is None) != (owner is None), "Signature.exactly_one lets one through"
         if token_id is not None:
             targets = [token_id]
         else:
@@ -337,8 +311,7 @@ def token_methods(store: Store, refresher: Refresher) -> dict[str, Handler]:
         return {"tokens": results}
 
     async def token_refresh(params: Params, peer: Peer) -> object:
-        params.reject_unknown({"tokenId"})
-        token_id = params.str_("tokenId", max_len=MAX_ID_LEN)
+        token_id = params[P.TOKEN_ID]
         try:
             import_id = await refresher.refresh_now(token_id)
         except LookupError:
@@ -357,15 +330,16 @@ def token_methods(store: Store, refresher: Refresher) -> dict[str, Handler]:
 
 
 def sandbox_methods(box: Sandbox) -> dict[str, Handler]:
-    """``sandbox.mint``: a demo consent from the embedded sandbox (``aisd run --sandbox`` only)."""
+    """The embedded sandbox's controls (``aisd run --sandbox`` only): ``sandbox.mint`` a demo
+    consent, ``sandbox.status``, ``sandbox.advance`` its clock, ``sandbox.faults``,
+    ``sandbox.kill`` an owner's tokens."""
 
     async def sandbox_mint(params: Params, peer: Peer) -> object:
-        params.reject_unknown({"ownerExternalId", "multipleAccess", "accounts"})
-        owner = params.str_("ownerExternalId", required=False, max_len=MAX_ID_LEN)
+        owner = params[P.DEMO_OWNER.optional()]
         minted = box.mint_consent(
             owner or f"demo-{secrets.token_hex(4)}",
-            multiple_access=params.bool_("multipleAccess", required=False) is not False,
-            accounts=params.int_("accounts", required=False, min=1, max=5) or 2,
+            multiple_access=params[P.MULTIPLE_ACCESS.optional()] is not False,
+            accounts=params[P.ACCOUNTS.optional()] or 2,
         )
         # A demo: the caller is the integrator's stand-in and needs the secrets to submit them.
         return {
@@ -376,7 +350,27 @@ def sandbox_methods(box: Sandbox) -> dict[str, Handler]:
             "target": "KontoBank",
         }
 
-    return {"sandbox.mint": sandbox_mint}
+    async def sandbox_status(params: Params, peer: Peer) -> object:
+        return box.summary()
+
+    async def sandbox_advance(params: Params, peer: Peer) -> object:
+        return {"now": iso(box.advance(timedelta(seconds=params[P.SECONDS])))}
+
+    async def sandbox_faults(params: Params, peer: Peer) -> object:
+        rates = {k.name: v for k in P.FAULTS if (v := params[k.optional()]) is not None}
+        box.set_faults(rates)
+        return {"faults": box.faults()}
+
+    async def sandbox_kill(params: Params, peer: Peer) -> object:
+        return {"killed": box.kill_tokens(params[P.KILL_OWNER])}
+
+    return {
+        "sandbox.mint": sandbox_mint,
+        "sandbox.status": sandbox_status,
+        "sandbox.advance": sandbox_advance,
+        "sandbox.faults": sandbox_faults,
+        "sandbox.kill": sandbox_kill,
+    }
 
 
 def merged(*tables: Mapping[str, Handler]) -> dict[str, Handler]:

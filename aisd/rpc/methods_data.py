@@ -20,7 +20,14 @@ from aisd import billing
 from aisd.clock import Clock
 from aisd.refresh import Refresher, RevokeFailed
 from aisd.rpc import CONFLICT, INVALID_PARAMS, NOT_FOUND, Handler, Params, Peer, RpcError
-from aisd.rpc.methods import MAX_ID_LEN, UPSTREAM_ERROR, transaction_json
+from aisd.rpc import catalog as P
+from aisd.rpc.catalog import (
+    DEFAULT_CHANGES_LIMIT,
+    MAX_CHANGES_LIMIT,
+    MAX_FORECAST_MONTHS,
+    UPSTREAM_ERROR,
+)
+from aisd.rpc.methods import transaction_json
 from aisd.store import ConflictError, FeedTransaction, Store, TokenState
 
 __all__ = [
@@ -33,9 +40,6 @@ __all__ = [
     "feed_transaction_json",
 ]
 
-DEFAULT_CHANGES_LIMIT = 500
-MAX_CHANGES_LIMIT = 5000
-MAX_FORECAST_MONTHS = 24
 _CURSOR_PREFIX = "v1:"
 _CURSOR_SEQ = re.compile(r"0|[1-9][0-9]{0,17}")
 
@@ -114,10 +118,9 @@ def data_methods(
     """
 
     async def data_changes(params: Params, peer: Peer) -> object:
-        params.reject_unknown({"cursor", "ownerExternalId", "limit"})
-        cursor = params.str_("cursor", required=False, max_len=64)
-        owner = params.str_("ownerExternalId", required=False, max_len=MAX_ID_LEN)
-        limit = params.int_("limit", required=False, min=1, max=MAX_CHANGES_LIMIT)
+        cursor = params[P.CURSOR.optional()]
+        owner = params[P.OWNER.optional()]
+        limit = params[P.CHANGES_LIMIT]
         after = 0
         if cursor is not None:
             try:
@@ -129,9 +132,7 @@ def data_methods(
             if after > await store.feed_head():
                 raise _bad_cursor()
         try:
-            page = await store.feed_changes(
-                after=after, limit=limit or DEFAULT_CHANGES_LIMIT, owner_external_id=owner
-            )
+            page = await store.feed_changes(after=after, limit=limit, owner_external_id=owner)
         except LookupError:
             raise RpcError(NOT_FOUND, "owner not found") from None
         return {
@@ -143,8 +144,7 @@ def data_methods(
         }
 
     async def owner_forget(params: Params, peer: Peer) -> object:
-        params.reject_unknown({"ownerExternalId"})
-        owner = params.str_("ownerExternalId", max_len=MAX_ID_LEN)
+        owner = params[P.OWNER]
         revoked = 0
         for token in await store.list_tokens(owner_external_id=owner):
             if token.state != TokenState.ACTIVE:
@@ -179,8 +179,7 @@ def data_methods(
         return {"tokensRevoked": revoked, "rowsDeleted": outcome.rows_deleted}
 
     async def billing_report(params: Params, peer: Peer) -> object:
-        params.reject_unknown({"month"})
-        month = params.month_("month")
+        month = params[P.MONTH]
         start, end = _month_bounds(datetime(month.year, month.month, 1, tzinfo=UTC))
         tokens, imports = await store.billing_inputs(start=start, end=end)
         report = billing.report(tokens, imports, month.year, month.month, clock.now())
@@ -204,8 +203,7 @@ def data_methods(
         }
 
     async def billing_forecast(params: Params, peer: Peer) -> object:
-        params.reject_unknown({"months"})
-        months = params.int_("months", min=1, max=MAX_FORECAST_MONTHS)
+        months = params[P.MONTHS]
         now = clock.now()
         start = now.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
         tokens, imports = await store.billing_inputs(start=start)

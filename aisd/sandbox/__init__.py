@@ -7,22 +7,26 @@ real HTTP. The sandbox does not use aisd's own client, so it really tests it.
 
 from __future__ import annotations
 
-from aisd.sandbox._app import PATHS, SandboxApp
+from aisd.sandbox._app import CONTROL_PATHS, PATHS, SandboxApp, consent_json
 from aisd.sandbox._config import DEFAULT_API_KEY, DEFAULT_TARGET, ERROR_STATUS, SandboxConfig
-from aisd.sandbox._server import run_server, serve
-from aisd.sandbox._state import MintedConsent, Sandbox, SandboxStats, ServedImport
+from aisd.sandbox._server import PortUnavailable, run_server, serve
+from aisd.sandbox._state import FAULT_KNOBS, MintedConsent, Sandbox, SandboxStats, ServedImport
 
 __all__ = [
+    "CONTROL_PATHS",
     "DEFAULT_API_KEY",
     "DEFAULT_TARGET",
     "ERROR_STATUS",
+    "FAULT_KNOBS",
     "PATHS",
     "MintedConsent",
+    "PortUnavailable",
     "Sandbox",
     "SandboxApp",
     "SandboxConfig",
     "SandboxStats",
     "ServedImport",
+    "consent_json",
     "run_server",
     "serve",
 ]

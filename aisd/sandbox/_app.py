@@ -6,19 +6,22 @@ A thin shell: ``respond`` turns one parsed request into a reply synchronously, a
 
 from __future__ import annotations
 
+import json
 import re
+import time
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from dataclasses import dataclass, replace
-from datetime import date
+from datetime import date, timedelta
 from types import MappingProxyType
 from typing import Any
 from urllib.parse import parse_qs
 
 import anyio
+import structlog
 
 from aisd.sandbox import _data, _xml
 from aisd.sandbox._config import DEFAULT_TARGET, REUSE_COMMAND, REUSE_GARBAGE, ApiError
-from aisd.sandbox._state import Fault, Sandbox
+from aisd.sandbox._state import Fault, MintedConsent, Sandbox
 
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -35,6 +38,18 @@ PATHS: Mapping[str, str] = MappingProxyType(
         "owner_scores": "/v1/owner-scores.xml",
     }
 )
+# Test controls, not part of Kontomatik's API (``aisd sandbox-ctl``): JSON in and out.
+CONTROL_PATHS: Mapping[str, str] = MappingProxyType(
+    {
+        "status": "/sandbox/status",
+        "mint": "/sandbox/mint",
+        "advance": "/sandbox/advance",
+        "faults": "/sandbox/faults",
+        "kill": "/sandbox/kill-tokens",
+    }
+)
+_JSON = "application/json"
+_log = structlog.get_logger("aisd.sandbox")
 
 MAX_BODY_BYTES = 64 * 1024
 MAX_ACCOUNTS = 20
@@ -219,11 +234,69 @@ def _bare(code: int) -> bytes:
     return _GATEWAY_HTML % (code, _xml.status_line(code).split(" ", 1)[1].encode())
 
 
+def _json_reply(status: int, value: object) -> Reply:
+    return Reply(status, json.dumps(value, ensure_ascii=False).encode() + b"\n", _JSON)
+
+
+def _number(params: Mapping[str, str], name: str) -> float:
+    try:
+        return float(params[name])
+    except (KeyError, ValueError):
+        raise ValueError(f"{name} must be a number") from None
+
+
+def _control(sandbox: Sandbox, request: Request) -> Reply:
+    """One test control: mint a consent, advance the clock, set faults, kill tokens, status."""
+    params = parse_params(request.raw_params)
+    action = next((a for a, p in CONTROL_PATHS.items() if p == request.path), None)
+    if action is None:
+        return _json_reply(404, {"error": "no such control"})
+    if (action == "status") != (request.method == "GET"):
+        return _json_reply(405, {"error": f"{request.method} is not allowed here"})
+    try:
+        if action == "mint":
+            owner = params.get("ownerExternalId", "").strip()
+            if not owner:
+                raise ValueError("ownerExternalId is required")
+            minted = sandbox.mint_consent(
+                owner, multiple_access=params.get("multipleAccess", "true") != "false"
+            )
+            return _json_reply(200, consent_json(minted))
+        if action == "advance":
+            moved = sandbox.advance(timedelta(seconds=_number(params, "seconds")))
+            return _json_reply(200, {"now": moved.isoformat()})
+        if action == "faults":
+            sandbox.set_faults({name: _number(params, name) for name in params})
+            return _json_reply(200, {"faults": sandbox.faults()})
+        if action == "kill":
+            owner = params.get("ownerExternalId", "").strip()
+            if not owner:
+                raise ValueError("ownerExternalId is required")
+            return _json_reply(200, {"killed": sandbox.kill_tokens(owner)})
+    except ValueError as exc:
+        return _json_reply(400, {"error": str(exc)})
+    return _json_reply(200, sandbox.summary())
+
+
+def consent_json(minted: MintedConsent) -> dict[str, Any]:
+    """A minted consent as the widget's ``onSuccess`` would hand it over (secrets included:
+    the caller stands in for the integrator)."""
+    return {
+        "ownerExternalId": minted.owner_external_id,
+        "sessionId": minted.session_id,
+        "sessionIdSignature": minted.signature,
+        "multipleAccessId": minted.multiple_access_id,
+        "target": minted.target,
+    }
+
+
 def respond(sandbox: Sandbox, request: Request) -> Reply:
     """The sandbox's reply to one request, with the fault (if any) the shell must play."""
     now = sandbox.clock()
     if not sandbox.authorized(request.api_key):
         return Reply(401, _xml.unauthorized_reply(now))
+    if request.path.startswith("/sandbox/"):
+        return _control(sandbox, request)
     allowed = [(r, m) for r in _ROUTES if (m := r.pattern.fullmatch(request.path)) is not None]
     chosen = [(r, m) for r, m in allowed if r.method == request.method]
     if not chosen:
@@ -281,10 +354,13 @@ class SandboxApp:
 
     Args:
         sandbox: the state and rules to serve.
+        log_requests: log one ``sandbox.request`` line per request (method, path, status,
+            milliseconds); ``aisd sandbox`` does, the embedded sandbox does not.
     """
 
-    def __init__(self, sandbox: Sandbox) -> None:
+    def __init__(self, sandbox: Sandbox, *, log_requests: bool = False) -> None:
         self.sandbox = sandbox
+        self._log_requests = log_requests
 
     async def __call__(self, scope: Message, receive: Receive, send: Send) -> None:
         """Serve one ASGI connection scope."""
@@ -294,6 +370,7 @@ class SandboxApp:
         if scope["type"] != "http":
             return
         config = self.sandbox.config
+        began = time.monotonic()
         body = await _read_body(receive)
         if body is None:
             reply = Reply(413, _bare(413), "text/html")
@@ -322,3 +399,11 @@ class SandboxApp:
             }
         )
         await send({"type": "http.response.body", "body": reply.body})
+        if self._log_requests:
+            _log.info(
+                "sandbox.request",
+                method=scope["method"],
+                path=scope["path"],
+                status=reply.status,
+                ms=round(1000 * (time.monotonic() - began), 1),
+            )

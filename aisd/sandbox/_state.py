@@ -1,19 +1,25 @@
 """The sandbox's state and every rule Kontomatik enforces, without any HTTP.
 
 All methods are synchronous: under one event loop each call checks and mutates the state
-atomically, as the provider's own bookkeeping would.
+atomically, as the provider's own bookkeeping would. Given a ``state_path``, every change is
+saved there and a new ``Sandbox`` on the same path carries on where the last one stopped; ids
+are drawn from fresh entropy either way, so no two runs hand out the same session, token or
+command id.
 """
 
 from __future__ import annotations
 
 import enum
 import hmac
+import math
 import random
+import secrets
 import uuid
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, date, datetime, timedelta
-from typing import TypeVar
+from pathlib import Path
+from typing import Any, TypeVar
 
 from aisd.kontomatik._models import (
     Account,
@@ -23,12 +29,17 @@ from aisd.kontomatik._models import (
     CreditCard,
     ImportResult,
 )
-from aisd.sandbox import _data
+from aisd.sandbox import _data, _persist
 from aisd.sandbox._config import DEFAULT_TARGET, ApiError, SandboxConfig
 
 _DEFAULT_IMPORT = "DefaultImportCommand"
 _Holder = TypeVar("_Holder", Account, CreditCard)
 _SESSION_EXPIRED = "Session expired."
+# The knobs tests turn at run time (``set_faults``); they are saved with the state.
+FAULT_KNOBS = (
+    *(f.name for f in fields(SandboxConfig) if f.name.startswith("rate_")),
+    "latency_seconds",
+)
 
 
 class Fault(enum.Enum):
@@ -130,22 +141,102 @@ class Sandbox:
     Args:
         config: the knobs; replace ``sandbox.config`` at runtime to change them.
         clock: returns the current UTC-aware time; inject one so tests need not sleep.
+            :meth:`advance` moves the sandbox's own time ahead of it.
+        state_path: a file to keep the state in across runs (created when missing).
+
+    Raises:
+        ValueError: ``state_path`` holds something other than a sandbox state.
     """
 
     def __init__(
-        self, config: SandboxConfig | None = None, *, clock: Callable[[], datetime] = _utc_now
+        self,
+        config: SandboxConfig | None = None,
+        *,
+        clock: Callable[[], datetime] = _utc_now,
+        state_path: Path | None = None,
     ) -> None:
         self.config = config or SandboxConfig()
-        self.clock = clock
+        self._base_clock = clock
+        self.offset = timedelta()
         self.stats = SandboxStats()
-        self._ids = random.Random(f"ids:{self.config.seed}")
+        # The data stays seeded; ids come from fresh entropy so that runs never share one.
+        self._ids = random.Random(secrets.randbits(128))
         self._faults = random.Random(f"faults:{self.config.seed}")
-        self._next_command = 455_026_000 + self._ids.randrange(1000)
+        self._next_command = self._ids.randrange(10**9, 9 * 10**9)
         self._sessions: dict[str, _Session] = {}
         self._tokens: dict[str, _Token] = {}
         self._commands: dict[str, _Command] = {}
         # Command-shaped Reuse Multiple Access: the session each command yields, and when.
         self._reuse_commands: dict[str, tuple[MintedConsent, datetime]] = {}
+        self._state_path = state_path
+        if state_path is not None:
+            saved = _persist.read(state_path)
+            if saved is not None:
+                self._restore(saved)
+
+    def clock(self) -> datetime:
+        """The sandbox's time: the injected clock plus every :meth:`advance` so far."""
+        return self._base_clock() + self.offset
+
+    # -- controls for tests and demos ----------------------------------------------------
+
+    def advance(self, delta: timedelta) -> datetime:
+        """Move the sandbox's time forward: new transactions appear, pending ones book,
+        sessions and tokens age. Returns the new time.
+
+        Raises:
+            ValueError: ``delta`` is not positive (time never goes back).
+        """
+        if delta <= timedelta():
+            raise ValueError("the sandbox clock only moves forward")
+        self.offset += delta
+        self._save()
+        return self.clock()
+
+    def set_faults(self, rates: Mapping[str, float]) -> None:
+        """Change fault knobs (``rate_*`` shares from 0 to 1, ``latency_seconds`` up to 60).
+
+        Raises:
+            ValueError: an unknown knob or a value out of range; nothing is changed.
+        """
+        for name, value in rates.items():
+            limit = 60.0 if name == "latency_seconds" else 1.0
+            if name not in FAULT_KNOBS:
+                raise ValueError(f"unknown fault knob {name!r}")
+            if not (math.isfinite(value) and 0 <= value <= limit):
+                raise ValueError(f"{name} must be between 0 and {limit:g}")
+        changes: dict[str, Any] = dict(rates)
+        self.config = replace(self.config, **changes)
+        self._save()
+
+    def faults(self) -> dict[str, float]:
+        """The fault knobs now."""
+        return {name: float(getattr(self.config, name)) for name in FAULT_KNOBS}
+
+    def kill_tokens(self, owner_external_id: str) -> int:
+        """The bank or the user revoked every live token of an owner: their reuses fail with
+        ``InvalidMultipleAccessId``. Returns how many tokens died."""
+        killed = 0
+        for token in self._tokens.values():
+            if token.owner_external_id == owner_external_id and not token.dead:
+                token.dead = True
+                killed += 1
+        self._save()
+        return killed
+
+    def summary(self) -> dict[str, Any]:
+        """What the sandbox holds now, for ``aisd sandbox-ctl status``."""
+        now = self.clock()
+        return {
+            "now": now.isoformat(),
+            "offsetSeconds": self.offset.total_seconds(),
+            "sessions": len(self._sessions),
+            "tokens": sum(1 for t in self._tokens.values() if not t.dead),
+            "deadTokens": sum(1 for t in self._tokens.values() if t.dead),
+            "runningCommands": self.running_commands(),
+            "faults": self.faults(),
+            "statePath": str(self._state_path) if self._state_path else None,
+        }
 
     # -- Python-level helpers for tests --------------------------------------------------
 
@@ -183,11 +274,14 @@ class Sandbox:
                 target=target,
                 expires_at=now + timedelta(days=self.config.token_days),
             )
-        return self._new_session(owner_external_id, ibans, target, token_id, None, now)
+        minted = self._new_session(owner_external_id, ibans, target, token_id, None, now)
+        self._save()
+        return minted
 
     def kill_token(self, multiple_access_id: str) -> None:
         """The bank or the user revoked the token: reuses fail with InvalidMultipleAccessId."""
         self._tokens[multiple_access_id].dead = True
+        self._save()
 
     def running_commands(self) -> int:
         """Commands running now."""
@@ -256,6 +350,7 @@ class Sandbox:
         session.command_id = command.id
         self.stats.commands_created += 1
         self.stats.max_running = max(self.stats.max_running, self.running_commands())
+        self._save()
         return self._view(command, now)
 
     def get_command(self, command_id: str) -> Command:
@@ -284,6 +379,8 @@ class Sandbox:
             times.append(now)
             recent = sum(1 for t in times if t > window_start)
             over_limit = over_limit or recent > self.config.reuses_per_day
+        # Counted whatever the outcome, so saved before any refusal.
+        self._save()
         if token.dead or now >= token.expires_at:
             raise ApiError("InvalidMultipleAccessId", "Multiple access id is not valid.")
         if over_limit or self._chance(self.config.rate_access_limit):
@@ -292,7 +389,7 @@ class Sandbox:
                 "The limit of accesses to this bank account in 24 hours was reached.",
             )
         self._take_slot(now)
-        return self._new_session(
+        session = self._new_session(
             token.owner_external_id,
             token.ibans,
             token.target,
@@ -300,6 +397,8 @@ class Sandbox:
             self.config.reuse_history_days,
             now,
         )
+        self._save()
+        return session
 
     def park_reuse(self, session: MintedConsent) -> str:
         """Hold a reused session behind a command (``reuse_shape="command"``): polling the
@@ -328,6 +427,7 @@ class Sandbox:
         token = self._tokens.get(multiple_access_id)
         if token is not None:
             token.dead = True
+            self._save()
 
     def owner_of_token(self, multiple_access_id: str) -> str | None:
         """The ``ownerExternalId`` behind a token, echoed on reply envelopes."""
@@ -345,9 +445,9 @@ class Sandbox:
         history_days: int | None,
         now: datetime,
     ) -> MintedConsent:
-        session_id = str(self._ids.randrange(10**8, 10**9))
+        session_id = str(self._ids.randrange(10**11, 10**12))
         while session_id in self._sessions:
-            session_id = str(self._ids.randrange(10**8, 10**9))
+            session_id = str(self._ids.randrange(10**11, 10**12))
         consent = MintedConsent(
             owner_external_id=owner_external_id,
             session_id=session_id,
@@ -434,6 +534,117 @@ class Sandbox:
                 )
             )
         return command.result
+
+    # -- persistence ---------------------------------------------------------------------
+
+    def _save(self) -> None:
+        if self._state_path is None:
+            return
+        _persist.write(
+            self._state_path,
+            {
+                "ids": _persist.rng_state(self._ids),
+                "nextCommand": self._next_command,
+                "offsetSeconds": self.offset.total_seconds(),
+                "faults": self.faults(),
+                "sessions": {sid: _session_json(s) for sid, s in self._sessions.items()},
+                "tokens": {tid: _token_json(t) for tid, t in self._tokens.items()},
+                "commands": {cid: _command_json(c) for cid, c in self._commands.items()},
+                "reuses": {
+                    iban: [t.isoformat() for t in times]
+                    for iban, times in self.stats.reuses_by_account.items()
+                },
+            },
+        )
+
+    def _restore(self, saved: Mapping[str, Any]) -> None:
+        _persist.set_rng_state(self._ids, saved["ids"])
+        self._next_command = int(saved["nextCommand"])
+        self.offset = timedelta(seconds=float(saved["offsetSeconds"]))
+        self.config = replace(self.config, **saved["faults"])
+        self._sessions = {sid: _session_from(sid, raw) for sid, raw in saved["sessions"].items()}
+        self._tokens = {tid: _token_from(raw) for tid, raw in saved["tokens"].items()}
+        self._commands = {cid: _command_from(cid, raw) for cid, raw in saved["commands"].items()}
+        self.stats.reuses_by_account = {
+            iban: [datetime.fromisoformat(t) for t in times]
+            for iban, times in saved["reuses"].items()
+        }
+
+
+def _session_json(session: _Session) -> dict[str, Any]:
+    consent = session.consent
+    return {
+        "owner": consent.owner_external_id,
+        "signature": consent.signature,
+        "multipleAccessId": consent.multiple_access_id,
+        "ibans": list(consent.ibans),
+        "target": consent.target,
+        "createdAt": session.created_at.isoformat(),
+        "historyDays": session.history_days,
+        "commandId": session.command_id,
+    }
+
+
+def _session_from(session_id: str, raw: Mapping[str, Any]) -> _Session:
+    return _Session(
+        consent=MintedConsent(
+            owner_external_id=raw["owner"],
+            session_id=session_id,
+            signature=raw["signature"],
+            multiple_access_id=raw["multipleAccessId"],
+            ibans=tuple(raw["ibans"]),
+            target=raw["target"],
+        ),
+        created_at=datetime.fromisoformat(raw["createdAt"]),
+        history_days=raw["historyDays"],
+        command_id=raw["commandId"],
+    )
+
+
+def _token_json(token: _Token) -> dict[str, Any]:
+    return {
+        "owner": token.owner_external_id,
+        "ibans": list(token.ibans),
+        "target": token.target,
+        "expiresAt": token.expires_at.isoformat(),
+        "dead": token.dead,
+    }
+
+
+def _token_from(raw: Mapping[str, Any]) -> _Token:
+    return _Token(
+        owner_external_id=raw["owner"],
+        ibans=tuple(raw["ibans"]),
+        target=raw["target"],
+        expires_at=datetime.fromisoformat(raw["expiresAt"]),
+        dead=raw["dead"],
+    )
+
+
+def _command_json(command: _Command) -> dict[str, Any]:
+    # The result is not kept: it is a function of the seed, the accounts and the times.
+    return {
+        "sessionId": command.session_id,
+        "owner": command.owner_external_id,
+        "target": command.target,
+        "createdAt": command.created_at.isoformat(),
+        "finishesAt": command.finishes_at.isoformat(),
+        "since": command.since.isoformat(),
+        "failure": _persist.failure_json(command.failure),
+    }
+
+
+def _command_from(command_id: str, raw: Mapping[str, Any]) -> _Command:
+    return _Command(
+        id=command_id,
+        session_id=raw["sessionId"],
+        owner_external_id=raw["owner"],
+        target=raw["target"],
+        created_at=datetime.fromisoformat(raw["createdAt"]),
+        finishes_at=datetime.fromisoformat(raw["finishesAt"]),
+        since=date.fromisoformat(raw["since"]),
+        failure=_persist.failure_from(raw["failure"]),
+    )
 
 
 def _cut_short(item: _Holder, cut: date) -> _Holder:

@@ -56,7 +56,8 @@ class Store(Protocol):
         One transaction: the owner (created if new), the consent, its session, its token when
         ``multiple_access_id`` is given (state ``active``, ``expires_at``), an ``initial`` import
         in state ``queued`` with ``since``, and the event ``consent.received``. A repeat with a
-        ``session_id`` already stored returns the stored ids with ``created=False`` and changes
+        ``session_id`` already stored returns the stored ids with ``created=False`` and the stored
+        consent's owner and secrets in ``stored`` (for the caller to compare), and changes
         nothing.
         """
         ...

@@ -24,7 +24,7 @@ class ImportKind(enum.StrEnum):
 
 
 class ImportState(enum.StrEnum):
-    """The import states of the CONTRACT."""
+    """The import states of the API (docs/api.md)."""
 
     QUEUED = "queued"
     RUNNING = "running"
@@ -51,7 +51,7 @@ class ImportPhase(enum.StrEnum):
 
 
 class TokenState(enum.StrEnum):
-    """Token states of the CONTRACT. Anything but ``active`` is final."""
+    """Token states of the API (docs/api.md). Anything but ``active`` is final."""
 
     ACTIVE = "active"
     REAUTH_REQUIRED = "reauth_required"
@@ -81,12 +81,28 @@ class ConsentIn:
 
 
 @dataclass(frozen=True, slots=True)
+class StoredConsent:
+    """What was stored under a ``session_id``, for a repeat submit to be compared with.
+
+    ``session_signature`` and ``multiple_access_id`` are ``None`` when never given or no longer
+    kept (a final token's secret is dropped).
+    """
+
+    owner_external_id: str
+    session_signature: str | None = field(repr=False)
+    multiple_access_id: str | None = field(repr=False)
+    token_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class SubmitOutcome:
-    """What ``submit_consent`` did. ``created`` is False for an idempotent repeat."""
+    """What ``submit_consent`` did. ``created`` is False for a repeat, and ``stored`` then holds
+    the consent first stored under that ``session_id``."""
 
     import_id: str
     token_id: str | None
     created: bool
+    stored: StoredConsent | None = None
 
 
 @dataclass(frozen=True, slots=True)

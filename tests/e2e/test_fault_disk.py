@@ -209,7 +209,7 @@ def test_a_full_disk_is_reported_refused_and_outlived(
     requests_before = _served_requests(sandbox_server)
     for _ in range(10):
         with pytest.raises(RpcError) as again:
-            client.submit_consent("retry", "1", "sig")
+            client.submit_consent("retry", "1", "sig-retry-0001")
         assert again.value.code == STORAGE_UNAVAILABLE
         time.sleep(0.5)
     assert _served_requests(sandbox_server) - requests_before <= 16

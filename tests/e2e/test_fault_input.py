@@ -54,7 +54,7 @@ def rss_kib(pid: int) -> int:
     raise AssertionError("no VmRSS line")
 
 
-def exchange(path: str, line: bytes) -> dict[str, Any] | None:
+def exchange(path: str, line: bytes) -> dict[str, Any] | list[Any] | None:
     """Send one line on a fresh connection: the answer, or ``None`` if the daemon closed it."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(10.0)
@@ -72,13 +72,19 @@ def exchange(path: str, line: bytes) -> dict[str, Any] | None:
             if not chunk:
                 return None
             buffer += chunk
-    value: dict[str, Any] = json.loads(buffer.split(b"\n", 1)[0])
+    value: dict[str, Any] | list[Any] = json.loads(buffer.split(b"\n", 1)[0])
     return value
 
 
-def assert_error(answer: dict[str, Any] | None) -> None:
-    """A JSON-RPC 2.0 error object with an integer code, or a closed connection."""
+def assert_error(answer: dict[str, Any] | list[Any] | None) -> None:
+    """A JSON-RPC 2.0 error object with an integer code, a batch answer made only of those
+    (a hostile array is a batch of hostile requests), or a closed connection."""
     if answer is None:
+        return
+    if isinstance(answer, list):
+        assert answer, "an empty batch answer"
+        for item in answer:
+            assert_error(item)
         return
     assert answer["jsonrpc"] == "2.0"
     assert "result" not in answer, answer

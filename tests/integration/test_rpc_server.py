@@ -269,11 +269,19 @@ async def test_wrong_types_and_params(socket_dir: Path) -> None:
             "invalid params: 'sessionIdSignature' is not a known field",
         )
         assert SECRET not in json.dumps(reply)
-        await client.send(b'{"jsonrpc":"2.0","id":1.5,"method":"add"}\n')
+        await client.send(b'{"jsonrpc":"2.0","id":true,"method":"add"}\n')
         assert _error(await client.reply()) == (
             None,
             INVALID_REQUEST,
-            "invalid request: 'id' must be a string or integer",
+            "invalid request: 'id' must be a string, a number or null",
+        )
+        await client.send(b'{"jsonrpc":"2.0","id":1.5,"method":"add","params":{"a":1,"b":1}}\n')
+        assert await client.line() == b'{"jsonrpc":"2.0","id":1.5,"result":2}'
+        await client.send(b'{"jsonrpc":"2.0","id":6,"method":"add","params":3}\n')
+        assert _error(await client.reply()) == (
+            6,
+            INVALID_REQUEST,
+            "invalid request: 'params' must be an object or an array",
         )
         await client.send(b'{"jsonrpc":"2.0","id":4,"method":["add"]}\n')
         assert _error(await client.reply()) == (
@@ -297,14 +305,50 @@ async def test_unknown_method(socket_dir: Path) -> None:
         )
 
 
-async def test_batches_are_refused(socket_dir: Path) -> None:
-    async with running(socket_dir) as path, connect(path) as client:
-        await client.send(b'[{"jsonrpc":"2.0","id":1,"method":"add","params":{"a":1,"b":1}}]\n')
+async def test_a_batch_gets_an_array_of_responses_in_order(socket_dir: Path) -> None:
+    recorder = _Recorder()
+    async with running(socket_dir, recorder=recorder) as path, connect(path) as client:
+        await client.send(
+            b'[{"jsonrpc":"2.0","id":1,"method":"add","params":{"a":1,"b":1}},'
+            b'{"jsonrpc":"2.0","method":"note","params":{"text":"in a batch"}},'
+            b'{"jsonrpc":"2.0","id":"two","method":"nope"},'
+            b"42,"
+            b'{"jsonrpc":"2.0","id":null,"method":"add","params":{"a":"x"}}]\n'
+        )
+        replies = json.loads(await client.line())
+        assert replies == [
+            {"jsonrpc": "2.0", "id": 1, "result": 2},
+            {
+                "jsonrpc": "2.0",
+                "id": "two",
+                "error": {"code": METHOD_NOT_FOUND, "message": "method not found"},
+            },
+            {
+                "jsonrpc": "2.0",
+                "id": None,
+                "error": {"code": INVALID_REQUEST, "message": "invalid request: not an object"},
+            },
+            {
+                "jsonrpc": "2.0",
+                "id": None,
+                "error": {
+                    "code": INVALID_PARAMS,
+                    "message": "invalid params: 'a' must be an integer",
+                    "data": {"field": "a"},
+                },
+            },
+        ]
+        assert recorder.notes == ["in a batch"]
+        # A batch of notifications only gets no line at all; an empty batch is one error.
+        await client.send(b'[{"jsonrpc":"2.0","method":"note","params":{"text":"quiet"}}]\n')
+        await client.send(b"[]\n")
         assert _error(await client.reply()) == (
             None,
             INVALID_REQUEST,
-            "invalid request: batches are not supported",
+            "invalid request: empty batch",
         )
+        assert (await client.call("add", {"a": 2, "b": 3}))["result"] == 5
+        assert recorder.notes == ["in a batch", "quiet"]
 
 
 async def test_notifications_run_but_get_no_response(socket_dir: Path) -> None:

@@ -31,6 +31,7 @@ def _refusal(line: bytes) -> RequestError:
 
 def test_decodes_a_request_and_a_notification() -> None:
     request = decode_request(b'{"jsonrpc":"2.0","id":7,"method":"a.b","params":{"x":1}}')
+    assert isinstance(request, Request)
     assert (request.id, request.is_notification, request.method, request.params) == (
         7,
         False,
@@ -38,8 +39,10 @@ def test_decodes_a_request_and_a_notification() -> None:
         {"x": 1},
     )
     note = decode_request(b'{"jsonrpc":"2.0","method":"a.b"}')
+    assert isinstance(note, Request)
     assert (note.id, note.is_notification, note.params) == (None, True, {})
     explicit_null = decode_request(b'{"jsonrpc":"2.0","id":null,"method":"m"}')
+    assert isinstance(explicit_null, Request)
     assert (explicit_null.id, explicit_null.is_notification) == (None, False)
 
 
@@ -55,27 +58,32 @@ def test_parse_errors(line: bytes) -> None:
 @pytest.mark.parametrize(
     ("line", "request_id", "message"),
     [
-        (b"[]", None, "invalid request: batches are not supported"),
-        (
-            b'[{"jsonrpc":"2.0","id":1,"method":"m"}]',
-            None,
-            "invalid request: batches are not supported",
-        ),
+        (b"[]", None, "invalid request: empty batch"),
         (b"42", None, "invalid request: not an object"),
-        (
-            b'{"jsonrpc":"2.0","id":1.5,"method":"m"}',
-            None,
-            "invalid request: 'id' must be a string or integer",
-        ),
         (
             b'{"jsonrpc":"2.0","id":true,"method":"m"}',
             None,
-            "invalid request: 'id' must be a string or integer",
+            "invalid request: 'id' must be a string, a number or null",
         ),
         (
             b'{"jsonrpc":"2.0","id":{},"method":"m"}',
             None,
-            "invalid request: 'id' must be a string or integer",
+            "invalid request: 'id' must be a string, a number or null",
+        ),
+        (
+            b'{"jsonrpc":"2.0","id":[1],"method":"m"}',
+            None,
+            "invalid request: 'id' must be a string, a number or null",
+        ),
+        (
+            b'{"jsonrpc":"2.0","id":4,"method":"m","params":"x"}',
+            4,
+            "invalid request: 'params' must be an object or an array",
+        ),
+        (
+            b'{"jsonrpc":"2.0","id":5,"method":"m","params":7}',
+            5,
+            "invalid request: 'params' must be an object or an array",
         ),
         (
             b'{"jsonrpc":"1.0","id":"a","method":"m"}',
@@ -117,9 +125,53 @@ def test_any_text_line_decodes_or_is_refused_with_a_standard_code(text: str) -> 
         outcome = error
     if isinstance(outcome, RequestError):
         assert outcome.code in {PARSE_ERROR, INVALID_REQUEST}
+    elif isinstance(outcome, list):
+        decoded = json.loads(line)
+        assert isinstance(decoded, list)
+        assert len(outcome) == len(decoded) > 0
+        for item in outcome:
+            assert isinstance(item, Request) or item.code == INVALID_REQUEST
     else:
         assert isinstance(outcome, Request)
         assert json.loads(line)["jsonrpc"] == "2.0"
+
+
+def test_a_batch_decodes_to_one_request_or_refusal_per_element() -> None:
+    batch = decode_request(
+        b'[{"jsonrpc":"2.0","id":1,"method":"m"},42,{"jsonrpc":"2.0","method":"n"},'
+        b'{"jsonrpc":"2.0","id":"x","method":"o","params":"bad"}]'
+    )
+    assert isinstance(batch, list)
+    first, second, third, fourth = batch
+    assert isinstance(first, Request)
+    assert (first.id, first.method) == (1, "m")
+    assert isinstance(second, RequestError)
+    assert second.message == "invalid request: not an object"
+    assert isinstance(third, Request)
+    assert third.is_notification
+    assert isinstance(fourth, RequestError)
+    assert fourth.request_id == "x"
+    assert peek_id(b'[{"jsonrpc":"2.0","id":1,"method":"m"}]') is None
+
+
+@pytest.mark.parametrize(
+    ("raw_id", "echoed"),
+    [
+        (b'"abc"', b'"abc"'),
+        (b"0", b"0"),
+        (b"-7", b"-7"),
+        (b"1.5", b"1.5"),
+        (b"1.50", b"1.50"),
+        (b"-0.25", b"-0.25"),
+        (b"12345678901234567890", b"12345678901234567890"),
+        (b"1e400", b"1E+400"),  # the same number; a float would have become Infinity
+    ],
+)
+def test_ids_are_echoed_as_given(raw_id: bytes, echoed: bytes) -> None:
+    request = decode_request(b'{"jsonrpc":"2.0","id":' + raw_id + b',"method":"m"}')
+    assert isinstance(request, Request)
+    assert b'"id":' + echoed + b',"result":null}' in encode_result(request.id, None)
+    assert b'"id":' + echoed + b',"error":' in encode_error(request.id, RpcError(-32004, "x"))
 
 
 _IDS = st.integers(min_value=0, max_value=70_000)

@@ -34,6 +34,7 @@ from aisd.store._records import (
     ImportState,
     MergeStats,
     NewEvent,
+    StoredConsent,
     SubmitOutcome,
     TokenState,
 )
@@ -219,7 +220,15 @@ class SqliteStore(
         async with self._transaction() as db:
             existing = await one(db, "consent_by_session", {"session_id": consent.session_id})
             if existing is not None:
-                return SubmitOutcome(existing["import_id"], existing["token_id"], created=False)
+                stored = StoredConsent(
+                    owner_external_id=existing["owner_external_id"],
+                    session_signature=existing["session_signature"],
+                    multiple_access_id=existing["multiple_access_id"],
+                    token_id=existing["token_id"],
+                )
+                return SubmitOutcome(
+                    existing["import_id"], existing["token_id"], created=False, stored=stored
+                )
             owner_id = await _returning_id(
                 db, "upsert_owner", {"external_id": consent.owner_external_id, "now": ts}
             )

@@ -44,10 +44,14 @@ PRAGMA user_version = {version}
 PRAGMA foreign_key_check
 
 -- name: consent_by_session
-SELECT c.id AS consent_id, i.id AS import_id, t.id AS token_id
+SELECT c.id AS consent_id, i.id AS import_id, t.id AS token_id,
+       o.external_id AS owner_external_id, s.signature AS session_signature,
+       t.multiple_access_id
 FROM consents AS c
+JOIN owners AS o ON o.id = c.owner_id
 JOIN imports AS i ON i.consent_id = c.id AND i.kind = 'initial'
 LEFT JOIN tokens AS t ON t.consent_id = c.id
+LEFT JOIN sessions AS s ON s.session_id = c.session_id
 WHERE c.session_id = :session_id
 
 -- name: upsert_owner

@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 RUN_STAMP := $(VENV)/.runtime-stamp
 
-.PHONY: run test lint types unit sysdeps clean
+.PHONY: run test lint types unit alerts sysdeps clean
 
 # `make run` needs only the runtime dependencies; `make test` adds the dev tools on top.
 $(RUN_STAMP): pyproject.toml
@@ -31,11 +31,12 @@ run: $(RUN_STAMP)
 		fi; sleep 0.2; done ) & \
 	exec $(BIN)/aisd run --sandbox
 
-# Debian packages some tests need (systemd-analyze, setpriv); installed only when missing.
+# Debian packages some tests need (systemd-analyze, setpriv, promtool); installed only when missing.
 sysdeps:
 	@missing=""; \
 	command -v systemd-analyze >/dev/null || missing="$$missing systemd"; \
 	command -v setpriv >/dev/null || missing="$$missing util-linux"; \
+	command -v promtool >/dev/null || missing="$$missing prometheus"; \
 	if [ -n "$$missing" ]; then \
 		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq $$missing; \
 		else echo "missing Debian packages:$$missing (tests that need them are skipped)"; fi; \
@@ -51,7 +52,14 @@ types: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/pytest tests/unit -q
 
-test: $(STAMP) sysdeps lint types
+# The Prometheus alert rules: valid, and doing what their unit tests say.
+alerts: sysdeps
+	@if command -v promtool >/dev/null; then \
+		cd contrib/prometheus && promtool check rules aisd-alerts.yml \
+			&& promtool test rules aisd-alerts.test.yml; \
+	else echo "promtool missing (Debian package prometheus): alert rules not checked"; fi
+
+test: $(STAMP) sysdeps lint types alerts
 	$(BIN)/pytest -q -p no:cacheprovider
 
 clean:

@@ -359,3 +359,30 @@ def render_status(result: Mapping[str, Any], now: datetime) -> str:
             " consents are refused, imports wait"
         )
     return "\n".join(lines)
+
+
+def render_webhooks(result: Mapping[str, Any], now: datetime) -> str:
+    """``webhooks.status``: one row per endpoint, then each endpoint's last error."""
+    endpoints = result.get("endpoints") or []
+    if not endpoints:
+        return "no webhook endpoint configured (AISD_WEBHOOK_URL)"
+    rows = [
+        (
+            e.get("endpoint"),
+            f"{e.get('cursor')}/{e.get('head')}",
+            e.get("lagEvents"),
+            f"{e.get('lagSeconds')} s",
+            relative_time(e.get("lastSuccessAt"), now),
+            relative_time(e.get("nextAttemptAt"), now) if e.get("nextAttemptAt") else "-",
+        )
+        for e in endpoints
+    ]
+    lines = [table(("endpoint", "cursor", "lag", "oldest waiting", "last success", "retry"), rows)]
+    for e in endpoints:
+        error = e.get("lastError")
+        if isinstance(error, Mapping):
+            lines.append(
+                f"{e.get('endpoint')}: last error {relative_time(error.get('at'), now)}: "
+                f"{error.get('message')} (attempt {e.get('attempts')})"
+            )
+    return "\n".join(lines)

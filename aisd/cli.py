@@ -283,6 +283,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--owner", metavar="ID", required=True, help="the owner to forget")
 
     add("status", _cmd_status, "Show the daemon's health at a glance.", is_client=True)
+
+    p = add(
+        "backup",
+        _cmd_backup,
+        "Copy the database online (the daemon may run), verify the copy and print what it holds.",
+        is_client=False,
+    )
+    p.add_argument(
+        "path",
+        metavar="PATH",
+        help="a new file, or a directory: then aisd-<UTC time>.db inside it, keeping the newest "
+        "AISD_BACKUP_KEEP",
+    )
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p = add(
+        "restore",
+        _cmd_restore,
+        "Verify a backup and put it in place of the database (the daemon must be stopped).",
+        is_client=False,
+    )
+    p.add_argument("path", metavar="PATH", help="the backup file")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+    p = add(
+        "webhooks",
+        _cmd_webhooks,
+        "Show each webhook endpoint's cursor, lag, last success and last error.",
+        is_client=True,
+    )
+    p.add_argument(
+        "--redeliver-from",
+        type=_positive,
+        metavar="N",
+        help="deliver every event from id N on again (moves the cursors back)",
+    )
+    p.add_argument("--endpoint", metavar="URL", help="with --redeliver-from: only this endpoint")
     return parser
 
 
@@ -340,6 +376,40 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     from aisd.simulate import main as simulate_main
 
     return simulate_main(settings, days=args.days, tokens=args.tokens)
+
+
+def _cmd_backup(args: argparse.Namespace) -> int:
+    settings = load_settings(args.env_file, sandbox=True)
+    from aisd.backup import BackupError, take_backup
+
+    try:
+        summary = take_backup(
+            settings.db_path, Path(args.path), keep=settings.backup_keep, now=_now()
+        )
+    except BackupError as exc:
+        _fail(f"backup failed: {exc}")
+        return 1
+    print(json.dumps(summary.as_json(), indent=2) if args.json else f"backup {summary.describe()}")
+    return 0
+
+
+def _cmd_restore(args: argparse.Namespace) -> int:
+    settings = load_settings(args.env_file, sandbox=True)
+    from aisd.backup import BackupError, restore
+
+    try:
+        summary, aside = restore(Path(args.path), settings.db_path, now=_now())
+    except BackupError as exc:
+        _fail(f"restore refused, nothing was replaced: {exc}")
+        return 1
+    if args.json:
+        print(
+            json.dumps({**summary.as_json(), "previous": str(aside) if aside else None}, indent=2)
+        )
+    else:
+        print(f"restored {summary.describe()}")
+        print(f"previous database kept at {aside}" if aside else "there was no previous database")
+    return 0
 
 
 # -- socket clients -----------------------------------------------------------------------------
@@ -524,3 +594,15 @@ def _cmd_status(args: argparse.Namespace) -> int:
     result = _client(args).status()
     now = _now()
     return _show(args, result, lambda r: fmt.render_status(r, now))
+
+
+def _cmd_webhooks(args: argparse.Namespace) -> int:
+    client = _client(args)
+    if args.redeliver_from is None:
+        if args.endpoint:
+            raise UsageError("--endpoint only goes with --redeliver-from")
+        result = client.webhooks()
+    else:
+        result = client.redeliver(args.redeliver_from, args.endpoint)
+    now = _now()
+    return _show(args, result, lambda r: fmt.render_webhooks(r, now))

@@ -327,6 +327,18 @@ class Client:
         result: dict[str, Any] = self.call("daemon.status")
         return result
 
+    def webhooks(self) -> dict[str, Any]:
+        """``webhooks.status``: ``{endpoints: [...]}`` with each cursor, lag and last error."""
+        result: dict[str, Any] = self.call("webhooks.status")
+        return result
+
+    def redeliver(self, from_id: int, endpoint: str | None = None) -> dict[str, Any]:
+        """``webhooks.redeliver``: deliver every event from ``from_id`` on again."""
+        result: dict[str, Any] = self.call(
+            "webhooks.redeliver", _params(endpoint=endpoint, **{"from": from_id})
+        )
+        return result
+
 
 def _read_line(sock: socket.socket) -> bytes:
     buffer = bytearray()

@@ -34,6 +34,8 @@ from aisd.housekeeping import housekeep
 from aisd.instance import InstanceLocked, instance_lock
 from aisd.kontomatik import KontomatikClient
 from aisd.logs import event_level
+from aisd.metrics import Metrics
+from aisd.operations import Operations
 from aisd.pipeline import Pipeline, PipelineConfig
 from aisd.refresh import Refresher
 from aisd.rpc import ListenError, RpcServer, open_listener
@@ -151,8 +153,10 @@ async def run(settings: Settings, sandbox: bool, clock: Clock | None = None) -> 
         store = await stack.enter_async_context(open_store(settings.db_path))
         box = _make_sandbox(settings) if sandbox else None
         client = await stack.enter_async_context(_make_client(settings, box))
+        ops = Operations.from_settings(settings, store, clock)
+        client.observer = ops.metrics.upstream_call
         analytics = Analytics(store, client, clock, settings.analytics)
-        events = EventLog(store, observers=[analytics.observe])
+        events = EventLog(store, observers=[analytics.observe, *ops.observers()])
 
         ticks = Ticks()
 
@@ -173,6 +177,12 @@ async def run(settings: Settings, sandbox: bool, clock: Clock | None = None) -> 
             clock,
             gate=refresher,
             on_change=events.wake,
+            on_command_end=ops.metrics.command_ended,
+        )
+        ops.attach(
+            running_commands=lambda: pipeline.running_commands,
+            slot_limit=lambda: pipeline.limit,
+            storage_ok=lambda: store.health.ok,
         )
 
         def status_extra() -> dict[str, Any]:
@@ -197,6 +207,7 @@ async def run(settings: Settings, sandbox: bool, clock: Clock | None = None) -> 
             token_methods(store, refresher),
             data_methods(store, refresher, clock, refreshes_per_day=settings.refreshes_per_day),
             sandbox_methods(box) if box else {},
+            ops.methods(),
         )
         listener, activated = await open_listener(str(settings.socket_path), settings.socket_mode)
         stack.push_async_callback(listener.aclose)
@@ -213,9 +224,12 @@ async def run(settings: Settings, sandbox: bool, clock: Clock | None = None) -> 
             tg.start_soon(_handle_signals, tg.cancel_scope, pipeline)
             await tg.start(events.run)
             await tg.start(analytics.run)
+            await ops.start(tg)
             await tg.start(server.serve, listener)
             await tg.start(pipeline.run)
-            await tg.start(_planner, refresher, store, pipeline, health, settings, events, ticks)
+            await tg.start(
+                _planner, refresher, store, pipeline, health, settings, events, ticks, ops.metrics
+            )
             tg.start_soon(_watchdog, store, health, pipeline, settings.planner_tick_seconds)
             tg.start_soon(_housekeeping, store, clock, settings)
             systemd.notify(f"READY=1\nSTATUS=serving, version {__version__}")
@@ -274,6 +288,7 @@ async def _planner(
     settings: Settings,
     events: EventLog,
     ticks: Ticks,
+    metrics: Metrics,
     *,
     task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -305,7 +320,9 @@ async def _planner(
         async with receive, anyio.create_task_group() as revocations:
             async for _ in receive:
                 try:
+                    began = time.monotonic()
                     report = await refresher.tick()
+                    metrics.planner_ticked(time.monotonic() - began)
                     counts = await store.counts()
                 except StorageUnavailable:
                     # Alive, not wedged (a restart would not free the disk): the store logs

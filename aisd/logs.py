@@ -180,6 +180,13 @@ def configure_logging(
     level_name: LogLevel = log_level or (settings.log_level if settings else "info")
     if settings is not None:
         register_secret(settings.api_key)
+        if settings.webhook_secret is not None:
+            for webhook_secret in settings.webhook_secret.get_secret_value().split():
+                register_secret(webhook_secret)
+        for url in settings.webhook_url:
+            # Credentials or a token in an endpoint's URL: logs show its label instead.
+            if "@" in url or "?" in url:
+                register_secret(url)
     for secret in secrets:
         register_secret(secret)
     level = logging.getLevelNamesMapping()[level_name.upper()]

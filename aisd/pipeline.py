@@ -127,6 +127,7 @@ class Pipeline:
         gate: ReuseGate | None = None,
         on_change: Callable[[], None] | None = None,
         rng: random.Random | None = None,
+        on_command_end: Callable[[float, float | None, float | None], None] | None = None,
     ) -> None:
         self._store = store
         self._client = client
@@ -134,6 +135,9 @@ class Pipeline:
         self._clock = clock
         self._gate = gate
         self._on_change = on_change or (lambda: None)
+        # Told (finished at, last seen running at, expected duration) of each command's final
+        # poll, in seconds after its Default Import: for the end-to-poll delay metric.
+        self._on_command_end = on_command_end or (lambda finished, running, expected: None)
         self._rng = rng or random.Random()
         self._active: set[str] = set()
         # Imports whose command has ended upstream and whose result is being stored: they hold
@@ -516,6 +520,7 @@ class Pipeline:
                         job.import_id, now=now, next_poll_at=now + timedelta(seconds=nxt)
                     )
                     continue
+                self._on_command_end(elapsed, running_at, expected)
                 self._estimates.observe(
                     target,
                     aimed_hit=aimed_hit,

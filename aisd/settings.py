@@ -8,9 +8,12 @@ value itself: the value may be a secret pasted into the wrong variable.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import grp
 import os
 import pwd
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
@@ -24,10 +27,12 @@ __all__ = [
     "LogLevel",
     "Settings",
     "SettingsError",
+    "decode_webhook_secret",
     "default_db_path",
     "default_socket_path",
     "env_name",
     "load_settings",
+    "parse_listen",
 ]
 
 LogFormat = Literal["json", "console"]
@@ -59,6 +64,42 @@ def default_socket_path() -> Path:
 
 # Kontomatik analytics aisd can fetch after each successful import (AISD_ANALYTICS).
 ANALYTICS = frozenset({"scores"})
+
+# Standard Webhooks secrets: "whsec_" and the base64 of 24 to 64 random bytes.
+WEBHOOK_SECRET_PREFIX = "whsec_"  # noqa: S105 (a prefix, not a secret)
+_EVENT_TYPE = re.compile(r"[a-z]+(\.[a-z_]+)+")
+_LISTEN = re.compile(
+    r"(?:\[(?P<v6>[0-9a-fA-F:.]+)\]|(?P<host>[A-Za-z0-9.-]+)):(?P<port>[0-9]{1,5})"
+)
+
+
+def decode_webhook_secret(value: str) -> bytes:
+    """The HMAC key of a ``whsec_...`` secret.
+
+    Raises:
+        ValueError: not ``whsec_`` and the base64 of 24 to 64 bytes (the value is not echoed).
+    """
+    if not value.startswith(WEBHOOK_SECRET_PREFIX):
+        raise ValueError("must start with whsec_ (a Standard Webhooks secret)")
+    try:
+        key = base64.b64decode(value.removeprefix(WEBHOOK_SECRET_PREFIX), validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("must be whsec_ followed by base64") from None
+    if not 24 <= len(key) <= 64:
+        raise ValueError("must be whsec_ followed by the base64 of 24 to 64 bytes")
+    return key
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """``host:port`` (``[::1]:9464`` for IPv6) as a pair.
+
+    Raises:
+        ValueError: not of that form, or the port is outside 1..65535.
+    """
+    match = _LISTEN.fullmatch(value.strip())
+    if match is None or not 1 <= int(match["port"]) <= 65535:
+        raise ValueError("must be HOST:PORT, e.g. 127.0.0.1:9464 or [::1]:9464")
+    return match["v6"] or match["host"], int(match["port"])
 
 
 def _under_env_dir(variable: str, name: str) -> Path:
@@ -137,6 +178,12 @@ class Settings(BaseSettings):
     socket_max_connections: int = Field(default=64, ge=1)
     planner_tick_seconds: float = Field(default=30.0, gt=0)
     analytics: Annotated[frozenset[str], NoDecode] = frozenset()
+    webhook_url: Annotated[tuple[str, ...], NoDecode] = ()
+    webhook_secret: SecretStr | None = None
+    webhook_events: Annotated[frozenset[str], NoDecode] = frozenset()
+    webhook_retry_seconds: float = Field(default=1.0, gt=0, le=600)
+    metrics_listen: str | None = None
+    backup_keep: int = Field(default=7, ge=1)
 
     @field_validator("api_url")
     @classmethod
@@ -183,6 +230,51 @@ class Settings(BaseSettings):
             raise ValueError(f"must be a comma-separated list of: {', '.join(sorted(ANALYTICS))}")
         return frozenset(parts)
 
+    @field_validator("webhook_url", mode="before")
+    @classmethod
+    def _parse_webhook_urls(cls, value: Any) -> tuple[str, ...]:
+        urls = tuple(dict.fromkeys(_split_list(value)))
+        if not all(u.startswith(("https://", "http://")) and len(u) <= 2048 for u in urls):
+            raise ValueError("must be a comma-separated list of http:// or https:// URLs")
+        return urls
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _check_webhook_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        # Several secrets (whitespace-separated) while a receiver rotates: each signs.
+        secrets = value.get_secret_value().split()
+        if not secrets:
+            raise ValueError("must hold at least one whsec_ secret")
+        for secret in secrets:
+            decode_webhook_secret(secret)
+        return SecretStr(" ".join(secrets))
+
+    @field_validator("webhook_events", mode="before")
+    @classmethod
+    def _parse_webhook_events(cls, value: Any) -> frozenset[str]:
+        parts = frozenset(_split_list(value))
+        if not all(_EVENT_TYPE.fullmatch(p) for p in parts):
+            raise ValueError("must be a comma-separated list of event types, e.g. import.succeeded")
+        return parts
+
+    @field_validator("metrics_listen")
+    @classmethod
+    def _check_listen(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_listen(value)
+        return value
+
+    @property
+    def webhook_keys(self) -> tuple[bytes, ...]:
+        """The HMAC keys of ``AISD_WEBHOOK_SECRET`` (none without it)."""
+        if self.webhook_secret is None:
+            return ()
+        return tuple(
+            decode_webhook_secret(s) for s in self.webhook_secret.get_secret_value().split()
+        )
+
     @property
     def first_import_history_days(self) -> int:
         """Days of history a consent's first import fetches: ``AISD_INITIAL_HISTORY_DAYS``, but
@@ -195,6 +287,11 @@ class Settings(BaseSettings):
     def _check_poll_order(self) -> Self:
         if self.poll_min_seconds > self.poll_max_seconds:
             raise ValueError("AISD_POLL_MIN_SECONDS must not exceed AISD_POLL_MAX_SECONDS")
+        if self.webhook_url and self.webhook_secret is None:
+            raise ValueError(
+                "AISD_WEBHOOK_URL needs a signing secret: a credential file aisd_webhook_secret "
+                "in $CREDENTIALS_DIRECTORY (or AISD_WEBHOOK_SECRET)"
+            )
         return self
 
 

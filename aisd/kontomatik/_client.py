@@ -10,6 +10,7 @@ upstream, and never appear in its ``repr``.
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import date
 from types import TracebackType
@@ -46,6 +47,9 @@ REUSE_COMMAND_DEADLINE_SECONDS = 120.0
 # Slice size for feeding the parser (about 2 ms of parsing each on a small machine).
 SLICE_BYTES = 64 * 1024
 
+# Told of every request: (endpoint name, "ok" or the error's name, seconds). For metrics.
+CallObserver = Callable[[str, str, float], None]
+
 
 class KontomatikClient:
     """Client of the Kontomatik API.
@@ -58,6 +62,10 @@ class KontomatikClient:
         transport: an httpx transport (tests, the in-process sandbox); the network by default.
         timeout: seconds for each of connect, read, write and pool acquisition.
         max_reply_bytes: the largest reply body accepted (``ReplyTooLarge`` beyond it).
+
+    Attributes:
+        observer: told of every request's endpoint, outcome and duration (it must not block);
+            None by default.
     """
 
     def __init__(
@@ -69,6 +77,7 @@ class KontomatikClient:
         timeout: float = 30.0,
         max_reply_bytes: int = 64 * 2**20,
     ) -> None:
+        self.observer: CallObserver | None = None
         self._base_url = base_url
         self._api_key = api_key
         self._max_reply_bytes = max_reply_bytes
@@ -232,6 +241,31 @@ class KontomatikClient:
         secrets: Iterable[str] = (),
     ) -> bytes:
         """Send one request; stream a 2xx body into ``sink`` (or return it), raise otherwise."""
+        began = time.monotonic()
+        try:
+            body = await self._exchange(
+                method, path, form=form, params=params, sink=sink, secrets=secrets
+            )
+        except KontomatikError as exc:
+            self._tell(path, exc.name, began)
+            raise
+        self._tell(path, "ok", began)
+        return body
+
+    def _tell(self, path: str, outcome: str, began: float) -> None:
+        if self.observer is not None:
+            self.observer(_paths.endpoint_name(path), outcome, time.monotonic() - began)
+
+    async def _exchange(
+        self,
+        method: str,
+        path: str,
+        *,
+        form: dict[str, str] | None,
+        params: dict[str, str] | None,
+        sink: Callable[[bytes], None] | None,
+        secrets: Iterable[str],
+    ) -> bytes:
         secrets = (self._api_key, *secrets)
         try:
             async with self._http.stream(method, path, data=form, params=params) as response:

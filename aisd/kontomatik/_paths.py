@@ -23,3 +23,16 @@ def command_result(command_id: str) -> str:
     The id is percent-encoded: it comes from a reply, and must not be able to reach another path.
     """
     return f"/v1/command/{quote(command_id, safe='')}.xml"
+
+
+def endpoint_name(path: str) -> str:
+    """A path's endpoint as metrics name it (a command id never becomes a label)."""
+    named = {
+        DEFAULT_IMPORT: "default_import",
+        REUSE_MULTIPLE_ACCESS: "reuse_multiple_access",
+        REVOKE_MULTIPLE_ACCESS: "revoke_multiple_access",
+        OWNER_SCORES: "owner_scores",
+    }
+    if path in named:
+        return named[path]
+    return "import_result" if path.startswith("/v1/command/") else "other"

@@ -117,6 +117,16 @@ KILL_OWNER = text(
 )
 
 
+WEBHOOK_FROM = integer(
+    "from", "The first event id to deliver again: cursors move back to from - 1.", min=1
+)
+WEBHOOK_ENDPOINT = text(
+    "endpoint",
+    "One endpoint, by its URL or the label webhooks.status shows; every endpoint when absent.",
+    max_len=2048,
+)
+
+
 IMPORT_LIMIT = integer(
     "limit", "At most this many imports, newest first (default 100).", min=1, max=MAX_IMPORT_LIST
 ).or_default(100)
@@ -446,6 +456,38 @@ _SPECS = (
     ),
 )
 
+_WEBHOOK_ENDPOINT_STATE = _obj(
+    endpoint=_STR,
+    cursor=_INT,
+    head=_INT,
+    lagEvents=_INT,
+    lagSeconds={"type": "number"},
+    attempts=_INT,
+    nextAttemptAt=_null(_TIME),
+    lastSuccessAt=_null(_TIME),
+    lastError=_null(_obj(message=_STR, at=_null(_TIME))),
+)
+_OPS_SPECS = (
+    MethodSpec(
+        "webhooks.status",
+        "Each webhook endpoint's cursor, lag, last success and last error.",
+        Signature(by_position=True),
+        _obj(endpoints=_array(_WEBHOOK_ENDPOINT_STATE)),
+        (),
+        "endpoint is the URL without credentials, query or fragment; lagEvents counts the events"
+        " after the cursor it still has to receive, lagSeconds the age of the oldest of them."
+        " No endpoints without AISD_WEBHOOK_URL.",
+    ),
+    MethodSpec(
+        "webhooks.redeliver",
+        "Deliver every event from an id on again: the endpoints' cursors move back.",
+        Signature((WEBHOOK_FROM, WEBHOOK_ENDPOINT.optional())),
+        _obj(endpoints=_array(_WEBHOOK_ENDPOINT_STATE)),
+        (ErrorSpec(NOT_FOUND, "no such webhook endpoint"),),
+        "A cursor never moves forward: events after it are delivered anyway.",
+    ),
+)
+
 _SANDBOX_STATUS = _obj(
     now=_TIME,
     offsetSeconds={"type": "number"},
@@ -483,4 +525,6 @@ _SANDBOX_SPECS = (
     ),
 )
 
-CATALOG: Mapping[str, MethodSpec] = {spec.name: spec for spec in (*_SPECS, *_SANDBOX_SPECS)}
+CATALOG: Mapping[str, MethodSpec] = {
+    spec.name: spec for spec in (*_SPECS, *_OPS_SPECS, *_SANDBOX_SPECS)
+}

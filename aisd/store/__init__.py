@@ -5,6 +5,7 @@ from __future__ import annotations
 from aisd.store._data_records import FeedPage, FeedTransaction, ForgetOutcome
 from aisd.store._health import StorageHealth
 from aisd.store._interface import Store
+from aisd.store._ops_records import OpsCounts, WebhookBacklog, WebhookCursor
 from aisd.store._records import (
     AccessKind,
     ConsentIn,
@@ -53,6 +54,7 @@ __all__ = [
     "MergeStats",
     "NewEvent",
     "NotFoundError",
+    "OpsCounts",
     "SqliteStore",
     "StorageHealth",
     "StorageUnavailable",
@@ -63,5 +65,7 @@ __all__ = [
     "SubmitOutcome",
     "TokenRecord",
     "TokenState",
+    "WebhookBacklog",
+    "WebhookCursor",
     "open_store",
 ]

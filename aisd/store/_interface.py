@@ -9,13 +9,14 @@ store never reads the clock, which keeps virtual-clock simulations and tests exa
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from datetime import date, datetime
+from collections.abc import Collection, Sequence
+from datetime import date, datetime, timedelta
 from typing import Any, Protocol
 
 from aisd.billing import BilledImport, TokenLife
 from aisd.kontomatik._models import CommandFailure, ImportResult, ModelScore, Session
 from aisd.store._data_records import FeedPage, ForgetOutcome
+from aisd.store._ops_records import OpsCounts, WebhookBacklog, WebhookCursor
 from aisd.store._records import (
     AccessKind,
     ConsentIn,
@@ -434,4 +435,57 @@ class Store(Protocol):
 
     async def refused_reply(self, import_id: str) -> tuple[str, bytes] | None:
         """``(reason, gzip-compressed reply)`` of an import whose reply was refused."""
+        ...
+
+    # -- operations: webhook cursors, metric counts ----------------------------------------------
+
+    async def webhook_register(self, urls: Sequence[str], *, now: datetime) -> None:
+        """Give each endpoint not seen before a cursor at the feed's current end (a new
+        endpoint is not flooded with the history; a known one keeps its cursor)."""
+        ...
+
+    async def webhook_cursors(self, urls: Sequence[str]) -> list[WebhookCursor]:
+        """The delivery state of the registered endpoints among ``urls``, in that order."""
+        ...
+
+    async def webhook_advance(
+        self, url: str, *, expected: int, cursor: int, now: datetime | None
+    ) -> bool:
+        """Move an endpoint's cursor from ``expected`` to ``cursor`` and clear its retry state;
+        ``now`` (a 2xx answer) becomes its last success, None when events were only passed
+        over. False, changing nothing, when the cursor is no longer at ``expected`` (a
+        redelivery moved it)."""
+        ...
+
+    async def webhook_failed(
+        self,
+        url: str,
+        *,
+        expected: int,
+        attempts: int,
+        next_attempt_at: datetime,
+        error: str,
+        now: datetime,
+    ) -> bool:
+        """Record a failed attempt at the event after cursor ``expected``; False, changing
+        nothing, when the cursor moved meanwhile."""
+        ...
+
+    async def webhook_rewind(self, urls: Sequence[str], *, cursor: int) -> None:
+        """Move the endpoints' cursors back to ``cursor`` (never forward) and clear their retry
+        state: the events after it are delivered again."""
+        ...
+
+    async def webhook_backlog(
+        self, cursor: int, *, types: Collection[str] | None
+    ) -> WebhookBacklog:
+        """How many events after ``cursor`` (of ``types``, or of any type) are waiting, and
+        when the oldest of them was appended."""
+        ...
+
+    async def ops_counts(
+        self, *, now: datetime, expiring_within: timedelta, stale_after: timedelta
+    ) -> OpsCounts:
+        """For /metrics: open imports by kind and state, active tokens expiring before
+        ``now + expiring_within`` and those without an import since ``now - stale_after``."""
         ...

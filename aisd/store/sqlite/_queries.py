@@ -1,5 +1,5 @@
-"""Named SQL blocks, loaded once from ``queries.sql`` and ``queries_data.sql`` (aiosql-style
-``-- name: x`` headers)."""
+"""Named SQL blocks, loaded once from ``queries.sql``, ``queries_data.sql`` and ``ops.sql``
+(aiosql-style ``-- name: x`` headers)."""
 
 from __future__ import annotations
 
@@ -56,4 +56,4 @@ def _load(*names: str) -> dict[str, str]:
     return out
 
 
-QUERIES: Mapping[str, str] = MappingProxyType(_load("queries.sql", "queries_data.sql"))
+QUERIES: Mapping[str, str] = MappingProxyType(_load("queries.sql", "queries_data.sql", "ops.sql"))

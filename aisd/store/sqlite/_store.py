@@ -64,6 +64,7 @@ from aisd.store.sqlite._errors import (
 )
 from aisd.store.sqlite._ids import new_id
 from aisd.store.sqlite._migrate import migrate
+from aisd.store.sqlite._ops import OpsMethods
 from aisd.store.sqlite._queries import QUERIES as Q
 from aisd.store.sqlite._reads import ReadMethods
 from aisd.store.sqlite._tokens import TokenMethods, insert_refresh
@@ -120,6 +121,7 @@ class SqliteStore(
     AnalyticsMethods,
     MergeMethods,
     RefusalMethods,
+    OpsMethods,
 ):
     """The daemon's durable state in one SQLite file. Open it with :func:`open_store`."""
 

@@ -120,10 +120,7 @@ class World:
     async def drain(self, until: datetime) -> None:
         """Let imports under way end (no new refresh is planned), until ``until`` at most."""
         while self._clock.now() < until:
-            now = self._clock.now()
-            if not await self._store.in_flight() and not await self._store.next_queued(
-                now=now, limit=1
-            ):
+            if not await self._store.open_jobs():
                 break
             await self._clock.sleep(DRAIN_STEP_SECONDS)
         self.pipeline.stop_accepting()
@@ -151,10 +148,7 @@ class World:
     async def _next_not_before(self, now: datetime) -> datetime:
         """The earliest future ``not_before`` of a waiting import: the daemon's pipeline
         re-checks its queue every second, which virtual time must not jump over."""
-        jobs = [
-            *await self._store.next_queued(now=datetime.max.replace(tzinfo=now.tzinfo), limit=_ALL),
-            *await self._store.in_flight(),
-        ]
+        jobs = await self._store.open_jobs()
         later = [j.not_before for j in jobs if j.not_before is not None and j.not_before > now]
         return min(later, default=datetime.max.replace(tzinfo=now.tzinfo))
 

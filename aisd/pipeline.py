@@ -2,9 +2,13 @@
 
 At most ``max_running`` imports hold a *slot* at once; a slot stands for one command running
 upstream (a Reuse Multiple Access in flight or a Default Import not yet finished), so the budget
-is shared by every kind of command. Each step is written to the store before the call it
-describes is sent, so a restart resumes exactly where the previous process stood: a command
-that was running is polled again, never started again.
+is shared by every kind of command. Slots are rows in the store, taken in the transaction that
+claims an import; the limit lowered after ``JobsQuotaExceeded`` is stored there too. The
+pipeline drives only what it has claimed under its lease, and every step it records is fenced
+on that claim: a step whose claim was lost (another process adopted the import) stops before
+anything more is sent upstream. Each step is written to the store before the call it describes
+is sent, so a restart resumes exactly where the previous process stood: a command that was
+running is polled again, never started again.
 """
 
 from __future__ import annotations
@@ -14,7 +18,6 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Protocol
 
 import anyio
 import structlog
@@ -35,15 +38,22 @@ from aisd.kontomatik import (
     UnauthorizedError,
     UnexpectedReplyError,
 )
+from aisd.phases import Step
 from aisd.polling import DurationEstimates, backoff, jobs_quota_delay, poll_delay
 from aisd.settings import Settings
 from aisd.store import (
     AccessKind,
+    Claim,
     ImportJob,
     ImportKind,
     ImportPhase,
+    LeaseLost,
+    PipelineStore,
+    QuotaAnswer,
+    QuotaRule,
+    StepWrite,
     StorageUnavailable,
-    Store,
+    TokenOutcome,
 )
 
 log = structlog.get_logger("aisd.pipeline")
@@ -51,6 +61,10 @@ log = structlog.get_logger("aisd.pipeline")
 # After a Default Import whose reply was lost, the provider's answer to a second one tells us
 # what happened: it started (DefaultImportAlreadyExecuted) and its command id is lost with it.
 LOST_IMPORT = "DefaultImportLost"
+# Kept instead of upstream's wording: it says what the refusal means for the token.
+ACCESS_LIMIT_MESSAGE = (
+    "Upstream refused the access: the bank account's rolling 24 h limit is used up."
+)
 # How long to keep polling a command whose polls keep failing transiently before giving up.
 POLL_DEADLINE_SECONDS = 1800.0
 # After the database refuses a write (disk full, read-only), dispatching pauses this long,
@@ -61,24 +75,8 @@ STORAGE_PAUSE_MAX_SECONDS = 30.0
 MAX_SKIPPED_LOGGED = 100
 
 
-@dataclass(frozen=True, slots=True)
-class GateAnswer:
-    """The quota gate's word on one Reuse: send now (recorded at ``at``), later, or never."""
-
-    allowed: bool
-    at: datetime
-    retry_at: datetime | None = None
-
-
-class ReuseGate(Protocol):
-    """Asked before every Reuse Multiple Access, under its lock, which is held until the
-    access is in the ledger: two tokens sharing an account never both take the last room."""
-
-    quota_lock: anyio.Lock
-
-    async def gate(self, job: ImportJob, now: datetime) -> GateAnswer:
-        """Whether the Reuse of ``job`` may be sent now."""
-        ...
+# The quota rule asked, inside the store's quota section, before every Reuse Multiple Access.
+ReuseGate = QuotaRule
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +92,11 @@ class PipelineConfig:
     # After MultipleAccessLimitExceeded (someone else used the account's quota), wait about one
     # refresh interval: their accesses leave the window at unknown times, so no retry storm.
     upstream_defer_seconds: float = 6 * 3600.0
+    # The claimer's lease: renewed every fifth of it; nothing is sent once it may have lapsed.
+    lease_seconds: float = 15.0
+    # Sole claimer of the database (the daemon, holding the instance lock): every other lease
+    # ends when it starts, so what a killed predecessor held is adopted at once.
+    sole_claimer: bool = False
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PipelineConfig:
@@ -103,6 +106,7 @@ class PipelineConfig:
             poll_min_seconds=settings.poll_min_seconds,
             poll_max_seconds=settings.poll_max_seconds,
             upstream_defer_seconds=86400 / settings.refreshes_per_day,
+            sole_claimer=True,
         )
 
 
@@ -119,7 +123,7 @@ class Pipeline:
 
     def __init__(
         self,
-        store: Store,
+        store: PipelineStore,
         client: KontomatikClient,
         config: PipelineConfig,
         clock: Clock,
@@ -139,10 +143,9 @@ class Pipeline:
         # poll, in seconds after its Default Import: for the end-to-poll delay metric.
         self._on_command_end = on_command_end or (lambda finished, running, expected: None)
         self._rng = rng or random.Random()
+        # Claimed imports this pipeline drives that hold a slot (for status; the budget itself
+        # is the store's slot rows).
         self._active: set[str] = set()
-        # Imports whose command has ended upstream and whose result is being stored: they hold
-        # no slot, but must not be driven twice.
-        self._finishing: set[str] = set()
         # When each running command's Default Import was answered (monotonic clock).
         self._accepted_at: dict[str, float] = {}
         # Results are stored one at a time: the store's writer serves its callers in order, and
@@ -151,10 +154,12 @@ class Pipeline:
         self._wake = anyio.Event()
         self._accepting = True
         self._estimates = DurationEstimates()
-        # Lowered after JobsQuotaExceeded (someone else holds upstream slots), then raised again
-        # by one per successful start: additive increase, multiplicative decrease.
         self._limit = config.max_running
         self._jobs_quota_strikes = 0
+        self._claimer: str | None = None
+        self._to_let_go: dict[Claim, datetime | None] = {}
+        self._tg: TaskGroup | None = None
+        self._lease_deadline = float("-inf")
         self.last_dispatch_at: float = clock.monotonic()
         self._storage_pause = 0.0
         self._paused_until = 0.0
@@ -163,7 +168,7 @@ class Pipeline:
 
     @property
     def running_commands(self) -> int:
-        """Imports holding a slot right now."""
+        """Imports this pipeline drives that hold a slot right now."""
         return len(self._active)
 
     @property
@@ -183,36 +188,94 @@ class Pipeline:
         self._wake.set()
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Dispatch until cancelled. Resumes every in-flight import first."""
-        async with anyio.create_task_group() as tg:
-            task_status.started()
-            while True:
+        """Take a lease and dispatch until cancelled: in-flight imports nobody drives are
+        adopted first. On the way out the lease ends and every import is let go, recorded as
+        it stands, for the next claimer."""
+        try:
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                task_status.started()
+                await self._register_until_stored()
+                if not self._config.sole_claimer:
+                    # A sole claimer's lease cannot pass to anyone while it lives: the next
+                    # sole claimer ends it when it starts, so it needs no heartbeat.
+                    tg.start_soon(self._heartbeat)
+                while True:
+                    self.last_dispatch_at = self._clock.monotonic()
+                    if self._accepting and self._clock.monotonic() >= self._paused_until:
+                        await self._dispatch(tg)
+                    with anyio.move_on_after(self._config.idle_recheck_seconds):
+                        await self._wake.wait()
+                    self._wake = anyio.Event()
+        finally:
+            with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+                if self._claimer is not None:
+                    await self._store.release_claimer(self._claimer, now=self._clock.now())
+
+    async def _register_until_stored(self) -> None:
+        while True:
+            try:
+                await self._register()
+                return
+            except StorageUnavailable:
+                # Nothing is driven without a lease; the store has logged why.
                 self.last_dispatch_at = self._clock.monotonic()
-                if self._accepting and self._clock.monotonic() >= self._paused_until:
-                    await self._dispatch(tg)
-                with anyio.move_on_after(self._config.idle_recheck_seconds):
-                    await self._wake.wait()
-                self._wake = anyio.Event()
+                self._pause_for_storage()
+                await self._clock.sleep(self._storage_pause)
+
+    async def _register(self) -> None:
+        started = self._clock.monotonic()
+        self._claimer = await self._store.register_claimer(
+            now=self._clock.now(),
+            ttl_seconds=None if self._config.sole_claimer else self._config.lease_seconds,
+            sole=self._config.sole_claimer,
+            max_running=self._config.max_running,
+        )
+        self._lease_deadline = (
+            float("inf")
+            if self._config.sole_claimer
+            else started + self._config.lease_seconds - self._lease_margin()
+        )
+        budget, _ = await self._store.budget()
+        self._limit, self._jobs_quota_strikes = budget.limit, budget.strikes
+
+    def _lease_margin(self) -> float:
+        return min(1.0, self._config.lease_seconds / 5)
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await self._clock.sleep(self._config.lease_seconds / 5)
+            assert self._claimer is not None
+            started = self._clock.monotonic()
+            try:
+                renewed = await self._store.renew_claimer(
+                    self._claimer, now=self._clock.now(), ttl_seconds=self._config.lease_seconds
+                )
+            except StorageUnavailable:
+                continue  # the deadline runs on; sends stop when it passes
+            if renewed:
+                self._lease_deadline = started + self._config.lease_seconds - self._lease_margin()
+                continue
+            # Another claimer ended this lease: what it held is theirs now. A new lease;
+            # the old claims fail their next fenced write.
+            log.warning("pipeline.lease_lost", claimer=self._claimer)
+            await self._register()
+            self.wake()
+
+    def _check_lease(self, job: ImportJob) -> None:
+        """Nothing goes upstream once this claimer's lease may have lapsed."""
+        if self._clock.monotonic() >= self._lease_deadline:
+            raise LeaseLost(f"import {job.import_id}: the lease may have lapsed")
 
     async def _dispatch(self, tg: TaskGroup) -> None:
-        now = self._clock.now()
-        # In-flight imports first: they already hold a command upstream (or are about to).
-        for job in await self._store.in_flight():
-            if job.import_id in self._active or job.import_id in self._finishing:
-                continue
-            if job.not_before is not None and job.not_before > now:
-                continue
-            self._start(tg, job)
-        free = self._limit - len(self._active)
-        if free <= 0:
+        if self._claimer is None or self._clock.monotonic() >= self._lease_deadline:
             return
-        for job in await self._store.next_queued(now=now, limit=free + len(self._active)):
-            if free <= 0:
-                break
-            if job.import_id in self._active or job.import_id in self._finishing:
-                continue
+        for claim, not_before in list(self._to_let_go.items()):
+            write = StepWrite(Step.LET_GO, not_before=not_before)
+            await self._store.advance(claim, write, now=self._clock.now())
+            del self._to_let_go[claim]
+        for job in await self._store.claim_work(self._claimer, now=self._clock.now()):
             self._start(tg, job)
-            free -= 1
 
     def _start(self, tg: TaskGroup, job: ImportJob) -> None:
         self._active.add(job.import_id)
@@ -223,31 +286,50 @@ class Pipeline:
             importId=job.import_id, ownerExternalId=job.owner_external_id, tokenId=job.token_id
         ):
             try:
+                if job.not_before is not None and job.phase != ImportPhase.QUEUED:
+                    # Adopted before its next step is due: it waits holding its slot.
+                    await self._clock.sleep(
+                        max(0.0, (job.not_before - self._clock.now()).total_seconds())
+                    )
                 await self._advance(job)
             except anyio.get_cancelled_exc_class():
                 raise
+            except LeaseLost as exc:
+                log.warning("import.claim_lost", reason=str(exc))
             except StorageUnavailable:
                 # The store has logged it; the import stays as recorded and resumes later.
                 self._pause_for_storage()
+                await self._let_go(job, None)
             except Exception:
                 # A store or programming error: the import stays as recorded and is resumed by a
                 # later dispatch, so nothing is lost; the slot is given back meanwhile.
                 log.exception("import.step_failed")
-                with contextlib.suppress(Exception):
-                    await self._store.defer(
-                        job.import_id,
-                        not_before=self._clock.now()
-                        + timedelta(seconds=self._config.retry_max_seconds / 10),
-                        attempts=job.attempts + 1,
-                    )
+                delay = timedelta(seconds=self._config.retry_max_seconds / 10)
+                await self._let_go(job, self._clock.now() + delay)
             else:
                 self._storage_pause = 0.0
             finally:
                 self._active.discard(job.import_id)
-                self._finishing.discard(job.import_id)
                 self._accepted_at.pop(job.import_id, None)
                 self._on_change()
                 self._wake.set()
+
+    async def _let_go(self, job: ImportJob, not_before: datetime | None) -> None:
+        if job.claim is None:
+            return
+        try:
+            with anyio.CancelScope(shield=True):
+                await self._store.advance(
+                    job.claim, StepWrite(Step.LET_GO, not_before=not_before), now=self._clock.now()
+                )
+        except Exception:
+            # Retried at the next dispatch: until then nobody would adopt it.
+            self._to_let_go[job.claim] = not_before
+
+    @staticmethod
+    def _claim(job: ImportJob) -> Claim:
+        assert job.claim is not None, "the pipeline drives claimed imports only"
+        return job.claim
 
     # -- the steps ---------------------------------------------------------------------------
 
@@ -256,60 +338,71 @@ class Pipeline:
             if job.phase == ImportPhase.QUEUED:
                 if job.kind == ImportKind.INITIAL:
                     # A consent's own session: nothing to reuse.
-                    job = replace(job, phase=ImportPhase.READY)
-                    continue
-                # Shielded: once the access is recorded, the call and the recording of its
-                # answer finish together even during a graceful stop (bounded by the timeout).
-                with anyio.CancelScope(shield=True):
-                    next_job = await self._reuse(job)
+                    step = await self._shielded_default_import(job)
+                else:
+                    # Shielded: once the access is recorded, the call and the recording of its
+                    # answer finish together even during a graceful stop (bounded by the timeout).
+                    with anyio.CancelScope(shield=True):
+                        step = await self._reuse(job)
             elif job.phase == ImportPhase.REUSING:
                 # The reply to a Reuse was lost in a crash: that access is spent and its session
                 # unknown. Back to the queue; the quota gate decides when another one may go.
-                await self._store.defer(
-                    job.import_id,
-                    not_before=self._clock.now(),
-                    attempts=job.attempts,
-                    phase=ImportPhase.QUEUED,
+                await self._store.advance(
+                    self._claim(job),
+                    StepWrite(Step.REQUEUE, not_before=self._clock.now()),
+                    now=self._clock.now(),
                 )
                 return
             elif job.phase in (ImportPhase.READY, ImportPhase.STARTING):
-                with anyio.CancelScope(shield=True):
-                    step = await self._default_import(job)
-                if isinstance(step, Wait):
-                    await self._clock.sleep(step.seconds)
-                    next_job = step.job
-                else:
-                    next_job = step
+                step = await self._shielded_default_import(job)
             elif job.phase == ImportPhase.POLLING:
                 await self._poll_until_final(job)
                 return
             else:
                 return
-            if next_job is None:
+            if isinstance(step, Wait):
+                await self._clock.sleep(step.seconds)
+                step = step.job
+            if step is None:
                 return
-            job = next_job
+            job = step
+
+    async def _shielded_default_import(self, job: ImportJob) -> ImportJob | Wait | None:
+        with anyio.CancelScope(shield=True):
+            step = await self._default_import(job)
+        return step
+
+    async def _outcome(
+        self,
+        access: int,
+        *,
+        outcome: str,
+        error_name: str | None = None,
+        pressure: str | None = None,
+    ) -> None:
+        """The one place an upstream access's outcome is recorded (and the shared budget moved
+        by it)."""
+        budget = await self._store.record_access_outcome(
+            access, outcome=outcome, error_name=error_name, pressure=pressure
+        )
+        self._limit, self._jobs_quota_strikes = budget.limit, budget.strikes
+        if pressure == "lower":
+            log.warning("upstream.jobs_quota_exceeded", slotLimit=self._limit)
 
     async def _reuse(self, job: ImportJob) -> ImportJob | None:
         assert job.token_id is not None
+        claim = self._claim(job)
         if not job.multiple_access_id:
             await self._fail(job, CommandFailure("TokenUnavailable", "The token is not active."))
             return None
-        if self._gate is None:
-            access = await self._store.record_access(
-                AccessKind.REUSE,
-                now=self._clock.now(),
-                token_id=job.token_id,
-                import_id=job.import_id,
-            )
-        else:
-            async with self._gate.quota_lock:
-                answer = await self._gate.gate(job, self._clock.now())
-                if not answer.allowed:
-                    await self._not_now(job, answer)
-                    return None
-                access = await self._store.record_access(
-                    AccessKind.REUSE, now=answer.at, token_id=job.token_id, import_id=job.import_id
-                )
+        granted = await self._store.begin_access(
+            claim, AccessKind.REUSE, now=self._clock.now(), token_id=job.token_id, quota=self._gate
+        )
+        if isinstance(granted, QuotaAnswer):
+            await self._not_now(job, granted)
+            return None
+        access = granted
+        self._check_lease(job)
         try:
             session = await self._client.reuse_multiple_access(
                 job.multiple_access_id,
@@ -317,38 +410,33 @@ class Pipeline:
                 poll_seconds=self._config.poll_min_seconds,
             )
         except RetryLaterError as exc:
-            await self._store.record_access_outcome(
-                access, outcome="error" if exc.sent else "not_sent", error_name=exc.name
-            )
-            if isinstance(exc, JobsQuotaExceededError):
-                self._lower_pressure()
+            pressure = "lower" if isinstance(exc, JobsQuotaExceededError) else None
+            outcome = "error" if exc.sent else "not_sent"
+            await self._outcome(access, outcome=outcome, error_name=exc.name, pressure=pressure)
             await self._retry_later(job, exc, phase=ImportPhase.QUEUED)
             return None
         except TokenDeadError as exc:
-            await self._store.record_access_outcome(access, outcome="error", error_name=exc.name)
-            await self._store.token_reauth_required(
-                job.token_id,
-                job.import_id,
-                CommandFailure(exc.name, exc.message),
-                now=self._clock.now(),
+            await self._outcome(access, outcome="error", error_name=exc.name)
+            await self._fail(
+                job, CommandFailure(exc.name, exc.message), token=TokenOutcome(reauth_required=True)
             )
             log.warning("refresh.token_dead", error=exc.name)
             return None
         except QuotaError as exc:
-            await self._store.record_access_outcome(access, outcome="error", error_name=exc.name)
+            await self._outcome(access, outcome="error", error_name=exc.name)
             now = self._clock.now()
-            await self._store.upstream_quota_exceeded(
-                job.token_id,
-                job.import_id,
-                now=now,
-                deferred_until=now + timedelta(seconds=self._config.upstream_defer_seconds),
+            until = now + timedelta(seconds=self._config.upstream_defer_seconds)
+            await self._fail(
+                job,
+                CommandFailure("MultipleAccessLimitExceeded", ACCESS_LIMIT_MESSAGE),
+                token=TokenOutcome(deferred_until=until),
             )
             return None
         except UnexpectedReplyError as exc:
             # Retrying would spend another access on the same answer: the token pauses instead.
-            await self._store.record_access_outcome(access, outcome="error", error_name=exc.name)
+            await self._outcome(access, outcome="error", error_name=exc.name)
             await self._store.refuse_reuse_reply(
-                job.import_id,
+                self._claim(job),
                 CommandFailure(exc.name, exc.message),
                 raw_reply=exc.raw,
                 now=self._clock.now(),
@@ -356,45 +444,53 @@ class Pipeline:
             log.error("refresh.unexpected_reply", error=exc.name)
             return None
         except KontomatikError as exc:
-            await self._store.record_access_outcome(access, outcome="error", error_name=exc.name)
+            await self._outcome(access, outcome="error", error_name=exc.name)
             if isinstance(exc, UnauthorizedError):
                 await self._retry_later(job, exc, phase=ImportPhase.QUEUED)
             else:
                 await self._fail(job, CommandFailure(exc.name, exc.message))
             return None
-        await self._store.record_access_outcome(access, outcome="ok")
-        await self._store.record_session(job.import_id, session, now=self._clock.now())
+        await self._outcome(access, outcome="ok")
+        await self._store.advance(
+            claim, StepWrite(Step.SESSION, session=session), now=self._clock.now()
+        )
         return replace(job, phase=ImportPhase.READY, session=session)
 
     async def _default_import(self, job: ImportJob) -> ImportJob | Wait | None:
-        assert job.session is not None, "an import in phase ready/starting has a session"
+        session = job.session
+        assert session is not None, "an import in phase ready/starting has a session"
+        claim = self._claim(job)
         resolving = job.phase == ImportPhase.STARTING
-        access = await self._store.record_access(
+        stay = job.phase if job.phase != ImportPhase.QUEUED else ImportPhase.READY
+        access = await self._store.begin_access(
+            claim,
             AccessKind.DEFAULT_IMPORT,
             now=self._clock.now(),
             token_id=job.token_id,
-            import_id=job.import_id,
-            session_id=job.session.session_id,
+            session_id=session.session_id,
         )
+        assert isinstance(access, int)
+        # Recorded as sent: the import now stands in phase starting.
+        job = replace(job, phase=ImportPhase.STARTING)
+        self._check_lease(job)
         try:
-            command = await self._client.default_import(job.session, job.since)
+            command = await self._client.default_import(session, job.since)
             # The command runs from here: polls are timed from this moment, not from after the
             # writes below, which may wait behind other imports' results.
             self._accepted_at[job.import_id] = self._clock.monotonic()
         except JobsQuotaExceededError as exc:
             # Refused before it started: the session is still unused (or as unknown as before).
-            await self._store.record_access_outcome(access, outcome="error", error_name=exc.name)
-            self._lower_pressure()
-            phase = ImportPhase.STARTING if resolving else ImportPhase.READY
+            await self._outcome(access, outcome="error", error_name=exc.name, pressure="lower")
+            phase = ImportPhase.STARTING if resolving else stay
             return await self._wait_in_slot(
                 job, jobs_quota_delay(self._jobs_quota_strikes - 1, self._rng), phase
             )
         except RetryLaterError as exc:
-            await self._store.record_access_outcome(
+            await self._outcome(
                 access, outcome="error" if exc.sent else "not_sent", error_name=exc.name
             )
             # Sent but unanswered: it may have started upstream. The next try resolves it.
-            phase = ImportPhase.STARTING if (exc.sent or resolving) else ImportPhase.READY
+            phase = ImportPhase.STARTING if (exc.sent or resolving) else stay
             delay = backoff(
                 job.attempts,
                 base=self._config.retry_base_seconds,
@@ -404,7 +500,7 @@ class Pipeline:
             log.info("import.retry_later", error=exc.name, retryInSeconds=round(delay, 1))
             return await self._wait_in_slot(job, delay, phase)
         except SessionDeadError as exc:
-            await self._store.record_access_outcome(access, outcome="error", error_name=exc.name)
+            await self._outcome(access, outcome="error", error_name=exc.name)
             if resolving:
                 # The unanswered first call used the session up: its command id is lost.
                 failure = CommandFailure(
@@ -417,16 +513,15 @@ class Pipeline:
             await self._fail(job, failure)
             return None
         except UnauthorizedError as exc:
-            await self._store.record_access_outcome(access, outcome="error", error_name=exc.name)
+            await self._outcome(access, outcome="error", error_name=exc.name)
             log.error("upstream.unauthorized", hint="check AISD_API_KEY and the IP whitelist")
-            phase = ImportPhase.STARTING if resolving else ImportPhase.READY
+            phase = ImportPhase.STARTING if resolving else stay
             return await self._wait_in_slot(job, self._config.retry_max_seconds, phase)
         except KontomatikError as exc:
-            await self._store.record_access_outcome(access, outcome="error", error_name=exc.name)
+            await self._outcome(access, outcome="error", error_name=exc.name)
             await self._fail(job, CommandFailure(exc.name, exc.message))
             return None
-        await self._store.record_access_outcome(access, outcome="ok")
-        self._raise_pressure()
+        await self._outcome(access, outcome="ok", pressure="raise")
         now = self._clock.now()
         delay = poll_delay(
             0.0,
@@ -434,12 +529,15 @@ class Pipeline:
             min_seconds=self._config.poll_min_seconds,
             max_seconds=self._config.poll_max_seconds,
         )
-        await self._store.record_command(
-            job.import_id,
-            command.id,
+        await self._store.advance(
+            claim,
+            StepWrite(
+                Step.COMMAND,
+                command_id=command.id,
+                not_before=now + timedelta(seconds=delay),
+                owner_echo=command.owner_external_id,
+            ),
             now=now,
-            next_poll_at=now + timedelta(seconds=delay),
-            owner_echo=command.owner_external_id,
         )
         log.info("import.command_started", commandId=command.id)
         return replace(
@@ -516,8 +614,10 @@ class Pipeline:
                         min_seconds=cfg.poll_min_seconds,
                         max_seconds=cfg.poll_max_seconds,
                     )
-                    await self._store.record_poll(
-                        job.import_id, now=now, next_poll_at=now + timedelta(seconds=nxt)
+                    await self._store.advance(
+                        self._claim(job),
+                        StepWrite(Step.POLL, not_before=now + timedelta(seconds=nxt)),
+                        now=now,
                     )
                     continue
                 self._on_command_end(elapsed, running_at, expected)
@@ -528,7 +628,7 @@ class Pipeline:
                     aimed_at=aimed_at,
                     running_at=running_at,
                 )
-                self._release_slot(job.import_id)
+                await self._release_slot(job)
                 await self._finish(job, command, reply.raw, polls)
                 return
 
@@ -537,7 +637,7 @@ class Pipeline:
     ) -> None:
         if command.state == CommandState.SUCCESSFUL and command.result is not None:
             refused = await self._store.refuse_foreign_owner(
-                job.import_id,
+                self._claim(job),
                 command.owner_external_id,
                 raw_reply=raw,
                 now=self._clock.now(),
@@ -551,7 +651,7 @@ class Pipeline:
                 log.warning("import.element_skipped", path=skipped.path, reason=skipped.reason)
             async with self._storing:
                 stats = await self._store.finish_success(
-                    job.import_id,
+                    self._claim(job),
                     command.result,
                     now=self._clock.now(),
                     raw_reply=raw,
@@ -575,27 +675,34 @@ class Pipeline:
     # -- helpers -----------------------------------------------------------------------------
 
     async def _fail(
-        self, job: ImportJob, failure: CommandFailure, *, polls: int | None = None
+        self,
+        job: ImportJob,
+        failure: CommandFailure,
+        *,
+        polls: int | None = None,
+        token: TokenOutcome | None = None,
     ) -> None:
-        await self._store.finish_failure(job.import_id, failure, now=self._clock.now(), polls=polls)
+        await self._store.finish_failure(
+            self._claim(job), failure, now=self._clock.now(), polls=polls, token=token
+        )
 
-    async def _not_now(self, job: ImportJob, answer: GateAnswer) -> None:
+    async def _not_now(self, job: ImportJob, answer: QuotaAnswer) -> None:
         if answer.retry_at is None:
             await self._fail(
                 job,
                 CommandFailure("RefreshNotPossible", "The token allows no refresh before it ends."),
             )
             return
-        await self._store.defer(
-            job.import_id,
-            not_before=answer.retry_at,
-            attempts=job.attempts,
-            phase=ImportPhase.QUEUED,
+        await self._store.advance(
+            self._claim(job),
+            StepWrite(Step.REQUEUE, not_before=answer.retry_at),
+            now=self._clock.now(),
         )
 
     async def _retry_later(
         self, job: ImportJob, exc: KontomatikError, *, phase: ImportPhase
     ) -> None:
+        assert phase == ImportPhase.QUEUED
         delay = backoff(
             job.attempts,
             base=self._config.retry_base_seconds,
@@ -603,20 +710,26 @@ class Pipeline:
             rng=self._rng,
         )
         log.info("import.retry_later", error=exc.name, retryInSeconds=round(delay, 1))
-        await self._store.defer(
-            job.import_id,
-            not_before=self._clock.now() + timedelta(seconds=delay),
-            attempts=job.attempts + 1,
-            phase=phase,
+        now = self._clock.now()
+        await self._store.advance(
+            self._claim(job),
+            StepWrite(
+                Step.REQUEUE,
+                not_before=now + timedelta(seconds=delay),
+                attempts=job.attempts + 1,
+            ),
+            now=now,
         )
 
     async def _wait_in_slot(self, job: ImportJob, delay: float, phase: ImportPhase) -> Wait:
-        """Record the deferral (so a restart honours it); the caller then waits holding the slot."""
-        await self._store.defer(
-            job.import_id,
-            not_before=self._clock.now() + timedelta(seconds=delay),
-            attempts=job.attempts + 1,
-            phase=phase,
+        """Record the deferral (so a restart honours it); the caller then waits holding the slot.
+        ``phase`` ready means the Default Import provably never started."""
+        now = self._clock.now()
+        step = Step.NOT_STARTED if phase == ImportPhase.READY else Step.WAIT
+        await self._store.advance(
+            self._claim(job),
+            StepWrite(step, not_before=now + timedelta(seconds=delay), attempts=job.attempts + 1),
+            now=now,
         )
         return Wait(delay, replace(job, phase=phase, attempts=job.attempts + 1))
 
@@ -630,19 +743,13 @@ class Pipeline:
         self._paused_until = now + self._storage_pause
         log.info("pipeline.paused", reason="storage", seconds=self._storage_pause)
 
-    def _release_slot(self, import_id: str) -> None:
+    async def _release_slot(self, job: ImportJob) -> None:
         """The command has ended upstream: its slot serves the next import while this one's
         result is stored (which takes a while for a year of transactions)."""
-        self._finishing.add(import_id)
-        self._active.discard(import_id)
-        self._wake.set()
-
-    def _lower_pressure(self) -> None:
-        self._jobs_quota_strikes += 1
-        self._limit = max(1, min(self._limit, len(self._active)) - 1)
-        log.warning("upstream.jobs_quota_exceeded", slotLimit=self._limit)
-
-    def _raise_pressure(self) -> None:
-        self._jobs_quota_strikes = 0
-        if self._limit < self._config.max_running:
-            self._limit += 1
+        handed = await self._store.advance(
+            self._claim(job), StepWrite(Step.ENDED_UPSTREAM), now=self._clock.now()
+        )
+        self._active.discard(job.import_id)
+        if self._tg is not None:
+            for other in handed:
+                self._start(self._tg, other)

@@ -33,13 +33,15 @@ account are never both let through on the same room.
 from __future__ import annotations
 
 import enum
+import functools
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 __all__ = [
     "Access",
+    "LedgerIndex",
     "Plan",
     "Reason",
     "Rules",
@@ -211,6 +213,9 @@ def backoff_delay(failures: int, rules: Rules) -> timedelta:
     return min(rules.backoff_base * (1 << doublings), rules.interval)
 
 
+# Pure and asked again for the same parts at every re-plan of a token: a tick plans each due
+# token two or three times.
+@functools.lru_cache(maxsize=65536)
 def _hash(*parts: str) -> int:
     digest = hashlib.blake2b(":".join(parts).encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big")
@@ -246,7 +251,7 @@ def _end(token: TokenPlanInput) -> tuple[datetime, Reason]:
 
 def _account_times(
     ledger: Sequence[Access],
-    accounts_of: Mapping[str, frozenset[str]],
+    accounts_of: Callable[[str], frozenset[str]],
     accounts: frozenset[str],
     since: datetime,
 ) -> dict[str, list[datetime]]:
@@ -254,7 +259,7 @@ def _account_times(
     for access in ledger:
         if access.at <= since:
             continue
-        reached = reach(access.token_id, accounts_of.get(access.token_id, frozenset()))
+        reached = reach(access.token_id, accounts_of(access.token_id))
         for account in reached & accounts:
             times[account].append(access.at)
     for values in times.values():
@@ -280,8 +285,13 @@ def _usages(
     now: datetime,
     rules: Rules,
 ) -> tuple[Usage, ...]:
-    times = _account_times(ledger, accounts_of, accounts, now - rules.span)
+    times = _account_times(ledger, _lookup(accounts_of), accounts, now - rules.span)
     return tuple(_usage(account, times[account], rules) for account in sorted(accounts))
+
+
+def _lookup(accounts_of: Mapping[str, frozenset[str]]) -> Callable[[str], frozenset[str]]:
+    empty: frozenset[str] = frozenset()
+    return lambda token_id: accounts_of.get(token_id, empty)
 
 
 def _room_at(usages: tuple[Usage, ...]) -> datetime | None:
@@ -316,10 +326,15 @@ def window_usage(
 
 def _with_self(
     token: TokenPlanInput, accounts_of: Mapping[str, frozenset[str]]
-) -> tuple[frozenset[str], dict[str, frozenset[str]]]:
-    mapping = dict(accounts_of)
-    mapping[token.token_id] = token.accounts
-    return reach(token.token_id, token.accounts), mapping
+) -> tuple[frozenset[str], Callable[[str], frozenset[str]]]:
+    """The token's reach, and every token's accounts with this token's own taking precedence
+    (a lookup, not a copy: a tick plans hundreds of tokens against one mapping)."""
+    others = _lookup(accounts_of)
+
+    def accounts(token_id: str) -> frozenset[str]:
+        return token.accounts if token_id == token.token_id else others(token_id)
+
+    return reach(token.token_id, token.accounts), accounts
 
 
 def _now(token: TokenPlanInput, ledger: Sequence[Access], now: datetime) -> datetime:
@@ -417,7 +432,9 @@ def may_refresh_now(
     accounts, mapping = _with_self(token, accounts_of)
     now = _now(token, ledger, now)
     end, _ = _end(token)
-    at = max(now, _room_at(_usages(accounts, ledger, mapping, now, rules)) or now)
+    times = _account_times(ledger, mapping, accounts, now - rules.span)
+    usages = tuple(_usage(account, times[account], rules) for account in sorted(accounts))
+    at = max(now, _room_at(usages) or now)
     if token.upstream_deferred_until is not None:
         at = max(at, token.upstream_deferred_until)
     if at >= end:
@@ -453,18 +470,58 @@ def pick_due(
     """
     mapping = dict(accounts_of)
     mapping.update({token.token_id: token.accounts for token in tokens})
-    working = list(ledger)
+    working = LedgerIndex(ledger, mapping)
     now = effective_now(now, ledger)
     far = datetime.max.replace(tzinfo=UTC)
 
-    def order(token: TokenPlanInput) -> tuple[datetime, str]:
-        return (plan(token, working, mapping, rules, now).at or far, token.token_id)
+    def replan(token: TokenPlanInput) -> Plan:
+        return plan(token, working.relevant(token.token_id), mapping, rules, now)
 
+    first = {token.token_id: replan(token) for token in tokens}
+    # Accounts an access picked so far counts against: a token reaching none of them keeps
+    # the plan it had before any pick.
+    touched: set[str] = set()
     picked: list[Access] = []
-    for token in sorted(tokens, key=order):
-        due = plan(token, working, mapping, rules, now).at
-        if due is not None and due <= now:
+    for token in sorted(tokens, key=lambda t: (first[t.token_id].at or far, t.token_id)):
+        own = reach(token.token_id, token.accounts)
+        current = replan(token) if own & touched else first[token.token_id]
+        if current.at is not None and current.at <= now:
             access = Access(token.token_id, now)
-            working.append(access)
+            working.add(access)
             picked.append(access)
+            touched |= own
     return picked
+
+
+class LedgerIndex:
+    """A ledger grouped by token, answering which accesses can count for one token: its own
+    and those of every token sharing an account with it. Planning a token against that part
+    gives the plan the whole ledger gives (the rest never reaches its accounts), as long as
+    ``now`` is at least :func:`effective_now` of the whole ledger."""
+
+    def __init__(self, ledger: Sequence[Access], accounts_of: Mapping[str, frozenset[str]]):
+        self._accounts_of = accounts_of
+        self._by_token: dict[str, list[Access]] = {}
+        self._tokens_of: dict[str, set[str]] = {}
+        for token_id, accounts in accounts_of.items():
+            self._index_token(token_id, accounts)
+        for access in ledger:
+            self.add(access)
+
+    def _index_token(self, token_id: str, accounts: frozenset[str]) -> None:
+        for account in reach(token_id, accounts):
+            self._tokens_of.setdefault(account, set()).add(token_id)
+
+    def add(self, access: Access) -> None:
+        """Count ``access`` from now on."""
+        if access.token_id not in self._by_token and access.token_id not in self._accounts_of:
+            self._index_token(access.token_id, frozenset())
+        self._by_token.setdefault(access.token_id, []).append(access)
+
+    def relevant(self, token_id: str) -> list[Access]:
+        """The accesses that can count against ``token_id``'s accounts."""
+        accounts = reach(token_id, self._accounts_of.get(token_id, frozenset()))
+        related = {token_id}
+        for account in accounts:
+            related |= self._tokens_of.get(account, set())
+        return [access for t in related for access in self._by_token.get(t, ())]

@@ -1,24 +1,25 @@
-"""Multiple access in the shell: the planner tick, the quota gate, expiry, revocation.
+"""Multiple access in the shell: the planner tick, the quota rule, expiry, revocation.
 
-The rules live in :mod:`aisd.planner` (pure); this module loads their inputs from the store,
-acts on their answers and records everything back, so the database stays the only state.
-APScheduler merely calls :meth:`Refresher.tick`.
+The rules live in :mod:`aisd.planner` (pure). The quota is decided inside the store's quota
+section: one transaction that reads the ledger, asks the rule here (:meth:`Refresher.decide`,
+:class:`TickRule`) and records the access or the queued refresh, so no lock outside the
+database protects it. APScheduler merely calls :meth:`Refresher.tick`.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
-import anyio
 import structlog
 
 from aisd.clock import Clock, iso
 from aisd.kontomatik import KontomatikClient, KontomatikError, RetryLaterError, TokenDeadError
-from aisd.pipeline import GateAnswer
 from aisd.planner import (
     Access,
+    LedgerIndex,
     Plan,
     Reason,
     Rules,
@@ -34,9 +35,12 @@ from aisd.planner import effective_now as planner_now
 from aisd.settings import Settings
 from aisd.store import (
     AccessKind,
-    ImportJob,
+    ConflictError,
     LedgerEntry,
     NewEvent,
+    PlanWrite,
+    QuotaAnswer,
+    QuotaView,
     Store,
     TokenRecord,
     TokenState,
@@ -119,6 +123,46 @@ def _ledger(entries: Sequence[LedgerEntry]) -> list[Access]:
     return [Access(e.token_id, e.at) for e in entries]
 
 
+def _plan_write(token: TokenRecord, p: Plan) -> PlanWrite:
+    """A plan as the store records it, with ``quota.deferred`` when the reason turns to it."""
+    event = None
+    if p.reason in DEFERRED_REASONS and token.plan_reason != p.reason.value:
+        event = NewEvent(
+            "quota.deferred",
+            owner_external_id=token.owner_external_id,
+            token_id=token.token_id,
+            data={
+                "reason": p.reason.value,
+                "nextPossibleAt": iso(p.at) if p.at else None,
+                "accounts": [
+                    {"iban": u.account, "used": u.used, "limit": u.limit} for u in p.usage if u.full
+                ],
+            },
+        )
+    return PlanWrite(token.token_id, at=p.at, reason=p.reason.value, event=event)
+
+
+@dataclass(frozen=True, slots=True)
+class TickRule:
+    """The refresher's pure tick planner, as the store's tick section asks it."""
+
+    refresher: Refresher
+
+    def horizon(self, now: datetime) -> datetime:
+        """How far back the ledger counts at ``now``."""
+        return self.refresher.horizon(now)
+
+    def decide(
+        self,
+        due: list[TokenRecord],
+        ledger: list[LedgerEntry],
+        accounts_of: dict[str, frozenset[str]],
+        now: datetime,
+    ) -> list[PlanWrite]:
+        """See :meth:`Refresher.plan_due`."""
+        return self.refresher.plan_due(due, ledger, accounts_of, now)
+
+
 class Refresher:
     """Plans and starts refreshes, ends tokens, and answers on-demand requests."""
 
@@ -140,9 +184,6 @@ class Refresher:
         self._overlap_days = overlap_days
         self._warning_days = tuple(warning_days)
         self._wake_pipeline = wake_pipeline
-        # One decision at a time on the shared quota: the gate's check and the ledger write
-        # happen under it, so two tokens sharing an account never both take the last room.
-        self.quota_lock = anyio.Lock()
 
     @classmethod
     def from_settings(
@@ -177,8 +218,9 @@ class Refresher:
 
         Tokens whose own cost limit is reached are returned in ``TickReport.ending`` rather than
         revoked here: a revocation calls upstream, which must not hold up the tick or the quota
-        lock. The caller hands them to :meth:`end_by_limit`.
+        section. The caller hands them to :meth:`end_by_limit`.
         """
+        started = time.perf_counter()
         store, now = self._store, self._clock.now()
         expired = await store.expire_tokens(now=now)
         warned = 0
@@ -188,13 +230,10 @@ class Refresher:
                 if passed and day not in token.warned_days:
                     await store.record_warning(token.token_id, day, now=now)
                     warned += 1
-        due = await store.due_tokens(now=now, limit=TICK_BATCH)
-        queued = 0
-        ending: list[tuple[str, str]] = []
-        if due:
-            ending = [(t.token_id, r) for t in due if (r := cost_limit_reached(t, now))]
-            async with self.quota_lock:
-                queued = await self._plan_due(due, {tid for tid, _ in ending}, now)
+        outcome = await store.plan_tick(now=now, limit=TICK_BATCH, planner=TickRule(self))
+        due = outcome.due
+        ending = [(t.token_id, r) for t in due if (r := cost_limit_reached(t, now))]
+        queued = len(outcome.queued)
         if queued:
             self._wake_pipeline()
         report = TickReport(
@@ -214,6 +253,7 @@ class Refresher:
                 warned=report.warned,
                 ending=len(report.ending),
                 nextDueAt=iso(report.next_due_at) if report.next_due_at else None,
+                durationMs=round((time.perf_counter() - started) * 1000, 1),
             )
         return report
 
@@ -228,103 +268,83 @@ class Refresher:
                 log.warning("token.revoke_failed", tokenId=token_id, reason=reason, error=str(exc))
         return revoked
 
-    async def _plan_due(self, due: list[TokenRecord], ending: set[str], now: datetime) -> int:
-        store = self._store
-        ledger_rows, accounts_of = await store.reuse_ledger(
-            [t.token_id for t in due], since=ledger_horizon(now, self._rules)
-        )
+    def plan_due(
+        self,
+        due: list[TokenRecord],
+        ledger_rows: list[LedgerEntry],
+        accounts_of: dict[str, frozenset[str]],
+        now: datetime,
+    ) -> list[PlanWrite]:
+        """The tick's decisions (pure): the refreshes that may run now are queued, every other
+        due token gets its next time and reason; a token whose cost limit is reached is due
+        again only if its revocation fails."""
         ledger = _ledger(ledger_rows)
+        ending = {t.token_id for t in due if cost_limit_reached(t, now)}
         inputs = [plan_input(t) for t in due if t.token_id not in ending]
         picked = {a.token_id for a in pick_due(inputs, ledger, accounts_of, self._rules, now)}
-        queued = 0
+        # Each remaining token is planned against its part of the ledger, at the ledger's
+        # effective now: the same plan as against the whole ledger, without reading it all.
+        mapping = {**accounts_of, **{t.token_id: t.accounts for t in due}}
+        index = LedgerIndex(ledger, mapping)
+        at = planner_now(now, ledger)
+        writes: list[PlanWrite] = []
         for token in due:
             if token.token_id in ending:
-                # Revoked off the tick; due again only if that fails.
-                await store.set_plan(
-                    token.token_id, at=now + REVOKE_RETRY, reason=Reason.ENDED.value, now=now
+                writes.append(
+                    PlanWrite(token.token_id, at=now + REVOKE_RETRY, reason=Reason.ENDED.value)
                 )
-                continue
-            if token.token_id in picked:
-                import_id = await store.queue_planned_refresh(
-                    token.token_id,
-                    now=now,
-                    since=refresh_since(token, now.date(), self._overlap_days),
-                )
-                queued += import_id is not None
-                continue
-            await self._store_plan(
-                token, plan(plan_input(token), ledger, accounts_of, self._rules, now), now
-            )
-        return queued
+            elif token.token_id in picked:
+                since = refresh_since(token, now.date(), self._overlap_days)
+                writes.append(PlanWrite(token.token_id, queue_since=since))
+            else:
+                relevant = index.relevant(token.token_id)
+                p = plan(plan_input(token), relevant, accounts_of, self._rules, at)
+                writes.append(_plan_write(token, p))
+        return writes
 
-    async def _store_plan(self, token: TokenRecord, p: Plan, now: datetime) -> None:
-        event = None
-        if p.reason in DEFERRED_REASONS and token.plan_reason != p.reason.value:
-            event = NewEvent(
-                "quota.deferred",
-                owner_external_id=token.owner_external_id,
-                token_id=token.token_id,
-                data={
-                    "reason": p.reason.value,
-                    "nextPossibleAt": iso(p.at) if p.at else None,
-                    "accounts": [
-                        {"iban": u.account, "used": u.used, "limit": u.limit}
-                        for u in p.usage
-                        if u.full
-                    ],
-                },
-            )
-        await self._store.set_plan(
-            token.token_id, at=p.at, reason=p.reason.value, now=now, event=event
-        )
+    # -- the quota rule inside the store's quota section ---------------------------------------
 
-    # -- the gate before every Reuse -----------------------------------------------------------
+    def horizon(self, now: datetime) -> datetime:
+        """How far back the ledger counts at ``now``."""
+        return ledger_horizon(now, self._rules)
 
-    async def gate(self, job: ImportJob, now: datetime) -> GateAnswer:
-        """Decide whether the Reuse of ``job`` may be sent now. Call under :attr:`quota_lock`."""
-        assert job.token_id is not None
-        tokens = await self._store.list_tokens(token_ids=[job.token_id])
-        if not tokens or tokens[0].state != TokenState.ACTIVE:
-            return GateAnswer(allowed=False, at=now)
-        ledger_rows, accounts_of = await self._store.reuse_ledger(
-            [job.token_id], since=ledger_horizon(now, self._rules)
-        )
-        ledger = _ledger(ledger_rows)
-        ok, next_at = may_refresh_now(plan_input(tokens[0]), ledger, accounts_of, self._rules, now)
-        return GateAnswer(allowed=ok, at=planner_now(now, ledger), retry_at=next_at)
+    def decide(self, view: QuotaView) -> QuotaAnswer:
+        """Whether a Reuse (or an on-demand refresh) of ``view.token`` may go now (pure)."""
+        token, now = view.token, view.now
+        if token is None or token.state != TokenState.ACTIVE:
+            return QuotaAnswer(allowed=False, at=now)
+        ledger = _ledger(view.ledger)
+        ok, next_at = may_refresh_now(plan_input(token), ledger, view.accounts_of, self._rules, now)
+        return QuotaAnswer(allowed=ok, at=planner_now(now, ledger), retry_at=next_at)
 
     # -- on demand -----------------------------------------------------------------------------
 
     async def refresh_now(self, token_id: str) -> str:
-        """Queue a refresh now if the quota allows.
+        """Queue a refresh now if the quota allows (decided in the store's quota section).
 
         Raises:
             LookupError: no such token.
             RefreshRefused: not active, a refresh already open, or no room in a window.
         """
         store, now = self._store, self._clock.now()
-        async with self.quota_lock:
-            tokens = await store.list_tokens(token_ids=[token_id])
-            if not tokens:
-                raise LookupError(token_id)
-            token = tokens[0]
-            if token.state != TokenState.ACTIVE:
-                raise RefreshRefused(f"token is {token.state.value}", None)
-            ledger_rows, accounts_of = await store.reuse_ledger(
-                [token_id], since=ledger_horizon(now, self._rules)
-            )
-            ok, next_at = may_refresh_now(
-                plan_input(token), _ledger(ledger_rows), accounts_of, self._rules, now
-            )
-            if not ok:
-                raise RefreshRefused("quota", next_at)
-            import_id = await store.queue_planned_refresh(
-                token_id, now=now, since=refresh_since(token, now.date(), self._overlap_days)
-            )
-        if import_id is None:
+        tokens = await store.list_tokens(token_ids=[token_id])
+        if not tokens:
+            raise LookupError(token_id)
+        token = tokens[0]
+        if token.state != TokenState.ACTIVE:
+            raise RefreshRefused(f"token is {token.state.value}", None)
+        since = refresh_since(token, now.date(), self._overlap_days)
+        try:
+            queued = await store.queue_refresh(token_id, now=now, since=since, quota=self)
+        except ConflictError:
+            # It left active since it was read.
+            raise RefreshRefused("token is no longer active", None) from None
+        if isinstance(queued, QuotaAnswer):
+            raise RefreshRefused("quota", queued.retry_at)
+        if queued is None:
             raise RefreshRefused("a refresh is already queued or running", None)
         self._wake_pipeline()
-        return import_id
+        return queued
 
     async def explain(self, tokens: Sequence[TokenRecord]) -> dict[str, dict[str, object]]:
         """Per token: accesses in the current window per account, when the next frees, the
@@ -387,7 +407,7 @@ class Refresher:
     async def _revoke_upstream(self, token_id: str, secret: str) -> None:
         for attempt in range(REVOKE_ATTEMPTS):
             access = await self._store.record_access(
-                AccessKind.REVOKE, now=self._clock.now(), token_id=token_id, import_id=None
+                AccessKind.REVOKE, now=self._clock.now(), token_id=token_id
             )
             try:
                 await self._client.revoke_multiple_access(secret)

@@ -27,7 +27,8 @@ from pathlib import Path
 import anyio
 
 from aisd.kontomatik._models import Account, ImportResult, MoneyTransaction
-from aisd.store import AccessKind, ConsentIn, open_store
+from aisd.phases import Step
+from aisd.store import AccessKind, ConsentIn, StepWrite, open_store
 from aisd.store.sqlite._codec import tx_values
 
 IBAN = "PL69137013140000049678278112"
@@ -75,15 +76,19 @@ async def run_store(path: Path, txs: tuple[MoneyTransaction, ...]) -> float:
             since=date(2025, 5, 1),
             expires_at=NOW + timedelta(days=180),
         )
-        await store.record_access(
-            AccessKind.DEFAULT_IMPORT, now=NOW, token_id=out.token_id, import_id=out.import_id
+        claimer = await store.register_claimer(now=NOW, ttl_seconds=60, sole=True, max_running=8)
+        [job] = await store.claim_work(claimer, now=NOW)
+        assert job.claim is not None
+        await store.begin_access(
+            job.claim, AccessKind.DEFAULT_IMPORT, now=NOW, token_id=out.token_id
         )
+        await store.advance(job.claim, StepWrite(Step.COMMAND, command_id="c1"), now=NOW)
         result = ImportResult(
             accounts=(Account(IBAN, "Konto 0", "PLN", None, None, transactions=txs),)
         )
         started = time.perf_counter()
         stats = await store.finish_success(
-            out.import_id,
+            job.claim,
             result,
             now=NOW,
             raw_reply=None,

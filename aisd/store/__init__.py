@@ -2,32 +2,50 @@
 
 from __future__ import annotations
 
+from aisd.phases import ImportPhase
 from aisd.store._data_records import FeedPage, FeedTransaction, ForgetOutcome
 from aisd.store._health import StorageHealth
-from aisd.store._interface import Store
+from aisd.store._interface import (
+    DataStore,
+    IntakeStore,
+    OpsStore,
+    PipelineStore,
+    PlannerStore,
+    ReadStore,
+    Store,
+)
 from aisd.store._ops_records import OpsCounts, WebhookBacklog, WebhookCursor
 from aisd.store._records import (
     AccessKind,
+    Claim,
     ConsentIn,
     EventRecord,
     ImportError_,
     ImportJob,
     ImportKind,
-    ImportPhase,
     ImportRecord,
     ImportState,
     LedgerEntry,
     MergeStats,
     NewEvent,
+    PlanWrite,
+    QuotaAnswer,
+    QuotaRule,
+    QuotaView,
+    StepWrite,
     StoredConsent,
     StoredTransaction,
     SubmitOutcome,
+    TickOutcome,
+    TickPlanner,
+    TokenOutcome,
     TokenRecord,
     TokenState,
 )
 from aisd.store.sqlite import (
     ConflictError,
     DatabaseTooNewError,
+    LeaseLost,
     NotFoundError,
     SqliteStore,
     StorageUnavailable,
@@ -37,8 +55,10 @@ from aisd.store.sqlite import (
 
 __all__ = [
     "AccessKind",
+    "Claim",
     "ConflictError",
     "ConsentIn",
+    "DataStore",
     "DatabaseTooNewError",
     "EventRecord",
     "FeedPage",
@@ -50,12 +70,23 @@ __all__ = [
     "ImportPhase",
     "ImportRecord",
     "ImportState",
+    "IntakeStore",
+    "LeaseLost",
     "LedgerEntry",
     "MergeStats",
     "NewEvent",
     "NotFoundError",
     "OpsCounts",
+    "OpsStore",
+    "PipelineStore",
+    "PlanWrite",
+    "PlannerStore",
+    "QuotaAnswer",
+    "QuotaRule",
+    "QuotaView",
+    "ReadStore",
     "SqliteStore",
+    "StepWrite",
     "StorageHealth",
     "StorageUnavailable",
     "Store",
@@ -63,6 +94,9 @@ __all__ = [
     "StoredConsent",
     "StoredTransaction",
     "SubmitOutcome",
+    "TickOutcome",
+    "TickPlanner",
+    "TokenOutcome",
     "TokenRecord",
     "TokenState",
     "WebhookBacklog",

@@ -14,11 +14,13 @@ from datetime import date, datetime, timedelta
 from typing import Any, Protocol
 
 from aisd.billing import BilledImport, TokenLife
-from aisd.kontomatik._models import CommandFailure, ImportResult, ModelScore, Session
+from aisd.kontomatik._models import CommandFailure, ImportResult, ModelScore
+from aisd.phases import Budget
 from aisd.store._data_records import FeedPage, ForgetOutcome
 from aisd.store._ops_records import OpsCounts, WebhookBacklog, WebhookCursor
 from aisd.store._records import (
     AccessKind,
+    Claim,
     ConsentIn,
     EventRecord,
     ImportJob,
@@ -27,17 +29,21 @@ from aisd.store._records import (
     ImportState,
     LedgerEntry,
     MergeStats,
-    NewEvent,
+    QuotaAnswer,
+    QuotaRule,
+    StepWrite,
     StoredTransaction,
     SubmitOutcome,
+    TickOutcome,
+    TickPlanner,
+    TokenOutcome,
     TokenRecord,
     TokenState,
 )
 
 
-class Store(Protocol):
-    """Durable state of the daemon. All methods are safe to call concurrently from many tasks;
-    writes are serialised by the backend."""
+class IntakeStore(Protocol):
+    """Lifecycle and intake."""
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -63,76 +69,102 @@ class Store(Protocol):
         """
         ...
 
-    # -- the import pipeline -------------------------------------------------------------------
 
-    async def queue_refresh(self, token_id: str, *, now: datetime, since: date) -> str:
-        """Queue a ``refresh`` import for an active token; returns its import id."""
+class PipelineStore(Protocol):
+    """What the import pipeline needs: leases, claims, the budget, fenced steps."""
+
+    # -- claims and the import pipeline's fenced steps ----------------------------------------
+
+    async def register_claimer(
+        self, *, now: datetime, ttl_seconds: float | None, sole: bool, max_running: int
+    ) -> str:
+        """Start a lease (``now + ttl_seconds``; None: until released or ended by a sole
+        claimer) for a new claimer and return its id; ensure ``max_running`` slot rows and make
+        it the budget's ceiling. With ``sole`` (one host holding the instance lock) every other
+        lease ends at once, so what a killed predecessor held is adopted by the next
+        :meth:`claim_work`."""
         ...
 
-    async def next_queued(self, *, now: datetime, limit: int) -> list[ImportJob]:
-        """Queued imports whose ``not_before`` has passed: ``initial`` before ``refresh``,
-        then oldest ``created_at`` first. Refresh jobs carry the token's ``multiple_access_id``."""
+    async def renew_claimer(self, claimer: str, *, now: datetime, ttl_seconds: float) -> bool:
+        """Extend the lease; False when it was ended or forgotten (never renewed then)."""
         ...
 
-    async def in_flight(self) -> list[ImportJob]:
-        """Imports in phases ``reusing``, ``ready``, ``starting`` or ``polling``: what a restart
-        must resume (and what counts against the running-commands budget)."""
+    async def release_claimer(self, claimer: str, *, now: datetime) -> None:
+        """End the lease: queued imports it claimed free their slots; in-flight ones keep them
+        and are adopted by the next claimer."""
         ...
 
-    async def record_access(
+    async def claim_work(self, claimer: str, *, now: datetime) -> list[ImportJob]:
+        """One transaction: adopt every in-flight import nobody live holds (they keep their
+        slots, whether or not their next step is due), then claim queued imports whose
+        ``not_before`` passed (``initial`` first, then oldest) each into a free slot while the
+        slots held stay below the budget's limit. Every claim bumps the import's epoch; the
+        jobs carry their :class:`Claim`."""
+        ...
+
+    async def open_jobs(self) -> list[ImportJob]:
+        """Every import not ended yet (queued or in flight), oldest first."""
+        ...
+
+    async def budget(self) -> tuple[Budget, int]:
+        """The shared running-commands budget and the slots held now."""
+        ...
+
+    async def begin_access(
         self,
+        claim: Claim,
         kind: AccessKind,
         *,
         now: datetime,
         token_id: str | None,
-        import_id: str | None,
         session_id: str | None = None,
-    ) -> int:
-        """Write an access-ledger row *before* the call is sent (durably committed when this
-        returns); returns its id. For ``default_import`` it also moves the import to phase
-        ``starting``, increments ``default_import_attempts`` and, on the first one, sets its
-        state ``running`` with ``started_at`` and emits ``import.started``. For ``reuse`` it moves
-        the import to phase ``reusing`` (state ``running``, ``started_at``)."""
+        quota: QuotaRule | None = None,
+    ) -> int | QuotaAnswer:
+        """Write the ledger row of a Reuse or Default Import of a claimed import *before* it is
+        sent, and move the import by the step table (``reusing``; ``starting``, with
+        ``import.started`` the first time), fenced on the claim. With ``quota`` this is the quota
+        section: in the same transaction, holding what the token reaches, the ledger is read and
+        ``quota`` decides; a refusal is returned and nothing is written. Returns the ledger id.
+
+        Raises:
+            LeaseLost: the claim is lost or the import moved meanwhile; nothing was written.
+        """
+        ...
+
+    async def record_access(self, kind: AccessKind, *, now: datetime, token_id: str | None) -> int:
+        """A ledger row for an access outside imports (Revoke), committed before it is sent."""
         ...
 
     async def record_access_outcome(
-        self, access_id: int, *, outcome: str, error_name: str | None = None
-    ) -> None:
-        """Set a ledger row's outcome (``ok``, ``error``, ``not_sent``). A ``not_sent`` access
-        provably never left the process and does not count against any quota."""
-        ...
-
-    async def record_session(self, import_id: str, session: Session, *, now: datetime) -> None:
-        """Attach the session a Reuse Multiple Access returned; the import moves to ``ready``."""
-        ...
-
-    async def record_command(
         self,
-        import_id: str,
-        command_id: str,
+        access_id: int,
         *,
-        now: datetime,
-        next_poll_at: datetime,
-        owner_echo: str | None = None,
-    ) -> None:
-        """A Default Import was accepted: keep its command id (and the ``ownerExternalId`` its
-        reply echoed, when it did); the import moves to ``polling``."""
+        outcome: str,
+        error_name: str | None = None,
+        pressure: str | None = None,
+    ) -> Budget:
+        """Set a ledger row's outcome (``ok``, ``error``, ``not_sent``; a ``not_sent`` access
+        provably never left the process and counts against no quota), and move the shared
+        budget by :mod:`aisd.phases`' rule: ``lower`` after JobsQuotaExceeded, ``raise`` after an
+        accepted Default Import. Returns the budget afterwards."""
         ...
 
-    async def record_poll(self, import_id: str, *, now: datetime, next_poll_at: datetime) -> None:
-        """One Get Import Result was answered with a non-final state."""
-        ...
+    async def advance(self, claim: Claim, write: StepWrite, *, now: datetime) -> list[ImportJob]:
+        """Record one step of a claimed import (session, command, poll, wait, requeue, its
+        command's end upstream, letting it go), fenced on the claim and on the phases the step
+        table allows. A requeue lets the claim and the slot go; letting go keeps an in-flight
+        import's slot for whoever claims it next. The end upstream frees the slot while the
+        result is stored and, in the same transaction, claims the next work for the same
+        claimer (as :meth:`claim_work`): those jobs are returned (none for other steps).
 
-    async def defer(
-        self, import_id: str, *, not_before: datetime, attempts: int, phase: str | None = None
-    ) -> None:
-        """Retry later: nothing runs for this import before ``not_before``. ``phase``, when
-        given, moves it (e.g. back to ``queued`` after a lost Reuse reply)."""
+        Raises:
+            LeaseLost: the write changed no row.
+        """
         ...
 
     async def finish_success(
         self,
-        import_id: str,
+        claim: Claim,
         result: ImportResult,
         *,
         now: datetime,
@@ -140,36 +172,56 @@ class Store(Protocol):
         coverage_start: date,
         polls: int,
     ) -> MergeStats:
-        """In one transaction: owners' and accounts' latest details, the merge of the result's
-        transactions into the merged view (``coverage_start`` is where this import's truth
-        begins), the compressed raw reply, the import's end (``successful``), the token's last
-        import time and its accounts, and the event ``import.succeeded``."""
+        """In one transaction, fenced on the claim: owners' and accounts' latest details, the
+        merge of the result's transactions into the merged view (``coverage_start`` is where
+        this import's truth begins), the compressed raw reply, the import's end
+        (``successful``, its slot freed), the token's last import time and its accounts, and the
+        event ``import.succeeded``."""
         ...
 
     async def finish_failure(
-        self, import_id: str, failure: CommandFailure, *, now: datetime, polls: int | None = None
+        self,
+        claim: Claim,
+        failure: CommandFailure,
+        *,
+        now: datetime,
+        polls: int | None = None,
+        token: TokenOutcome | None = None,
     ) -> None:
-        """End an import as ``failed`` with the exception kept verbatim; event ``import.failed``.
-        ``polls``, when given, is the final count of Get Import Result calls. An import of a
-        token adds to the token's failure streak and has it re-planned."""
+        """End a claimed import as ``failed`` with the exception kept verbatim (event
+        ``import.failed``, slot freed). An import of a token adds to its failure streak and has
+        it re-planned; ``token`` says what else the failure does to it: ``reauth_required``
+        (and ``token.reauth_required`` once), or ``deferred_until`` after an upstream quota
+        refusal (and ``quota.deferred``)."""
         ...
 
-    async def token_reauth_required(
-        self, token_id: str, import_id: str, failure: CommandFailure, *, now: datetime
-    ) -> None:
-        """Upstream said the token is dead (``InvalidMultipleAccessId``): in one transaction the
-        token becomes ``reauth_required`` (if it was ``active``), the import fails with the
-        exception, and the events ``import.failed`` and ``token.reauth_required`` are appended."""
+    async def refuse_foreign_owner(
+        self,
+        claim: Claim,
+        owner_echo: str | None,
+        *,
+        raw_reply: bytes | None,
+        now: datetime,
+        polls: int,
+    ) -> bool:
+        """Check a successful result's echoed owner before it is merged. When it names another
+        owner than the consent's (:func:`aisd.merge.owner_mismatch`), in one transaction: the
+        import fails as ``OwnerMismatch`` (``import.failed``), the raw reply is kept as refused,
+        and the token's refreshes pause (``token.refresh_paused``); returns True. Otherwise
+        nothing is written; returns False."""
         ...
 
-    async def upstream_quota_exceeded(
-        self, token_id: str, import_id: str, *, now: datetime, deferred_until: datetime
+    async def refuse_reuse_reply(
+        self, claim: Claim, failure: CommandFailure, *, raw_reply: bytes, now: datetime
     ) -> None:
-        """Upstream refused a Reuse with ``MultipleAccessLimitExceeded``: the import fails with
-        that name, the token's ``upstream_deferred_until`` is set so the planner defers it
-        (cleared by the next successful import), and the event ``quota.deferred`` (reason
-        ``upstream_limit``, ``nextPossibleAt``) is appended."""
+        """A Reuse Multiple Access answered with a reply of unknown shape: the import fails
+        with ``failure``, the reply is kept as refused, and the token's refreshes pause
+        (``token.refresh_paused``) instead of spending more accesses on the same answer."""
         ...
+
+
+class ReadStore(Protocol):
+    """Reads for the socket, raw replies and replay."""
 
     # -- reads for the socket ------------------------------------------------------------------
 
@@ -207,10 +259,6 @@ class Store(Protocol):
         """The merged transactions of one account, newest first."""
         ...
 
-    async def append_events(self, events: Sequence[NewEvent], *, now: datetime) -> list[int]:
-        """Append events to the feed (one transaction); returns their ids."""
-        ...
-
     async def last_event_id(self) -> int:
         """The newest event's id (0 for an empty feed)."""
         ...
@@ -227,12 +275,6 @@ class Store(Protocol):
         """For ``daemon.status``: the newest successful import's end (within 30 days) and the
         number of imports that failed in the last hour."""
         ...
-
-    async def token_state(self, token_id: str) -> TokenState | None:
-        """A token's state, or None when unknown."""
-        ...
-
-    # -- raw replies and replay ----------------------------------------------------------------
 
     async def replay_owners(self) -> list[str]:
         """Owners with at least one kept raw reply."""
@@ -255,6 +297,10 @@ class Store(Protocol):
         """Delete raw replies of imports finished before ``older_than``; returns how many."""
         ...
 
+
+class PlannerStore(Protocol):
+    """Tokens and the planner: the tick's and the on-demand refresh's quota sections."""
+
     # -- tokens and the planner ----------------------------------------------------------------
 
     async def list_tokens(
@@ -267,12 +313,6 @@ class Store(Protocol):
         """Tokens, oldest first, filtered."""
         ...
 
-    async def due_tokens(self, *, now: datetime, limit: int) -> list[TokenRecord]:
-        """Active tokens with ``next_refresh_at <= now`` and no refresh import queued or running,
-        earliest first. Served by an index on (state, next_refresh_at): the cost grows with the
-        tokens due, not with all tokens."""
-        ...
-
     async def next_refresh_due(self) -> datetime | None:
         """The earliest ``next_refresh_at`` of an active token (to schedule a wake-up)."""
         ...
@@ -281,28 +321,28 @@ class Store(Protocol):
         self, token_ids: Sequence[str], *, since: datetime
     ) -> tuple[list[LedgerEntry], dict[str, frozenset[str]]]:
         """Reuse accesses sent at or after ``since`` (``not_sent`` excluded) by the given tokens
-        and by every token sharing an account with them, and those tokens' accounts."""
+        and by every token sharing an account with them, and those tokens' accounts (for
+        explanations; decisions read it inside the quota section)."""
         ...
 
-    async def set_plan(
-        self,
-        token_id: str,
-        *,
-        at: datetime | None,
-        reason: str,
-        now: datetime,
-        event: NewEvent | None = None,
-    ) -> None:
-        """Store the planner's next refresh time and reason (and an event, e.g.
-        ``quota.deferred``, in the same transaction)."""
+    async def plan_tick(self, *, now: datetime, limit: int, planner: TickPlanner) -> TickOutcome:
+        """The tick's quota section, one transaction: the due tokens (as :meth:`due_tokens`)
+        and their ledger are read, ``planner`` decides, and every plan, queued refresh and
+        event it returns is written."""
         ...
 
-    async def queue_planned_refresh(
-        self, token_id: str, *, now: datetime, since: date
-    ) -> str | None:
-        """Queue a ``refresh`` import for an active token with no open refresh import and clear
-        its ``next_refresh_at`` (re-planned when the import ends); returns the import id, or
-        None when the token is not active or a refresh is already open."""
+    async def queue_refresh(
+        self, token_id: str, *, now: datetime, since: date, quota: QuotaRule | None = None
+    ) -> str | QuotaAnswer | None:
+        """Queue a ``refresh`` import for an active token and clear its ``next_refresh_at``;
+        with ``quota``, inside the quota section (a refusal is returned). Returns the import
+        id, or None when a refresh is already open (a unique index keeps one open refresh per
+        token).
+
+        Raises:
+            NotFoundError: the token is unknown.
+            ConflictError: the token is not ``active``.
+        """
         ...
 
     async def expire_tokens(self, *, now: datetime) -> list[str]:
@@ -330,6 +370,10 @@ class Store(Protocol):
     async def multiple_access_id(self, token_id: str) -> str | None:
         """The token's secret, for Revoke Multiple Access Consent (never logged)."""
         ...
+
+
+class DataStore(Protocol):
+    """Data out and privacy: change feed, billing, erasure, retention, analytics."""
 
     # -- data out: change feed, billing, erasure, retention ------------------------------------
 
@@ -409,33 +453,13 @@ class Store(Protocol):
         """The ``ownerExternalId`` Kontomatik echoed for an import (None when it echoed none)."""
         ...
 
-    async def refuse_foreign_owner(
-        self,
-        import_id: str,
-        owner_echo: str | None,
-        *,
-        raw_reply: bytes | None,
-        now: datetime,
-        polls: int,
-    ) -> bool:
-        """Check a successful result's echoed owner before it is merged. When it names another
-        owner than the consent's (:func:`aisd.merge.owner_mismatch`), in one transaction: the
-        import fails as ``OwnerMismatch`` (``import.failed``), the raw reply is kept as refused,
-        and the token's refreshes pause (``token.refresh_paused``); returns True. Otherwise
-        nothing is written; returns False."""
-        ...
-
-    async def refuse_reuse_reply(
-        self, import_id: str, failure: CommandFailure, *, raw_reply: bytes, now: datetime
-    ) -> None:
-        """A Reuse Multiple Access answered with a reply of unknown shape: the import fails
-        with ``failure``, the reply is kept as refused, and the token's refreshes pause
-        (``token.refresh_paused``) instead of spending more accesses on the same answer."""
-        ...
-
     async def refused_reply(self, import_id: str) -> tuple[str, bytes] | None:
         """``(reason, gzip-compressed reply)`` of an import whose reply was refused."""
         ...
+
+
+class OpsStore(Protocol):
+    """Operations: webhook cursors, metric counts."""
 
     # -- operations: webhook cursors, metric counts ----------------------------------------------
 
@@ -489,3 +513,9 @@ class Store(Protocol):
         """For /metrics: open imports by kind and state, active tokens expiring before
         ``now + expiring_within`` and those without an import since ``now - stale_after``."""
         ...
+
+
+class Store(IntakeStore, PipelineStore, ReadStore, PlannerStore, DataStore, OpsStore, Protocol):
+    """Durable state of the daemon, grouped by purpose. All methods are safe to call
+    concurrently from many tasks; every guarantee (claims, fencing, the slot budget, the quota,
+    uniqueness, feed order) is kept by the backend's transactions, not by the caller."""

@@ -11,9 +11,10 @@ import enum
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 
 from aisd.kontomatik._models import Session
+from aisd.phases import ImportPhase, Step
 
 
 class ImportKind(enum.StrEnum):
@@ -30,24 +31,6 @@ class ImportState(enum.StrEnum):
     RUNNING = "running"
     SUCCESSFUL = "successful"
     FAILED = "failed"
-
-
-class ImportPhase(enum.StrEnum):
-    """Where an import stands in the pipeline; what a restart resumes from.
-
-    queued -> (refresh only) reusing -> ready -> starting -> polling -> done.
-    ``reusing``: a Reuse Multiple Access was recorded as sent, no session known yet.
-    ``ready``: a session is known, no Default Import sent on it yet.
-    ``starting``: a Default Import was recorded as sent, no command id known yet.
-    ``polling``: a command id is known; Get Import Result until a final state.
-    """
-
-    QUEUED = "queued"
-    REUSING = "reusing"
-    READY = "ready"
-    STARTING = "starting"
-    POLLING = "polling"
-    DONE = "done"
 
 
 class TokenState(enum.StrEnum):
@@ -126,6 +109,82 @@ class ImportJob:
     last_poll_at: datetime | None = None
     # The token's secret, present only for refresh imports that still need a session.
     multiple_access_id: str | None = field(default=None, repr=False)
+    # Who drives it: every write of a step is fenced on this claim.
+    claim: Claim | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """The right to drive one import: held by ``claimer`` (a lease) at ``epoch``, bumped at
+    every claim. A write under an older claim changes nothing and raises ``LeaseLost``."""
+
+    import_id: str
+    claimer: str
+    epoch: int
+
+
+@dataclass(frozen=True, slots=True)
+class StepWrite:
+    """What one pipeline step records (besides the phase the step table gives).
+
+    Attributes:
+        step: the step (:class:`aisd.phases.Step`).
+        session: the session a Reuse returned (``SESSION``).
+        command_id: the Default Import's command (``COMMAND``).
+        not_before: nothing runs for the import before this time.
+        attempts: retry-later attempts so far, when it changes.
+        owner_echo: the ``ownerExternalId`` the Default Import's reply echoed (``COMMAND``).
+    """
+
+    step: Step
+    session: Session | None = None
+    command_id: str | None = None
+    not_before: datetime | None = None
+    attempts: int | None = None
+    owner_echo: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TokenOutcome:
+    """What a failed import does to its token: upstream declared it dead (``reauth_required``)
+    or refused the Reuse on the account's limit (``deferred_until``)."""
+
+    reauth_required: bool = False
+    deferred_until: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaView:
+    """What the quota rule sees in the quota section, read under the section's lock: the
+    token (None when unknown), the Reuse ledger of every token sharing an account with it, and
+    those tokens' accounts."""
+
+    token: TokenRecord | None
+    ledger: tuple[LedgerEntry, ...]
+    accounts_of: dict[str, frozenset[str]]
+    now: datetime
+
+
+class QuotaRule(Protocol):
+    """The pure quota rule the store applies inside its quota section."""
+
+    def horizon(self, now: datetime) -> datetime:
+        """How far back the ledger must be read to decide at ``now``."""
+        ...
+
+    def decide(self, view: QuotaView) -> QuotaAnswer:
+        """Whether a Reuse (or a queued refresh) of ``view.token`` may go now."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaAnswer:
+    """The quota rule's word on one Reuse: send now (recorded at ``at``), later
+    (``retry_at``), or never (``retry_at`` None)."""
+
+    allowed: bool
+    at: datetime
+    retry_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,3 +299,41 @@ class LedgerEntry:
 
     token_id: str
     at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class PlanWrite:
+    """The planner's decision on one due token: queue a refresh now (``queue_since``), or keep
+    the next refresh time ``at`` with its ``reason`` (and an event such as ``quota.deferred``)."""
+
+    token_id: str
+    queue_since: date | None = None
+    at: datetime | None = None
+    reason: str = ""
+    event: NewEvent | None = None
+
+
+class TickPlanner(Protocol):
+    """The pure planner the store applies inside the tick's quota section."""
+
+    def horizon(self, now: datetime) -> datetime:
+        """How far back the ledger must be read to decide at ``now``."""
+        ...
+
+    def decide(
+        self,
+        due: list[TokenRecord],
+        ledger: list[LedgerEntry],
+        accounts_of: dict[str, frozenset[str]],
+        now: datetime,
+    ) -> list[PlanWrite]:
+        """One decision per due token."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class TickOutcome:
+    """What the tick's quota section found due and which refreshes it queued."""
+
+    due: tuple[TokenRecord, ...]
+    queued: tuple[str, ...]

@@ -105,6 +105,47 @@ def test_sigkill_at_random_moments_loses_nothing_and_repeats_nothing(
     status = daemon.client.status()
     assert status["runningCommands"] == 0
     assert sum(status["imports"].values()) == len(consents)
+    # No restart sent more commands than the budget: upstream never refused one, and the
+    # budget was never lowered.
+    assert _jobs_quota_refusals(daemon) == 0, seed
+    assert status["slotLimit"] == 8
+
+
+def _jobs_quota_refusals(daemon: DaemonProcess) -> int:
+    return sum(1 for ln in daemon.log_lines() if ln["event"] == "upstream.jobs_quota_exceeded")
+
+
+def test_a_restart_with_every_slot_in_flight_starts_nothing_more_and_drains_at_full_speed(
+    daemon: DaemonProcess, sandbox_server: SandboxServer
+) -> None:
+    # Commands outlast the kill, so the restarted daemon finds 8 in flight and 8 queued.
+    sandbox_server.configure(command_seconds=4.0)
+    daemon.start(
+        AISD_MAX_RUNNING_COMMANDS="8", AISD_POLL_MIN_SECONDS="2", AISD_POLL_MAX_SECONDS="2"
+    )
+    consents = {}
+    for n in range(16):
+        consent = sandbox_server.mint(f"full-{n}")
+        consents[_submit(daemon, consent)] = consent
+    # Killed once 8 commands are recorded as running: every slot is in flight, nothing is
+    # between a Default Import and its recorded reply, and 8 consents wait in the queue.
+    wait_for(
+        lambda: (
+            sum(daemon.client.get_import(i)["commandId"] is not None for i in consents) >= 8 or None
+        ),
+        timeout=15,
+        what="8 commands running",
+    )
+    daemon.restart()
+    # At 8 at a time the backlog takes two rounds of 4 s; one at a time would take 16 rounds.
+    views = wait_final(daemon.client, list(consents), timeout=30)
+    assert [v["state"] for v in views] == ["successful"] * len(consents), views
+    stats = sandbox_server.stats()
+    assert stats.max_running <= 8
+    assert stats.commands_created == len(consents)
+    assert stats.imports_by_session == {c.session_id: 1 for c in consents.values()}
+    assert _jobs_quota_refusals(daemon) == 0
+    assert daemon.client.status()["slotLimit"] == 8
 
 
 def _all_started(daemon: DaemonProcess, import_ids: list[str]) -> list[dict[str, Any]] | None:

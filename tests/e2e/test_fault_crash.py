@@ -135,6 +135,11 @@ def test_twenty_sigkills_under_load_lose_nothing_and_repeat_nothing(
             assert not counts - stored[iban], (owner, iban)
 
     assert_gap_free(all_events(client))
+    # No restart sent more commands than the budget allows: upstream refused none, and the
+    # budget is back at its setting.
+    refusals = [ln for ln in daemon.log_lines() if ln["event"] == "upstream.jobs_quota_exceeded"]
+    assert not refusals, refusals[:3]
+    assert client.status()["slotLimit"] == 8
     try:
         assert client.status()["storage"]["ok"] is True
     except DaemonUnavailable:

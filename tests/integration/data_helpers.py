@@ -13,7 +13,8 @@ from aisd.kontomatik._models import Account, ImportResult, MoneyTransaction, Own
 from aisd.refresh import Refresher, RevokeFailed
 from aisd.rpc import Handler, Params, Peer
 from aisd.rpc.methods_data import data_methods
-from aisd.store import AccessKind, ConsentIn, SqliteStore, TokenState
+from aisd.store import ConsentIn, SqliteStore, TokenState
+from tests.integration.steps_helpers import succeed
 
 PEER = Peer(pid=1, uid=0, gid=0, groups=frozenset())
 
@@ -86,6 +87,7 @@ async def refresh_import(
 ) -> str:
     """A refresh of the token that succeeds at ``now``; returns its import id."""
     import_id = await store.queue_refresh(token_id, now=now, since=now.date() - timedelta(days=90))
+    assert isinstance(import_id, str)
     await finish(store, import_id, token_id, res, now=now)
     return import_id
 
@@ -100,13 +102,7 @@ async def finish(
     raw: bytes | None = None,
 ) -> None:
     """Drive an import through Default Import to success at ``now``."""
-    await store.record_access(
-        AccessKind.DEFAULT_IMPORT, now=now, token_id=token_id, import_id=import_id
-    )
-    await store.record_command(import_id, f"cmd-{import_id}", now=now, next_poll_at=now)
-    await store.finish_success(
-        import_id, res, now=now, raw_reply=raw, coverage_start=date(2000, 1, 1), polls=1
-    )
+    await succeed(store, import_id, res, now=now, raw=raw)
 
 
 @dataclass

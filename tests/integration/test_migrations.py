@@ -14,6 +14,7 @@ from aisd.kontomatik._models import Account, ImportResult, MoneyTransaction
 from aisd.store import ConsentIn, DatabaseTooNewError, ImportState, TokenState, open_store
 from aisd.store.sqlite import LATEST_VERSION, migrate
 from aisd.store.sqlite._migrate import MIGRATIONS, split_statements
+from tests.integration.steps_helpers import to_polling
 
 IBAN = "PL69137013140000049678278112"
 TS = "2026-05-01T08:00:00.000000Z"
@@ -137,8 +138,9 @@ async def test_every_earlier_version_migrates_with_its_data(tmp_path: Path, vers
         result = ImportResult(
             accounts=(Account(IBAN, "Konto 0", "PLN", None, None, transactions=(booked, kept)),)
         )
+        claim = await to_polling(store, out.import_id, now=datetime(2026, 5, 2, tzinfo=UTC))
         stats = await store.finish_success(
-            out.import_id,
+            claim,
             result,
             now=datetime(2026, 5, 2, tzinfo=UTC),
             raw_reply=None,

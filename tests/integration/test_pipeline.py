@@ -10,13 +10,16 @@ import anyio
 import pytest
 
 from aisd.kontomatik import Session
+from aisd.phases import Step
 from aisd.store import (
     AccessKind,
     ConsentIn,
     ImportJob,
     ImportState,
+    StepWrite,
 )
 from tests.integration._harness import FAST, Env, run_until_done
+from tests.integration.steps_helpers import claim, claim_of, stop
 
 pytestmark = pytest.mark.anyio
 
@@ -73,14 +76,14 @@ async def test_polls_are_spaced_within_bounds(env: Env) -> None:
 async def recorded_default_import(env: Env, import_id: str) -> tuple[ImportJob, Session]:
     """Record the queued import's Default Import in the ledger, as the step before sending it
     does, and return the job and its session: what a process killed right then leaves behind."""
-    [job] = await env.store.next_queued(now=datetime.now(UTC), limit=1)
+    job = await claim(env.store, import_id)
     assert job.import_id == import_id
     assert job.session is not None
-    await env.store.record_access(
+    await env.store.begin_access(
+        claim_of(job),
         AccessKind.DEFAULT_IMPORT,
         now=datetime.now(UTC),
         token_id=job.token_id,
-        import_id=import_id,
         session_id=job.session.session_id,
     )
     return job, job.session
@@ -92,7 +95,9 @@ async def test_a_command_that_was_running_is_polled_not_started_again(env: Env) 
     # What a killed process leaves: the access recorded, the command accepted upstream.
     command = await env.client.default_import(session, job.since)
     now = datetime.now(UTC)
-    await env.store.record_command(import_id, command.id, now=now, next_poll_at=now)
+    write = StepWrite(Step.COMMAND, command_id=command.id, not_before=now)
+    await env.store.advance(claim_of(job), write, now=now)
+    await stop(env.store, claim_of(job))
     await run_until_done(env, env.pipeline(), [import_id])
     record = await env.store.get_import(import_id)
     assert record is not None
@@ -105,6 +110,7 @@ async def test_a_lost_default_import_reply_is_resolved_not_repeated_blindly(env:
     import_id = await env.submit("owner-lost")
     job, session = await recorded_default_import(env, import_id)
     await env.client.default_import(session, job.since)  # its reply "lost" in a crash
+    await stop(env.store, claim_of(job))
     await run_until_done(env, env.pipeline(), [import_id])
     record = await env.store.get_import(import_id)
     assert record is not None
@@ -118,7 +124,8 @@ async def test_a_lost_default_import_reply_is_resolved_not_repeated_blindly(env:
 
 async def test_a_default_import_that_never_left_is_simply_sent(env: Env) -> None:
     import_id = await env.submit("owner-unsent")
-    await recorded_default_import(env, import_id)
+    job, _ = await recorded_default_import(env, import_id)
+    await stop(env.store, claim_of(job))
     await run_until_done(env, env.pipeline(), [import_id])
     record = await env.store.get_import(import_id)
     assert record is not None
@@ -187,3 +194,21 @@ async def test_replies_cut_after_processing_never_start_a_second_command(env: En
 
 def test_session_repr_hides_the_signature() -> None:
     assert "s3cret" not in repr(Session("sid", "s3cret"))
+
+
+async def test_two_pipelines_sharing_a_store_keep_one_budget_and_never_both_drive_an_import(
+    env: Env,
+) -> None:
+    config = replace(FAST, max_running=2)
+    ids = [await env.submit(f"owner-pair-{n}") for n in range(6)]
+    first, second = env.pipeline(config), env.pipeline(config)
+    async with anyio.create_task_group() as tg:
+        await tg.start(first.run)
+        await run_until_done(env, second, ids, limit=60)
+        tg.cancel_scope.cancel()
+    records = [await env.store.get_import(i) for i in ids]
+    assert all(r is not None and r.state == ImportState.SUCCESSFUL for r in records)
+    stats = env.sandbox.stats
+    assert stats.max_running <= 2
+    assert stats.commands_created == len(ids)
+    assert set(stats.imports_by_session.values()) == {1}

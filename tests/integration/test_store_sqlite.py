@@ -25,8 +25,11 @@ from aisd.kontomatik._models import (
     Session,
 )
 from aisd.merge import rebuild
+from aisd.phases import Step
+from aisd.pipeline import ACCESS_LIMIT_MESSAGE
 from aisd.store import (
     AccessKind,
+    Claim,
     ConflictError,
     ConsentIn,
     ImportKind,
@@ -35,9 +38,12 @@ from aisd.store import (
     NewEvent,
     NotFoundError,
     SqliteStore,
+    StepWrite,
+    TokenOutcome,
     TokenState,
     open_store,
 )
+from tests.integration.steps_helpers import held, in_flight, queued, to_polling
 
 T0 = datetime(2026, 5, 1, 8, 0, tzinfo=UTC)
 IBAN = "PL69137013140000049678278112"
@@ -121,10 +127,7 @@ async def start_initial(store: SqliteStore, n: int = 1, *, now: datetime = T0) -
     out = await store.submit_consent(
         consent(n), now=now, since=date(2025, 5, 1), expires_at=now + timedelta(days=180)
     )
-    await store.record_access(
-        AccessKind.DEFAULT_IMPORT, now=now, token_id=out.token_id, import_id=out.import_id
-    )
-    await store.record_command(out.import_id, f"cmd-{n}", now=now, next_poll_at=now)
+    await to_polling(store, out.import_id, now=now, command_id=f"cmd-{n}")
     return out.import_id
 
 
@@ -182,7 +185,7 @@ async def test_consent_without_token_and_event_data_without_secrets(store: Sqlit
     events = await store.list_events(after=0, limit=10)
     assert events[1].token_id == with_token.token_id
     assert events[1].data["expiresAt"] == "2026-05-01T08:10:00.000000Z"
-    shown = repr(events) + repr(consent()) + repr(await store.next_queued(now=at(1), limit=10))
+    shown = repr(events) + repr(consent()) + repr(await queued(store, now=at(1), limit=10))
     assert "SECRET" not in shown
 
 
@@ -196,9 +199,15 @@ async def test_next_queued_orders_initial_first_then_oldest_and_respects_not_bef
     a = await store.submit_consent(consent(1), now=at(0), since=date(2025, 5, 1), expires_at=at(9))
     assert a.token_id is not None
     refresh_old = await store.queue_refresh(a.token_id, now=at(1), since=date(2026, 2, 1))
-    refresh_new = await store.queue_refresh(a.token_id, now=at(2), since=date(2026, 2, 1))
+    # One open refresh per token: the second refresh is another token's, whose consent's own
+    # import has ended.
+    c = await store.submit_consent(consent(3), now=at(0), since=date(2025, 5, 1), expires_at=at(9))
+    assert c.token_id is not None
+    await store.finish_failure(await held(store, c.import_id), CommandFailure("X", "y"), now=at(0))
+    refresh_new = await store.queue_refresh(c.token_id, now=at(2), since=date(2026, 2, 1))
+    assert await store.queue_refresh(a.token_id, now=at(2), since=date(2026, 2, 1)) is None
     b = await store.submit_consent(consent(2), now=at(3), since=date(2025, 5, 1), expires_at=at(9))
-    jobs = await store.next_queued(now=at(4), limit=10)
+    jobs = await queued(store, now=at(4), limit=10)
     assert [j.import_id for j in jobs] == [a.import_id, b.import_id, refresh_old, refresh_new]
     assert [j.kind for j in jobs] == [ImportKind.INITIAL] * 2 + [ImportKind.REFRESH] * 2
     assert jobs[0].session == Session("session-1", f"{SIGNATURE}-1")
@@ -207,17 +216,18 @@ async def test_next_queued_orders_initial_first_then_oldest_and_respects_not_bef
     assert jobs[2].multiple_access_id == f"{MAID}-1"
     assert jobs[2].since == date(2026, 2, 1)
     assert jobs[2].created_at == at(1)
-    assert [j.import_id for j in await store.next_queued(now=at(4), limit=2)] == [
+    assert [j.import_id for j in await queued(store, now=at(4), limit=2)] == [
         a.import_id,
         b.import_id,
     ]
-    await store.defer(a.import_id, not_before=at(10), attempts=1)
-    assert [j.import_id for j in await store.next_queued(now=at(9), limit=10)] == [
+    write = StepWrite(Step.REQUEUE, not_before=at(10), attempts=1)
+    await store.advance(await held(store, a.import_id), write, now=at(4))
+    assert [j.import_id for j in await queued(store, now=at(9), limit=10)] == [
         b.import_id,
         refresh_old,
         refresh_new,
     ]
-    later = await store.next_queued(now=at(10), limit=10)
+    later = await queued(store, now=at(10), limit=10)
     assert later[0].import_id == a.import_id
     assert later[0].attempts == 1
     assert later[0].not_before == at(10)
@@ -226,42 +236,44 @@ async def test_next_queued_orders_initial_first_then_oldest_and_respects_not_bef
 @pytest.mark.anyio
 async def test_initial_import_phases(store: SqliteStore) -> None:
     out = await store.submit_consent(consent(), now=T0, since=date(2025, 5, 1), expires_at=at(9))
-    access = await store.record_access(
-        AccessKind.DEFAULT_IMPORT,
-        now=at(1),
-        token_id=out.token_id,
-        import_id=out.import_id,
-        session_id="session-1",
+    c = await held(store, out.import_id)
+    access = await store.begin_access(
+        c, AccessKind.DEFAULT_IMPORT, now=at(1), token_id=out.token_id, session_id="session-1"
     )
-    [job] = await store.in_flight()
+    assert isinstance(access, int)
+    [job] = await in_flight(store)
     assert (job.phase, job.default_import_attempts, job.started_at) == (
         ImportPhase.STARTING,
         1,
         at(1),
     )
-    assert await store.next_queued(now=at(2), limit=5) == []
+    assert await queued(store, now=at(2), limit=5) == []
     record = await store.get_import(out.import_id)
     assert record is not None
     assert (record.state, record.started_at) == (ImportState.RUNNING, at(1))
     await store.record_access_outcome(access, outcome="ok")
-    await store.record_command(out.import_id, "455026009", now=at(1), next_poll_at=at(1.1))
-    await store.record_poll(out.import_id, now=at(1.1), next_poll_at=at(1.2))
-    await store.record_poll(out.import_id, now=at(1.2), next_poll_at=at(1.3))
-    [job] = await store.in_flight()
+    command = StepWrite(Step.COMMAND, command_id="455026009", not_before=at(1.1))
+    await store.advance(c, command, now=at(1))
+    await store.advance(c, StepWrite(Step.POLL, not_before=at(1.2)), now=at(1.1))
+    await store.advance(c, StepWrite(Step.POLL, not_before=at(1.3)), now=at(1.2))
+    [job] = await in_flight(store)
     assert job.phase == ImportPhase.POLLING
     assert job.command_id == "455026009"
     assert (job.polls, job.last_poll_at, job.not_before) == (2, at(1.2), at(1.3))
-    # A retried Default Import counts an attempt but starts the import only once.
-    await store.record_access(
-        AccessKind.DEFAULT_IMPORT, now=at(2), token_id=out.token_id, import_id=out.import_id
-    )
-    [job] = await store.in_flight()
+    # A retried Default Import counts an attempt but starts the import only once (its reply
+    # was lost before the command was known: the import is back in phase starting).
+    with closing(sqlite3.connect(store.path)) as plain, plain:
+        plain.execute("UPDATE imports SET phase = 'starting' WHERE id = ?", (out.import_id,))
+    await store.begin_access(c, AccessKind.DEFAULT_IMPORT, now=at(2), token_id=out.token_id)
+    [job] = await in_flight(store)
     assert job.default_import_attempts == 2
     assert job.started_at == at(1)
     await store.finish_failure(
-        out.import_id, CommandFailure("InvalidSessionId", "Session expired."), now=at(3)
+        await held(store, out.import_id),
+        CommandFailure("InvalidSessionId", "Session expired."),
+        now=at(3),
     )
-    assert await store.in_flight() == []
+    assert await in_flight(store) == []
     record = await store.get_import(out.import_id)
     assert record is not None
     assert record.state == ImportState.FAILED
@@ -280,7 +292,9 @@ async def test_initial_import_phases(store: SqliteStore) -> None:
         "polls": 2,
     }
     with pytest.raises(ConflictError):
-        await store.finish_failure(out.import_id, CommandFailure("X", "y"), now=at(4))
+        await store.finish_failure(
+            await held(store, out.import_id), CommandFailure("X", "y"), now=at(4)
+        )
 
 
 @pytest.mark.anyio
@@ -288,25 +302,29 @@ async def test_refresh_import_phases_and_deferral_back_to_queued(store: SqliteSt
     out = await store.submit_consent(consent(), now=T0, since=date(2025, 5, 1), expires_at=at(9))
     assert out.token_id is not None
     refresh = await store.queue_refresh(out.token_id, now=at(1), since=date(2026, 2, 1))
-    await store.record_access(AccessKind.REUSE, now=at(2), token_id=out.token_id, import_id=refresh)
-    [job] = await store.in_flight()
+    assert isinstance(refresh, str)
+    r = await held(store, refresh)
+    await store.begin_access(r, AccessKind.REUSE, now=at(2), token_id=out.token_id)
+    [job] = await in_flight(store)
     assert (job.import_id, job.phase, job.started_at) == (refresh, ImportPhase.REUSING, at(2))
     assert job.multiple_access_id == f"{MAID}-1"
     # A lost Reuse reply: back to the queue, not before the back-off.
-    await store.defer(refresh, not_before=at(5), attempts=1, phase="queued")
-    assert await store.in_flight() == []
-    assert [j.import_id for j in await store.next_queued(now=at(4), limit=5)] == [out.import_id]
-    [_, job] = await store.next_queued(now=at(5), limit=5)
+    await store.advance(r, StepWrite(Step.REQUEUE, not_before=at(5), attempts=1), now=at(3))
+    assert await in_flight(store) == []
+    assert [j.import_id for j in await queued(store, now=at(4), limit=5)] == [out.import_id]
+    [_, job] = await queued(store, now=at(5), limit=5)
     assert (job.import_id, job.phase, job.attempts) == (refresh, ImportPhase.QUEUED, 1)
-    await store.record_access(AccessKind.REUSE, now=at(6), token_id=out.token_id, import_id=refresh)
-    await store.record_session(refresh, Session("session-r", "sig-r-SECRET"), now=at(6))
-    [job] = await store.in_flight()
+    r = await held(store, refresh)
+    await store.begin_access(r, AccessKind.REUSE, now=at(6), token_id=out.token_id)
+    session = StepWrite(Step.SESSION, session=Session("session-r", "sig-r-SECRET"))
+    await store.advance(r, session, now=at(6))
+    [job] = await in_flight(store)
     assert job.phase == ImportPhase.READY
     assert job.session == Session("session-r", "sig-r-SECRET")
     assert job.multiple_access_id is None  # no longer needed once a session is known
     assert job.started_at == at(2)
     with pytest.raises(ValueError, match="bogus"):
-        await store.defer(refresh, not_before=at(7), attempts=2, phase="bogus")
+        await store.advance(r, StepWrite(Step("bogus"), not_before=at(7)), now=at(7))
 
 
 @pytest.mark.anyio
@@ -325,8 +343,9 @@ async def test_queue_refresh_refuses_unknown_and_inactive_tokens(
     assert await store.multiple_access_id("tok_nope") is None
     with pytest.raises(ConflictError, match="revoked"):
         await store.queue_refresh(out.token_id, now=at(1), since=date(2026, 1, 1))
+    nobody = Claim("imp_nope", "clm_nobody", 0)
     with pytest.raises(NotFoundError):
-        await store.record_poll("imp_nope", now=at(1), next_poll_at=at(2))
+        await store.advance(nobody, StepWrite(Step.POLL, not_before=at(2)), now=at(1))
 
 
 @pytest.mark.anyio
@@ -334,13 +353,14 @@ async def test_record_access_is_durable_before_it_returns(
     store: SqliteStore, tmp_path: Path
 ) -> None:
     out = await store.submit_consent(consent(), now=T0, since=date(2025, 5, 1), expires_at=at(9))
-    access_id = await store.record_access(
+    access_id = await store.begin_access(
+        await held(store, out.import_id),
         AccessKind.DEFAULT_IMPORT,
         now=at(1),
         token_id=out.token_id,
-        import_id=out.import_id,
         session_id="session-1",
     )
+    assert isinstance(access_id, int)
     plain = sqlite3.connect(tmp_path / "aisd.db")
     try:
         row = plain.execute(
@@ -361,9 +381,7 @@ async def test_record_access_is_durable_before_it_returns(
         assert plain.execute("PRAGMA journal_mode").fetchone() == ("wal",)
     finally:
         plain.close()
-    revoke = await store.record_access(
-        AccessKind.REVOKE, now=at(2), token_id=out.token_id, import_id=None
-    )
+    revoke = await store.record_access(AccessKind.REVOKE, now=at(2), token_id=out.token_id)
     assert revoke == access_id + 1
     with pytest.raises(sqlite3.IntegrityError):
         await store.record_access_outcome(revoke, outcome="maybe")
@@ -400,7 +418,7 @@ async def test_finish_success_with_overlapping_second_import(
     first_txs = (pending, *real[:2], twin, twin, *real[2:])
     first = await start_initial(store, 1)
     stats = await store.finish_success(
-        first,
+        await held(store, first),
         result_of(first_txs),
         now=at(2),
         raw_reply=b"<reply/>",
@@ -418,7 +436,7 @@ async def test_finish_success_with_overlapping_second_import(
     newest = (booked, *real[:2], twin, twin, *(t for t in real[3:] if t.transaction_on >= window))
     second = await start_initial(store, 2, now=at(3))
     stats = await store.finish_success(
-        second,
+        await held(store, second),
         result_of(newest, balance="1.00"),
         now=at(4),
         raw_reply=None,
@@ -457,7 +475,7 @@ async def test_finish_success_with_overlapping_second_import(
     # A repeat of the same import changes nothing.
     third = await start_initial(store, 3, now=at(5))
     stats = await store.finish_success(
-        third,
+        await held(store, third),
         result_of(newest, balance="1.00"),
         now=at(6),
         raw_reply=None,
@@ -492,7 +510,12 @@ async def test_finish_success_with_overlapping_second_import(
     )
     with pytest.raises(ConflictError):
         await store.finish_success(
-            second, result_of(newest), now=at(7), raw_reply=None, coverage_start=window, polls=0
+            await held(store, second),
+            result_of(newest),
+            now=at(7),
+            raw_reply=None,
+            coverage_start=window,
+            polls=0,
         )
 
 
@@ -502,7 +525,7 @@ async def test_change_sequence_and_tombstones(store: SqliteStore, tmp_path: Path
     b = MoneyTransaction(date(2026, 4, 2), None, Decimal("2.00"), None, "b")
     first = await start_initial(store, 1)
     await store.finish_success(
-        first,
+        await held(store, first),
         result_of((a, b)),
         now=at(1),
         raw_reply=None,
@@ -511,7 +534,7 @@ async def test_change_sequence_and_tombstones(store: SqliteStore, tmp_path: Path
     )
     second = await start_initial(store, 2)
     await store.finish_success(
-        second,
+        await held(store, second),
         result_of((replace(a, status="DONE"),)),
         now=at(2),
         raw_reply=None,
@@ -534,7 +557,7 @@ async def test_token_bookkeeping_on_success(store: SqliteStore, tmp_path: Path) 
     import_id = await start_initial(store)
     [record] = await store.list_imports()
     await store.finish_success(
-        import_id,
+        await held(store, import_id),
         result_of(()),
         now=at(9),
         raw_reply=None,
@@ -561,6 +584,7 @@ async def test_list_imports_filters_and_order(store: SqliteStore) -> None:
     )
     assert a.token_id is not None
     r = await store.queue_refresh(a.token_id, now=at(2), since=date(2026, 1, 1))
+    assert isinstance(r, str)
     assert [x.import_id for x in await store.list_imports()] == [r, b.import_id, a.import_id]
     assert [x.import_id for x in await store.list_imports(owner_external_id="owner-1")] == [
         r,
@@ -590,9 +614,11 @@ async def test_event_ids_ascend_without_gaps_across_failures(store: SqliteStore)
     assert ids == [1, 2]
     import_id = await start_initial(store)
     with pytest.raises(NotFoundError):
-        await store.finish_failure("imp_nope", CommandFailure("X", "y"), now=at(1))
+        await store.finish_failure(
+            await held(store, "imp_nope"), CommandFailure("X", "y"), now=at(1)
+        )
     await store.finish_success(
-        import_id,
+        await held(store, import_id),
         result_of(()),
         now=at(1),
         raw_reply=None,
@@ -601,7 +627,7 @@ async def test_event_ids_ascend_without_gaps_across_failures(store: SqliteStore)
     )
     with pytest.raises(ConflictError):
         await store.finish_success(
-            import_id,
+            await held(store, import_id),
             result_of(()),
             now=at(2),
             raw_reply=None,
@@ -663,7 +689,12 @@ async def test_replay_rebuilds_the_same_merged_data(store: SqliteStore, fixtures
         import_id = await start_initial(store, n, now=at(n))
         raw = gzip.compress(f"<reply n='{n}'/>".encode())
         await store.finish_success(
-            import_id, result_of(txs), now=at(n + 0.5), raw_reply=raw, coverage_start=cov, polls=0
+            await held(store, import_id),
+            result_of(txs),
+            now=at(n + 0.5),
+            raw_reply=raw,
+            coverage_start=cov,
+            polls=0,
         )
         finished.append(import_id)
     merged = await store.transactions("owner-1", IBAN)
@@ -689,7 +720,7 @@ async def test_replay_rebuilds_the_same_merged_data(store: SqliteStore, fixtures
 async def test_final_poll_count_is_kept(store: SqliteStore) -> None:
     import_id = await start_initial(store)
     await store.finish_success(
-        import_id,
+        await held(store, import_id),
         result_of(()),
         now=at(1),
         raw_reply=None,
@@ -700,7 +731,9 @@ async def test_final_poll_count_is_kept(store: SqliteStore) -> None:
     assert record is not None
     assert record.polls == 7
     failing = await start_initial(store, 2)
-    await store.finish_failure(failing, CommandFailure("Fatal", "boom"), now=at(2), polls=3)
+    await store.finish_failure(
+        await held(store, failing), CommandFailure("Fatal", "boom"), now=at(2), polls=3
+    )
     record = await store.get_import(failing)
     assert record is not None
     assert record.polls == 3
@@ -717,10 +750,13 @@ async def test_token_reauth_required_fails_import_and_flags_token_once(store: Sq
     out = await store.submit_consent(consent(), now=T0, since=date(2025, 5, 1), expires_at=at(9))
     assert out.token_id is not None
     r1 = await store.queue_refresh(out.token_id, now=at(1), since=date(2026, 2, 1))
-    r2 = await store.queue_refresh(out.token_id, now=at(1), since=date(2026, 2, 1))
+    assert isinstance(r1, str)
+    # Two open imports of the token: the refresh and the consent's own.
+    r2 = out.import_id
     dead = CommandFailure("InvalidMultipleAccessId", "Multiple access id is invalid.")
-    await store.token_reauth_required(out.token_id, r1, dead, now=at(2))
-    await store.token_reauth_required(out.token_id, r2, dead, now=at(3))
+    reauth = TokenOutcome(reauth_required=True)
+    await store.finish_failure(await held(store, r1), dead, now=at(2), token=reauth)
+    await store.finish_failure(await held(store, r2), dead, now=at(3), token=reauth)
     assert await store.token_state(out.token_id) == TokenState.REAUTH_REQUIRED
     events = await store.list_events(after=1, limit=10)
     assert [(e.type, e.import_id) for e in events] == [
@@ -746,7 +782,12 @@ async def test_upstream_quota_exceeded_fails_import_and_records_refusal(
     out = await store.submit_consent(consent(), now=T0, since=date(2025, 5, 1), expires_at=at(9))
     assert out.token_id is not None
     refresh = await store.queue_refresh(out.token_id, now=at(1), since=date(2026, 2, 1))
-    await store.upstream_quota_exceeded(out.token_id, refresh, now=at(2), deferred_until=at(62))
+    assert isinstance(refresh, str)
+    refused = CommandFailure("MultipleAccessLimitExceeded", ACCESS_LIMIT_MESSAGE)
+    refresh_claim = await held(store, refresh)
+    await store.finish_failure(
+        refresh_claim, refused, now=at(2), token=TokenOutcome(deferred_until=at(62))
+    )
     record = await store.get_import(refresh)
     assert record is not None
     assert record.state == ImportState.FAILED
@@ -765,4 +806,6 @@ async def test_upstream_quota_exceeded_fails_import_and_records_refusal(
         0,
     )
     with pytest.raises(ConflictError):
-        await store.upstream_quota_exceeded(out.token_id, refresh, now=at(3), deferred_until=at(9))
+        await store.finish_failure(
+            refresh_claim, refused, now=at(3), token=TokenOutcome(deferred_until=at(9))
+        )

@@ -14,17 +14,19 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from aisd.kontomatik._models import Account, CommandFailure, ImportResult
+from aisd.phases import Step
 from aisd.store import (
     AccessKind,
     ConflictError,
     ConsentIn,
     ImportKind,
-    ImportPhase,
     ImportState,
     LedgerEntry,
     NewEvent,
     NotFoundError,
     SqliteStore,
+    StepWrite,
+    TokenOutcome,
     TokenRecord,
     TokenState,
     open_store,
@@ -32,6 +34,7 @@ from aisd.store import (
 from aisd.store.sqlite import migrate
 from aisd.store.sqlite._queries import QUERIES
 from aisd.store.sqlite._tokens import ended_refresh_failure, warning_schedule
+from tests.integration.steps_helpers import held, queued, to_polling
 
 T0 = datetime(2026, 5, 1, 8, 0, tzinfo=UTC)
 IBAN_1 = "PL69137013140000049678278112"
@@ -81,7 +84,7 @@ def result(*ibans: str) -> ImportResult:
 
 async def succeed(store: SqliteStore, import_id: str, now: datetime, *ibans: str) -> None:
     await store.finish_success(
-        import_id,
+        await to_polling(store, import_id, now=now),
         result(*ibans),
         now=now,
         raw_reply=None,
@@ -165,10 +168,13 @@ async def test_due_tokens_earliest_first_without_open_refreshes(store: SqliteSto
     assert (record.next_refresh_at, record.plan_reason) == (at(10), "scheduled")
     # An open refresh (queued, then running) keeps a token out even with a time set.
     refresh = await store.queue_refresh(b, now=at(11), since=date(2026, 4, 1))
+    assert isinstance(refresh, str)
     assert [t.token_id for t in await store.due_tokens(now=at(30), limit=10)] == [a]
-    await store.record_access(AccessKind.REUSE, now=at(12), token_id=b, import_id=refresh)
+    await store.begin_access(await held(store, refresh), AccessKind.REUSE, now=at(12), token_id=b)
     assert [t.token_id for t in await store.due_tokens(now=at(30), limit=10)] == [a]
-    await store.finish_failure(refresh, CommandFailure("Fatal", "boom"), now=at(13))
+    await store.finish_failure(
+        await held(store, refresh), CommandFailure("Fatal", "boom"), now=at(13)
+    )
     assert [t.token_id for t in await store.due_tokens(now=at(30), limit=10)] == [b, a]
     await store.end_token(a, TokenState.REVOKED, now=at(14), reason="operator")
     await store.end_token(b, TokenState.REVOKED, now=at(14), reason="operator")
@@ -221,8 +227,8 @@ async def test_set_plan_stores_time_reason_and_event_once(store: SqliteStore) ->
 @pytest.mark.anyio
 async def test_queue_planned_refresh_once_per_open_refresh(store: SqliteStore) -> None:
     a, _ = await new_token(store, 1)
-    import_id = await store.queue_planned_refresh(a, now=at(5), since=date(2026, 4, 1))
-    assert import_id is not None
+    import_id = await store.queue_refresh(a, now=at(5), since=date(2026, 4, 1))
+    assert isinstance(import_id, str)
     record = await store.get_import(import_id)
     assert record is not None
     assert (record.kind, record.state, record.since, record.token_id) == (
@@ -233,13 +239,14 @@ async def test_queue_planned_refresh_once_per_open_refresh(store: SqliteStore) -
     )
     assert (await token(store, a)).next_refresh_at is None
     assert await store.next_refresh_due() is None
-    assert await store.queue_planned_refresh(a, now=at(6), since=date(2026, 4, 1)) is None
+    assert await store.queue_refresh(a, now=at(6), since=date(2026, 4, 1)) is None
     assert len(await store.list_imports(token_id=a, kind=ImportKind.REFRESH)) == 1
     with pytest.raises(NotFoundError):
-        await store.queue_planned_refresh("tok_nope", now=at(6), since=date(2026, 4, 1))
+        await store.queue_refresh("tok_nope", now=at(6), since=date(2026, 4, 1))
     b, _ = await new_token(store, 2)
     await store.end_token(b, TokenState.REVOKED, now=at(7), reason="operator")
-    assert await store.queue_planned_refresh(b, now=at(8), since=date(2026, 4, 1)) is None
+    with pytest.raises(ConflictError, match="revoked"):
+        await store.queue_refresh(b, now=at(8), since=date(2026, 4, 1))
     assert await store.list_imports(token_id=b, kind=ImportKind.REFRESH) == []
 
 
@@ -253,25 +260,28 @@ async def test_success_and_failure_counters(store: SqliteStore) -> None:
     record = await token(store, a)
     assert (record.imports_done, record.failures, record.last_import_at) == (1, 0, at(5))
     assert (record.next_refresh_at, record.accounts) == (at(5), frozenset({IBAN_1}))
-    r1 = await store.queue_planned_refresh(a, now=at(10), since=date(2026, 4, 1))
-    assert r1 is not None
-    await store.finish_failure(r1, CommandFailure("Fatal", "boom"), now=at(11))
-    r2 = await store.queue_planned_refresh(a, now=at(20), since=date(2026, 4, 1))
-    assert r2 is not None
-    await store.finish_failure(r2, CommandFailure("Fatal", "boom"), now=at(21))
+    r1 = await store.queue_refresh(a, now=at(10), since=date(2026, 4, 1))
+    assert isinstance(r1, str)
+    await store.finish_failure(await held(store, r1), CommandFailure("Fatal", "boom"), now=at(11))
+    r2 = await store.queue_refresh(a, now=at(20), since=date(2026, 4, 1))
+    assert isinstance(r2, str)
+    await store.finish_failure(await held(store, r2), CommandFailure("Fatal", "boom"), now=at(21))
     record = await token(store, a)
     assert (record.failures, record.next_refresh_at, record.imports_done) == (2, at(21), 1)
-    r3 = await store.queue_planned_refresh(a, now=at(30), since=date(2026, 4, 1))
-    assert r3 is not None
-    await store.upstream_quota_exceeded(a, r3, now=at(31), deferred_until=at(400))
+    r3 = await store.queue_refresh(a, now=at(30), since=date(2026, 4, 1))
+    assert isinstance(r3, str)
+    refused = CommandFailure("MultipleAccessLimitExceeded", "Upstream refused the access.")
+    await store.finish_failure(
+        await held(store, r3), refused, now=at(31), token=TokenOutcome(deferred_until=at(400))
+    )
     record = await token(store, a)
     assert (record.failures, record.next_refresh_at, record.upstream_deferred_until) == (
         2,
         at(31),
         at(400),
     )
-    r4 = await store.queue_planned_refresh(a, now=at(40), since=date(2026, 4, 1))
-    assert r4 is not None
+    r4 = await store.queue_refresh(a, now=at(40), since=date(2026, 4, 1))
+    assert isinstance(r4, str)
     await succeed(store, r4, at(45), IBAN_1, IBAN_2)
     record = await token(store, a)
     assert (record.failures, record.upstream_deferred_until, record.imports_done) == (0, None, 2)
@@ -279,7 +289,9 @@ async def test_success_and_failure_counters(store: SqliteStore) -> None:
     assert record.accounts == frozenset({IBAN_1, IBAN_2})
     # A failed first import counts too, so the first refresh comes after a short back-off.
     b, initial_b = await new_token(store, 2)
-    await store.finish_failure(initial_b, CommandFailure("Fatal", "boom"), now=at(50))
+    await store.finish_failure(
+        await held(store, initial_b), CommandFailure("Fatal", "boom"), now=at(50)
+    )
     record = await token(store, b)
     assert (record.failures, record.next_refresh_at) == (1, at(50))
 
@@ -287,10 +299,11 @@ async def test_success_and_failure_counters(store: SqliteStore) -> None:
 @pytest.mark.anyio
 async def test_reauth_required_ends_the_token_and_drops_its_secret(store: SqliteStore) -> None:
     a, _ = await new_token(store, 1)
-    refresh = await store.queue_planned_refresh(a, now=at(1), since=date(2026, 4, 1))
-    assert refresh is not None
+    refresh = await store.queue_refresh(a, now=at(1), since=date(2026, 4, 1))
+    assert isinstance(refresh, str)
     dead = CommandFailure("InvalidMultipleAccessId", "Multiple access id is invalid.")
-    await store.token_reauth_required(a, refresh, dead, now=at(2))
+    reauth = TokenOutcome(reauth_required=True)
+    await store.finish_failure(await held(store, refresh), dead, now=at(2), token=reauth)
     record = await token(store, a)
     assert record.state == TokenState.REAUTH_REQUIRED
     assert (record.failures, record.next_refresh_at) == (1, None)
@@ -304,13 +317,15 @@ async def test_last_refresh_is_the_newest_reuse_that_may_have_been_sent(
     store: SqliteStore,
 ) -> None:
     a, initial = await new_token(store, 1)
-    await store.record_access(AccessKind.DEFAULT_IMPORT, now=at(1), token_id=a, import_id=initial)
+    await store.begin_access(
+        await held(store, initial), AccessKind.DEFAULT_IMPORT, now=at(1), token_id=a
+    )
     assert (await token(store, a)).last_refresh_at is None
-    first = await store.record_access(AccessKind.REUSE, now=at(2), token_id=a, import_id=None)
-    second = await store.record_access(AccessKind.REUSE, now=at(3), token_id=a, import_id=None)
+    first = await store.record_access(AccessKind.REUSE, now=at(2), token_id=a)
+    second = await store.record_access(AccessKind.REUSE, now=at(3), token_id=a)
     assert (await token(store, a)).last_refresh_at == at(3)
     # A clock stepping back never moves it backwards.
-    third = await store.record_access(AccessKind.REUSE, now=at(2.5), token_id=a, import_id=None)
+    third = await store.record_access(AccessKind.REUSE, now=at(2.5), token_id=a)
     assert (await token(store, a)).last_refresh_at == at(3)
     await store.record_access_outcome(second, outcome="not_sent")
     assert (await token(store, a)).last_refresh_at == at(2.5)
@@ -335,9 +350,7 @@ async def test_reuse_ledger_covers_tokens_sharing_an_account(store: SqliteStore)
     await succeed(store, ic, at(1), IBAN_2)  # shares nothing with a
 
     async def reuse(token_id: str, minutes: float, outcome: str) -> None:
-        access = await store.record_access(
-            AccessKind.REUSE, now=at(minutes), token_id=token_id, import_id=None
-        )
+        access = await store.record_access(AccessKind.REUSE, now=at(minutes), token_id=token_id)
         await store.record_access_outcome(access, outcome=outcome)
 
     await reuse(a, 5, "ok")  # before the horizon
@@ -345,8 +358,8 @@ async def test_reuse_ledger_covers_tokens_sharing_an_account(store: SqliteStore)
     await reuse(b, 30, "error")
     await reuse(b, 35, "not_sent")
     await reuse(c, 25, "ok")
-    await store.record_access(AccessKind.REUSE, now=at(40), token_id=b, import_id=None)  # in flight
-    await store.record_access(AccessKind.DEFAULT_IMPORT, now=at(41), token_id=a, import_id=None)
+    await store.record_access(AccessKind.REUSE, now=at(40), token_id=b)  # in flight
+    await store.record_access(AccessKind.DEFAULT_IMPORT, now=at(41), token_id=a)
     ledger, accounts_of = await store.reuse_ledger([a], since=at(10))
     assert ledger == [LedgerEntry(a, at(20)), LedgerEntry(b, at(30)), LedgerEntry(b, at(40))]
     assert accounts_of == {a: frozenset({IBAN_1}), b: frozenset({IBAN_1, IBAN_3})}
@@ -366,13 +379,17 @@ async def test_reuse_ledger_covers_tokens_sharing_an_account(store: SqliteStore)
 async def test_expire_tokens_fails_queued_refreshes_once(
     store: SqliteStore, tmp_path: Path
 ) -> None:
-    a, _ = await new_token(store, 1, expires_at=at(60))
+    a, initial_a = await new_token(store, 1, expires_at=at(60))
     b, _ = await new_token(store, 2, expires_at=at(120))
     c, _ = await new_token(store, 3, expires_at=at(60))
     await store.end_token(c, TokenState.REVOKED, now=at(1), reason="operator")
     queued = await store.queue_refresh(a, now=at(2), since=date(2026, 4, 1))
-    reusing = await store.queue_refresh(a, now=at(2), since=date(2026, 4, 1))
-    await store.record_access(AccessKind.REUSE, now=at(3), token_id=a, import_id=reusing)
+    assert isinstance(queued, str)
+    # One open refresh per token: the import in flight is the consent's own.
+    reusing = initial_a
+    await store.begin_access(
+        await held(store, reusing), AccessKind.DEFAULT_IMPORT, now=at(3), token_id=a
+    )
     before = await last_event(store)
     assert await store.expire_tokens(now=at(59)) == []
     assert await store.expire_tokens(now=at(60)) == [a]
@@ -408,8 +425,8 @@ async def test_expire_tokens_fails_queued_refreshes_once(
 @pytest.mark.anyio
 async def test_end_token_revokes_once_and_fails_queued_refreshes(store: SqliteStore) -> None:
     a, _ = await new_token(store, 1)
-    queued = await store.queue_planned_refresh(a, now=at(1), since=date(2026, 4, 1))
-    assert queued is not None
+    queued = await store.queue_refresh(a, now=at(1), since=date(2026, 4, 1))
+    assert isinstance(queued, str)
     with pytest.raises(ValueError, match="final"):
         await store.end_token(a, TokenState.ACTIVE, now=at(2), reason="x")
     with pytest.raises(NotFoundError):
@@ -438,7 +455,7 @@ async def test_end_token_revokes_once_and_fails_queued_refreshes(store: SqliteSt
     assert await store.multiple_access_id(a) is None
     # An import failed meanwhile can no longer be sent.
     with pytest.raises(ConflictError, match="already ended"):
-        await store.record_access(AccessKind.REUSE, now=at(4), token_id=a, import_id=queued)
+        await store.begin_access(await held(store, queued), AccessKind.REUSE, now=at(4), token_id=a)
 
 
 @pytest.mark.anyio
@@ -447,15 +464,16 @@ async def test_next_queued_hands_out_refreshes_of_ended_tokens_without_the_secre
 ) -> None:
     a, initial = await new_token(store, 1)
     await succeed(store, initial, at(1), IBAN_1)
-    refresh = await store.queue_planned_refresh(a, now=at(2), since=date(2026, 4, 1))
-    assert refresh is not None
-    [job] = await store.next_queued(now=at(3), limit=5)
+    refresh = await store.queue_refresh(a, now=at(2), since=date(2026, 4, 1))
+    assert isinstance(refresh, str)
+    [job] = await queued(store, now=at(3), limit=5)
     assert job.multiple_access_id == f"{MAID}-1"
-    await store.record_access(AccessKind.REUSE, now=at(3), token_id=a, import_id=refresh)
+    claim = await held(store, refresh)
+    await store.begin_access(claim, AccessKind.REUSE, now=at(3), token_id=a)
     await store.end_token(a, TokenState.REVOKED, now=at(4), reason="operator")
     # The Reuse reply was lost: back to the queue, where the pipeline fails it as unavailable.
-    await store.defer(refresh, not_before=at(5), attempts=1, phase=ImportPhase.QUEUED)
-    [job] = await store.next_queued(now=at(5), limit=5)
+    await store.advance(claim, StepWrite(Step.REQUEUE, not_before=at(5), attempts=1), now=at(4))
+    [job] = await queued(store, now=at(5), limit=5)
     assert (job.import_id, job.token_id, job.multiple_access_id) == (refresh, a, None)
 
 

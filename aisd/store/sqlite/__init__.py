@@ -5,6 +5,7 @@ from __future__ import annotations
 from aisd.store.sqlite._errors import (
     ConflictError,
     DatabaseTooNewError,
+    LeaseLost,
     NotFoundError,
     StorageUnavailable,
     StoreError,
@@ -16,6 +17,7 @@ __all__ = [
     "LATEST_VERSION",
     "ConflictError",
     "DatabaseTooNewError",
+    "LeaseLost",
     "NotFoundError",
     "SqliteStore",
     "StorageUnavailable",

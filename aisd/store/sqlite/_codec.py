@@ -52,7 +52,8 @@ def dt_in(value: datetime) -> str:
 
 def dt_out(value: str) -> datetime:
     """Stored text as a tz-aware UTC datetime."""
-    return datetime.strptime(value, _TIME_FORMAT).replace(tzinfo=UTC)
+    # fromisoformat reads the fixed-width form (and its 'Z') several times faster than strptime.
+    return datetime.fromisoformat(value).astimezone(UTC)
 
 
 def opt_dt_out(value: str | None) -> datetime | None:

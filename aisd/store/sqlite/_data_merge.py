@@ -1,5 +1,6 @@
-"""The merge of a reply into the stored view, and the reads of what only the data side keeps
-(credit cards, the owner id Kontomatik knows), mixed into the SQLite store.
+"""The merge of a reply into the stored view (one plain function, run in the writer's
+transaction), and the reads of what only the data side keeps (credit cards, the owner id
+Kontomatik knows), mixed into the SQLite store.
 
 Accounts and credit cards are rows of the same ``accounts`` table (``kind`` says which, ``key``
 is the IBAN or the card's id), so their transactions share the merge, the change feed, erasure
@@ -9,12 +10,9 @@ reply covers, never simply from its ``since``.
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import date
-from functools import partial
 from typing import Any
-
-import aiosqlite
-import anyio.to_thread
 
 from aisd.kontomatik._models import Account, CreditCard, ImportResult
 from aisd.merge import Coverage, container_key
@@ -22,11 +20,12 @@ from aisd.store._records import MergeStats, StoredTransaction
 from aisd.store.sqlite._codec import date_in, dec_in, dec_out, dt_out, json_in, json_out
 from aisd.store.sqlite._codec import stored_transaction as _stored_transaction
 from aisd.store.sqlite._data_codec import owners_json
-from aisd.store.sqlite._data_core import DataCore, fetch, one, scalar
+from aisd.store.sqlite._data_core import DataCore, fetch, one
 from aisd.store.sqlite._queries import QUERIES as Q
+from aisd.store.sqlite._sync import returning_id, rows
 from aisd.store.sqlite._writes import plan_account_writes
 
-__all__ = ["MergeMethods", "container_params"]
+__all__ = ["MergeMethods", "container_params", "merge"]
 
 _CHANGE_SEQ = "change_seq"
 
@@ -75,64 +74,63 @@ def container_params(item: Account | CreditCard, owner_id: int, now: str) -> dic
     }
 
 
-class MergeMethods:
-    """The merge and the data side's own reads, mixed into
-    :class:`~aisd.store.sqlite.SqliteStore`."""
-
-    async def _merge(
-        self: DataCore,
-        db: aiosqlite.Connection,
-        owner_id: int,
-        import_id: str,
-        result: ImportResult,
-        coverage: Coverage | date,
-        ts: str,
-    ) -> MergeStats:
-        """Merge every account and card of ``result``; ``coverage`` is where each one's truth
-        begins (one date for all: replay's merge of a rebuilt view over all dates)."""
-        seq = int(await scalar(db, "get_counter", {"name": _CHANGE_SEQ}) or 0)
-        added = modified = removed = 0
-        for item in result.containers:
-            rows = await fetch(db, "upsert_container", container_params(item, owner_id, ts))
-            account_id = int(rows[0][0])
-            stored = await db.execute_fetchall(Q["stored_transactions"], (account_id,))
-            start = coverage if isinstance(coverage, date) else coverage[container_key(item)]
-            writes = await anyio.to_thread.run_sync(
-                partial(
-                    plan_account_writes,
-                    list(stored),
-                    item.transactions,
-                    coverage_start=start,
-                    account_id=account_id,
-                    import_id=import_id,
-                    now=ts,
-                    seq=seq,
-                )
-            )
-            await db.executemany(Q["insert_transaction"], writes.inserts)
-            await db.executemany(Q["update_transaction"], writes.updates)
-            await db.execute(
-                Q["log_changes"],
-                {
-                    "start": seq,
-                    "added_upto": seq + len(writes.inserts),
-                    "end": seq + len(writes.inserts) + len(writes.updates),
-                },
-            )
-            await db.executemany(Q["insert_tombstone"], writes.tombstones)
-            await db.executemany(Q["delete_transaction"], writes.deletes)
-            seq = writes.last_seq
-            added += len(writes.plan.added)
-            modified += len(writes.plan.modified)
-            removed += len(writes.plan.removed)
-        await db.execute(Q["set_counter"], {"name": _CHANGE_SEQ, "value": seq})
-        return MergeStats(
-            accounts=len(result.accounts),
-            transactions=result.transaction_count,
-            added=added,
-            modified=modified,
-            removed=removed,
+def merge(
+    db: sqlite3.Connection,
+    owner_id: int,
+    import_id: str,
+    result: ImportResult,
+    coverage: Coverage | date,
+    ts: str,
+) -> MergeStats:
+    """Merge every account and card of ``result`` into the merged view, inside the caller's
+    transaction; ``coverage`` is where each one's truth begins (one date for all: replay's
+    merge of a rebuilt view over all dates). Change sequence values come from the counter row.
+    """
+    found = rows(db, "get_counter", {"name": _CHANGE_SEQ})
+    seq = 0 if not found else int(found[0][0])
+    added = modified = removed = 0
+    for item in result.containers:
+        account_id = returning_id(db, "upsert_container", container_params(item, owner_id, ts))
+        stored = db.execute(Q["stored_transactions"], (account_id,)).fetchall()
+        start = coverage if isinstance(coverage, date) else coverage[container_key(item)]
+        writes = plan_account_writes(
+            stored,
+            item.transactions,
+            coverage_start=start,
+            account_id=account_id,
+            import_id=import_id,
+            now=ts,
+            seq=seq,
         )
+        db.executemany(Q["insert_transaction"], writes.inserts)
+        db.executemany(Q["update_transaction"], writes.updates)
+        db.execute(
+            Q["log_changes"],
+            {
+                "start": seq,
+                "added_upto": seq + len(writes.inserts),
+                "end": seq + len(writes.inserts) + len(writes.updates),
+            },
+        )
+        db.executemany(Q["insert_tombstone"], writes.tombstones)
+        db.executemany(Q["delete_transaction"], writes.deletes)
+        seq = writes.last_seq
+        added += len(writes.plan.added)
+        modified += len(writes.plan.modified)
+        removed += len(writes.plan.removed)
+    db.execute(Q["set_counter"], {"name": _CHANGE_SEQ, "value": seq})
+    return MergeStats(
+        accounts=len(result.accounts),
+        transactions=result.transaction_count,
+        added=added,
+        modified=modified,
+        removed=removed,
+    )
+
+
+class MergeMethods:
+    """The data side's own reads (credit cards, owner blocks, the owner id Kontomatik knows),
+    mixed into :class:`~aisd.store.sqlite.SqliteStore`."""
 
     async def credit_cards(self: DataCore, owner_external_id: str) -> list[dict[str, object]]:
         """See :meth:`aisd.store.Store.credit_cards`."""

@@ -8,23 +8,28 @@ from __future__ import annotations
 
 import gzip
 import sqlite3
-from collections.abc import Sequence
-from contextlib import AbstractAsyncContextManager
+from collections.abc import Callable
 from datetime import datetime
-from typing import Protocol
+from functools import partial
+from typing import Protocol, TypeVar
 
 import aiosqlite
 
 from aisd.kontomatik._models import CommandFailure
 from aisd.merge import owner_mismatch
-from aisd.store._records import NewEvent
+from aisd.phases import Step
+from aisd.store._records import Claim, NewEvent
 from aisd.store.sqlite._codec import dt_in
 from aisd.store.sqlite._data_core import one
 from aisd.store.sqlite._queries import QUERIES as Q
+from aisd.store.sqlite._steps import _fenced_row as fenced_row
+from aisd.store.sqlite._steps import finish_failure
+from aisd.store.sqlite._sync import emit
 
-__all__ = ["OWNER_MISMATCH", "RefusalMethods"]
+__all__ = ["OWNER_MISMATCH", "RefusalMethods", "refuse_reply"]
 
 OWNER_MISMATCH = "OwnerMismatch"
+T = TypeVar("T")
 
 
 class _Core(Protocol):
@@ -32,62 +37,51 @@ class _Core(Protocol):
 
     _reader: aiosqlite.Connection
 
-    def _transaction(self) -> AbstractAsyncContextManager[aiosqlite.Connection]: ...
-
-    async def _emit(
-        self, db: aiosqlite.Connection, events: Sequence[NewEvent], now: datetime
-    ) -> list[int]: ...
-
-    async def _fail(
-        self,
-        db: aiosqlite.Connection,
-        import_id: str,
-        failure: CommandFailure,
-        *,
-        now: datetime,
-        polls: int | None,
-    ) -> sqlite3.Row: ...
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T: ...
 
 
-async def _refuse(
-    core: _Core,
-    db: aiosqlite.Connection,
-    import_id: str,
+def refuse_reply(
+    db: sqlite3.Connection,
+    claim: Claim,
     failure: CommandFailure,
     *,
     raw_reply: bytes | None,
     now: datetime,
     polls: int | None,
 ) -> None:
-    imp = await core._fail(db, import_id, failure, now=now, polls=polls)
-    ts = dt_in(now)
+    """Fail a claimed import with ``failure``, keep its reply as refused and pause its token's
+    refreshes (``token.refresh_paused``), in the caller's transaction."""
+    imp = fenced_row(db, claim, Step.FAIL)
+    finish_failure(db, claim, failure, now=now, polls=polls, token=None)
     if raw_reply is not None:
-        params = {"import_id": import_id, "reason": failure.name, "reply": raw_reply, "now": ts}
-        await db.execute(Q["insert_refused_reply"], params)
+        params = {
+            "import_id": claim.import_id,
+            "reason": failure.name,
+            "reply": raw_reply,
+            "now": dt_in(now),
+        }
+        db.execute(Q["insert_refused_reply"], params)
     token_id = imp["token_id"]
     if token_id is None:
         return
-    await db.execute(Q["token_refresh_failed"], {"id": token_id, "now": ts})
-    async with db.execute(Q["pause_token_refreshes"], {"id": token_id}) as cursor:
-        paused = cursor.rowcount == 1
-    if paused:
+    if db.execute(Q["pause_token_refreshes"], {"id": token_id}).rowcount == 1:
         event = NewEvent(
             "token.refresh_paused",
             imp["owner_external_id"],
             token_id,
-            import_id,
+            claim.import_id,
             {"reason": failure.name},
         )
-        await core._emit(db, [event], now)
+        emit(db, [event], now)
 
 
 class RefusalMethods:
-    """``refuse_foreign_owner`` and ``refuse_reuse_reply``, mixed into
+    """``refuse_foreign_owner``, ``refuse_reuse_reply`` and ``refused_reply``, mixed into
     :class:`~aisd.store.sqlite.SqliteStore`."""
 
     async def refuse_foreign_owner(
         self: _Core,
-        import_id: str,
+        claim: Claim,
         owner_echo: str | None,
         *,
         raw_reply: bytes | None,
@@ -96,7 +90,7 @@ class RefusalMethods:
     ) -> bool:
         """See :meth:`aisd.store.Store.refuse_foreign_owner`. The check only reads: an import
         of the right owner costs no write of its own before its result is stored."""
-        found = await one(self._reader, "import_owner_echoes", {"id": import_id})
+        found = await one(self._reader, "import_owner_echoes", {"id": claim.import_id})
         if found is None:
             return False
         echo = owner_echo or found["echo"]
@@ -107,19 +101,23 @@ class RefusalMethods:
             "Kontomatik filed this import under another ownerExternalId than the one "
             "submitted; nothing was merged (give the widget the same ownerExternalId).",
         )
-        async with self._transaction() as db:
-            await db.execute(Q["set_import_echo"], {"id": import_id, "echo": echo})
-            await _refuse(self, db, import_id, failure, raw_reply=raw_reply, now=now, polls=polls)
+
+        def refuse(db: sqlite3.Connection) -> None:
+            db.execute(Q["set_import_echo"], {"id": claim.import_id, "echo": echo})
+            refuse_reply(db, claim, failure, raw_reply=raw_reply, now=now, polls=polls)
+
+        await self._run(refuse)
         return True
 
     async def refuse_reuse_reply(
-        self: _Core, import_id: str, failure: CommandFailure, *, raw_reply: bytes, now: datetime
+        self: _Core, claim: Claim, failure: CommandFailure, *, raw_reply: bytes, now: datetime
     ) -> None:
         """See :meth:`aisd.store.Store.refuse_reuse_reply`; the reply is kept gzip-compressed,
         like every other."""
         kept = gzip.compress(raw_reply)
-        async with self._transaction() as db:
-            await _refuse(self, db, import_id, failure, raw_reply=kept, now=now, polls=None)
+        await self._run(
+            partial(refuse_reply, claim=claim, failure=failure, raw_reply=kept, now=now, polls=None)
+        )
 
     async def refused_reply(self: _Core, import_id: str) -> tuple[str, bytes] | None:
         """See :meth:`aisd.store.Store.refused_reply`: ``(reason, gzip-compressed reply)``."""

@@ -8,6 +8,7 @@ import sqlite3
 __all__ = [
     "ConflictError",
     "DatabaseTooNewError",
+    "LeaseLost",
     "NotFoundError",
     "StorageUnavailable",
     "StoreError",
@@ -36,6 +37,12 @@ class NotFoundError(StoreError, LookupError):
 
 class ConflictError(StoreError):
     """The change does not fit the stored state (e.g. a refresh for a revoked token)."""
+
+
+class LeaseLost(ConflictError):
+    """A fenced write changed no row: the import is no longer claimed by this claimer at this
+    epoch (another process adopted it, or it ended meanwhile). The step stops before anything
+    more is sent upstream for it."""
 
 
 class DatabaseTooNewError(StoreError):

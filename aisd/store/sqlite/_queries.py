@@ -56,4 +56,6 @@ def _load(*names: str) -> dict[str, str]:
     return out
 
 
-QUERIES: Mapping[str, str] = MappingProxyType(_load("queries.sql", "queries_data.sql", "ops.sql"))
+QUERIES: Mapping[str, str] = MappingProxyType(
+    _load("queries.sql", "queries_data.sql", "queries_pipeline.sql", "ops.sql")
+)

@@ -2,49 +2,51 @@
 
 Two aiosqlite connections: one writer, whose transactions an anyio lock serialises (each write
 is one ``BEGIN IMMEDIATE`` ... ``COMMIT``), and one query-only reader, which in WAL mode never
-waits for the writer and never sees uncommitted rows. Bulk work (the merge, compression) runs in
-a worker thread and reaches SQLite as a few ``executemany`` batches, not per-row round trips.
+waits for the writer and never sees uncommitted rows. The pipeline's and the intake's
+transactions are each one plain function run on the writer's thread in one crossing
+(:mod:`aisd.store.sqlite._sync`); concurrent consents are committed together, one fsync per
+batch (:mod:`aisd.store.sqlite._intake`).
 """
 
 from __future__ import annotations
 
 import os
+import socket
 import sqlite3
-from collections.abc import AsyncIterator, Generator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Generator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from datetime import date, datetime
+from datetime import UTC, date, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 import anyio
 import anyio.to_thread
 
-from aisd.clock import iso
-from aisd.kontomatik._models import CommandFailure, ImportResult, Session
-from aisd.merge import coverages
+from aisd.kontomatik._models import CommandFailure, ImportResult
+from aisd.phases import Budget, Step, failed_event_data
 from aisd.store._health import StorageHealth
 from aisd.store._records import (
     AccessKind,
+    Claim,
     ConsentIn,
     ImportJob,
-    ImportKind,
-    ImportPhase,
     ImportState,
     MergeStats,
     NewEvent,
-    StoredConsent,
+    QuotaAnswer,
+    QuotaRule,
+    StepWrite,
     SubmitOutcome,
+    TickOutcome,
+    TickPlanner,
+    TokenOutcome,
     TokenState,
 )
-from aisd.store.sqlite._codec import (
-    date_in,
-    dt_in,
-    dt_out,
-    json_in,
-    opt_dt_out,
-)
+from aisd.store.sqlite import _steps as steps
+from aisd.store.sqlite._codec import dt_in, json_in
 from aisd.store.sqlite._data import (
     AnalyticsMethods,
     BillingMethods,
@@ -53,7 +55,6 @@ from aisd.store.sqlite._data import (
     PrivacyMethods,
     RefusalMethods,
 )
-from aisd.store.sqlite._data_codec import owners_json, success_extras
 from aisd.store.sqlite._data_core import one
 from aisd.store.sqlite._errors import (
     ConflictError,
@@ -63,14 +64,19 @@ from aisd.store.sqlite._errors import (
     storage_failure,
 )
 from aisd.store.sqlite._ids import new_id
+from aisd.store.sqlite._intake import GroupCommit
 from aisd.store.sqlite._migrate import migrate
 from aisd.store.sqlite._ops import OpsMethods
 from aisd.store.sqlite._queries import QUERIES as Q
 from aisd.store.sqlite._reads import ReadMethods
-from aisd.store.sqlite._tokens import TokenMethods, insert_refresh
+from aisd.store.sqlite._sync import on_thread, returning_id, rows, transaction
+from aisd.store.sqlite._tokens import TokenMethods
 
 __all__ = ["SqliteStore", "open_store"]
 
+T = TypeVar("T")
+# The lease of a claimer that needs no heartbeat (see register_claimer).
+_NO_END = datetime(9999, 12, 31, tzinfo=UTC)
 _FINAL_STATES = (ImportState.SUCCESSFUL.value, ImportState.FAILED.value)
 
 
@@ -86,30 +92,6 @@ async def _update(db: aiosqlite.Connection, name: str, params: Mapping[str, Any]
     async with db.execute(Q[name], params) as cursor:
         if cursor.rowcount != 1:
             raise NotFoundError(f"import {params.get('id')!s} not found")
-
-
-def _job(row: sqlite3.Row) -> ImportJob:
-    session = None
-    if row["session_id"] is not None:
-        session = Session(session_id=row["session_id"], signature=row["signature"])
-    return ImportJob(
-        import_id=row["id"],
-        kind=ImportKind(row["kind"]),
-        phase=ImportPhase(row["phase"]),
-        owner_external_id=row["owner_external_id"] or "",
-        token_id=row["token_id"],
-        since=date.fromisoformat(row["since"]),
-        created_at=dt_out(row["created_at"]),
-        session=session,
-        command_id=row["command_id"],
-        polls=row["polls"],
-        default_import_attempts=row["default_import_attempts"],
-        attempts=row["attempts"],
-        not_before=opt_dt_out(row["not_before"]),
-        started_at=opt_dt_out(row["started_at"]),
-        last_poll_at=opt_dt_out(row["last_poll_at"]),
-        multiple_access_id=row["multiple_access_id"],
-    )
 
 
 class SqliteStore(
@@ -131,6 +113,9 @@ class SqliteStore(
         self._writer = writer
         self._reader = reader
         self._lock = anyio.Lock()
+        self._short_waiting = 0
+        self._no_short_waiting = anyio.Event()
+        self._intake = GroupCommit(self._run)
         self.path = path
         self.health = StorageHealth()
 
@@ -188,22 +173,27 @@ class SqliteStore(
     async def _emit(
         self, db: aiosqlite.Connection, events: Sequence[NewEvent], now: datetime
     ) -> list[int]:
-        ids: list[int] = []
+        if not events:
+            return []
+        # Ids from the counter row, as _sync.emit takes them (see there).
+        last = await _returning_id(db, "next_event_ids", {"n": len(events)})
+        ids = list(range(last - len(events) + 1, last + 1))
         at = dt_in(now)
-        for event in events:
-            event_id = await _returning_id(
-                db,
-                "insert_event",
+        await db.executemany(
+            Q["insert_event_with_id"],
+            [
                 {
+                    "id": event_id,
                     "at": at,
                     "type": event.type,
                     "owner_external_id": event.owner_external_id,
                     "token_id": event.token_id,
                     "import_id": event.import_id,
                     "data": json_in(event.data),
-                },
-            )
-            ids.append(event_id)
+                }
+                for event_id, event in zip(ids, events, strict=True)
+            ],
+        )
         return ids
 
     async def _import_row(self, db: aiosqlite.Connection, import_id: str) -> sqlite3.Row:
@@ -217,242 +207,248 @@ class SqliteStore(
     async def submit_consent(
         self, consent: ConsentIn, *, now: datetime, since: date, expires_at: datetime
     ) -> SubmitOutcome:
-        """See :meth:`aisd.store.Store.submit_consent`."""
-        ts = dt_in(now)
-        async with self._transaction() as db:
-            existing = await one(db, "consent_by_session", {"session_id": consent.session_id})
-            if existing is not None:
-                stored = StoredConsent(
-                    owner_external_id=existing["owner_external_id"],
-                    session_signature=existing["session_signature"],
-                    multiple_access_id=existing["multiple_access_id"],
-                    token_id=existing["token_id"],
-                )
-                return SubmitOutcome(
-                    existing["import_id"], existing["token_id"], created=False, stored=stored
-                )
-            owner_id = await _returning_id(
-                db, "upsert_owner", {"external_id": consent.owner_external_id, "now": ts}
-            )
-            refresh_until = date_in(consent.refresh_until)
-            consent_id = await _returning_id(
-                db,
-                "insert_consent",
-                {
-                    "owner_id": owner_id,
-                    "session_id": consent.session_id,
-                    "target": consent.target,
-                    "refresh_until": refresh_until,
-                    "max_imports": consent.max_imports,
-                    "now": ts,
-                },
-            )
-            session_ref = await _returning_id(
-                db,
-                "upsert_session",
-                {
-                    "owner_id": owner_id,
-                    "session_id": consent.session_id,
-                    "signature": consent.session_signature,
-                    "now": ts,
-                },
-            )
-            token_id = None
-            if consent.multiple_access_id is not None:
-                token_id = new_id("tok_")
-                await db.execute(
-                    Q["insert_token"],
-                    {
-                        "id": token_id,
-                        "owner_id": owner_id,
-                        "consent_id": consent_id,
-                        "multiple_access_id": consent.multiple_access_id,
-                        "now": ts,
-                        "expires_at": dt_in(expires_at),
-                        "refresh_until": refresh_until,
-                        "max_imports": consent.max_imports,
-                    },
-                )
-            import_id = new_id("imp_")
-            await db.execute(
-                Q["insert_import"],
-                {
-                    "id": import_id,
-                    "owner_id": owner_id,
-                    "token_id": token_id,
-                    "consent_id": consent_id,
-                    "session_ref": session_ref,
-                    "kind": ImportKind.INITIAL.value,
-                    "since": since.isoformat(),
-                    "now": ts,
-                },
-            )
-            data: dict[str, Any] = {
-                "target": consent.target,
-                "since": since.isoformat(),
-                "multipleAccess": token_id is not None,
-            }
-            if token_id is not None:
-                data["expiresAt"] = dt_in(expires_at)
-            event = NewEvent(
-                "consent.received", consent.owner_external_id, token_id, import_id, data
-            )
-            await self._emit(db, [event], now)
-        return SubmitOutcome(import_id, token_id, created=True)
+        """See :meth:`aisd.store.Store.submit_consent`. Committed together with the consents
+        other callers submit meanwhile (one transaction, one fsync); answered once durable."""
+        return await self._intake.submit(consent, now=now, since=since, expires_at=expires_at)
+
+    # -- the ledger outside imports ------------------------------------------------------------
+
+    async def record_access(self, kind: AccessKind, *, now: datetime, token_id: str | None) -> int:
+        """See :meth:`aisd.store.Store.record_access`. Committed with ``synchronous=FULL``
+        before it returns, so the row survives a crash or power loss right after the send."""
+        params = {
+            "kind": AccessKind(kind).value,
+            "token_id": token_id,
+            "import_id": None,
+            "session_id": None,
+            "now": dt_in(now),
+        }
+
+        def record(db: sqlite3.Connection) -> int:
+            access_id = returning_id(db, "insert_access", params)
+            if kind == AccessKind.REUSE and token_id is not None:
+                db.execute(Q["token_reused"], {"id": token_id, "now": params["now"]})
+            return access_id
+
+        return await self._run(record)
 
     # -- the import pipeline -------------------------------------------------------------------
 
-    async def queue_refresh(self, token_id: str, *, now: datetime, since: date) -> str:
+    async def queue_refresh(
+        self, token_id: str, *, now: datetime, since: date, quota: QuotaRule | None = None
+    ) -> str | QuotaAnswer | None:
         """See :meth:`aisd.store.Store.queue_refresh`.
 
         Raises:
             NotFoundError: the token is unknown.
             ConflictError: the token is not ``active``.
         """
-        async with self._transaction() as db:
-            token = await one(db, "token_owner", {"token_id": token_id})
-            if token is None:
+
+        def section(db: sqlite3.Connection) -> str | QuotaAnswer | None:
+            found = rows(db, "token_owner", {"token_id": token_id})
+            if not found:
                 raise NotFoundError(f"token {token_id} not found")
-            if token["state"] != TokenState.ACTIVE.value:
-                raise ConflictError(f"token {token_id} is {token['state']}")
-            return await insert_refresh(
-                db, token_id=token_id, owner_id=token["owner_id"], since=since, now=now
+            if found[0]["state"] != TokenState.ACTIVE.value:
+                raise ConflictError(f"token {token_id} is {found[0]['state']}")
+            if quota is not None:
+                view = steps.quota_view(db, token_id, now=now, since=quota.horizon(now))
+                answer = quota.decide(view)
+                if not answer.allowed:
+                    return answer
+            return steps.queue_refresh(
+                db, token_id, owner_id=found[0]["owner_id"], now=now, since=since
             )
 
-    async def next_queued(self, *, now: datetime, limit: int) -> list[ImportJob]:
-        """See :meth:`aisd.store.Store.next_queued`."""
-        rows = await self._reader.execute_fetchall(
-            Q["queued_jobs"], {"now": dt_in(now), "limit": limit}
+        return await self._run(section)
+
+    async def _run(
+        self, fn: Callable[[sqlite3.Connection], T], *, bulk: bool = False, durable: bool = True
+    ) -> T:
+        """Run ``fn`` as one transaction in one crossing into the writer's thread.
+
+        A ``bulk`` transaction (storing a large result) lets every other one waiting go
+        first: those are the short writes recorded before a call is sent upstream, and a slot
+        stays idle while they wait. Shielded: once handed to the thread the transaction runs
+        to its end anyway, and the writer must not be given the next one before it has.
+        """
+        with anyio.CancelScope(shield=True):
+            if bulk:
+                await self._acquire_after_short_writes()
+            else:
+                self._short_waiting += 1
+                try:
+                    await self._lock.acquire()
+                finally:
+                    self._short_waiting -= 1
+                    if not self._short_waiting:
+                        self._no_short_waiting.set()
+            body = transaction(fn, durable=durable)
+
+            def counted(db: sqlite3.Connection) -> tuple[T, bool]:
+                before = db.total_changes
+                result = body(db)
+                return result, db.total_changes != before
+
+            try:
+                out, wrote = await on_thread(self._writer, counted)
+            except Exception as exc:
+                reason = storage_failure(exc)
+                if reason is None:
+                    raise
+                self.health.failed(reason)
+                raise StorageUnavailable(reason) from exc
+            finally:
+                self._lock.release()
+        if wrote:
+            # Only a write that landed says the disk takes writes again: an idle claim that
+            # changed nothing commits even on a full disk.
+            self.health.succeeded()
+        return out
+
+    def _short_writes_waiting(self) -> bool:
+        return self._short_waiting > 0
+
+    async def _acquire_after_short_writes(self) -> None:
+        while True:
+            while self._short_writes_waiting():
+                if self._no_short_waiting.is_set():
+                    self._no_short_waiting = anyio.Event()
+                await self._no_short_waiting.wait()
+            await self._lock.acquire()
+            if not self._short_writes_waiting():
+                return
+            # One arrived while this waited for the lock: it goes first.
+            self._lock.release()
+
+    async def plan_tick(self, *, now: datetime, limit: int, planner: TickPlanner) -> TickOutcome:
+        """See :meth:`aisd.store.Store.plan_tick`. Most ticks find nothing due: that is seen on
+        the reader, without taking the write lock; the section re-reads inside its transaction."""
+        params = {"now": dt_in(now), "limit": 1}
+        if not await self._reader.execute_fetchall(Q["due_token_records"], params):
+            return TickOutcome((), ())
+        return await self._run(partial(steps.plan_due, now=now, limit=limit, planner=planner))
+
+    # -- claims and fenced steps ---------------------------------------------------------------
+
+    async def register_claimer(
+        self, *, now: datetime, ttl_seconds: float | None, sole: bool, max_running: int
+    ) -> str:
+        """See :meth:`aisd.store.Store.register_claimer`."""
+        claimer = new_id("clm_")
+        until = _NO_END if ttl_seconds is None else now + timedelta(seconds=ttl_seconds)
+        await self._run(
+            partial(
+                steps.register_claimer,
+                claimer=claimer,
+                now=now,
+                lease_until=until,
+                host=socket.gethostname(),
+                pid=os.getpid(),
+                sole=sole,
+                max_running=max_running,
+            )
         )
-        return [_job(row) for row in rows]
+        return claimer
 
-    async def in_flight(self) -> list[ImportJob]:
-        """See :meth:`aisd.store.Store.in_flight`."""
-        return [_job(row) for row in await self._reader.execute_fetchall(Q["in_flight_jobs"])]
+    async def renew_claimer(self, claimer: str, *, now: datetime, ttl_seconds: float) -> bool:
+        """See :meth:`aisd.store.Store.renew_claimer`."""
+        params = {
+            "id": claimer,
+            "now": dt_in(now),
+            "lease_until": dt_in(now + timedelta(seconds=ttl_seconds)),
+        }
 
-    async def record_access(
+        def renew(db: sqlite3.Connection) -> bool:
+            return db.execute(Q["renew_claimer"], params).rowcount == 1
+
+        return await self._run(renew, durable=False)
+
+    async def release_claimer(self, claimer: str, *, now: datetime) -> None:
+        """See :meth:`aisd.store.Store.release_claimer`."""
+        await self._run(partial(steps.let_go_all, claimer=claimer, now=now))
+
+    async def claim_work(self, claimer: str, *, now: datetime) -> list[ImportJob]:
+        """See :meth:`aisd.store.Store.claim_work`."""
+        return await self._run(partial(steps.claim_work, claimer=claimer, now=now), durable=False)
+
+    async def open_jobs(self) -> list[ImportJob]:
+        """See :meth:`aisd.store.Store.open_jobs`."""
+        return [steps.job_of(row) for row in await self._reader.execute_fetchall(Q["open_jobs"])]
+
+    async def budget(self) -> tuple[Budget, int]:
+        """See :meth:`aisd.store.Store.budget`."""
+        rows = await self._reader.execute_fetchall(Q["budget"])
+        row = next(iter(rows))
+        ceiling = row["ceiling"]
+        limit = ceiling if row["lowered_to"] is None else min(ceiling, row["lowered_to"])
+        return Budget(limit, ceiling, row["strikes"]), row["held"]
+
+    async def begin_access(
         self,
+        claim: Claim,
         kind: AccessKind,
         *,
         now: datetime,
         token_id: str | None,
-        import_id: str | None,
         session_id: str | None = None,
-    ) -> int:
-        """See :meth:`aisd.store.Store.record_access`. Committed with ``synchronous=FULL``
-        before it returns, so the row survives a crash or power loss right after the send."""
-        ts = dt_in(now)
-        async with self._transaction() as db:
-            imp = None if import_id is None else await self._import_row(db, import_id)
-            if imp is not None and imp["state"] in _FINAL_STATES:
-                # Failed meanwhile (e.g. its token was revoked): nothing may be sent for it.
-                raise ConflictError(f"import {import_id} already ended ({imp['state']})")
-            access_id = await _returning_id(
+        quota: QuotaRule | None = None,
+    ) -> int | QuotaAnswer:
+        """See :meth:`aisd.store.Store.begin_access`."""
+
+        def section(db: sqlite3.Connection) -> int | QuotaAnswer:
+            answer = None
+            if quota is not None:
+                assert token_id is not None
+                view = steps.quota_view(db, token_id, now=now, since=quota.horizon(now))
+                answer = quota.decide(view)
+                if not answer.allowed:
+                    return answer
+            return steps.begin_access(
                 db,
-                "insert_access",
-                {
-                    "kind": AccessKind(kind).value,
-                    "token_id": token_id,
-                    "import_id": import_id,
-                    "session_id": session_id,
-                    "now": ts,
-                },
+                claim,
+                AccessKind(kind),
+                now=now,
+                token_id=token_id,
+                session_id=session_id,
+                answer=answer,
             )
-            if imp is not None and kind == AccessKind.DEFAULT_IMPORT:
-                await _update(db, "mark_starting", {"id": import_id, "now": ts})
-                if imp["default_import_attempts"] == 0:
-                    started = NewEvent(
-                        "import.started",
-                        imp["owner_external_id"],
-                        imp["token_id"],
-                        import_id,
-                        {"kind": imp["kind"]},
-                    )
-                    await self._emit(db, [started], now)
-            elif imp is not None and kind == AccessKind.REUSE:
-                await _update(db, "mark_reusing", {"id": import_id, "now": ts})
-            if kind == AccessKind.REUSE and token_id is not None:
-                await db.execute(Q["token_reused"], {"id": token_id, "now": ts})
-        return access_id
+
+        return await self._run(section)
 
     async def record_access_outcome(
-        self, access_id: int, *, outcome: str, error_name: str | None = None
-    ) -> None:
+        self,
+        access_id: int,
+        *,
+        outcome: str,
+        error_name: str | None = None,
+        pressure: str | None = None,
+    ) -> Budget:
         """See :meth:`aisd.store.Store.record_access_outcome`.
 
         Raises:
             NotFoundError: no ledger row has this id.
             sqlite3.IntegrityError: ``outcome`` is not ``ok``, ``error`` or ``not_sent``.
         """
-        async with self._transaction() as db:
-            params = {"id": access_id, "outcome": outcome, "error_name": error_name}
-            async with db.execute(Q["set_access_outcome"], params) as cursor:
-                if cursor.rowcount != 1:
-                    raise NotFoundError(f"access {access_id} not found")
-            if outcome == "not_sent":
-                await db.execute(Q["token_reuse_not_sent"], {"id": access_id})
-
-    async def record_session(self, import_id: str, session: Session, *, now: datetime) -> None:
-        """See :meth:`aisd.store.Store.record_session`."""
-        async with self._transaction() as db:
-            imp = await self._import_row(db, import_id)
-            session_ref = await _returning_id(
-                db,
-                "upsert_session",
-                {
-                    "owner_id": imp["owner_id"],
-                    "session_id": session.session_id,
-                    "signature": session.signature,
-                    "now": dt_in(now),
-                },
+        return await self._run(
+            partial(
+                steps.end_access,
+                access_id=access_id,
+                outcome=outcome,
+                error_name=error_name,
+                pressure=pressure,
             )
-            await _update(db, "attach_session", {"id": import_id, "session_ref": session_ref})
+        )
 
-    async def record_command(
-        self,
-        import_id: str,
-        command_id: str,
-        *,
-        now: datetime,
-        next_poll_at: datetime,
-        owner_echo: str | None = None,
-    ) -> None:
-        """See :meth:`aisd.store.Store.record_command`."""
-        params = {
-            "id": import_id,
-            "command_id": command_id,
-            "next_poll_at": dt_in(next_poll_at),
-            "owner_echo": owner_echo,
-        }
-        async with self._transaction() as db:
-            await _update(db, "set_command", params)
-
-    async def record_poll(self, import_id: str, *, now: datetime, next_poll_at: datetime) -> None:
-        """See :meth:`aisd.store.Store.record_poll`."""
-        params = {"id": import_id, "now": dt_in(now), "next_poll_at": dt_in(next_poll_at)}
-        async with self._transaction() as db:
-            await _update(db, "add_poll", params)
-
-    async def defer(
-        self, import_id: str, *, not_before: datetime, attempts: int, phase: str | None = None
-    ) -> None:
-        """See :meth:`aisd.store.Store.defer`.
-
-        Raises:
-            ValueError: ``phase`` is not an :class:`ImportPhase`.
-        """
-        params = {
-            "id": import_id,
-            "not_before": dt_in(not_before),
-            "attempts": attempts,
-            "phase": None if phase is None else ImportPhase(phase).value,
-        }
-        async with self._transaction() as db:
-            await _update(db, "defer_import", params)
+    async def advance(self, claim: Claim, write: StepWrite, *, now: datetime) -> list[ImportJob]:
+        """See :meth:`aisd.store.Store.advance`."""
+        # The end upstream only frees a slot and claims: no send depends on it being durable.
+        durable = write.step != Step.ENDED_UPSTREAM
+        step = partial(steps.record_step, claim=claim, write=write, now=now)
+        return await self._run(step, durable=durable)
 
     async def finish_success(
         self,
-        import_id: str,
+        claim: Claim,
         result: ImportResult,
         *,
         now: datetime,
@@ -461,133 +457,43 @@ class SqliteStore(
         polls: int,
     ) -> MergeStats:
         """See :meth:`aisd.store.Store.finish_success`. ``raw_reply`` is kept as given (the
-        client hands it over gzip-compressed).
-
-        Raises:
-            NotFoundError: the import is unknown.
-            ConflictError: the import has already ended.
-        """
-        ts = dt_in(now)
-        async with self._transaction() as db:
-            imp = await self._import_row(db, import_id)
-            if imp["state"] in _FINAL_STATES:
-                raise ConflictError(f"import {import_id} already ended ({imp['state']})")
-            persons = owners_json(result.owners)
-            await db.execute(
-                Q["set_owner_persons"],
-                {"id": imp["owner_id"], "persons": json_in(persons), "now": ts},
-            )
-            covered = coverages(result, coverage_start)
-            stats = await self._merge(db, imp["owner_id"], import_id, result, covered, ts)
-            if raw_reply is not None:
-                await db.execute(
-                    Q["insert_raw_reply"],
-                    {
-                        "import_id": import_id,
-                        "coverage_start": coverage_start.isoformat(),
-                        "reply": raw_reply,
-                        "now": ts,
-                    },
-                )
-            await _update(
-                db,
-                "finish_import_success",
-                {
-                    "id": import_id,
-                    "now": ts,
-                    "polls": polls,
-                    "accounts": stats.accounts,
-                    "transactions": stats.transactions,
-                    "added": stats.added,
-                    "modified": stats.modified,
-                    "removed": stats.removed,
-                },
-            )
-            token_id = imp["token_id"]
-            if token_id is not None:
-                await db.execute(Q["token_imported"], {"id": token_id, "now": ts})
-                await db.executemany(
-                    Q["insert_token_account"],
-                    [{"token_id": token_id, "iban": a.iban, "now": ts} for a in result.accounts],
-                )
-            started = dt_out(imp["started_at"] or imp["created_at"])
-            data = {
-                "accounts": stats.accounts,
-                "transactions": stats.transactions,
-                "added": stats.added,
-                "modified": stats.modified,
-                "removed": stats.removed,
-                "polls": polls,
-                "durationSeconds": round((now - started).total_seconds(), 3),
-                **success_extras(result),
-            }
-            event = NewEvent(
-                "import.succeeded", imp["owner_external_id"], token_id, import_id, data
-            )
-            await self._emit(db, [event], now)
-        return stats
+        client hands it over gzip-compressed)."""
+        return await self._run(
+            partial(
+                steps.finish_success,
+                claim=claim,
+                result=result,
+                now=now,
+                raw_reply=raw_reply,
+                coverage_start=coverage_start,
+                polls=polls,
+            ),
+            bulk=True,
+        )
 
     async def finish_failure(
-        self, import_id: str, failure: CommandFailure, *, now: datetime, polls: int | None = None
+        self,
+        claim: Claim,
+        failure: CommandFailure,
+        *,
+        now: datetime,
+        polls: int | None = None,
+        token: TokenOutcome | None = None,
     ) -> None:
         """See :meth:`aisd.store.Store.finish_failure`. A failed import of a token (a refresh,
         or the consent's first import) adds to its failure streak and has it re-planned at the
         next tick: after a failed first import, the first refresh comes after a short back-off
-        instead of a whole refresh interval, since the integrator still has no data.
-
-        Raises:
-            NotFoundError: the import is unknown.
-            ConflictError: the import has already ended.
-        """
-        async with self._transaction() as db:
-            imp = await self._fail(db, import_id, failure, now=now, polls=polls)
-            if imp["token_id"] is not None:
-                params = {"id": imp["token_id"], "now": dt_in(now)}
-                await db.execute(Q["token_refresh_failed"], params)
-
-    async def token_reauth_required(
-        self, token_id: str, import_id: str, failure: CommandFailure, *, now: datetime
-    ) -> None:
-        """See :meth:`aisd.store.Store.token_reauth_required`. ``token.reauth_required`` is
-        appended only when the token was ``active``: a second import failing on the same dead
-        token does not repeat it. The failure counts in the token's streak; its secret and its
-        plan are dropped with the state."""
-        ts = dt_in(now)
-        async with self._transaction() as db:
-            imp = await self._fail(db, import_id, failure, now=now, polls=None)
-            params = {
-                "id": token_id,
-                "state": TokenState.REAUTH_REQUIRED.value,
-                "reason": failure.name,
-                "now": ts,
-            }
-            async with db.execute(Q["end_token"], params) as cursor:
-                changed = cursor.rowcount == 1
-            await db.execute(Q["token_refresh_failed"], {"id": token_id, "now": ts})
-            if changed:
-                data = {"errorName": failure.name}
-                event = NewEvent(
-                    "token.reauth_required", imp["owner_external_id"], token_id, import_id, data
-                )
-                await self._emit(db, [event], now)
-
-    async def upstream_quota_exceeded(
-        self, token_id: str, import_id: str, *, now: datetime, deferred_until: datetime
-    ) -> None:
-        """See :meth:`aisd.store.Store.upstream_quota_exceeded`. The token keeps its failure
-        streak, records ``deferred_until`` and is re-planned at the next tick; the event
-        ``quota.deferred`` says until when."""
-        failure = CommandFailure(
-            "MultipleAccessLimitExceeded",
-            "Upstream refused the access: the bank account's rolling 24 h limit is used up.",
+        instead of a whole refresh interval, since the integrator still has no data."""
+        await self._run(
+            partial(
+                steps.finish_failure,
+                claim=claim,
+                failure=failure,
+                now=now,
+                polls=polls,
+                token=token,
+            )
         )
-        async with self._transaction() as db:
-            imp = await self._fail(db, import_id, failure, now=now, polls=None)
-            params = {"id": token_id, "now": dt_in(now), "deferred_until": dt_in(deferred_until)}
-            await db.execute(Q["token_quota_refused"], params)
-            data = {"reason": "upstream_limit", "nextPossibleAt": iso(deferred_until)}
-            event = NewEvent("quota.deferred", imp["owner_external_id"], token_id, None, data)
-            await self._emit(db, [event], now)
 
     async def _fail(
         self,
@@ -598,6 +504,7 @@ class SqliteStore(
         now: datetime,
         polls: int | None,
     ) -> sqlite3.Row:
+        # An import ended by its token's end (not by the pipeline): no claim to fence on.
         imp = await self._import_row(db, import_id)
         if imp["state"] in _FINAL_STATES:
             raise ConflictError(f"import {import_id} already ended ({imp['state']})")
@@ -609,11 +516,10 @@ class SqliteStore(
             "error_message": failure.message,
         }
         await _update(db, "finish_import_failure", params)
-        data = {
-            "errorName": failure.name,
-            "errorMessage": failure.message,
-            "polls": imp["polls"] if polls is None else polls,
-        }
+        await db.execute(Q["free_slot"], {"id": import_id})
+        data = failed_event_data(
+            failure.name, failure.message, imp["polls"] if polls is None else polls
+        )
         event = NewEvent(
             "import.failed", imp["owner_external_id"], imp["token_id"], import_id, data
         )
@@ -643,10 +549,16 @@ class SqliteStore(
     ) -> MergeStats:
         """See :meth:`aisd.store.Store.replay_result`. Accounts' ``updatedAt`` becomes the
         import's end, as it was when the import first finished."""
-        async with self._transaction() as db:
-            imp = await self._import_row(db, import_id)
+
+        def replay(db: sqlite3.Connection) -> MergeStats:
+            found = rows(db, "import_row", {"id": import_id})
+            if not found:
+                raise NotFoundError(f"import {import_id} not found")
+            imp = found[0]
             ts = imp["finished_at"] or imp["created_at"]
-            return await self._merge(db, imp["owner_id"], import_id, result, coverage_start, ts)
+            return steps.merge(db, imp["owner_id"], import_id, result, coverage_start, ts)
+
+        return await self._run(replay, bulk=True)
 
     async def purge_raw_replies(self, *, older_than: datetime) -> int:
         """See :meth:`aisd.store.Store.purge_raw_replies`."""

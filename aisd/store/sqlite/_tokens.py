@@ -10,18 +10,17 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Collection, Sequence
 from contextlib import AbstractAsyncContextManager
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Protocol
 
 import aiosqlite
 
 from aisd.clock import iso
 from aisd.kontomatik._models import CommandFailure
-from aisd.store._records import ImportKind, LedgerEntry, NewEvent, TokenRecord, TokenState
+from aisd.store._records import LedgerEntry, NewEvent, TokenRecord, TokenState
 from aisd.store.sqlite._codec import dt_in, dt_out, json_in, json_out, opt_date_out, opt_dt_out
 from aisd.store.sqlite._data_core import one
 from aisd.store.sqlite._errors import NotFoundError
-from aisd.store.sqlite._ids import new_id
 from aisd.store.sqlite._queries import QUERIES as Q
 
 __all__ = ["TokenMethods", "ended_refresh_failure", "token_record", "warning_schedule"]
@@ -137,27 +136,6 @@ async def _end(
     return True
 
 
-async def insert_refresh(
-    db: aiosqlite.Connection, *, token_id: str, owner_id: int, since: date, now: datetime
-) -> str:
-    """Insert a queued ``refresh`` import of a token; returns its id."""
-    import_id = new_id("imp_")
-    await db.execute(
-        Q["insert_import"],
-        {
-            "id": import_id,
-            "owner_id": owner_id,
-            "token_id": token_id,
-            "consent_id": None,
-            "session_ref": None,
-            "kind": ImportKind.REFRESH.value,
-            "since": since.isoformat(),
-            "now": dt_in(now),
-        },
-    )
-    return import_id
-
-
 class TokenMethods:
     """The "tokens and the planner" part of :class:`aisd.store.Store` for SQLite."""
 
@@ -233,26 +211,6 @@ class TokenMethods:
                 return
             if event is not None:
                 await self._emit(db, [event], now)
-
-    async def queue_planned_refresh(
-        self: _Core, token_id: str, *, now: datetime, since: date
-    ) -> str | None:
-        """See :meth:`aisd.store.Store.queue_planned_refresh`.
-
-        Raises:
-            NotFoundError: the token is unknown.
-        """
-        async with self._transaction() as db:
-            token = await one(db, "token_open_refresh", {"token_id": token_id})
-            if token is None:
-                raise NotFoundError(f"token {token_id} not found")
-            if token["state"] != TokenState.ACTIVE.value or token["open_refresh"]:
-                return None
-            import_id = await insert_refresh(
-                db, token_id=token_id, owner_id=token["owner_id"], since=since, now=now
-            )
-            await db.execute(Q["clear_next_refresh"], {"id": token_id})
-        return import_id
 
     async def expire_tokens(self: _Core, *, now: datetime) -> list[str]:
         """See :meth:`aisd.store.Store.expire_tokens`. Queued refreshes fail as

@@ -51,8 +51,13 @@ def plan_account_writes(
     Returns:
         The plan, its parameter batches and the last change sequence value used.
     """
-    stored = [(int(row[0]), tx_from_row(row[1:])) for row in stored_rows]
-    plan = plan_merge(stored, incoming, coverage_start)
+    if stored_rows:
+        stored = [(int(row[0]), tx_from_row(row[1:])) for row in stored_rows]
+        plan = plan_merge(stored, incoming, coverage_start)
+    else:
+        # An account's first import adds everything: what plan_merge finds, without hashing
+        # every incoming transaction against nothing.
+        plan = MergePlan(added=list(incoming))
     inserts: list[tuple[Any, ...]] = []
     for tx in plan.added:
         seq += 1

@@ -155,8 +155,7 @@ UPDATE imports SET session_ref = :session_ref, phase = 'ready', not_before = NUL
 WHERE id = :id
 
 -- name: set_command
-UPDATE imports SET command_id = :command_id, phase = 'polling', not_before = :next_poll_at,
-    kontomatik_owner_id = COALESCE(:owner_echo, kontomatik_owner_id)
+UPDATE imports SET command_id = :command_id, phase = 'polling', not_before = :next_poll_at
 WHERE id = :id
 
 -- name: add_poll

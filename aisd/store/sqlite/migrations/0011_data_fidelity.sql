@@ -1,4 +1,4 @@
--- 0010_data_fidelity: credit cards beside accounts, every owner block, the owner id Kontomatik
+-- 0011_data_fidelity: credit cards beside accounts, every owner block, the owner id Kontomatik
 -- echoes, and the replies aisd refused to merge.
 --
 -- A credit card is merged like an account, so it lives in the same table and its rows in the

@@ -1,0 +1,203 @@
+"""Group commit of ``consent.submit``: concurrent submits share one transaction and one fsync.
+
+Whoever finds no batch being written becomes the writer: it takes every submit waiting at that
+moment (its own among them) and commits them together, each in a savepoint so that one bad
+consent fails alone. The others wait for that batch's commit, or become the next writer when
+theirs arrived too late for it. Nobody is answered before the batch holding their consent is
+durable (``synchronous=FULL``).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from functools import partial
+from typing import Any
+
+import anyio
+
+from aisd.store._records import ConsentIn, ImportKind, NewEvent, StoredConsent, SubmitOutcome
+from aisd.store.sqlite._codec import date_in, dt_in
+from aisd.store.sqlite._ids import new_id
+from aisd.store.sqlite._queries import QUERIES as Q
+from aisd.store.sqlite._sync import emit, emit_each, returning_id, rows
+
+__all__ = ["GroupCommit", "submit_one"]
+
+# A batch bigger than this waits for the next commit: one transaction stays short.
+MAX_BATCH = 512
+
+
+@dataclass(slots=True)
+class _Pending:
+    consent: ConsentIn
+    now: datetime
+    since: date
+    expires_at: datetime
+    outcome: SubmitOutcome | None = None
+    error: BaseException | None = None
+    done: bool = False
+    events: list[NewEvent] = field(default_factory=list)
+
+
+def submit_one(
+    db: sqlite3.Connection, consent: ConsentIn, *, now: datetime, since: date, expires_at: datetime
+) -> tuple[SubmitOutcome, list[NewEvent]]:
+    """Store one consent inside the caller's transaction; returns what it did and the events
+    to append (none for an idempotent repeat)."""
+    existing = rows(db, "consent_by_session", {"session_id": consent.session_id})
+    if existing:
+        row = existing[0]
+        stored = StoredConsent(
+            owner_external_id=row["owner_external_id"],
+            session_signature=row["session_signature"],
+            multiple_access_id=row["multiple_access_id"],
+            token_id=row["token_id"],
+        )
+        outcome = SubmitOutcome(row["import_id"], row["token_id"], created=False, stored=stored)
+        return outcome, []
+    ts = dt_in(now)
+    owner_id = returning_id(
+        db, "upsert_owner", {"external_id": consent.owner_external_id, "now": ts}
+    )
+    refresh_until = date_in(consent.refresh_until)
+    consent_id = returning_id(
+        db,
+        "insert_consent_once",
+        {
+            "owner_id": owner_id,
+            "session_id": consent.session_id,
+            "target": consent.target,
+            "refresh_until": refresh_until,
+            "max_imports": consent.max_imports,
+            "now": ts,
+        },
+    )
+    session_ref = returning_id(
+        db,
+        "upsert_session",
+        {
+            "owner_id": owner_id,
+            "session_id": consent.session_id,
+            "signature": consent.session_signature,
+            "now": ts,
+        },
+    )
+    token_id = None
+    if consent.multiple_access_id is not None:
+        token_id = new_id("tok_")
+        db.execute(
+            Q["insert_token"],
+            {
+                "id": token_id,
+                "owner_id": owner_id,
+                "consent_id": consent_id,
+                "multiple_access_id": consent.multiple_access_id,
+                "now": ts,
+                "expires_at": dt_in(expires_at),
+                "refresh_until": refresh_until,
+                "max_imports": consent.max_imports,
+            },
+        )
+    import_id = new_id("imp_")
+    db.execute(
+        Q["insert_import"],
+        {
+            "id": import_id,
+            "owner_id": owner_id,
+            "token_id": token_id,
+            "consent_id": consent_id,
+            "session_ref": session_ref,
+            "kind": ImportKind.INITIAL.value,
+            "since": since.isoformat(),
+            "now": ts,
+        },
+    )
+    data: dict[str, Any] = {
+        "target": consent.target,
+        "since": since.isoformat(),
+        "multipleAccess": token_id is not None,
+    }
+    if token_id is not None:
+        data["expiresAt"] = dt_in(expires_at)
+    event = NewEvent("consent.received", consent.owner_external_id, token_id, import_id, data)
+    return SubmitOutcome(import_id, token_id, created=True), [event]
+
+
+def _write_batch(batch: list[_Pending], db: sqlite3.Connection) -> None:
+    """The whole batch under one savepoint, its events appended together; when a consent
+    fails, the batch is rolled back to the savepoint and written again one savepoint per
+    consent, so that only the bad one fails."""
+    db.execute(Q["savepoint_batch"])
+    try:
+        appended: list[tuple[NewEvent, datetime]] = []
+        for item in batch:
+            item.outcome, events = submit_one(
+                db, item.consent, now=item.now, since=item.since, expires_at=item.expires_at
+            )
+            appended += [(event, item.now) for event in events]
+        emit_each(db, appended)
+    except Exception:
+        db.execute(Q["rollback_to_batch"])
+        db.execute(Q["release_batch"])
+        _write_one_by_one(batch, db)
+        return
+    db.execute(Q["release_batch"])
+
+
+def _write_one_by_one(batch: list[_Pending], db: sqlite3.Connection) -> None:
+    for item in batch:
+        db.execute(Q["savepoint_batch"])
+        try:
+            item.outcome, events = submit_one(
+                db, item.consent, now=item.now, since=item.since, expires_at=item.expires_at
+            )
+            emit(db, events, item.now)
+        except Exception as exc:
+            db.execute(Q["rollback_to_batch"])
+            item.outcome, item.error = None, exc
+        db.execute(Q["release_batch"])
+
+
+class GroupCommit:
+    """Coalesces concurrent submits into shared transactions (see the module docstring)."""
+
+    def __init__(
+        self, run: Callable[[Callable[[sqlite3.Connection], None]], Awaitable[None]]
+    ) -> None:
+        self._run = run
+        self._pending: list[_Pending] = []
+        self._writing = False
+        self._written = anyio.Event()
+
+    async def submit(
+        self, consent: ConsentIn, *, now: datetime, since: date, expires_at: datetime
+    ) -> SubmitOutcome:
+        """Store ``consent`` (see :meth:`aisd.store.Store.submit_consent`) in the next batch."""
+        item = _Pending(consent, now, since, expires_at)
+        self._pending.append(item)
+        while not item.done:
+            if self._writing:
+                await self._written.wait()
+                continue
+            self._writing = True
+            batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+            try:
+                await self._run(partial(_write_batch, batch))
+            except BaseException as exc:
+                for other in batch:
+                    other.outcome, other.error = None, exc
+                if not isinstance(exc, Exception):
+                    raise
+            finally:
+                for other in batch:
+                    other.done = True
+                self._writing = False
+                written, self._written = self._written, anyio.Event()
+                written.set()
+        if item.error is not None:
+            raise item.error
+        assert item.outcome is not None
+        return item.outcome

@@ -1,0 +1,548 @@
+"""The pipeline's transactions in the SQLite store, each one plain function run on the
+database thread in one crossing (see :mod:`aisd.store.sqlite._sync`).
+
+Claims, fenced steps, slot rows, the budget and the quota section. Phases come from the pure
+step table :mod:`aisd.phases`; event payloads from its builders. SQLite has one writer, so
+``BEGIN IMMEDIATE`` is the quota section's lock; a backend with concurrent writers locks the
+accounts the token reaches instead.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from datetime import date, datetime
+
+from aisd.clock import iso
+from aisd.kontomatik._models import CommandFailure, ImportResult, Session
+from aisd.merge import coverages
+from aisd.phases import (
+    IN_FLIGHT,
+    Budget,
+    ImportPhase,
+    Step,
+    allowed_from,
+    failed_event_data,
+    lowered,
+    raised,
+    started_event_data,
+    state_of,
+    succeeded_event_data,
+)
+from aisd.store._records import (
+    AccessKind,
+    Claim,
+    ImportJob,
+    ImportKind,
+    LedgerEntry,
+    MergeStats,
+    NewEvent,
+    QuotaAnswer,
+    QuotaView,
+    StepWrite,
+    TickOutcome,
+    TickPlanner,
+    TokenOutcome,
+)
+from aisd.store.sqlite._codec import dt_in, dt_out, json_in, opt_dt_out
+from aisd.store.sqlite._data_codec import owners_json, success_extras
+from aisd.store.sqlite._data_merge import merge
+from aisd.store.sqlite._errors import LeaseLost, NotFoundError
+from aisd.store.sqlite._ids import new_id
+from aisd.store.sqlite._queries import QUERIES as Q
+from aisd.store.sqlite._sync import emit, returning_id, rows
+from aisd.store.sqlite._tokens import token_record
+
+__all__ = [
+    "begin_access",
+    "budget_of",
+    "claim_work",
+    "end_access",
+    "fail_import",
+    "finish_failure",
+    "finish_success",
+    "job_of",
+    "let_go_all",
+    "merge",
+    "parse_ledger",
+    "quota_view",
+    "record_step",
+]
+
+_CHANGE_SEQ = "change_seq"
+_IN_FLIGHT = json_in(sorted(p.value for p in IN_FLIGHT))
+
+
+def _from(step: Step) -> str:
+    return json_in(sorted(p.value for p in allowed_from(step)))
+
+
+def _fence(claim: Claim, step: Step) -> dict[str, object]:
+    return {
+        "id": claim.import_id,
+        "claimer": claim.claimer,
+        "epoch": claim.epoch,
+        "from": _from(step),
+    }
+
+
+def _lost(db: sqlite3.Connection, claim: Claim, step: Step) -> LeaseLost | NotFoundError:
+    found = rows(db, "import_row", {"id": claim.import_id})
+    if not found:
+        return NotFoundError(f"import {claim.import_id} not found")
+    if found[0]["phase"] == ImportPhase.DONE.value:
+        return LeaseLost(f"import {claim.import_id} already ended ({found[0]['state']})")
+    return LeaseLost(f"import {claim.import_id}: {step.value} under a lost claim or phase")
+
+
+def _changed(db: sqlite3.Connection, cursor: sqlite3.Cursor, claim: Claim, step: Step) -> None:
+    if cursor.rowcount != 1:
+        raise _lost(db, claim, step)
+
+
+def job_of(row: sqlite3.Row) -> ImportJob:
+    """A ``claimed_jobs`` row as an :class:`ImportJob` with its claim."""
+    session = None
+    if row["session_id"] is not None:
+        session = Session(session_id=row["session_id"], signature=row["signature"])
+    claim = None
+    if row["claimed_by"] is not None:
+        claim = Claim(row["id"], row["claimed_by"], row["claim_epoch"])
+    return ImportJob(
+        import_id=row["id"],
+        kind=ImportKind(row["kind"]),
+        phase=ImportPhase(row["phase"]),
+        owner_external_id=row["owner_external_id"] or "",
+        token_id=row["token_id"],
+        since=date.fromisoformat(row["since"]),
+        created_at=dt_out(row["created_at"]),
+        session=session,
+        command_id=row["command_id"],
+        polls=row["polls"],
+        default_import_attempts=row["default_import_attempts"],
+        attempts=row["attempts"],
+        not_before=opt_dt_out(row["not_before"]),
+        started_at=opt_dt_out(row["started_at"]),
+        last_poll_at=opt_dt_out(row["last_poll_at"]),
+        multiple_access_id=row["multiple_access_id"],
+        claim=claim,
+    )
+
+
+def budget_of(db: sqlite3.Connection) -> tuple[Budget, int]:
+    """The shared budget and the slots held now."""
+    row = rows(db, "budget")[0]
+    ceiling = row["ceiling"]
+    limit = ceiling if row["lowered_to"] is None else min(ceiling, row["lowered_to"])
+    return Budget(limit, ceiling, row["strikes"]), row["held"]
+
+
+def claim_work(db: sqlite3.Connection, *, claimer: str, now: datetime) -> list[ImportJob]:
+    """Adopt in-flight imports nobody live drives, then claim queued ones into free slots."""
+    ts = dt_in(now)
+    for row in rows(db, "release_gone_queued", {"now": ts, "claimer": claimer}):
+        db.execute(Q["free_slot"], {"id": row["id"]})
+    params = {"claimer": claimer, "now": ts, "in_flight": _IN_FLIGHT}
+    claimed = [row["id"] for row in rows(db, "adopt_in_flight", params)]
+    budget, held = budget_of(db)
+    free = budget.limit - held
+    if free > 0:
+        for row in rows(db, "claimable_queued", {"now": ts, "limit": free}):
+            taken = db.execute(Q["take_slot"], {"id": row["id"], "now": ts, "limit": budget.limit})
+            if taken.rowcount != 1:
+                break
+            rows(db, "claim_import", {"id": row["id"], "claimer": claimer})
+            claimed.append(row["id"])
+    db.execute(Q["forget_lapsed_claimers"], {"now": ts})
+    if not claimed:
+        return []
+    return [job_of(row) for row in rows(db, "claimed_jobs", {"ids": json_in(claimed)})]
+
+
+def parse_ledger(
+    found: Sequence[sqlite3.Row],
+) -> tuple[list[LedgerEntry], dict[str, frozenset[str]]]:
+    """Rows of the ``reuse_ledger`` query as the ledger (ascending in time) and each token's
+    accounts (an empty set while unknown)."""
+    ledger: list[LedgerEntry] = []
+    accounts: dict[str, set[str]] = {}
+    for row in found:
+        if row["what"] == "access":
+            ledger.append(LedgerEntry(row["token_id"], dt_out(row["value"])))
+            continue
+        ibans = accounts.setdefault(row["token_id"], set())
+        if row["value"] is not None:
+            ibans.add(row["value"])
+    ledger.sort(key=lambda entry: (entry.at, entry.token_id))
+    return ledger, {token_id: frozenset(ibans) for token_id, ibans in accounts.items()}
+
+
+def quota_view(
+    db: sqlite3.Connection, token_id: str, *, now: datetime, since: datetime
+) -> QuotaView:
+    """What the quota rule needs about one token, read inside the caller's transaction."""
+    params = {"token_ids": json_in([token_id]), "owner_external_id": None, "state": None}
+    found = rows(db, "token_records_by_ids", params)
+    token = token_record(found[0]) if found else None
+    ledger_params = {"token_ids": json_in([token_id]), "since": dt_in(since)}
+    ledger, accounts_of = parse_ledger(rows(db, "reuse_ledger", ledger_params))
+    return QuotaView(token, tuple(ledger), accounts_of, now)
+
+
+def _fenced_row(db: sqlite3.Connection, claim: Claim, step: Step) -> sqlite3.Row:
+    found = rows(db, "fenced_import", _fence(claim, step))
+    if not found:
+        raise _lost(db, claim, step)
+    return found[0]
+
+
+def begin_access(
+    db: sqlite3.Connection,
+    claim: Claim,
+    kind: AccessKind,
+    *,
+    now: datetime,
+    token_id: str | None,
+    session_id: str | None,
+    answer: QuotaAnswer | None,
+) -> int:
+    """Record a Reuse or Default Import of a claimed import before it is sent (and move the
+    import by the step table); returns the ledger row's id."""
+    step = Step.REUSE_SENT if kind == AccessKind.REUSE else Step.IMPORT_SENT
+    imp = _fenced_row(db, claim, step)
+    at = answer.at if answer is not None else now
+    ts = dt_in(at)
+    access_id = returning_id(
+        db,
+        "insert_access",
+        {
+            "kind": kind.value,
+            "token_id": token_id,
+            "import_id": claim.import_id,
+            "session_id": session_id,
+            "now": ts,
+        },
+    )
+    to = ImportPhase.REUSING if step == Step.REUSE_SENT else ImportPhase.STARTING
+    params = {**_fence(claim, step), "to": to.value, "state": state_of(to), "now": ts}
+    if step == Step.REUSE_SENT:
+        _changed(db, db.execute(Q["step_reuse_sent"], params), claim, step)
+        if token_id is not None:
+            db.execute(Q["token_reused"], {"id": token_id, "now": ts})
+        return access_id
+    _changed(db, db.execute(Q["step_import_sent"], params), claim, step)
+    if imp["default_import_attempts"] == 0:
+        data = started_event_data(imp["kind"])
+        event = NewEvent(
+            "import.started", imp["owner_external_id"], imp["token_id"], claim.import_id, data
+        )
+        emit(db, [event], now)
+    return access_id
+
+
+def end_access(
+    db: sqlite3.Connection,
+    access_id: int,
+    *,
+    outcome: str,
+    error_name: str | None,
+    pressure: str | None,
+) -> Budget:
+    """Set a ledger row's outcome and, with ``pressure`` (``lower`` after JobsQuotaExceeded,
+    ``raise`` after an accepted Default Import), move the shared budget by its rule."""
+    params = {"id": access_id, "outcome": outcome, "error_name": error_name}
+    if db.execute(Q["set_access_outcome"], params).rowcount != 1:
+        raise NotFoundError(f"access {access_id} not found")
+    if outcome == "not_sent":
+        db.execute(Q["token_reuse_not_sent"], {"id": access_id})
+    budget, held = budget_of(db)
+    if pressure is None:
+        return budget
+    after = lowered(budget, held) if pressure == "lower" else raised(budget)
+    if after != budget:
+        lowered_to = None if after.limit >= after.ceiling else after.limit
+        db.execute(Q["set_budget"], {"lowered_to": lowered_to, "strikes": after.strikes})
+    return after
+
+
+def record_step(
+    db: sqlite3.Connection, claim: Claim, write: StepWrite, *, now: datetime
+) -> list[ImportJob]:
+    """A fenced step of a claimed import. The end of a command upstream passes its slot on:
+    the same transaction claims the next work for the same claimer, which it returns."""
+    step = write.step
+    ts = dt_in(now)
+    not_before = None if write.not_before is None else dt_in(write.not_before)
+    params = {**_fence(claim, step), "now": ts, "not_before": not_before}
+    if step == Step.SESSION:
+        assert write.session is not None
+        imp = _fenced_row(db, claim, step)
+        session_ref = returning_id(
+            db,
+            "upsert_session",
+            {
+                "owner_id": imp["owner_id"],
+                "session_id": write.session.session_id,
+                "signature": write.session.signature,
+                "now": ts,
+            },
+        )
+        params |= {"session_ref": session_ref, "to": ImportPhase.READY.value}
+        _changed(db, db.execute(Q["step_session"], params), claim, step)
+    elif step == Step.COMMAND:
+        params |= {
+            "command_id": write.command_id,
+            "owner_echo": write.owner_echo,
+            "to": ImportPhase.POLLING.value,
+        }
+        _changed(db, db.execute(Q["step_command"], params), claim, step)
+    elif step == Step.POLL:
+        _changed(db, db.execute(Q["step_poll"], params), claim, step)
+    elif step == Step.REQUEUE:
+        to = ImportPhase.QUEUED
+        params |= {"attempts": write.attempts, "to": to.value, "state": state_of(to)}
+        _changed(db, db.execute(Q["step_requeue"], params), claim, step)
+        db.execute(Q["free_slot"], {"id": claim.import_id})
+    elif step == Step.WAIT:
+        imp = _fenced_row(db, claim, step)
+        params |= {"attempts": write.attempts, "to": imp["phase"]}
+        _changed(db, db.execute(Q["step_wait"], params), claim, step)
+    elif step == Step.NOT_STARTED:
+        params |= {"attempts": write.attempts, "to": ImportPhase.READY.value}
+        _changed(db, db.execute(Q["step_wait"], params), claim, step)
+    elif step == Step.ENDED_UPSTREAM:
+        _fenced_row(db, claim, step)
+        db.execute(Q["free_slot"], {"id": claim.import_id})
+        return claim_work(db, claimer=claim.claimer, now=now)
+    elif step == Step.LET_GO:
+        imp = _fenced_row(db, claim, step)
+        db.execute(Q["let_go"], params)
+        if imp["phase"] == ImportPhase.QUEUED.value:
+            db.execute(Q["free_slot"], {"id": claim.import_id})
+    else:
+        raise ValueError(f"{step.value} is not recorded by record_step")
+    return []
+
+
+def register_claimer(
+    db: sqlite3.Connection,
+    claimer: str,
+    *,
+    now: datetime,
+    lease_until: datetime,
+    host: str,
+    pid: int,
+    sole: bool,
+    max_running: int,
+) -> None:
+    """A new lease; with ``sole``, every other claimer's lease ends now."""
+    ts = dt_in(now)
+    params = {"id": claimer, "now": ts, "lease_until": dt_in(lease_until), "host": host, "pid": pid}
+    db.execute(Q["register_claimer"], params)
+    if sole:
+        db.execute(Q["end_other_leases"], {"id": claimer})
+    db.execute(Q["set_ceiling"], {"ceiling": max_running})
+    db.execute(Q["ensure_slots"], {"ceiling": max_running})
+
+
+def let_go_all(db: sqlite3.Connection, claimer: str, *, now: datetime) -> None:
+    """A claimer stops: its queued imports free their slots, in-flight ones keep them for
+    whoever claims next, and its lease ends."""
+    for row in rows(db, "let_go_all", {"claimer": claimer}):
+        if row["phase"] == ImportPhase.QUEUED.value:
+            db.execute(Q["free_slot"], {"id": row["id"]})
+    db.execute(Q["end_claimer"], {"id": claimer})
+
+
+def fail_import(
+    db: sqlite3.Connection,
+    imp: sqlite3.Row,
+    failure: CommandFailure,
+    *,
+    now: datetime,
+    polls: int | None,
+) -> None:
+    """End an open import as failed (its slot and claim with it) and append ``import.failed``."""
+    params = {
+        "id": imp["id"],
+        "now": dt_in(now),
+        "polls": polls,
+        "error_name": failure.name,
+        "error_message": failure.message,
+    }
+    db.execute(Q["finish_import_failure"], params)
+    db.execute(Q["free_slot"], {"id": imp["id"]})
+    data = failed_event_data(
+        failure.name, failure.message, imp["polls"] if polls is None else polls
+    )
+    event = NewEvent("import.failed", imp["owner_external_id"], imp["token_id"], imp["id"], data)
+    emit(db, [event], now)
+
+
+def finish_failure(
+    db: sqlite3.Connection,
+    claim: Claim,
+    failure: CommandFailure,
+    *,
+    now: datetime,
+    polls: int | None,
+    token: TokenOutcome | None,
+) -> None:
+    """End a claimed import as failed, with what the failure does to its token."""
+    imp = _fenced_row(db, claim, Step.FAIL)
+    fail_import(db, imp, failure, now=now, polls=polls)
+    token_id = imp["token_id"]
+    if token_id is None:
+        return
+    ts = dt_in(now)
+    if token is not None and token.deferred_until is not None:
+        params = {"id": token_id, "now": ts, "deferred_until": dt_in(token.deferred_until)}
+        db.execute(Q["token_quota_refused"], params)
+        data = {"reason": "upstream_limit", "nextPossibleAt": iso(token.deferred_until)}
+        emit(db, [NewEvent("quota.deferred", imp["owner_external_id"], token_id, None, data)], now)
+        return
+    if token is not None and token.reauth_required:
+        params2 = {"id": token_id, "state": "reauth_required", "reason": failure.name, "now": ts}
+        changed = db.execute(Q["end_token"], params2).rowcount == 1
+        db.execute(Q["token_refresh_failed"], {"id": token_id, "now": ts})
+        if changed:
+            data = {"errorName": failure.name}
+            event = NewEvent(
+                "token.reauth_required", imp["owner_external_id"], token_id, claim.import_id, data
+            )
+            emit(db, [event], now)
+        return
+    db.execute(Q["token_refresh_failed"], {"id": token_id, "now": ts})
+
+
+def finish_success(
+    db: sqlite3.Connection,
+    claim: Claim,
+    result: ImportResult,
+    *,
+    now: datetime,
+    raw_reply: bytes | None,
+    coverage_start: date,
+    polls: int,
+) -> MergeStats:
+    """Store a claimed import's result and end it as successful, in one transaction."""
+    ts = dt_in(now)
+    imp = _fenced_row(db, claim, Step.SUCCEED)
+    persons = owners_json(result.owners)
+    db.execute(
+        Q["set_owner_persons"], {"id": imp["owner_id"], "persons": json_in(persons), "now": ts}
+    )
+    covered = coverages(result, coverage_start)
+    stats = merge(db, imp["owner_id"], claim.import_id, result, covered, ts)
+    if raw_reply is not None:
+        db.execute(
+            Q["insert_raw_reply"],
+            {
+                "import_id": claim.import_id,
+                "coverage_start": coverage_start.isoformat(),
+                "reply": raw_reply,
+                "now": ts,
+            },
+        )
+    db.execute(
+        Q["finish_import_success"],
+        {
+            "id": claim.import_id,
+            "now": ts,
+            "polls": polls,
+            "accounts": stats.accounts,
+            "transactions": stats.transactions,
+            "added": stats.added,
+            "modified": stats.modified,
+            "removed": stats.removed,
+        },
+    )
+    db.execute(Q["free_slot"], {"id": claim.import_id})
+    token_id = imp["token_id"]
+    if token_id is not None:
+        db.execute(Q["token_imported"], {"id": token_id, "now": ts})
+        db.executemany(
+            Q["insert_token_account"],
+            [{"token_id": token_id, "iban": a.iban, "now": ts} for a in result.accounts],
+        )
+    data = succeeded_event_data(
+        accounts=stats.accounts,
+        transactions=stats.transactions,
+        added=stats.added,
+        modified=stats.modified,
+        removed=stats.removed,
+        polls=polls,
+        started=dt_out(imp["started_at"] or imp["created_at"]),
+        now=now,
+    ) | success_extras(result)
+    event = NewEvent("import.succeeded", imp["owner_external_id"], token_id, claim.import_id, data)
+    emit(db, [event], now)
+    return stats
+
+
+def queue_refresh(
+    db: sqlite3.Connection, token_id: str, *, owner_id: int, now: datetime, since: date
+) -> str | None:
+    """Queue a refresh of an active token unless one is open (the unique index decides);
+    its ``next_refresh_at`` is cleared (re-planned when the import ends)."""
+    import_id = new_id("imp_")
+    params = {
+        "id": import_id,
+        "owner_id": owner_id,
+        "token_id": token_id,
+        "since": since.isoformat(),
+        "now": dt_in(now),
+    }
+    if db.execute(Q["insert_refresh_once"], params).rowcount != 1:
+        return None
+    db.execute(Q["clear_next_refresh"], {"id": token_id})
+    return import_id
+
+
+def plan_due(
+    db: sqlite3.Connection, *, now: datetime, limit: int, planner: TickPlanner
+) -> TickOutcome:
+    """The planner tick's quota section: the due tokens and their ledger read, the pure
+    planner's decisions written (plans, queued refreshes, events), all in one transaction."""
+    due = [
+        token_record(row)
+        for row in rows(db, "due_token_records", {"now": dt_in(now), "limit": limit})
+    ]
+    if not due:
+        return TickOutcome((), ())
+    params = {"token_ids": json_in([t.token_id for t in due]), "since": dt_in(planner.horizon(now))}
+    ledger, accounts_of = parse_ledger(rows(db, "reuse_ledger", params))
+    owners = {
+        row["id"]: row["owner_id"]
+        for row in rows(db, "token_owners", {"token_ids": json_in([t.token_id for t in due])})
+    }
+    ts = dt_in(now)
+    inserts: list[dict[str, object]] = []
+    plans: list[dict[str, object]] = []
+    events: list[NewEvent] = []
+    for write in planner.decide(due, ledger, accounts_of, now):
+        if write.queue_since is not None:
+            inserts.append(
+                {
+                    "id": new_id("imp_"),
+                    "owner_id": owners[write.token_id],
+                    "token_id": write.token_id,
+                    "since": write.queue_since.isoformat(),
+                    "now": ts,
+                }
+            )
+            continue
+        at = None if write.at is None else dt_in(write.at)
+        plans.append({"id": write.token_id, "at": at, "reason": write.reason})
+        if write.event is not None:
+            events.append(write.event)
+    # In batches: a tick writes hundreds of rows. Due tokens are active (read above, in this
+    # transaction) and have no open refresh, so every plan and insert lands; the unique index
+    # still drops a second open refresh, and only inserted ones are reported.
+    db.executemany(Q["set_plan"], plans)
+    db.executemany(Q["insert_refresh_once"], inserts)
+    ids = json_in([row["id"] for row in inserts])
+    queued = [row["id"] for row in rows(db, "imports_by_ids", {"ids": ids})]
+    db.executemany(Q["clear_next_refresh_of_import"], [{"id": i} for i in queued])
+    emit(db, events, now)
+    return TickOutcome(tuple(due), tuple(queued))

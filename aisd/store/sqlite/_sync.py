@@ -1,0 +1,107 @@
+"""One crossing into the database thread per transaction.
+
+aiosqlite runs each statement as its own call on the connection's thread: a transaction of ten
+statements waits ten times for the event loop and the thread to hand over. Here a whole
+transaction is one plain function over the ``sqlite3`` connection, run as one call on that same
+thread, so the event loop waits once and the statements run back to back.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
+from typing import Any, TypeVar, cast
+
+import aiosqlite
+
+from aisd.store._records import NewEvent
+from aisd.store.sqlite._codec import dt_in, json_in
+from aisd.store.sqlite._errors import StoreError
+from aisd.store.sqlite._queries import QUERIES as Q
+
+__all__ = ["emit", "emit_each", "on_thread", "returning_id", "rows", "transaction"]
+
+T = TypeVar("T")
+
+
+async def on_thread(conn: aiosqlite.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
+    """Run ``fn`` on ``conn``'s own thread with the raw connection, as one call.
+
+    aiosqlite has no public call for this; its ``_execute`` is what its own ``execute`` uses.
+    """
+    execute = cast(Callable[..., Awaitable[T]], conn._execute)
+    return await execute(fn, conn._conn)
+
+
+def transaction(
+    fn: Callable[[sqlite3.Connection], T], *, durable: bool = True
+) -> Callable[[sqlite3.Connection], T]:
+    """``fn`` wrapped in ``BEGIN IMMEDIATE`` ... ``COMMIT`` (rolled back when it raises).
+
+    ``durable=False`` commits without waiting for the fsync (``synchronous=NORMAL`` for this
+    one commit): only for claims, whose loss in a crash is harmless (a restart claims again).
+    The next durable commit, which precedes every call sent upstream, fsyncs the log with them.
+    """
+
+    def body(db: sqlite3.Connection) -> T:
+        if not durable:
+            db.execute(Q["commit_without_fsync"])
+        try:
+            db.execute(Q["begin_immediate"])
+            try:
+                out = fn(db)
+                db.execute(Q["commit"])
+            except BaseException:
+                if db.in_transaction:
+                    db.execute(Q["rollback"])
+                raise
+        finally:
+            if not durable:
+                db.execute(Q["commit_with_fsync"])
+        return out
+
+    return body
+
+
+def rows(db: sqlite3.Connection, name: str, params: Any = ()) -> list[sqlite3.Row]:
+    """All rows of a named query."""
+    return list(db.execute(Q[name], params).fetchall())
+
+
+def returning_id(db: sqlite3.Connection, name: str, params: Any) -> int:
+    """The id a ``RETURNING id`` statement gave."""
+    found = rows(db, name, params)
+    if not found:
+        raise StoreError(f"{name} returned no row")
+    return int(found[0][0])
+
+
+def emit(db: sqlite3.Connection, events: Sequence[NewEvent], now: datetime) -> list[int]:
+    """Append ``events`` with ids taken from the ``event_id`` counter row inside the caller's
+    transaction: the row is held until commit, so ids ascend in commit order on any backend."""
+    return emit_each(db, [(event, now) for event in events])
+
+
+def emit_each(db: sqlite3.Connection, events: Sequence[tuple[NewEvent, datetime]]) -> list[int]:
+    """:func:`emit` for events each with its own time."""
+    if not events:
+        return []
+    last = returning_id(db, "next_event_ids", {"n": len(events)})
+    ids = list(range(last - len(events) + 1, last + 1))
+    db.executemany(
+        Q["insert_event_with_id"],
+        [
+            {
+                "id": event_id,
+                "at": dt_in(at),
+                "type": event.type,
+                "owner_external_id": event.owner_external_id,
+                "token_id": event.token_id,
+                "import_id": event.import_id,
+                "data": json_in(event.data),
+            }
+            for event_id, (event, at) in zip(ids, events, strict=True)
+        ],
+    )
+    return ids

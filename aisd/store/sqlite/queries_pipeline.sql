@@ -1,0 +1,217 @@
+-- Claims, fenced steps, the running-commands budget and the quota section. Phases are passed in
+-- from the pure step table (aisd.phases) as :from (a JSON array) and :to, never spelled here.
+-- A fenced statement names the claim it was issued under (:claimer, :epoch): when another
+-- claimer took the import over, or it ended meanwhile, it changes no row.
+
+-- name: register_claimer
+INSERT INTO claimers (id, started_at, lease_until, host, pid)
+VALUES (:id, :now, :lease_until, :host, :pid)
+
+-- name: end_other_leases
+-- A sole claimer (one host holding the instance lock): every other lease is over at once.
+DELETE FROM claimers WHERE id <> :id
+
+-- name: renew_claimer
+-- A lease ended by another claimer (or forgotten after it lapsed) is never renewed: what it
+-- held may already be adopted. The claimer's own monotonic deadline guards its sends.
+UPDATE claimers SET lease_until = :lease_until WHERE id = :id
+
+-- name: end_claimer
+DELETE FROM claimers WHERE id = :id
+
+-- name: ensure_slots
+WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s WHERE n < :ceiling)
+INSERT INTO slots (n) SELECT n FROM s WHERE true
+ON CONFLICT (n) DO NOTHING
+
+-- name: release_gone_queued
+-- Queued imports claimed by a claimer whose lease lapsed: back to the queue, slot freed.
+UPDATE imports SET claimed_by = NULL
+WHERE phase <> 'done' AND phase = 'queued' AND claimed_by IS NOT NULL AND claimed_by <> :claimer
+  AND claimed_by NOT IN (SELECT id FROM claimers WHERE lease_until > :now)
+RETURNING id
+
+-- name: free_slot
+UPDATE slots SET import_id = NULL, taken_at = NULL WHERE import_id = :id
+
+-- name: adopt_in_flight
+-- In-flight imports nobody live drives (a claimer that died, or one that let go): adopted with
+-- the slot they hold, whether or not their next step is due, so they count against the budget.
+UPDATE imports SET claimed_by = :claimer, claim_epoch = claim_epoch + 1
+WHERE phase <> 'done' AND phase IN (SELECT value FROM json_each(:in_flight))
+  AND (claimed_by IS NULL OR (claimed_by <> :claimer
+       AND claimed_by NOT IN (SELECT id FROM claimers WHERE lease_until > :now)))
+RETURNING id
+
+-- name: forget_lapsed_claimers
+DELETE FROM claimers
+WHERE lease_until <= :now
+  AND NOT EXISTS (SELECT 1 FROM imports AS i WHERE i.claimed_by = claimers.id AND i.phase <> 'done')
+
+-- name: set_ceiling
+UPDATE budget SET ceiling = :ceiling WHERE id = 1
+
+-- name: budget
+SELECT b.ceiling, b.lowered_to, b.strikes,
+       (SELECT COUNT(*) FROM slots WHERE import_id IS NOT NULL) AS held
+FROM budget AS b WHERE b.id = 1
+
+-- name: set_budget
+UPDATE budget SET lowered_to = :lowered_to, strikes = :strikes WHERE id = 1
+
+-- name: claimable_queued
+-- Initial imports first (a person waits), then the oldest.
+SELECT i.id FROM imports AS i
+WHERE i.phase <> 'done' AND i.phase = 'queued' AND i.claimed_by IS NULL
+  AND (i.not_before IS NULL OR i.not_before <= :now)
+ORDER BY i.kind = 'refresh', i.created_at, i.id
+LIMIT :limit
+
+-- name: take_slot
+UPDATE slots SET import_id = :id, taken_at = :now
+WHERE n = (SELECT n FROM slots WHERE import_id IS NULL AND n <= :limit ORDER BY n LIMIT 1)
+
+-- name: claim_import
+UPDATE imports SET claimed_by = :claimer, claim_epoch = claim_epoch + 1
+WHERE id = :id
+RETURNING claim_epoch
+
+-- name: claimed_jobs
+SELECT i.id, i.kind, i.phase, o.external_id AS owner_external_id, i.token_id, i.since,
+       i.created_at, s.session_id, s.signature, i.command_id, i.polls,
+       i.default_import_attempts, i.attempts, i.not_before, i.started_at, i.last_poll_at,
+       CASE WHEN i.kind = 'refresh' AND i.session_ref IS NULL
+            THEN t.multiple_access_id END AS multiple_access_id,
+       i.claimed_by, i.claim_epoch
+FROM imports AS i
+LEFT JOIN owners AS o ON o.id = i.owner_id
+LEFT JOIN sessions AS s ON s.id = i.session_ref
+LEFT JOIN tokens AS t ON t.id = i.token_id
+WHERE i.id IN (SELECT value FROM json_each(:ids))
+ORDER BY i.phase = 'queued', i.kind = 'refresh', i.created_at, i.id
+
+-- name: fenced_import
+SELECT i.id, i.owner_id, o.external_id AS owner_external_id, i.token_id, i.kind, i.state,
+       i.phase, i.polls, i.created_at, i.started_at, i.finished_at, i.default_import_attempts
+FROM imports AS i
+LEFT JOIN owners AS o ON o.id = i.owner_id
+WHERE i.id = :id AND i.claimed_by = :claimer AND i.claim_epoch = :epoch
+  AND i.phase IN (SELECT value FROM json_each(:from))
+
+-- name: step_reuse_sent
+UPDATE imports
+SET phase = :to, state = :state, started_at = COALESCE(started_at, :now), not_before = NULL
+WHERE id = :id AND claimed_by = :claimer AND claim_epoch = :epoch
+  AND phase IN (SELECT value FROM json_each(:from))
+
+-- name: step_import_sent
+UPDATE imports
+SET phase = :to, state = :state, started_at = COALESCE(started_at, :now),
+    default_import_attempts = default_import_attempts + 1, not_before = NULL
+WHERE id = :id AND claimed_by = :claimer AND claim_epoch = :epoch
+  AND phase IN (SELECT value FROM json_each(:from))
+
+-- name: step_session
+UPDATE imports SET session_ref = :session_ref, phase = :to, not_before = NULL
+WHERE id = :id AND claimed_by = :claimer AND claim_epoch = :epoch
+  AND phase IN (SELECT value FROM json_each(:from))
+
+-- name: step_command
+-- With the ownerExternalId the Default Import's reply echoed (kept per import).
+UPDATE imports SET command_id = :command_id, phase = :to, not_before = :not_before,
+    kontomatik_owner_id = COALESCE(:owner_echo, kontomatik_owner_id)
+WHERE id = :id AND claimed_by = :claimer AND claim_epoch = :epoch
+  AND phase IN (SELECT value FROM json_each(:from))
+
+-- name: step_poll
+UPDATE imports SET polls = polls + 1, last_poll_at = :now, not_before = :not_before
+WHERE id = :id AND claimed_by = :claimer AND claim_epoch = :epoch
+  AND phase IN (SELECT value FROM json_each(:from))
+
+-- name: step_wait
+UPDATE imports
+SET not_before = :not_before, attempts = COALESCE(:attempts, attempts), phase = :to
+WHERE id = :id AND claimed_by = :claimer AND claim_epoch = :epoch
+  AND phase IN (SELECT value FROM json_each(:from))
+
+-- name: step_requeue
+UPDATE imports
+SET not_before = :not_before, attempts = COALESCE(:attempts, attempts), phase = :to,
+    state = :state, claimed_by = NULL
+WHERE id = :id AND claimed_by = :claimer AND claim_epoch = :epoch
+  AND phase IN (SELECT value FROM json_each(:from))
+
+-- name: let_go
+-- The claimer stops driving an import it still holds (a step failed, a graceful stop): a later
+-- claim adopts it; an in-flight one keeps its slot.
+UPDATE imports SET claimed_by = NULL, not_before = COALESCE(:not_before, not_before)
+WHERE id = :id AND claimed_by = :claimer AND claim_epoch = :epoch AND phase <> 'done'
+
+-- name: let_go_all
+UPDATE imports SET claimed_by = NULL
+WHERE phase <> 'done' AND claimed_by = :claimer
+RETURNING id, phase
+
+-- name: import_open_refresh
+SELECT id FROM imports WHERE token_id = :token_id AND kind = 'refresh' AND phase <> 'done'
+
+-- name: insert_refresh_once
+-- The partial unique index imports_one_open_refresh drops a second open refresh of a token.
+INSERT INTO imports (id, owner_id, token_id, consent_id, session_ref, kind, state, phase, since,
+                     created_at)
+VALUES (:id, :owner_id, :token_id, NULL, NULL, 'refresh', 'queued', 'queued', :since, :now)
+ON CONFLICT DO NOTHING
+
+-- name: next_event_ids
+-- MAX(id) (the rowid's end, no scan) keeps it right after rows written by bulk SQL outside aisd.
+UPDATE counters SET value = MAX(value, (SELECT COALESCE(MAX(id), 0) FROM events)) + :n
+WHERE name = 'event_id' RETURNING value
+
+-- name: insert_event_with_id
+INSERT INTO events (id, at, type, owner_external_id, token_id, import_id, data)
+VALUES (:id, :at, :type, :owner_external_id, :token_id, :import_id, :data)
+
+-- name: insert_consent_once
+INSERT INTO consents (owner_id, session_id, target, refresh_until, max_imports, created_at)
+VALUES (:owner_id, :session_id, :target, :refresh_until, :max_imports, :now)
+ON CONFLICT (session_id) DO NOTHING
+RETURNING id
+
+-- name: token_owners
+SELECT id, owner_id FROM tokens WHERE id IN (SELECT value FROM json_each(:token_ids))
+
+-- name: open_jobs
+SELECT i.id, i.kind, i.phase, o.external_id AS owner_external_id, i.token_id, i.since,
+       i.created_at, s.session_id, s.signature, i.command_id, i.polls,
+       i.default_import_attempts, i.attempts, i.not_before, i.started_at, i.last_poll_at,
+       CASE WHEN i.kind = 'refresh' AND i.session_ref IS NULL
+            THEN t.multiple_access_id END AS multiple_access_id,
+       i.claimed_by, i.claim_epoch
+FROM imports AS i
+LEFT JOIN owners AS o ON o.id = i.owner_id
+LEFT JOIN sessions AS s ON s.id = i.session_ref
+LEFT JOIN tokens AS t ON t.id = i.token_id
+WHERE i.phase <> 'done'
+ORDER BY i.kind = 'refresh', i.created_at, i.id
+
+-- name: imports_by_ids
+SELECT id FROM imports WHERE id IN (SELECT value FROM json_each(:ids)) ORDER BY created_at, id
+
+-- name: clear_next_refresh_of_import
+UPDATE tokens SET next_refresh_at = NULL WHERE id = (SELECT token_id FROM imports WHERE id = :id)
+
+-- name: commit_without_fsync
+-- For a claim's commit only (see _sync.transaction): WAL order makes the next FULL commit carry it.
+PRAGMA synchronous = NORMAL
+
+-- name: commit_with_fsync
+PRAGMA synchronous = FULL
+
+-- name: savepoint_batch
+SAVEPOINT batch
+
+-- name: rollback_to_batch
+ROLLBACK TO batch
+
+-- name: release_batch
+RELEASE batch

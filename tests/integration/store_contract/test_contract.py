@@ -1,0 +1,241 @@
+"""What every store backend guarantees, whatever its concurrency: claims and fencing, the slot
+budget, the quota section under races, uniqueness, and feed ordering."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import anyio
+import pytest
+
+from aisd.phases import Step
+from aisd.planner import Rules
+from aisd.refresh import Refresher
+from aisd.store import (
+    AccessKind,
+    ConsentIn,
+    LeaseLost,
+    QuotaAnswer,
+    SqliteStore,
+    StepWrite,
+    SubmitOutcome,
+)
+from tests.integration.data_helpers import consent_import, result
+from tests.integration.steps_helpers import claim_of
+
+pytestmark = pytest.mark.anyio
+
+T0 = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
+
+
+async def _consent(store: SqliteStore, n: int, *, token: bool = False) -> str:
+    out = await store.submit_consent(
+        ConsentIn(
+            owner_external_id=f"owner-{n}",
+            session_id=f"session-{n}",
+            session_signature=f"sig-{n}",
+            multiple_access_id=f"maid-{n}" if token else None,
+        ),
+        now=T0,
+        since=T0.date() - timedelta(days=30),
+        expires_at=T0 + timedelta(days=180),
+    )
+    return out.import_id
+
+
+async def _claimer(store: SqliteStore, *, sole: bool = False, max_running: int = 3) -> str:
+    return await store.register_claimer(now=T0, ttl_seconds=30, sole=sole, max_running=max_running)
+
+
+async def test_claims_take_slots_up_to_the_budget_and_never_twice(backend: SqliteStore) -> None:
+    ids = [await _consent(backend, n) for n in range(5)]
+    a, b = await _claimer(backend), await _claimer(backend)
+    first = await backend.claim_work(a, now=T0)
+    assert {j.import_id for j in first} <= set(ids)
+    assert len(first) == 3
+    assert all(j.claim is not None and j.claim.claimer == a for j in first)
+    # The budget is full and a's lease runs: b gets nothing, not even a's imports.
+    assert await backend.claim_work(b, now=T0) == []
+    budget, held = await backend.budget()
+    assert (budget.limit, held) == (3, 3)
+
+
+async def test_in_flight_imports_of_a_gone_claimer_are_adopted_with_their_slots(
+    backend: SqliteStore,
+) -> None:
+    ids = [await _consent(backend, n) for n in range(4)]
+    a = await _claimer(backend)
+    jobs = await backend.claim_work(a, now=T0)
+    assert len(jobs) == 3
+    for job in jobs:
+        await backend.begin_access(
+            claim_of(job), AccessKind.DEFAULT_IMPORT, now=T0, token_id=None, session_id=None
+        )
+    # a dies; a sole claimer starts (the restart of a one-host daemon).
+    b = await _claimer(backend, sole=True)
+    adopted = await backend.claim_work(b, now=T0 + timedelta(seconds=1))
+    # The three in flight are adopted (they keep their slots); the fourth waits for one.
+    assert {j.import_id for j in adopted} == {j.import_id for j in jobs}
+    assert set(ids) > {j.import_id for j in adopted}
+    assert all(j.claim is not None and j.claim.epoch == 2 for j in adopted)
+    _, held = await backend.budget()
+    assert held == 3
+
+
+async def test_a_write_under_a_lost_claim_changes_nothing(backend: SqliteStore) -> None:
+    await _consent(backend, 1)
+    a = await _claimer(backend)
+    [job] = await backend.claim_work(a, now=T0)
+    old = claim_of(job)
+    await backend.begin_access(old, AccessKind.DEFAULT_IMPORT, now=T0, token_id=None)
+    b = await _claimer(backend, sole=True)
+    [adopted] = await backend.claim_work(b, now=T0)
+    with pytest.raises(LeaseLost):
+        await backend.advance(old, StepWrite(Step.COMMAND, command_id="c-old"), now=T0)
+    with pytest.raises(LeaseLost):
+        await backend.begin_access(old, AccessKind.DEFAULT_IMPORT, now=T0, token_id=None)
+    await backend.advance(claim_of(adopted), StepWrite(Step.COMMAND, command_id="c-new"), now=T0)
+    record = await backend.get_import(job.import_id)
+    assert record is not None
+    assert record.command_id == "c-new"
+
+
+async def test_a_step_the_table_does_not_allow_changes_nothing(backend: SqliteStore) -> None:
+    await _consent(backend, 1)
+    [job] = await backend.claim_work(await _claimer(backend), now=T0)
+    # A queued import has no command to poll.
+    with pytest.raises(LeaseLost):
+        await backend.advance(claim_of(job), StepWrite(Step.POLL, not_before=T0), now=T0)
+
+
+async def test_two_pipelines_worth_of_claimers_racing_never_exceed_the_budget(
+    backend: SqliteStore,
+) -> None:
+    for n in range(30):
+        await _consent(backend, n)
+    claimers = [await _claimer(backend, max_running=8) for _ in range(4)]
+    claimed: list[str] = []
+
+    async def grab(claimer: str) -> None:
+        claimed.extend(j.import_id for j in await backend.claim_work(claimer, now=T0))
+
+    async with anyio.create_task_group() as tg:
+        for claimer in claimers * 3:
+            tg.start_soon(grab, claimer)
+    assert len(claimed) == 8
+    assert len(set(claimed)) == 8
+
+
+async def test_the_quota_section_under_20_racing_attempts_records_exactly_the_limit(
+    backend: SqliteStore,
+) -> None:
+    shared = "PL00SHARED"
+    tokens: list[str] = []
+    for n in range(20):
+        _, token_id = await consent_import(
+            backend, f"racer-{n}", n, result({shared: ()}), now=T0 - timedelta(days=2)
+        )
+        assert token_id is not None
+        tokens.append(token_id)
+    rule = Refresher(
+        backend,
+        None,  # type: ignore[arg-type]
+        None,  # type: ignore[arg-type]
+        rules=Rules(refreshes_per_day=4),
+        overlap_days=1,
+        warning_days=(),
+        wake_pipeline=lambda: None,
+    )
+    queued: list[str] = []
+
+    async def attempt(token_id: str) -> None:
+        out = await backend.queue_refresh(token_id, now=T0, since=T0.date(), quota=rule)
+        if isinstance(out, str):
+            queued.append(out)
+
+    async with anyio.create_task_group() as tg:
+        for token_id in tokens:
+            tg.start_soon(attempt, token_id)
+    claimer = await _claimer(backend, max_running=20)
+    jobs = await backend.claim_work(claimer, now=T0)
+    sent: list[int | QuotaAnswer] = []
+
+    async def reuse(index: int) -> None:
+        job = jobs[index]
+        sent.append(
+            await backend.begin_access(
+                claim_of(job), AccessKind.REUSE, now=T0, token_id=job.token_id, quota=rule
+            )
+        )
+
+    async with anyio.create_task_group() as tg:
+        for index in range(len(jobs)):
+            tg.start_soon(reuse, index)
+    assert len([s for s in sent if isinstance(s, int)]) == 4
+    ledger, _ = await backend.reuse_ledger(tokens, since=T0 - timedelta(days=1))
+    assert len(ledger) == 4
+
+
+async def test_one_open_refresh_per_token_and_one_consent_per_session(
+    backend: SqliteStore,
+) -> None:
+    _, token_id = await consent_import(backend, "uniq", 1, result({"PL01": ()}), now=T0)
+    assert token_id is not None
+    outs = []
+
+    async def queue() -> None:
+        outs.append(await backend.queue_refresh(token_id, now=T0, since=T0.date()))
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(10):
+            tg.start_soon(queue)
+    assert len([o for o in outs if isinstance(o, str)]) == 1
+    consent = ConsentIn("o", "same-session", "sig")
+    submits = []
+
+    async def submit() -> None:
+        submits.append(
+            await backend.submit_consent(
+                consent, now=T0, since=T0.date(), expires_at=T0 + timedelta(days=1)
+            )
+        )
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(10):
+            tg.start_soon(submit)
+    assert len({s.import_id for s in submits}) == 1
+    assert sum(s.created for s in submits) == 1
+
+
+async def test_feed_ids_ascend_in_commit_order_without_gaps(backend: SqliteStore) -> None:
+    async with anyio.create_task_group() as tg:
+        for n in range(50):
+            tg.start_soon(_consent, backend, n)
+    events = await backend.list_events(after=0, limit=1000)
+    assert [e.id for e in events] == list(range(1, 51))
+    assert await backend.last_event_id() == 50
+
+
+async def test_a_bad_consent_fails_alone_in_its_batch(backend: SqliteStore) -> None:
+    good = [ConsentIn(f"o-{n}", f"batch-{n}", f"signature-{n}") for n in range(5)]
+    bad = ConsentIn("o-bad", "batch-bad", None)  # type: ignore[arg-type]
+    outcomes: dict[str, SubmitOutcome | Exception] = {}
+
+    async def submit(consent: ConsentIn) -> None:
+        try:
+            outcomes[consent.session_id] = await backend.submit_consent(
+                consent, now=T0, since=T0.date(), expires_at=T0 + timedelta(days=1)
+            )
+        except Exception as exc:
+            outcomes[consent.session_id] = exc
+
+    async with anyio.create_task_group() as tg:
+        for consent in [*good[:2], bad, *good[2:]]:
+            tg.start_soon(submit, consent)
+    assert isinstance(outcomes["batch-bad"], Exception)
+    assert all(not isinstance(outcomes[c.session_id], Exception) for c in good)
+    events = await backend.list_events(after=0, limit=100)
+    assert [e.id for e in events] == list(range(1, 6))
+    assert {e.import_id for e in events} == {
+        o.import_id for o in outcomes.values() if isinstance(o, SubmitOutcome)
+    }

@@ -117,7 +117,9 @@ WHERE id = :id AND claimed_by = :claimer AND claim_epoch = :epoch
   AND phase IN (SELECT value FROM json_each(:from))
 
 -- name: step_command
-UPDATE imports SET command_id = :command_id, phase = :to, not_before = :not_before
+-- With the ownerExternalId the Default Import's reply echoed (kept per import).
+UPDATE imports SET command_id = :command_id, phase = :to, not_before = :not_before,
+    kontomatik_owner_id = COALESCE(:owner_echo, kontomatik_owner_id)
 WHERE id = :id AND claimed_by = :claimer AND claim_epoch = :epoch
   AND phase IN (SELECT value FROM json_each(:from))
 

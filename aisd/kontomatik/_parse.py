@@ -103,6 +103,9 @@ class ReplyReader:
             self._drain()
         except ET.ParseError as exc:
             raise malformed(f"reply is not well-formed XML ({exc})") from None
+        except LookupError:
+            # expat looks the declared encoding up by name; a damaged name is no codec.
+            raise malformed("reply declares an unknown encoding") from None
 
     def close(self) -> ReplyMeta:
         """End the body and return the root's attributes.

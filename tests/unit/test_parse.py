@@ -589,6 +589,13 @@ def test_damaged_replies_parse_or_raise_a_kontomatik_error(at: int, junk: bytes,
         _whole(damaged)
 
 
+def test_a_damaged_encoding_name_is_a_malformed_reply() -> None:
+    # Found by the property above: expat raises LookupError for an encoding it cannot name.
+    with pytest.raises(KontomatikError) as info:
+        _whole(b'<?xml version="1.0" encoding="u-f-8"?><reply status="200 OK"/>')
+    assert info.value.name == "MalformedReply"
+
+
 @pytest.mark.parametrize(
     "data",
     [

@@ -40,6 +40,7 @@ COPIED_TABLES = (
     "accounts",
     "transactions",
     "raw_replies",
+    "refused_replies",
     "events",
     "transaction_tombstones",
     "transaction_changes",

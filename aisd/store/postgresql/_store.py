@@ -66,7 +66,9 @@ from aisd.store.sqlite._data import (
     AnalyticsMethods,
     BillingMethods,
     FeedMethods,
+    MergeMethods,
     PrivacyMethods,
+    RefusalMethods,
 )
 from aisd.store.sqlite._errors import (
     ConflictError,
@@ -111,13 +113,13 @@ class _Reader:
         def read(db: SyncDb) -> list[Row]:
             return db.execute(sql, params).fetchall()
 
-        return await self._store._run(read)
+        return await self._store._run_db(read)
 
     async def execute(self, sql: str, params: Any = ()) -> None:
         def run(db: SyncDb) -> None:
             db.execute(sql, params)
 
-        await self._store._run(run, autocommit=True)
+        await self._store._run_db(run, autocommit=True)
 
 
 class PostgresStore(
@@ -127,6 +129,8 @@ class PostgresStore(
     BillingMethods,
     PrivacyMethods,
     AnalyticsMethods,
+    MergeMethods,
+    RefusalMethods,
     OpsMethods,
 ):
     """The daemon's durable state in a PostgreSQL database. Open it with
@@ -159,7 +163,7 @@ class PostgresStore(
             # The pool's connection block commits at its end, or rolls back when fn raises.
             return fn(SyncDb(conn))
 
-    async def _run(self, fn: Callable[[SyncDb], T], *, autocommit: bool = False) -> T:
+    async def _run_db(self, fn: Callable[[SyncDb], T], *, autocommit: bool = False) -> T:
         """Run ``fn`` as one transaction on a worker thread, shielded from cancellation."""
         with anyio.CancelScope(shield=True):
             for attempt in range(_ATTEMPTS):
@@ -178,9 +182,9 @@ class PostgresStore(
                 return out
         raise AssertionError("unreachable: the last attempt returns or raises")
 
-    async def _step(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run a backend-neutral step function (written against ``sqlite3.Connection``)."""
-        return await self._run(lambda db: fn(cast(sqlite3.Connection, db)))
+        return await self._run_db(lambda db: fn(cast(sqlite3.Connection, db)))
 
     @asynccontextmanager
     async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
@@ -299,7 +303,7 @@ class PostgresStore(
                 _notify(db)
             return outcome
 
-        return await self._step(submit)
+        return await self._run(submit)
 
     # -- the ledger outside imports ------------------------------------------------------------
 
@@ -327,7 +331,7 @@ class PostgresStore(
                 db.execute(Q["token_reused"], {"id": token_id, "now": params["now"]})
             return access_id
 
-        return await self._step(record)
+        return await self._run(record)
 
     # -- quota sections ------------------------------------------------------------------------
 
@@ -360,7 +364,7 @@ class PostgresStore(
                 _notify(db)
             return queued
 
-        return await self._step(section)
+        return await self._run(section)
 
     async def plan_tick(self, *, now: datetime, limit: int, planner: TickPlanner) -> TickOutcome:
         """See :meth:`aisd.store.Store.plan_tick`. The tick excludes every other quota section
@@ -373,7 +377,7 @@ class PostgresStore(
                 _notify(db)
             return outcome
 
-        return await self._step(tick)
+        return await self._run(tick)
 
     async def begin_access(
         self,
@@ -406,7 +410,7 @@ class PostgresStore(
                 answer=answer,
             )
 
-        return await self._step(section)
+        return await self._run(section)
 
     # -- claims and fenced steps ---------------------------------------------------------------
 
@@ -417,7 +421,7 @@ class PostgresStore(
         clock for ``ttl_seconds`` (None: until released or ended by a sole claimer)."""
         claimer = new_id("clm_")
         ttl = _NO_END_SECONDS if ttl_seconds is None else ttl_seconds
-        await self._step(
+        await self._run(
             partial(
                 steps.register_claimer,
                 claimer=claimer,
@@ -442,15 +446,15 @@ class PostgresStore(
         def renew(db: sqlite3.Connection) -> bool:
             return db.execute(Q["renew_claimer"], params).rowcount == 1
 
-        return await self._step(renew)
+        return await self._run(renew)
 
     async def release_claimer(self, claimer: str, *, now: datetime) -> None:
         """See :meth:`aisd.store.Store.release_claimer`."""
-        await self._step(_notifying(partial(steps.let_go_all, claimer=claimer, now=now)))
+        await self._run(_notifying(partial(steps.let_go_all, claimer=claimer, now=now)))
 
     async def claim_work(self, claimer: str, *, now: datetime) -> list[ImportJob]:
         """See :meth:`aisd.store.Store.claim_work`."""
-        return await self._step(_relaxed(partial(steps.claim_work, claimer=claimer, now=now)))
+        return await self._run(_relaxed(partial(steps.claim_work, claimer=claimer, now=now)))
 
     async def open_jobs(self) -> list[ImportJob]:
         """See :meth:`aisd.store.Store.open_jobs`."""
@@ -459,7 +463,7 @@ class PostgresStore(
 
     async def budget(self) -> tuple[Budget, int]:
         """See :meth:`aisd.store.Store.budget`."""
-        return await self._step(steps.budget_of)
+        return await self._run(steps.budget_of)
 
     async def record_access_outcome(
         self,
@@ -474,7 +478,7 @@ class PostgresStore(
         Raises:
             NotFoundError: no ledger row has this id.
         """
-        return await self._step(
+        return await self._run(
             partial(
                 steps.end_access,
                 access_id=access_id,
@@ -490,8 +494,8 @@ class PostgresStore(
         the WAL flush, as a claim does."""
         record = partial(steps.record_step, claim=claim, write=write, now=now)
         if write.step == Step.ENDED_UPSTREAM:
-            return await self._step(_notifying(_relaxed(record)))
-        return await self._step(_notifying(record) if write.step in _FREEING else record)
+            return await self._run(_notifying(_relaxed(record)))
+        return await self._run(_notifying(record) if write.step in _FREEING else record)
 
     async def finish_success(
         self,
@@ -504,7 +508,7 @@ class PostgresStore(
         polls: int,
     ) -> MergeStats:
         """See :meth:`aisd.store.Store.finish_success`."""
-        return await self._step(
+        return await self._run(
             _notifying(
                 partial(
                     steps.finish_success,
@@ -528,7 +532,7 @@ class PostgresStore(
         token: TokenOutcome | None = None,
     ) -> None:
         """See :meth:`aisd.store.Store.finish_failure`."""
-        await self._step(
+        await self._run(
             _notifying(
                 partial(
                     steps.finish_failure,
@@ -580,7 +584,7 @@ class PostgresStore(
             ).fetchall()
             return int(found[0]["term"]) if found else None
 
-        return await self._run(take)
+        return await self._run_db(take)
 
     async def resign_leadership(self, holder: str) -> None:
         """End ``holder``'s leader lease now (a graceful stop): another daemon takes over at
@@ -589,7 +593,7 @@ class PostgresStore(
         def resign(db: SyncDb) -> None:
             db.execute(PQ["resign_leadership"], {"holder": holder})
 
-        await self._run(resign)
+        await self._run_db(resign)
 
     async def cluster(self) -> dict[str, Any]:
         """The daemons sharing this database (host, pid, heartbeat age on the database clock,
@@ -614,7 +618,7 @@ class PostgresStore(
                 "leaderTerm": int(leader["term"]),
             }
 
-        return await self._run(read)
+        return await self._run_db(read)
 
     # -- raw replies and replay ----------------------------------------------------------------
 
@@ -646,16 +650,17 @@ class PostgresStore(
             ts = imp["finished_at"] or imp["created_at"]
             return steps.merge(db, imp["owner_id"], import_id, result, coverage_start, ts)
 
-        return await self._step(replay)
+        return await self._run(replay)
 
     async def purge_raw_replies(self, *, older_than: datetime) -> int:
         """See :meth:`aisd.store.Store.purge_raw_replies`."""
         params = {"older_than": dt_in(older_than)}
 
         def purge(db: sqlite3.Connection) -> int:
+            db.execute(Q["purge_refused_replies"], params)
             return int(db.execute(Q["purge_raw_replies"], params).rowcount)
 
-        return await self._step(purge)
+        return await self._run(purge)
 
 
 def _notify(db: sqlite3.Connection) -> None:

@@ -127,7 +127,9 @@ WHERE id = %(id)s AND claimed_by = %(claimer)s AND claim_epoch = %(epoch)s
   AND phase IN (SELECT jsonb_array_elements_text(%(from)s::jsonb))
 
 -- name: step_command
-UPDATE imports SET command_id = %(command_id)s, phase = %(to)s, not_before = %(not_before)s
+-- With the ownerExternalId the Default Import's reply echoed (kept per import).
+UPDATE imports SET command_id = %(command_id)s, phase = %(to)s, not_before = %(not_before)s,
+    kontomatik_owner_id = COALESCE(%(owner_echo)s, kontomatik_owner_id)
 WHERE id = %(id)s AND claimed_by = %(claimer)s AND claim_epoch = %(epoch)s
   AND phase IN (SELECT jsonb_array_elements_text(%(from)s::jsonb))
 
@@ -210,3 +212,42 @@ ORDER BY created_at, id
 -- name: clear_next_refresh_of_import
 UPDATE tokens SET next_refresh_at = NULL
 WHERE id = (SELECT token_id FROM imports WHERE id = %(id)s)
+
+-- name: consents_by_sessions
+-- consent_by_session for a whole intake batch at once.
+SELECT c.session_id, i.id AS import_id, t.id AS token_id,
+       o.external_id AS owner_external_id, s.signature AS session_signature,
+       t.multiple_access_id
+FROM consents AS c
+JOIN owners AS o ON o.id = c.owner_id
+JOIN imports AS i ON i.consent_id = c.id AND i.kind = 'initial'
+LEFT JOIN tokens AS t ON t.consent_id = c.id
+LEFT JOIN sessions AS s ON s.session_id = c.session_id
+WHERE c.session_id IN (SELECT jsonb_array_elements_text(%(session_ids)s::jsonb))
+
+-- name: insert_owner_missing
+INSERT INTO owners (external_id, created_at) VALUES (%(external_id)s, %(now)s)
+ON CONFLICT (external_id) DO NOTHING
+
+-- name: owner_ids
+SELECT external_id, id FROM owners
+WHERE external_id IN (SELECT jsonb_array_elements_text(%(external_ids)s::jsonb))
+
+-- name: insert_consent_new
+-- No ON CONFLICT: a consent already stored under the sessionId fails the batch's fast path,
+-- and its consents are then written one at a time (see _intake._write_batch).
+INSERT INTO consents (owner_id, session_id, target, refresh_until, max_imports, created_at)
+VALUES (%(owner_id)s, %(session_id)s, %(target)s, %(refresh_until)s, %(max_imports)s, %(now)s)
+
+-- name: consent_ids
+SELECT session_id, id FROM consents
+WHERE session_id IN (SELECT jsonb_array_elements_text(%(session_ids)s::jsonb))
+
+-- name: upsert_session_each
+INSERT INTO sessions (owner_id, session_id, signature, created_at)
+VALUES (%(owner_id)s, %(session_id)s, %(signature)s, %(now)s)
+ON CONFLICT (session_id) DO UPDATE SET signature = excluded.signature
+
+-- name: session_ids
+SELECT session_id, id FROM sessions
+WHERE session_id IN (SELECT jsonb_array_elements_text(%(session_ids)s::jsonb))

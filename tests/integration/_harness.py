@@ -1,5 +1,6 @@
-"""The in-process harness: a real SQLite store, the sandbox over ASGI and the real client,
-wired by :func:`aisd.wiring.open_core` as the daemon wires them."""
+"""The in-process harness: a real store (SQLite, or PostgreSQL when the settings name one),
+the sandbox over ASGI and the real client, wired by :func:`aisd.wiring.open_core` as the
+daemon wires them."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import cast
 
 import anyio
 
@@ -16,6 +18,7 @@ from aisd.pipeline import Pipeline, PipelineConfig, ReuseGate
 from aisd.sandbox import Sandbox, SandboxConfig
 from aisd.settings import Settings
 from aisd.store import ConsentIn, ImportState, SqliteStore
+from aisd.store.postgresql import PostgresStore
 from aisd.wiring import Core, open_core
 
 FINAL = (ImportState.SUCCESSFUL, ImportState.FAILED)
@@ -92,15 +95,17 @@ async def make_env(
     afterwards. By default the sandbox's commands take 0.3 s."""
     clock = clock or ManualClock()
     sandbox = sandbox or Sandbox(SandboxConfig(command_seconds=0.3), clock=clock.now)
+    settings = settings or Settings()
     async with open_core(
-        settings or Settings(),
+        settings,
         clock=clock,
         sandbox=sandbox,
-        db_path=tmp_path / "aisd.db",
+        db_path=None if settings.database_url else tmp_path / "aisd.db",
         pipeline_config=FAST,
     ) as core:
-        assert isinstance(core.store, SqliteStore)
-        yield Env(sandbox, core.store, core.client, tmp_path, clock, core)
+        # Typed as the SQLite store, as the suites are: both backends implement aisd.store.Store.
+        assert isinstance(core.store, (SqliteStore, PostgresStore))
+        yield Env(sandbox, cast(SqliteStore, core.store), core.client, tmp_path, clock, core)
 
 
 async def run_until_done(env: Env, pipeline: Pipeline, ids: list[str], limit: float = 20) -> None:

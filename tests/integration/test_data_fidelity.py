@@ -8,20 +8,38 @@ import re
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from datetime import timedelta
+from pathlib import Path
 
 import httpx
 import pytest
+from pydantic import SecretStr
 from structlog.testing import capture_logs
 
 from aisd import pipeline as pipeline_module
 from aisd.kontomatik import KontomatikClient, UnknownApiError
 from aisd.sandbox import DEFAULT_API_KEY, SandboxApp
+from aisd.settings import Settings
 from aisd.store import ImportState
-from tests.integration._harness import Env, run_until_done
+from aisd.store.postgresql import PostgresStore
+from tests.integration._harness import Env, make_env, run_until_done
+from tests.integration.backends import BACKENDS
 
 pytestmark = pytest.mark.anyio
 
 BAD_AMOUNT = b"12,34-not-a-number"
+
+
+@pytest.fixture(params=BACKENDS)
+async def env(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Env]:
+    """The integration harness on each backend: cards, owner echoes and refused replies are
+    stored by each backend's own statements."""
+    settings = Settings()
+    if request.param == "postgresql":
+        url: str = request.getfixturevalue("postgres_url")
+        settings = Settings(database_url=SecretStr(url))
+    async for value in make_env(tmp_path, settings=settings):
+        assert isinstance(value.store, PostgresStore) == (request.param == "postgresql")
+        yield value
 
 
 class Rewriting(httpx.AsyncBaseTransport):

@@ -12,9 +12,18 @@ from typing import cast
 import psycopg
 import pytest
 
-from aisd.store import SqliteStore
+from aisd.kontomatik._models import CreditCard, ImportResult, Owner
+from aisd.store import ConsentIn, SqliteStore
 from aisd.store.postgresql import open_postgres_store
-from tests.integration.data_helpers import FixedClock, StubRefresher, call, handlers
+from tests.integration.data_helpers import (
+    FixedClock,
+    StubRefresher,
+    call,
+    consent_import,
+    handlers,
+    tx,
+)
+from tests.integration.steps_helpers import stop, to_polling
 from tests.integration.test_forget import (
     GONE_IBANS,
     GONE_OWNER,
@@ -90,3 +99,43 @@ async def test_forget_deletes_the_rows_and_keeps_billing_and_the_feed(
             "SELECT last_vacuum IS NOT NULL FROM pg_stat_user_tables WHERE relname = 'owners'"
         ).fetchone()
     assert row == (True,)
+
+
+async def test_forget_erases_the_owners_cards_and_refused_replies(
+    store: SqliteStore, postgres_url: str
+) -> None:
+    clock = FixedClock(T0 + timedelta(days=1))
+    table = handlers(store, clock, StubRefresher(store, clock))
+    card = CreditCard(
+        "CARD-GONE",
+        "Karta",
+        "**** 9876",
+        owner="Cardholder Gone",
+        owners=(Owner(name="Owner Block Gone", kind="OWNER"),),
+        transactions=(tx(T0.date(), "-3.00", "card title gone"),),
+    )
+    await consent_import(store, "carded-gone", 0, ImportResult(credit_cards=(card,)), now=T0)
+    refused = await store.submit_consent(
+        ConsentIn("carded-gone", "session-refused-gone", "sig-refused-gone"),
+        now=T0,
+        since=T0.date(),
+        expires_at=T0 + timedelta(days=90),
+    )
+    c = await to_polling(store, refused.import_id, now=T0)
+    reply = b"refused reply gone"
+    assert await store.refuse_foreign_owner(c, "echo-gone", raw_reply=reply, now=T0, polls=1)
+    await stop(store, c, now=T0)
+    words = ("CARD-GONE", "9876", "Cardholder Gone", "Owner Block Gone", "card title gone")
+    before = every_row(postgres_url)
+    for word in (*words, "echo-gone"):
+        assert word in before  # the check below is not vacuous
+    assert await store.refused_reply(refused.import_id) is not None
+
+    await call(table, "owner.forget", ownerExternalId="carded-gone")
+
+    after = every_row(postgres_url)
+    for word in (*words, "echo-gone", "carded-gone"):
+        assert word not in after, word
+    assert await store.refused_reply(refused.import_id) is None
+    with psycopg.connect(postgres_url) as conn:
+        assert conn.execute("SELECT count(*) FROM refused_replies").fetchone() == (0,)

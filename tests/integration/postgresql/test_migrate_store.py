@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gzip
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from functools import partial
 from pathlib import Path
 
@@ -10,9 +12,11 @@ import anyio.to_thread
 import pytest
 
 from aisd.cli import main
-from aisd.store import ConflictError, open_store
+from aisd.kontomatik._models import CreditCard, ImportResult, Owner
+from aisd.store import ConflictError, ConsentIn, open_store
 from aisd.store.postgresql import copy_sqlite, open_postgres_store
 from tests.integration.data_helpers import consent_import, refresh_import, result, tx
+from tests.integration.steps_helpers import stop, to_polling
 from tests.postgres_server import PostgresServer
 
 pytestmark = pytest.mark.anyio
@@ -38,6 +42,28 @@ async def _installation(path: Path) -> None:
                 result({f"PL0{n}SHARED": (tx(date(2026, 5, 31), "-5.00", f"bus {n}"),)}),
                 now=T0 + timedelta(hours=7),
             )
+        # A card beside the accounts, with its owner blocks.
+        card = CreditCard(
+            "C-1",
+            "Karta",
+            "**** 1234",
+            currency_name="PLN",
+            limit=Decimal("5000.00"),
+            owners=(Owner(name="Card Holder", kind="OWNER"),),
+            transactions=(tx(date(2026, 5, 30), "-7.00", "card shop"),),
+        )
+        await consent_import(store, "carded", 0, ImportResult(credit_cards=(card,)), now=T0)
+        # A reply refused as another owner's, kept for inspection.
+        refused = await store.submit_consent(
+            ConsentIn("refused", "session-refused", "sig-refused"),
+            now=T0,
+            since=T0.date(),
+            expires_at=T0 + timedelta(days=90),
+        )
+        c = await to_polling(store, refused.import_id, now=T0)
+        kept = gzip.compress(b"<reply/>")
+        assert await store.refuse_foreign_owner(c, "someone-else", raw_reply=kept, now=T0, polls=1)
+        await stop(store, c, now=T0)
         # An import in the queue when the daemon was stopped.
         assert token_id is not None
         await store.queue_refresh(token_id, now=T0 + timedelta(hours=14), since=T0.date())
@@ -52,6 +78,7 @@ async def test_a_copy_reads_the_same_on_postgresql(tmp_path: Path, postgres_url:
     assert all(a == b for a, b in counts.values())
     assert counts["transactions"][0] >= 3
     assert counts["events"][0] > 10
+    assert counts["refused_replies"] == (1, 1)
     pg = await open_postgres_store(postgres_url)
     try:
         async with open_store(path) as sqlite_store:
@@ -73,6 +100,20 @@ async def test_a_copy_reads_the_same_on_postgresql(tmp_path: Path, postgres_url:
                         await store_a.transactions(owner, iban)
                     )
                     assert await store_b.raw_replies(owner) == await store_a.raw_replies(owner)
+                assert await store_b.credit_cards("carded") == (
+                    await store_a.credit_cards("carded")
+                )
+                [card] = await store_b.credit_cards("carded")
+                assert card["cardId"] == "C-1"
+                assert await store_b.card_transactions("carded", "C-1") == (
+                    await store_a.card_transactions("carded", "C-1")
+                )
+                [refused] = await store_b.list_imports(owner_external_id="refused")
+                assert await store_b.refused_reply(refused.import_id) == (
+                    "OwnerMismatch",
+                    gzip.compress(b"<reply/>"),
+                )
+                assert await store_b.kontomatik_owner_id(refused.import_id) == "someone-else"
                 assert [j.import_id for j in await store_b.open_jobs()] == [
                     j.import_id for j in await store_a.open_jobs()
                 ]

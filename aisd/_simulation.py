@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -16,12 +17,15 @@ from aisd.billing import BilledImport, Report, TokenLife, cycles
 __all__ = [
     "CONSENT_SPREAD",
     "ConsentPlan",
+    "Progress",
+    "Setup",
     "Summary",
     "billed_totals",
     "max_in_window",
     "months_between",
     "next_on_grid",
     "plan_consents",
+    "progress_line",
     "render",
     "violations",
 ]
@@ -32,6 +36,8 @@ CONSENT_SPREAD = timedelta(hours=6)
 # joint account seen by two users), so the shared rolling quota is exercised.
 SHARE_EVERY = 3
 _DAY = timedelta(days=1)
+# The time left is estimated only past the start, where the first imports' cost would skew it.
+ESTIMATE_FROM = 0.02
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,36 +188,165 @@ def violations(summary: Summary) -> list[str]:
     return found
 
 
+@dataclass(frozen=True, slots=True)
+class Setup:
+    """What a simulation was set up with, as the report explains it.
+
+    Attributes:
+        days: virtual days run.
+        plans: the scenario's consents.
+        refreshes_per_day: Reuse Multiple Access allowed per account in any rolling 24 h.
+        history_days: history the first import of a consent asks for.
+        overlap_days: how far before the last import a refresh starts again.
+        command_seconds: how long a sandbox command runs.
+        poll_seconds: the spacing of Get Import Result polls, ``(min, max)``.
+        max_running: commands running upstream at once at most.
+        tick_seconds: the planner's periodic tick.
+        database: where the temporary database lived.
+    """
+
+    days: int
+    plans: tuple[ConsentPlan, ...]
+    refreshes_per_day: int
+    history_days: int
+    overlap_days: int
+    command_seconds: float
+    poll_seconds: tuple[float, float]
+    max_running: int
+    tick_seconds: float
+    database: str
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """How far a run is, in virtual time.
+
+    Attributes:
+        started_at: the virtual start.
+        ends_at: the virtual end of planning (the drain may run a little longer).
+        now: the virtual time now.
+        imports: Default Imports sent upstream so far.
+    """
+
+    started_at: datetime
+    ends_at: datetime
+    now: datetime
+    imports: int
+
+    @property
+    def fraction(self) -> float:
+        """The share of the planned span done, 0 to 1."""
+        total = (self.ends_at - self.started_at).total_seconds()
+        done = (self.now - self.started_at).total_seconds()
+        return 1.0 if total <= 0 else min(1.0, max(0.0, done / total))
+
+
+def progress_line(progress: Progress, real_seconds: float, *, bar: int = 0) -> str:
+    """One line of progress: virtual days done, imports sent, their rate and the time left;
+    with a ``bar`` of that many characters when ``bar`` is positive (a terminal)."""
+    total_days = (progress.ends_at - progress.started_at) / _DAY
+    day = progress.fraction * total_days
+    rate = progress.imports / real_seconds if real_seconds > 0 else 0.0
+    left = real_seconds * (1 - progress.fraction) / progress.fraction if progress.fraction else 0
+    text = (
+        f"day {day:5.1f}/{total_days:g}  imports {progress.imports:>6}  "
+        f"{rate:6.1f} imports/s  elapsed {_duration(real_seconds)}"
+    )
+    if ESTIMATE_FROM <= progress.fraction < 1:
+        text += f"  left ~{_duration(left)}"
+    if bar <= 0:
+        return text
+    filled = round(bar * progress.fraction)
+    return f"[{'#' * filled}{'.' * (bar - filled)}] {progress.fraction:4.0%}  {text}"
+
+
+def _duration(seconds: float) -> str:
+    minutes, rest = divmod(int(seconds), 60)
+    return f"{minutes}m{rest:02d}s" if minutes else f"{rest}s"
+
+
 def _counts(counts: Mapping[str, int]) -> str:
     return ", ".join(f"{key} {n}" for key, n in sorted(counts.items())) or "none"
 
 
-def render(summary: Summary) -> str:
-    """The report for people, ending with the verdict."""
-    span = summary.ended_at - summary.started_at
+def _setup_lines(setup: Setup) -> list[str]:
+    plans = setup.plans
+    shared = sum(1 for p in plans if p.shares_with is not None)
+    spread = max((p.offset for p in plans), default=timedelta(0))
+    access = {p.access for p in plans}
+    longest = max(access, default=timedelta(0))
+    short = [p for p in plans if p.access < longest]
     lines = [
-        f"virtual span   {summary.started_at:%Y-%m-%d %H:%M}Z .. "
-        f"{summary.ended_at:%Y-%m-%d %H:%M}Z ({span.total_seconds() / 86400:.2f} days)",
-        f"real time      {summary.real_seconds:.1f} s",
-        "imports",
-        *(f"  {kind:<12} {_counts(states)}" for kind, states in sorted(summary.imports.items())),
-        f"reuses         {summary.reuses} sent; MultipleAccessLimitExceeded answers: "
-        f"{summary.limit_answers}",
-        f"max reuses per account in any rolling 24 h (limit {summary.refreshes_per_day})",
-        *(f"  {account:<34} {n}" for account, n in sorted(summary.windows.items())),
-        f"events         {_counts(summary.events)}",
-        f"tokens         {_counts(summary.tokens)}",
-        "billing        month     cycles  imports (initial/refresh)",
-        *(
-            f"               {r.month}  {r.cycles:>6}  {r.imports:>7} "
-            f"({r.initial_imports}/{r.refresh_imports})"
-            for r in summary.months
+        "setup",
+        f"  consents      {len(plans)}, arriving over the first {_hours(spread)}; {shared} of "
+        "them reach only an account of the consent before (a joint account), so two tokens",
+        "                share that account's quota",
+        f"  tokens        valid {longest / _DAY:g} days from consent"
+        + (
+            f"; {short[0].owner_external_id}'s only {_hours(short[0].access)}, so its "
+            "warnings, last refresh and expiry happen inside the run"
+            if short
+            else ""
         ),
-        f"               total    {sum(r.cycles for r in summary.months):>6}  "
-        f"{sum(r.imports for r in summary.months):>7}  (all ended cycles: "
-        f"{summary.billed[0]}/{summary.billed[1]})",
+        f"  quota         {setup.refreshes_per_day} Reuse Multiple Access per account in any "
+        "rolling 24 h (AISD_REFRESHES_PER_DAY)",
+        f"  imports       the first asks {setup.history_days} days of history; a refresh "
+        f"starts {setup.overlap_days} days before the last import",
+        f"  upstream      the in-process sandbox: commands run {setup.command_seconds:g} s, "
+        f"polled {setup.poll_seconds[0]:g}-{setup.poll_seconds[1]:g} s apart, at most "
+        f"{setup.max_running} at once",
+        f"  planner       ticks every {setup.tick_seconds:g} s of virtual time and at each "
+        "token's due time; the clock jumps over idle time",
+        f"  database      a temporary SQLite file in {setup.database}, deleted afterwards",
+    ]
+    return lines
+
+
+def _hours(span: timedelta) -> str:
+    hours = span / timedelta(hours=1)
+    return f"{hours / 24:g} days" if hours >= 48 else f"{hours:g} h"
+
+
+def render(summary: Summary, setup: Setup) -> str:
+    """The report for people: the setup, every figure with what it means, and the verdict."""
+    span = summary.ended_at - summary.started_at
+    limit = summary.refreshes_per_day
+    peaks = Counter(summary.windows.values())
+    months = summary.months
+    lines = [
+        f"aisd simulate: {setup.days} virtual days, the real planner and pipeline",
+        *_setup_lines(setup),
+        "results",
+        f"  virtual span  {summary.started_at:%Y-%m-%d %H:%M}Z .. "
+        f"{summary.ended_at:%Y-%m-%d %H:%M}Z ({span / _DAY:.2f} days, to the last import's end)",
+        f"  real time     {summary.real_seconds:.1f} s of wall clock for the whole run",
+        "  imports       by kind, then by final state (every one must end)",
+        *(f"    {kind:<11} {_counts(states)}" for kind, states in sorted(summary.imports.items())),
+        f"  reuses        {summary.reuses} Reuse Multiple Access sent (each starts a refresh and "
+        "counts against its accounts' quota)",
+        f"  refused       {summary.limit_answers} answered MultipleAccessLimitExceeded "
+        "(the provider's quota check; 0 expected)",
+        f"  late          {summary.late_reuses} sent at or after their token's expiry (0 expected)",
+        f"  peak use      the most reuses the sandbox saw reach one account in any rolling 24 h "
+        f"(limit {limit}):",
+        *(
+            f"    {n} in 24 h   {peaks[n]} account{'s' if peaks[n] != 1 else ''}"
+            for n in sorted(peaks, reverse=True)
+        ),
+        f"  events        the feed's events by type: {_counts(summary.events)}",
+        f"  tokens        by state at the end: {_counts(summary.tokens)}",
+        "  billing       per month: billing cycles ended and the successful imports in them",
+        "                month     cycles  imports (initial/refresh)",
+        *(
+            f"                {r.month}  {r.cycles:>6}  {r.imports:>7} "
+            f"({r.initial_imports}/{r.refresh_imports})"
+            for r in months
+        ),
+        f"                total    {sum(r.cycles for r in months):>6}  "
+        f"{sum(r.imports for r in months):>7}  (all ended cycles counted at once: "
+        f"{summary.billed[0]}/{summary.billed[1]}, must be equal)",
     ]
     broken = violations(summary)
-    lines.append("verdict        " + ("every rule held" if not broken else "RULES BROKEN"))
+    lines.append("verdict         " + ("every rule held" if not broken else "RULES BROKEN"))
     lines.extend(f"  - {problem}" for problem in broken)
     return "\n".join(lines)

@@ -1,8 +1,9 @@
-"""The daemon's parts wired as ``aisd run`` wires them, on a virtual clock, for
+"""The daemon's parts, wired as ``aisd run`` wires them, on a virtual clock, for
 :mod:`aisd.simulate`: the scenario's consents, the planner's wake-ups and the drain."""
 
 from __future__ import annotations
 
+import bisect
 import functools
 import inspect
 from collections.abc import Callable
@@ -11,76 +12,62 @@ from typing import Any
 
 import anyio
 
+from aisd import usecases
 from aisd._simulation import ConsentPlan, next_on_grid
 from aisd.clock import VirtualClock
-from aisd.kontomatik import KontomatikClient
-from aisd.pipeline import Pipeline, PipelineConfig
-from aisd.refresh import Refresher
 from aisd.sandbox import MintedConsent, Sandbox
-from aisd.settings import Settings
 from aisd.store import ConsentIn, Store, TokenState
+from aisd.wiring import Core, Hooks
 
 __all__ = ["World", "watched"]
 
 DRAIN_STEP_SECONDS = 5.0
-_ALL = 1_000_000_000
 
 
 class World:
-    """The daemon's parts wired as ``aisd run`` wires them, plus the simulated planner wake-ups.
+    """The daemon's parts as :func:`aisd.wiring.open_core` wires them for ``aisd run``, plus
+    the simulated planner wake-ups.
 
     Args:
-        settings: the configuration in force.
+        core: the wired parts, on ``clock`` and a store :func:`watched` wraps.
+        hooks: the hooks ``core`` was wired with; the world takes ``on_change``.
         clock: the virtual clock every part shares.
-        store: the store, as :func:`watched` wraps it.
         box: the sandbox the consents are minted in.
-        client: the Kontomatik client speaking to the sandbox.
     """
 
-    def __init__(
-        self,
-        settings: Settings,
-        clock: VirtualClock,
-        store: Store,
-        box: Sandbox,
-        client: KontomatikClient,
-    ) -> None:
-        self._settings = settings
+    def __init__(self, core: Core, hooks: Hooks, clock: VirtualClock, box: Sandbox) -> None:
+        self._core = core
+        self._settings = core.settings
+        self._store = core.store
         self._clock = clock
-        self._store = store
         self._box = box
         self._origin = clock.now()
-        self._tick = timedelta(seconds=settings.planner_tick_seconds)
+        self._tick = timedelta(seconds=self._settings.planner_tick_seconds)
         self._changed = anyio.Event()
-        self.refresher = Refresher.from_settings(
-            store, client, clock, settings, wake_pipeline=self._wake_pipeline
-        )
-        self.pipeline = Pipeline(
-            store,
-            client,
-            PipelineConfig.from_settings(settings),
-            clock,
-            gate=self.refresher,
-            on_change=self._changed_set,
-        )
-
-    def _wake_pipeline(self) -> None:
-        self.pipeline.wake()
+        hooks.on_change = self._changed_set
+        self.pipeline = core.pipeline
+        self.refresher = core.refresher
+        # What the planner's wake-ups depend on, re-read only when it may have changed: the
+        # expiry and pending warning moments of the active tokens, and the future not_before
+        # of the queued imports.
+        self._moments: list[datetime] | None = None
+        self._token_counts: dict[str, int] = {}
+        self._recount = False  # an import moved on since the token counts were read
 
     def _changed_set(self) -> None:
         self._changed.set()
 
     async def consents(self, plans: list[ConsentPlan]) -> None:
-        """Mint each consent in the sandbox at its time and submit it as ``consent.submit``."""
+        """Mint each consent in the sandbox at its time and submit it as ``consent.submit``
+        does."""
         minted: list[MintedConsent] = []
-        history = self._settings.first_import_history_days
         for plan in plans:
             await self._clock.sleep_until(self._origin + plan.offset)
             accounts = None if plan.shares_with is None else minted[plan.shares_with].ibans[:1]
             consent = self._box.mint_consent(plan.owner_external_id, accounts=accounts)
             minted.append(consent)
-            now = self._clock.now()
-            await self._store.submit_consent(
+            outcome = await usecases.submit_consent(
+                self._store,
                 ConsentIn(
                     owner_external_id=consent.owner_external_id,
                     session_id=consent.session_id,
@@ -88,15 +75,18 @@ class World:
                     multiple_access_id=consent.multiple_access_id,
                     target=consent.target,
                 ),
-                now=now,
-                since=now.date() - timedelta(days=history),
-                expires_at=now + plan.access,
+                now=self._clock.now(),
+                history_days=self._settings.first_import_history_days,
+                access=plan.access,
             )
-            self.pipeline.wake()
+            self._moments = None
+            if outcome.created:
+                self._core.services.wake_pipeline()
 
     async def planner(self, end: datetime) -> None:
         """Tick until ``end``: at each due time, and on the tick grid for what only the
-        periodic tick notices; between ticks, wake for deferred imports coming due."""
+        periodic tick notices; between ticks, wake the pipeline when a deferred import comes
+        due (the daemon's pipeline re-checks its queue every second)."""
         next_tick = self._clock.now()
         while True:
             now = self._clock.now()
@@ -109,19 +99,25 @@ class World:
                     # The daemon revokes off the tick; the sandbox answers at once, so
                     # inline is the same here and keeps the run deterministic.
                     await self.refresher.end_by_limit(tick.ending)
+                if tick.expired or tick.warned or tick.ending:
+                    self._moments = None
                 next_tick = await self._next_tick(tick.next_due_at, now)
-            wake = min(next_tick, end, await self._next_not_before(now))
-            await _nap(self._clock, wake, changed)
+            deferred = await self._next_not_before(now)
+            await _nap(self._clock, min(next_tick, end, deferred), changed)
             if changed.is_set():
                 # A finished import makes its token due; the daemon's next periodic tick
                 # finds it.
                 next_tick = min(next_tick, self._after(self._clock.now()))
+                self._recount = True
+            elif self._clock.now() >= deferred:
+                self.pipeline.wake()
 
     async def drain(self, until: datetime) -> None:
         """Let imports under way end (no new refresh is planned), until ``until`` at most."""
         while self._clock.now() < until:
             if not await self._store.open_jobs():
                 break
+            self.pipeline.wake()
             await self._clock.sleep(DRAIN_STEP_SECONDS)
         self.pipeline.stop_accepting()
 
@@ -133,17 +129,42 @@ class World:
         """The first periodic tick strictly after ``moment``."""
         return self._at_or_after(moment + timedelta(microseconds=1))
 
+    async def _recount_tokens(self) -> None:
+        """Forget the tokens' moments when a token changed state outside a tick (the pipeline
+        ends a token whose access upstream refuses)."""
+        self._recount = False
+        counts = (await self._store.counts()).get("tokens", {})
+        if counts != self._token_counts:
+            self._token_counts = counts
+            self._moments = None
+
     async def _next_tick(self, due: datetime | None, now: datetime) -> datetime:
         # A due time is honoured exactly (the daemon's DateTrigger); one not in the future
         # would spin, so it waits for the next periodic tick instead.
         candidates = [] if due is None else [due if due > now else self._after(now)]
+        if self._recount:
+            await self._recount_tokens()
+        if self._moments is None:
+            self._moments = await self._token_moments()
+        first_future = bisect.bisect_right(self._moments, now)
+        if first_future:
+            # A moment passed and not yet acted on: the next periodic tick acts on it.
+            candidates.append(self._after(now))
+        if first_future < len(self._moments):
+            candidates.append(self._at_or_after(self._moments[first_future]))
+        return min(candidates, default=datetime.max.replace(tzinfo=now.tzinfo))
+
+    async def _token_moments(self) -> list[datetime]:
+        """Every active token's expiry and the moments of its warnings not yet sent, sorted."""
         days = self._settings.expiry_warning_days
+        moments = []
         for token in await self._store.list_tokens(state=TokenState.ACTIVE):
-            moments = [token.expires_at] + [
+            moments.append(token.expires_at)
+            moments += [
                 token.expires_at - timedelta(days=d) for d in days if d not in token.warned_days
             ]
-            candidates += [self._at_or_after(m) if m > now else self._after(now) for m in moments]
-        return min(candidates, default=datetime.max.replace(tzinfo=now.tzinfo))
+        self._token_counts = (await self._store.counts()).get("tokens", {})
+        return sorted(moments)
 
     async def _next_not_before(self, now: datetime) -> datetime:
         """The earliest future ``not_before`` of a waiting import: the daemon's pipeline
@@ -178,7 +199,10 @@ class _Watched:
         target = getattr(self._store, name)
         if not inspect.iscoroutinefunction(target):
             return target
-        return _external(self._clock, target)
+        wrapped = _external(self._clock, target)
+        # Kept on the instance: later lookups find it without coming here again.
+        setattr(self, name, wrapped)
+        return wrapped
 
 
 def _external(clock: VirtualClock, target: Callable[..., Any]) -> Callable[..., Any]:

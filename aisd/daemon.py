@@ -16,10 +16,8 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import anyio
-import httpx
 import structlog
 from anyio import CancelScope
 from anyio.abc import TaskStatus
@@ -29,28 +27,19 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from aisd import __version__, systemd
 from aisd.analytics import Analytics
-from aisd.clock import Clock, SystemClock, iso
+from aisd.clock import Clock, SystemClock
 from aisd.housekeeping import housekeep
 from aisd.instance import InstanceLocked, instance_lock
-from aisd.kontomatik import KontomatikClient
 from aisd.logs import event_level
 from aisd.metrics import Metrics
 from aisd.operations import Operations
-from aisd.pipeline import Pipeline, PipelineConfig
+from aisd.pipeline import Pipeline
 from aisd.refresh import Refresher
 from aisd.rpc import ListenError, RpcServer, open_listener
 from aisd.rpc.catalog import CATALOG, COMMON_ERRORS
-from aisd.rpc.methods import (
-    Services,
-    core_methods,
-    merged,
-    sandbox_methods,
-    token_methods,
-)
-from aisd.rpc.methods_data import data_methods
-from aisd.sandbox import DEFAULT_API_KEY, Sandbox, SandboxApp, SandboxConfig
 from aisd.settings import Settings
-from aisd.store import EventRecord, StorageUnavailable, Store, open_store
+from aisd.store import EventRecord, StorageUnavailable, Store
+from aisd.wiring import Hooks, embedded_sandbox, open_core
 
 log = structlog.get_logger("aisd.daemon")
 
@@ -148,71 +137,39 @@ async def run(settings: Settings, sandbox: bool, clock: Clock | None = None) -> 
     """The root task: open everything, serve, and tear down in order."""
     clock = clock or SystemClock()
     health = Health()
-    started_at = iso(clock.now())
+    hooks = Hooks()
+    # The embedded sandbox keeps its state beside the database, so that a restarted `make run`
+    # meets the sandbox its tokens and sessions came from (and a fresh database a fresh one).
+    state = Path(f"{settings.db_path}.sandbox.json")
+    box = embedded_sandbox(settings, state_path=state) if sandbox else None
     async with AsyncExitStack() as stack:
-        store = await stack.enter_async_context(open_store(settings.db_path))
-        box = _make_sandbox(settings) if sandbox else None
-        client = await stack.enter_async_context(_make_client(settings, box))
-        ops = Operations.from_settings(settings, store, clock)
-        client.observer = ops.metrics.upstream_call
-        analytics = Analytics(store, client, clock, settings.analytics)
-        events = EventLog(store, observers=[analytics.observe, *ops.observers()])
-
-        ticks = Ticks()
-
-        def wake_all() -> None:
-            pipeline.wake()
-            events.wake()
-
-        def consent_arrived() -> None:
-            # A new token is planned at once rather than at the next periodic tick.
-            wake_all()
-            ticks.poke()
-
-        refresher = Refresher.from_settings(store, client, clock, settings, wake_pipeline=wake_all)
-        pipeline = Pipeline(
-            store,
-            client,
-            PipelineConfig.from_settings(settings),
-            clock,
-            gate=refresher,
-            on_change=events.wake,
-            on_command_end=ops.metrics.command_ended,
+        core = await stack.enter_async_context(
+            open_core(settings, clock=clock, sandbox=box, hooks=hooks)
         )
+        store, pipeline, refresher = core.store, core.pipeline, core.refresher
+        ops = Operations.from_settings(settings, store, clock)
+        core.client.observer = ops.metrics.upstream_call
+        hooks.on_command_end = ops.metrics.command_ended
         ops.attach(
             running_commands=lambda: pipeline.running_commands,
             slot_limit=lambda: pipeline.limit,
-            storage_ok=lambda: store.health.ok,
+            storage_ok=lambda: core.health.ok,
         )
+        analytics = Analytics(store, core.client, clock, settings.analytics)
+        events = EventLog(store, observers=[analytics.observe, *ops.observers()])
+        ticks = Ticks()
+        hooks.on_change = hooks.on_queued = events.wake
 
-        def status_extra() -> dict[str, Any]:
-            return {
-                "runningCommands": pipeline.running_commands,
-                "slotLimit": pipeline.limit,
-                "sandbox": sandbox,
-                "storage": store.health.as_json(),
-            }
+        def consent_arrived() -> None:
+            # A new token is planned at once rather than at the next periodic tick.
+            events.wake()
+            ticks.poke()
 
-        services = Services(
-            store=store,
-            clock=clock,
-            history_days=settings.first_import_history_days,
-            access_days=settings.access_days,
-            wake_pipeline=consent_arrived,
-            status_extra=status_extra,
-            started_at=started_at,
-        )
-        handlers = merged(
-            core_methods(services),
-            token_methods(store, refresher),
-            data_methods(store, refresher, clock, refreshes_per_day=settings.refreshes_per_day),
-            sandbox_methods(box) if box else {},
-            ops.methods(),
-        )
+        hooks.on_consent = consent_arrived
         listener, activated = await open_listener(str(settings.socket_path), settings.socket_mode)
         stack.push_async_callback(listener.aclose)
         server = RpcServer(
-            handlers,
+            core.handlers(ops.methods()),
             allowed_uids=frozenset(settings.allowed_uids),
             allowed_gids=frozenset(settings.allowed_gids),
             idle_timeout=settings.socket_idle_timeout_seconds,
@@ -241,33 +198,6 @@ async def run(settings: Settings, sandbox: bool, clock: Clock | None = None) -> 
                 maxRunningCommands=settings.max_running_commands,
             )
     log.info("daemon.stopped")
-
-
-def _make_sandbox(settings: Settings) -> Sandbox:
-    key = settings.api_key.get_secret_value() if settings.api_key else DEFAULT_API_KEY
-    # Beside the database, so that a restarted `make run` meets the sandbox its tokens and
-    # sessions came from (and a fresh database a fresh sandbox).
-    state = Path(f"{settings.db_path}.sandbox.json")
-    return Sandbox(SandboxConfig(api_key=key), state_path=state)
-
-
-def _make_client(settings: Settings, box: Sandbox | None) -> KontomatikClient:
-    """The upstream client: the real API, or the embedded sandbox through an ASGI transport."""
-    if box is not None:
-        return KontomatikClient(
-            "http://sandbox.invalid",
-            box.config.api_key,
-            transport=httpx.ASGITransport(app=SandboxApp(box)),
-            timeout=settings.http_timeout_seconds,
-            max_reply_bytes=settings.max_reply_bytes,
-        )
-    assert settings.api_key is not None, "settings require the API key outside --sandbox"
-    return KontomatikClient(
-        str(settings.api_url),
-        settings.api_key.get_secret_value(),
-        timeout=settings.http_timeout_seconds,
-        max_reply_bytes=settings.max_reply_bytes,
-    )
 
 
 async def _handle_signals(scope: CancelScope, pipeline: Pipeline) -> None:

@@ -15,11 +15,10 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from aisd import __version__
+from aisd import __version__, usecases
 from aisd.clock import Clock, iso
-from aisd.intake import differing_field
 from aisd.kontomatik import ModelScore
-from aisd.refresh import Refresher, RefreshRefused, RevokeFailed
+from aisd.refresh import Refresher, RefreshRefused
 from aisd.rpc import BUSY, CONFLICT, NOT_FOUND, Handler, Params, Peer, RpcError
 from aisd.rpc import catalog as P
 from aisd.rpc.catalog import STORAGE_UNAVAILABLE, UPSTREAM_ERROR
@@ -135,13 +134,13 @@ def core_methods(services: Services) -> dict[str, Handler]:
             refresh_until=params[P.REFRESH_UNTIL.optional()],
             max_imports=params[P.MAX_IMPORTS.optional()],
         )
-        now = services.clock.now()
         try:
-            outcome = await store.submit_consent(
+            outcome = await usecases.submit_consent(
+                store,
                 consent,
-                now=now,
-                since=now.date() - timedelta(days=services.history_days),
-                expires_at=now + timedelta(days=services.access_days),
+                now=services.clock.now(),
+                history_days=services.history_days,
+                access=timedelta(days=services.access_days),
             )
         except StorageUnavailable as exc:
             raise RpcError(
@@ -149,14 +148,12 @@ def core_methods(services: Services) -> dict[str, Handler]:
                 "storage unavailable: the consent was not stored",
                 {"reason": exc.reason},
             ) from None
-        if outcome.stored is not None:
-            differs = differing_field(consent, outcome.stored)
-            if differs is not None:
-                raise RpcError(
-                    CONFLICT,
-                    "a consent with this sessionId was submitted with another value",
-                    {"field": differs},
-                )
+        except usecases.ConsentConflict as exc:
+            raise RpcError(
+                CONFLICT,
+                "a consent with this sessionId was submitted with another value",
+                {"field": exc.field},
+            ) from None
         if outcome.created:
             services.wake_pipeline()
         return {"importId": outcome.import_id, "tokenId": outcome.token_id}
@@ -276,24 +273,17 @@ def token_methods(store: Store, refresher: Refresher) -> dict[str, Handler]:
         token_id = params[P.TOKEN_ID.optional()]
         owner = params[P.OWNER.optional()]
         assert (token_id is None) != (owner is None), "Signature.exactly_one lets one through"
-        if token_id is not None:
-            targets = [token_id]
-        else:
-            targets = [t.token_id for t in await store.list_tokens(owner_external_id=owner)]
-        if not targets or not await store.list_tokens(token_ids=targets):
-            raise RpcError(NOT_FOUND, "token not found")
-        results = []
-        for tid in targets:
-            try:
-                state = await refresher.revoke(tid, reason="revoked on request")
-            except LookupError:
-                raise RpcError(NOT_FOUND, "token not found") from None
-            except RevokeFailed as exc:
-                raise RpcError(
-                    UPSTREAM_ERROR, "upstream did not confirm the revocation", {"error": str(exc)}
-                ) from None
-            results.append({"tokenId": tid, "state": state.value})
-        return {"tokens": results}
+        try:
+            revoked = await usecases.revoke_tokens(
+                store, refresher, token_id=token_id, owner_external_id=owner
+            )
+        except LookupError:
+            raise RpcError(NOT_FOUND, "token not found") from None
+        except usecases.NotRevoked as exc:
+            raise RpcError(
+                UPSTREAM_ERROR, "upstream did not confirm the revocation", {"error": exc.error}
+            ) from None
+        return {"tokens": [{"tokenId": tid, "state": state.value} for tid, state in revoked]}
 
     async def token_refresh(params: Params, peer: Peer) -> object:
         token_id = params[P.TOKEN_ID]

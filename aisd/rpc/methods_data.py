@@ -1,9 +1,8 @@
 """JSON-RPC methods of data out: the change feed, erasure and billing.
 
 ``data.changes`` pages through the store's change sequence behind an opaque cursor;
-``owner.forget`` revokes upstream first and erases only once every token is revoked;
-``billing.report`` and ``billing.forecast`` load their inputs from the store and leave the rules
-to :mod:`aisd.billing`.
+``owner.forget``, ``billing.report`` and ``billing.forecast`` call their use cases in
+:mod:`aisd.usecases` and shape the answer.
 """
 
 from __future__ import annotations
@@ -11,14 +10,10 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from datetime import UTC, datetime
 from typing import Any
 
-import structlog
-
-from aisd import billing
+from aisd import usecases
 from aisd.clock import Clock
-from aisd.refresh import Refresher, RevokeFailed
 from aisd.rpc import CONFLICT, INVALID_PARAMS, NOT_FOUND, Handler, Params, Peer, RpcError
 from aisd.rpc import catalog as P
 from aisd.rpc.catalog import (
@@ -28,7 +23,7 @@ from aisd.rpc.catalog import (
     UPSTREAM_ERROR,
 )
 from aisd.rpc.methods import transaction_json
-from aisd.store import ConflictError, FeedTransaction, Store, TokenState
+from aisd.store import ConflictError, FeedTransaction, Store
 
 __all__ = [
     "DEFAULT_CHANGES_LIMIT",
@@ -42,8 +37,6 @@ __all__ = [
 
 _CURSOR_PREFIX = "v1:"
 _CURSOR_SEQ = re.compile(r"0|[1-9][0-9]{0,17}")
-
-log = structlog.get_logger("aisd.data")
 
 
 def encode_cursor(seq: int) -> str:
@@ -87,14 +80,8 @@ def _bad_cursor() -> RpcError:
     )
 
 
-def _month_bounds(first: datetime) -> tuple[datetime, datetime]:
-    if first.month == 12:
-        return first, first.replace(year=first.year + 1, month=1)
-    return first, first.replace(month=first.month + 1)
-
-
 def data_methods(
-    store: Store, refresher: Refresher, clock: Clock, *, refreshes_per_day: int
+    store: Store, refresher: usecases.Revoker, clock: Clock, *, refreshes_per_day: int
 ) -> dict[str, Handler]:
     """``data.changes``, ``owner.forget``, ``billing.report`` and ``billing.forecast``.
 
@@ -136,44 +123,23 @@ def data_methods(
 
     async def owner_forget(params: Params, peer: Peer) -> object:
         owner = params[P.OWNER]
-        revoked = 0
-        for token in await store.list_tokens(owner_external_id=owner):
-            if token.state != TokenState.ACTIVE:
-                continue
-            try:
-                state = await refresher.revoke(token.token_id, reason="owner forgotten")
-            except LookupError:
-                continue
-            except RevokeFailed as exc:
-                raise RpcError(
-                    UPSTREAM_ERROR,
-                    "upstream did not confirm the revocation; nothing was deleted",
-                    {"tokenId": token.token_id, "error": str(exc)},
-                ) from None
-            revoked += state == TokenState.REVOKED
         try:
-            outcome = await store.forget_owner(owner, now=clock.now())
+            forgotten = await usecases.forget_owner(store, refresher, owner, now=clock.now())
+        except usecases.NotRevoked as exc:
+            raise RpcError(
+                UPSTREAM_ERROR,
+                "upstream did not confirm the revocation; nothing was deleted",
+                {"tokenId": exc.token_id, "error": exc.error},
+            ) from None
         except LookupError:
             raise RpcError(NOT_FOUND, "owner not found") from None
         except ConflictError as exc:
             raise RpcError(CONFLICT, str(exc)) from None
-        # No owner id here: the log outlives the erasure.
-        log.info(
-            "owner.forgotten",
-            eventId=outcome.event_id,
-            tokenIds=list(outcome.token_ids),
-            tokensRevoked=revoked,
-            rowsDeleted=outcome.rows_deleted,
-        )
-        if not outcome.compacted:
-            log.warning("owner.forget_wal_busy", eventId=outcome.event_id)
-        return {"tokensRevoked": revoked, "rowsDeleted": outcome.rows_deleted}
+        return {"tokensRevoked": forgotten.tokens_revoked, "rowsDeleted": forgotten.rows_deleted}
 
     async def billing_report(params: Params, peer: Peer) -> object:
         month = params[P.MONTH]
-        start, end = _month_bounds(datetime(month.year, month.month, 1, tzinfo=UTC))
-        tokens, imports = await store.billing_inputs(start=start, end=end)
-        report = billing.report(tokens, imports, month.year, month.month, clock.now())
+        report = await usecases.billing_report(store, month.year, month.month, now=clock.now())
         return {
             "month": report.month,
             "cycles": report.cycles,
@@ -195,10 +161,9 @@ def data_methods(
 
     async def billing_forecast(params: Params, peer: Peer) -> object:
         months = params[P.MONTHS]
-        now = clock.now()
-        start = now.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-        tokens, imports = await store.billing_inputs(start=start)
-        ahead = billing.forecast(tokens, now, months, refreshes_per_day, imports)
+        ahead = await usecases.billing_forecast(
+            store, months, now=clock.now(), refreshes_per_day=refreshes_per_day
+        )
         return {
             "months": [{"month": m.month, "cycles": m.cycles, "imports": m.imports} for m in ahead]
         }

@@ -163,6 +163,9 @@ class Sandbox:
         self._sessions: dict[str, _Session] = {}
         self._tokens: dict[str, _Token] = {}
         self._commands: dict[str, _Command] = {}
+        # The commands that may still run, pruned as they end (the clock only moves forward):
+        # counting them costs the few running, not every command ever made.
+        self._live: dict[str, _Command] = {}
         self._state_path = state_path
         if state_path is not None:
             saved = _persist.read(state_path)
@@ -280,8 +283,7 @@ class Sandbox:
 
     def running_commands(self) -> int:
         """Commands running now."""
-        now = self.clock()
-        return sum(1 for c in self._commands.values() if c.running(now))
+        return self._running(self.clock())
 
     # -- the API -------------------------------------------------------------------------
 
@@ -342,6 +344,7 @@ class Sandbox:
         )
         self._next_command += 1
         self._commands[command.id] = command
+        self._live[command.id] = command
         session.command_id = command.id
         self.stats.commands_created += 1
         self.stats.max_running = max(self.stats.max_running, self.running_commands())
@@ -438,9 +441,13 @@ class Sandbox:
             return not self._commands[session.command_id].running(now)
         return now >= session.created_at + timedelta(seconds=self.config.session_ttl_seconds)
 
+    def _running(self, now: datetime) -> int:
+        self._live = {key: c for key, c in self._live.items() if c.running(now)}
+        return len(self._live)
+
     def _take_slot(self, now: datetime) -> None:
-        running = sum(1 for c in self._commands.values() if c.running(now))
-        if running >= self.config.max_running_commands or self._chance(self.config.rate_jobs_quota):
+        full = self._running(now) >= self.config.max_running_commands
+        if full or self._chance(self.config.rate_jobs_quota):
             raise ApiError("JobsQuotaExceeded", "Too many commands are running; retry later.")
 
     def _chance(self, rate: float) -> bool:
@@ -522,6 +529,7 @@ class Sandbox:
         self._sessions = {sid: _session_from(sid, raw) for sid, raw in saved["sessions"].items()}
         self._tokens = {tid: _token_from(raw) for tid, raw in saved["tokens"].items()}
         self._commands = {cid: _command_from(cid, raw) for cid, raw in saved["commands"].items()}
+        self._live = dict(self._commands)
         self.stats.reuses_by_account = {
             iban: [datetime.fromisoformat(t) for t in times]
             for iban, times in saved["reuses"].items()

@@ -1,4 +1,5 @@
-"""The in-process harness: a real SQLite store, the sandbox over ASGI and the real client."""
+"""The in-process harness: a real SQLite store, the sandbox over ASGI and the real client,
+wired by :func:`aisd.wiring.open_core` as the daemon wires them."""
 
 from __future__ import annotations
 
@@ -8,13 +9,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import anyio
-import httpx
 
 from aisd.clock import SystemClock
 from aisd.kontomatik import KontomatikClient
 from aisd.pipeline import Pipeline, PipelineConfig, ReuseGate
-from aisd.sandbox import DEFAULT_API_KEY, Sandbox, SandboxApp, SandboxConfig
-from aisd.store import ConsentIn, ImportState, SqliteStore, open_store
+from aisd.sandbox import Sandbox, SandboxConfig
+from aisd.settings import Settings
+from aisd.store import ConsentIn, ImportState, SqliteStore
+from aisd.wiring import Core, open_core
 
 FINAL = (ImportState.SUCCESSFUL, ImportState.FAILED)
 FAST = PipelineConfig(
@@ -48,6 +50,7 @@ class Env:
     client: KontomatikClient
     tmp: Path
     clock: ManualClock
+    core: Core
 
     def pipeline(self, config: PipelineConfig = FAST, gate: ReuseGate | None = None) -> Pipeline:
         return Pipeline(self.store, self.client, config, self.clock, gate=gate)
@@ -78,19 +81,26 @@ class Env:
         return outcome.import_id
 
 
-async def make_env(tmp_path: Path) -> AsyncIterator[Env]:
-    """An :class:`Env` on a fresh database, closed afterwards."""
-    clock = ManualClock()
-    sandbox = Sandbox(SandboxConfig(command_seconds=0.3), clock=clock.now)
-    async with (
-        open_store(tmp_path / "aisd.db") as store,
-        KontomatikClient(
-            "http://sandbox.test",
-            DEFAULT_API_KEY,
-            transport=httpx.ASGITransport(app=SandboxApp(sandbox)),
-        ) as client,
-    ):
-        yield Env(sandbox, store, client, tmp_path, clock)
+async def make_env(
+    tmp_path: Path,
+    *,
+    clock: ManualClock | None = None,
+    sandbox: Sandbox | None = None,
+    settings: Settings | None = None,
+) -> AsyncIterator[Env]:
+    """An :class:`Env` on a fresh database, wired as the daemon wires its parts, closed
+    afterwards. By default the sandbox's commands take 0.3 s."""
+    clock = clock or ManualClock()
+    sandbox = sandbox or Sandbox(SandboxConfig(command_seconds=0.3), clock=clock.now)
+    async with open_core(
+        settings or Settings(),
+        clock=clock,
+        sandbox=sandbox,
+        db_path=tmp_path / "aisd.db",
+        pipeline_config=FAST,
+    ) as core:
+        assert isinstance(core.store, SqliteStore)
+        yield Env(sandbox, core.store, core.client, tmp_path, clock, core)
 
 
 async def run_until_done(env: Env, pipeline: Pipeline, ids: list[str], limit: float = 20) -> None:

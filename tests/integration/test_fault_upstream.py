@@ -16,16 +16,15 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import anyio
-import httpx
 import pytest
 
-from aisd.kontomatik import KontomatikClient
 from aisd.pipeline import LOST_IMPORT, Pipeline
 from aisd.planner import Rules
 from aisd.refresh import Refresher, RefreshRefused
-from aisd.sandbox import DEFAULT_API_KEY, Sandbox, SandboxApp, SandboxConfig
-from aisd.store import ImportKind, ImportState, open_store
-from tests.integration._harness import FAST, Env, ManualClock
+from aisd.sandbox import Sandbox, SandboxConfig
+from aisd.settings import Settings
+from aisd.store import ImportKind, ImportState
+from tests.integration._harness import FAST, Env, ManualClock, make_env
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
@@ -68,16 +67,9 @@ async def faulty(tmp_path: Path) -> AsyncIterator[Env]:
     """A store, a faulty sandbox and a client with a short timeout."""
     clock = QuickClock()
     sandbox = Sandbox(FAULTS, clock=clock.now)
-    async with (
-        open_store(tmp_path / "aisd.db") as store,
-        KontomatikClient(
-            "http://sandbox.test",
-            DEFAULT_API_KEY,
-            transport=httpx.ASGITransport(app=SandboxApp(sandbox)),
-            timeout=0.2,
-        ) as client,
-    ):
-        yield Env(sandbox, store, client, tmp_path, clock)
+    settings = Settings(http_timeout_seconds=0.2)
+    async for env in make_env(tmp_path, clock=clock, sandbox=sandbox, settings=settings):
+        yield env
 
 
 async def settle(env: Env) -> None:

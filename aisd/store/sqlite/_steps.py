@@ -440,7 +440,11 @@ def merge(
                 "now": ts,
             },
         )
-        stored = db.execute(Q["stored_transactions"], (account_id,)).fetchall()
+        # Stored rows dated before both the coverage and every incoming row can neither
+        # match nor be removed: leaving them out changes no plan, and keeps a refresh's
+        # merge to its few days instead of the account's whole history.
+        floor = min([coverage_start, *(tx.transaction_on for tx in account.transactions)])
+        stored = db.execute(Q["stored_transactions"], (account_id, date_in(floor))).fetchall()
         writes = plan_account_writes(
             stored,
             account.transactions,

@@ -241,7 +241,7 @@ RETURNING id
 -- name: stored_transactions
 SELECT id, transaction_on, booked_on, amount, balance, title, party, party_iban, kind, status,
        labels, extra
-FROM transactions WHERE account_id = ? ORDER BY id
+FROM transactions WHERE account_id = ? AND transaction_on >= ? ORDER BY id
 
 -- name: insert_transaction
 INSERT INTO transactions (account_id, transaction_on, booked_on, amount, balance, title, party,

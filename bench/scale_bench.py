@@ -11,8 +11,8 @@ prints:
 
 * population time;
 * ``Refresher.tick()`` against the real store when nothing is due and when ~100 and ~500
-  tokens are due (ms per tick and per due token), and ``store.counts()``, which the daemon runs
-  after every tick for its ``STATUS=`` line;
+  tokens are due (ms per tick and per due token, and the tick's CPU time in this process), and
+  ``store.counts()``, which the daemon runs after every tick for its ``STATUS=`` line;
 * the daemon (``python -m aisd run --sandbox``): seconds from spawn to ``READY=1`` (a fake
   ``$NOTIFY_SOCKET``) and to the first ``daemon.status`` answer, RSS after start and after a
   few 1 s ticks, one ``daemon.status`` round trip;

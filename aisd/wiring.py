@@ -193,6 +193,7 @@ async def open_core(
     hooks: Hooks | None = None,
     wrap_store: Callable[[Store], Store] | None = None,
     pipeline_config: PipelineConfig | None = None,
+    scratch_db: bool = False,
 ) -> AsyncIterator[Core]:
     """Open the store (``db_path``, else ``settings.db_path``) and the upstream client, wire
     the parts on them, and close both on exit.
@@ -205,9 +206,13 @@ async def open_core(
         hooks: what the parts call when something happens (may be filled in later).
         wrap_store: wraps the opened store before any part sees it.
         pipeline_config: the pipeline's knobs, when not the settings'.
+        scratch_db: the database is a throwaway this event loop alone uses (``aisd simulate``);
+            see :func:`aisd.store.open_store`.
     """
     async with AsyncExitStack() as stack:
-        opened = await stack.enter_async_context(open_store(db_path or settings.db_path))
+        opened = await stack.enter_async_context(
+            open_store(db_path or settings.db_path, scratch=scratch_db)
+        )
         store: Store = opened if wrap_store is None else wrap_store(opened)
         client = await stack.enter_async_context(upstream_client(settings, sandbox))
         yield build(

@@ -41,6 +41,9 @@ CSV_HEADER = (
     "kind",
     "status",
     "labels",
+    "source",
+    "cardId",
+    "transactionId",
 )
 
 
@@ -222,8 +225,23 @@ def event_line(event: Mapping[str, Any]) -> str:
     return "  ".join(fields)
 
 
+def _transactions_table(holder: Mapping[str, Any]) -> str:
+    rows = [
+        (
+            t.get("transactionOn"),
+            t.get("currencyAmount"),
+            t.get("currencyBalance"),
+            t.get("title"),
+            t.get("party"),
+            t.get("status"),
+        )
+        for t in holder.get("transactions", [])
+    ]
+    return table(("DATE", "AMOUNT", "BALANCE", "TITLE", "PARTY", "STATUS"), rows)
+
+
 def render_data(result: Mapping[str, Any], now: datetime) -> str:
-    """``owner.data``: per account a summary line, then its transactions."""
+    """``owner.data``: per account and credit card a summary line, then its transactions."""
     parts = [f"owner {result.get('ownerExternalId')}"]
     for score in (result.get("analytics") or {}).get("scores", []):
         parts.append(
@@ -237,32 +255,33 @@ def render_data(result: Mapping[str, Any], now: datetime) -> str:
             f"available {account.get('currencyFundsAvailable')}  "
             f"updated {relative_time(account.get('updatedAt'), now)}"
         )
-        rows = [
-            (
-                t.get("transactionOn"),
-                t.get("currencyAmount"),
-                t.get("currencyBalance"),
-                t.get("title"),
-                t.get("party"),
-                t.get("status"),
-            )
-            for t in account.get("transactions", [])
-        ]
-        parts.append(table(("DATE", "AMOUNT", "BALANCE", "TITLE", "PARTY", "STATUS"), rows))
+        parts.append(_transactions_table(account))
+    for card in result.get("creditCards", []):
+        parts.append(
+            f"\ncard {card.get('number') or card.get('cardId')}  {card.get('name') or ''}  "
+            f"balance {card.get('currencyBalance')} {card.get('currencyName')}  "
+            f"limit {card.get('limit')}  due {card.get('dueDate') or '-'}"
+        )
+        parts.append(_transactions_table(card))
     return "\n".join(parts)
 
 
 def transactions_csv(result: Mapping[str, Any]) -> str:
-    """``owner.data`` as CSV: one header row, then one row per transaction of every account."""
+    """``owner.data`` as CSV: one header row, then one row per transaction of every account
+    and credit card (``source`` says which; a card's row has its own IBAN, if any, and its
+    ``cardId``, else its masked number)."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(CSV_HEADER)
-    for account in result.get("accounts", []):
-        for t in account.get("transactions", []):
+    holders = [("account", a, None) for a in result.get("accounts", [])] + [
+        ("card", c, c.get("cardId") or c.get("number")) for c in result.get("creditCards", [])
+    ]
+    for source, holder, card in holders:
+        for t in holder.get("transactions", []):
             writer.writerow(
                 [
-                    account.get("iban"),
-                    account.get("currencyName"),
+                    holder.get("iban"),
+                    holder.get("currencyName"),
                     t.get("transactionOn"),
                     t.get("bookedOn"),
                     t.get("currencyAmount"),
@@ -273,6 +292,9 @@ def transactions_csv(result: Mapping[str, Any]) -> str:
                     t.get("kind"),
                     t.get("status"),
                     ";".join(str(label) for label in t.get("labels") or []),
+                    source,
+                    card,
+                    t.get("transactionId"),
                 ]
             )
     return out.getvalue()

@@ -58,8 +58,13 @@ class Analytics:
         assert owner is not None
         if "scores" not in self._kinds:
             return
+        # Kontomatik knows the owner by the id it echoed (kontomatik-<uuid> when the widget
+        # was given none), which need not be aisd's own.
+        upstream = owner
+        if event.import_id is not None:
+            upstream = await self._store.kontomatik_owner_id(event.import_id) or owner
         try:
-            scores = await self._client.owner_scores(owner)
+            scores = await self._client.owner_scores(upstream)
         except KontomatikError as exc:
             log.warning("analytics.failed", ownerExternalId=owner, error=exc.name)
             return

@@ -46,7 +46,7 @@ _SECRET_KEY_PARTS = ("apikey", "signature", "password", "secret", "multipleacces
 MIN_SECRET_LENGTH = 8
 
 # Feed events an operator must act on are warnings, so that `journalctl -p warning` shows them.
-_WARNING_EVENTS = frozenset({"import.failed", "token.reauth_required"})
+_WARNING_EVENTS = frozenset({"import.failed", "token.reauth_required", "token.refresh_paused"})
 
 _secrets: set[str] = set()
 
@@ -73,8 +73,8 @@ def register_secret(value: str | SecretStr | None) -> None:
 
 def event_level(event_type: str, data: Mapping[str, Any]) -> int:
     """The log level of a feed event's line: ``WARNING`` for ``import.failed``,
-    ``token.reauth_required`` and ``quota.deferred`` caused upstream (``upstream_limit``: someone
-    else used the account's quota), ``INFO`` for the rest."""
+    ``token.reauth_required``, ``token.refresh_paused`` and ``quota.deferred`` caused upstream
+    (``upstream_limit``: someone else used the account's quota), ``INFO`` for the rest."""
     if event_type in _WARNING_EVENTS:
         return logging.WARNING
     if event_type == "quota.deferred" and data.get("reason") == "upstream_limit":

@@ -66,6 +66,7 @@ EVENT_TYPES = (
     "token.expired",
     "token.reauth_required",
     "token.revoked",
+    "token.refresh_paused",
     "quota.deferred",
     "owner.forgotten",
 )

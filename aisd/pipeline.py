@@ -36,6 +36,7 @@ from aisd.kontomatik import (
     SessionDeadError,
     TokenDeadError,
     UnauthorizedError,
+    UnexpectedReplyError,
 )
 from aisd.phases import Step
 from aisd.polling import DurationEstimates, backoff, jobs_quota_delay, poll_delay
@@ -70,6 +71,8 @@ POLL_DEADLINE_SECONDS = 1800.0
 # doubling while the retries keep failing: every import would fail alike, so no spinning.
 STORAGE_PAUSE_SECONDS = 1.0
 STORAGE_PAUSE_MAX_SECONDS = 30.0
+# Unreadable elements of one reply logged one by one at most (all are counted in the event).
+MAX_SKIPPED_LOGGED = 100
 
 
 # The quota rule asked, inside the store's quota section, before every Reuse Multiple Access.
@@ -401,7 +404,11 @@ class Pipeline:
         access = granted
         self._check_lease(job)
         try:
-            session = await self._client.reuse_multiple_access(job.multiple_access_id)
+            session = await self._client.reuse_multiple_access(
+                job.multiple_access_id,
+                sleep=self._clock.sleep,
+                poll_seconds=self._config.poll_min_seconds,
+            )
         except RetryLaterError as exc:
             pressure = "lower" if isinstance(exc, JobsQuotaExceededError) else None
             outcome = "error" if exc.sent else "not_sent"
@@ -424,6 +431,17 @@ class Pipeline:
                 CommandFailure("MultipleAccessLimitExceeded", ACCESS_LIMIT_MESSAGE),
                 token=TokenOutcome(deferred_until=until),
             )
+            return None
+        except UnexpectedReplyError as exc:
+            # Retrying would spend another access on the same answer: the token pauses instead.
+            await self._outcome(access, outcome="error", error_name=exc.name)
+            await self._store.refuse_reuse_reply(
+                self._claim(job),
+                CommandFailure(exc.name, exc.message),
+                raw_reply=exc.raw,
+                now=self._clock.now(),
+            )
+            log.error("refresh.unexpected_reply", error=exc.name)
             return None
         except KontomatikError as exc:
             await self._outcome(access, outcome="error", error_name=exc.name)
@@ -514,7 +532,10 @@ class Pipeline:
         await self._store.advance(
             claim,
             StepWrite(
-                Step.COMMAND, command_id=command.id, not_before=now + timedelta(seconds=delay)
+                Step.COMMAND,
+                command_id=command.id,
+                not_before=now + timedelta(seconds=delay),
+                owner_echo=command.owner_external_id,
             ),
             now=now,
         )
@@ -615,6 +636,19 @@ class Pipeline:
         self, job: ImportJob, command: Command, raw: bytes | None, polls: int
     ) -> None:
         if command.state == CommandState.SUCCESSFUL and command.result is not None:
+            refused = await self._store.refuse_foreign_owner(
+                self._claim(job),
+                command.owner_external_id,
+                raw_reply=raw,
+                now=self._clock.now(),
+                polls=polls,
+            )
+            if refused:
+                log.error("import.owner_mismatch", hint="give the widget the same ownerExternalId")
+                return
+            for skipped in command.result.skipped[:MAX_SKIPPED_LOGGED]:
+                # Where and why, never the value: the element stays in the kept raw reply.
+                log.warning("import.element_skipped", path=skipped.path, reason=skipped.reason)
             async with self._storing:
                 stats = await self._store.finish_success(
                     self._claim(job),

@@ -15,6 +15,7 @@ from aisd.kontomatik._errors import (
     SessionDeadError,
     TokenDeadError,
     UnauthorizedError,
+    UnexpectedReplyError,
     UnknownApiError,
     classify,
 )
@@ -32,12 +33,14 @@ from aisd.kontomatik._models import (
     Owner,
     ReplyMeta,
     Session,
+    Skipped,
 )
 from aisd.kontomatik._parse import (
     parse_command,
     parse_data_reply,
     parse_error,
     parse_owner_scores,
+    parse_reuse,
     parse_session,
 )
 
@@ -60,8 +63,10 @@ __all__ = [
     "RetryLaterError",
     "Session",
     "SessionDeadError",
+    "Skipped",
     "TokenDeadError",
     "UnauthorizedError",
+    "UnexpectedReplyError",
     "UnknownApiError",
     "classify",
     "gunzip_reply",
@@ -69,5 +74,6 @@ __all__ = [
     "parse_data_reply",
     "parse_error",
     "parse_owner_scores",
+    "parse_reuse",
     "parse_session",
 ]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import date
 from types import TracebackType
 from typing import Self
@@ -21,7 +21,12 @@ import anyio.lowlevel
 import httpx
 
 from aisd.kontomatik import _paths
-from aisd.kontomatik._errors import KontomatikError, RetryLaterError, UnknownApiError
+from aisd.kontomatik._errors import (
+    KontomatikError,
+    RetryLaterError,
+    UnexpectedReplyError,
+    UnknownApiError,
+)
 from aisd.kontomatik._gzip import GzipWriter
 from aisd.kontomatik._models import Command, CommandState, ImportReply, ModelScore, Session
 from aisd.kontomatik._parse import (
@@ -29,12 +34,15 @@ from aisd.kontomatik._parse import (
     parse_command,
     parse_error,
     parse_owner_scores,
-    parse_session,
+    parse_reuse,
 )
 from aisd.logs import MIN_SECRET_LENGTH, whole_replaced
 
 _REDACTED = "***"
 
+
+# How long a command-shaped Reuse Multiple Access may take to yield its session.
+REUSE_COMMAND_DEADLINE_SECONDS = 120.0
 
 # Slice size for feeding the parser (about 2 ms of parsing each on a small machine).
 SLICE_BYTES = 64 * 1024
@@ -151,22 +159,49 @@ class KontomatikClient:
         raw = writer.finish() if command.state is CommandState.SUCCESSFUL else None
         return ImportReply(command=command, raw=raw)
 
-    async def reuse_multiple_access(self, multiple_access_id: str) -> Session:
+    async def reuse_multiple_access(
+        self,
+        multiple_access_id: str,
+        *,
+        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+        poll_seconds: float = 2.0,
+        deadline_seconds: float = REUSE_COMMAND_DEADLINE_SECONDS,
+    ) -> Session:
         """Open a fresh session from a multiple-access token (counts against the quota).
+
+        Upstream may answer with the session or with a command to poll until it yields one
+        (``parse_reuse``): the command is polled every ``poll_seconds`` (transient errors of a
+        poll are retried, never the Reuse itself) for at most ``deadline_seconds``.
 
         Raises:
             KontomatikError: ``TokenDeadError``, ``QuotaError``, ``JobsQuotaExceededError``...
+            UnexpectedReplyError: a reply of an unknown shape, or a command that yields no
+                session in time; the access is spent and must not be repeated blindly.
         """
+        secrets = (self._api_key, multiple_access_id)
         body = await self._call(
             "POST",
             _paths.REUSE_MULTIPLE_ACCESS,
             form={"multipleAccessId": multiple_access_id},
             secrets=(multiple_access_id,),
         )
-        try:
-            return parse_session(body)
-        except KontomatikError as exc:
-            raise _redact_error(exc, (self._api_key, multiple_access_id)) from None
+        answer = _reuse_answer(body, secrets)
+        waited = 0.0
+        while isinstance(answer, Command):
+            if waited >= deadline_seconds:
+                raise UnexpectedReplyError(
+                    "UnexpectedReply",
+                    f"the Reuse Multiple Access command yielded no session in {waited:.0f} s",
+                    raw=body,
+                )
+            await sleep(poll_seconds)
+            waited += poll_seconds
+            try:
+                body = await self._call("GET", _paths.command_result(answer.id), secrets=secrets)
+            except RetryLaterError:
+                continue  # the poll failed, not the Reuse: ask again after the next interval
+            answer = _reuse_answer(body, secrets)
+        return answer
 
     async def revoke_multiple_access(self, multiple_access_id: str) -> None:
         """Revoke a multiple-access token upstream; any 2xx reply, even empty, is success.
@@ -269,6 +304,13 @@ class KontomatikClient:
                 )
             parts.append(chunk)
         return b"".join(parts)
+
+
+def _reuse_answer(body: bytes, secrets: Iterable[str]) -> Session | Command:
+    try:
+        return parse_reuse(body)
+    except KontomatikError as exc:
+        raise _redact_error(exc, secrets) from None
 
 
 def _transport_error(exc: httpx.HTTPError) -> RetryLaterError:

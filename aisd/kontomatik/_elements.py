@@ -2,28 +2,39 @@
 
 Each function takes one complete element (a transaction, an account, an owner...) and returns a
 frozen value. Shapes are taken leniently: optional children may be missing, unknown children of
-transactions and owners are kept verbatim in ``extra``, and alternative spellings seen in other
-clients are accepted where the shape is uncertain (credit cards). A value that cannot be read
-(an amount that is not a number, a date that is not a date) makes the whole reply malformed.
+transactions, owners and cards are kept verbatim (structured when they nest) in ``extra``, and an
+optional value that cannot be read is left out and reported through ``skip`` (a path relative to
+the element, and a reason; never the value). Only a transaction without a readable date or amount
+is unusable as a whole: ``money_transaction`` raises ``MalformedReply`` and the reader
+quarantines it.
 """
 
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
+from typing import TypeVar
 
+from aisd.kontomatik._errors import KontomatikError
 from aisd.kontomatik._guard import malformed
 from aisd.kontomatik._models import (
     Account,
     CommandFailure,
     CreditCard,
+    Field,
+    FieldValue,
     ModelScore,
     MoneyTransaction,
     Owner,
     ReplyMeta,
 )
+
+T = TypeVar("T")
+
+# Reports an optional value left out: (path relative to the element, reason).
+Skip = Callable[[str, str], None]
 
 # Children of a moneyTransaction that map to fields; any other child lands in ``extra``.
 _TRANSACTION_FIELDS = frozenset(
@@ -54,9 +65,16 @@ def text(element: ET.Element | None) -> str | None:
     return value or None
 
 
-def flat_text(element: ET.Element) -> str:
-    """All text inside an element, for unknown children that may nest."""
-    return "".join(element.itertext()).strip()
+def field_value(element: ET.Element) -> FieldValue:
+    """An unknown child, verbatim: its text, or its own children when it nests."""
+    if len(element) == 0:
+        return text(element) or ""
+    return tuple(field(child) for child in element)
+
+
+def field(element: ET.Element) -> Field:
+    """An unknown child as a ``(tag, value)`` pair."""
+    return (element.tag, field_value(element))
 
 
 def to_decimal(value: str | None, what: str) -> Decimal | None:
@@ -102,30 +120,53 @@ def to_float(value: str | None, what: str) -> float | None:
         raise malformed(f"{what} is not a number") from None
 
 
+def _lenient(read: Callable[[], T], what: str, skip: Skip) -> T | None:
+    """``read()``, or None with the value reported to ``skip`` when it cannot be read."""
+    try:
+        return read()
+    except KontomatikError as exc:
+        skip(what, exc.message)
+        return None
+
+
 def reply_meta(root: ET.Element) -> ReplyMeta:
-    """The attributes of a reply's root element."""
+    """The attributes of a reply's root element (an unreadable timestamp is left out)."""
     attrib = root.attrib
+    try:
+        timestamp = to_datetime(attrib.get("responseTimestamp"), "responseTimestamp")
+    except KontomatikError:
+        timestamp = None
     return ReplyMeta(
         status=attrib.get("status", ""),
         user=attrib.get("user"),
         owner_external_id=attrib.get("ownerExternalId"),
-        response_timestamp=to_datetime(attrib.get("responseTimestamp"), "responseTimestamp"),
+        response_timestamp=timestamp,
     )
 
 
-def money_transaction(element: ET.Element) -> MoneyTransaction:
-    """One ``moneyTransaction`` (or a credit card's transaction of the same shape)."""
+def money_transaction(element: ET.Element, skip: Skip) -> MoneyTransaction:
+    """One ``moneyTransaction`` (of an account or a credit card).
+
+    Raises:
+        RetryLaterError: ``MalformedReply`` when its date or amount is missing or unreadable:
+            the caller quarantines the whole transaction.
+    """
     fields: dict[str, str | None] = {}
-    labels: tuple[str, ...] = ()
-    extra: list[tuple[str, str]] = []
+    labels: list[str] = []
+    extra: list[Field] = []
     for child in element:
         tag = child.tag
         if tag in _TRANSACTION_FIELDS:
             fields[tag] = text(child)
         elif tag == "labels":
-            labels = tuple(label for label in map(text, child) if label is not None)
+            for n, label in enumerate(child, start=1):
+                value = text(label)
+                if len(label):
+                    skip(f"labels/label[{n}]", "a label made of child elements")
+                elif value is not None:
+                    labels.append(value)
         else:
-            extra.append((tag, flat_text(child)))
+            extra.append(field(child))
     get = fields.get
     # A transaction with no own date is dated by its booking (seen for some card feeds).
     transaction_on = to_date(get("transactionOn") or get("bookedOn"), "transactionOn")
@@ -134,29 +175,28 @@ def money_transaction(element: ET.Element) -> MoneyTransaction:
         raise malformed("a transaction lacks transactionOn or currencyAmount")
     return MoneyTransaction(
         transaction_on=transaction_on,
-        booked_on=to_date(get("bookedOn"), "bookedOn"),
+        booked_on=_lenient(lambda: to_date(get("bookedOn"), "bookedOn"), "bookedOn", skip),
         amount=amount,
-        balance=to_decimal(get("currencyBalance"), "currencyBalance"),
+        balance=_lenient(
+            lambda: to_decimal(get("currencyBalance"), "currencyBalance"), "currencyBalance", skip
+        ),
         title=get("title") or "",
         party=get("party"),
         party_iban=get("partyIban"),
         kind=get("kind"),
         status=get("status"),
-        labels=labels,
+        labels=tuple(labels),
         extra=tuple(extra),
     )
 
 
 def owner(element: ET.Element) -> Owner:
-    """One ``owner`` of an owners list."""
-    extra = tuple(
-        (child.tag, flat_text(child)) for child in element if child.tag not in _OWNER_FIELDS
-    )
+    """One ``owner`` of an owners list, with every field the bank sent."""
     return Owner(
         name=text(element.find("name")) or "",
         kind=text(element.find("kind")),
         address=text(element.find("address")),
-        extra=extra,
+        extra=tuple(field(child) for child in element if child.tag not in _OWNER_FIELDS),
     )
 
 
@@ -167,44 +207,63 @@ def owners(element: ET.Element | None) -> tuple[Owner, ...]:
     return tuple(owner(child) for child in element if child.tag == "owner")
 
 
-def account(element: ET.Element, transactions: Sequence[MoneyTransaction]) -> Account:
+def owners_of(element: ET.Element) -> tuple[Owner, ...]:
+    """Every ``owner`` of every ``owners`` block of an account or card (owner and co-owner
+    may come in blocks of their own)."""
+    return tuple(o for block in element.iterfind("owners") for o in owners(block))
+
+
+def account(element: ET.Element, transactions: Sequence[MoneyTransaction], skip: Skip) -> Account:
     """One ``account``; its transactions were read (and dropped) while streaming."""
     find = element.find
+
+    def amount(tag: str) -> Decimal | None:
+        return _lenient(lambda: to_decimal(text(find(tag)), tag), tag, skip)
+
     direct_debit = find("directDebit")
     return Account(
         iban=text(find("iban")) or "",
         name=text(find("name")),
         currency_name=text(find("currencyName")) or "",
-        balance=to_decimal(text(find("currencyBalance")), "account currencyBalance"),
-        funds_available=to_decimal(
-            text(find("currencyFundsAvailable")), "account currencyFundsAvailable"
-        ),
+        balance=amount("currencyBalance"),
+        funds_available=amount("currencyFundsAvailable"),
         friendly_name=text(find("friendlyName")),
-        active_since_at_least=to_date(text(find("activeSinceAtLeast")), "activeSinceAtLeast"),
+        active_since_at_least=_lenient(
+            lambda: to_date(text(find("activeSinceAtLeast")), "activeSinceAtLeast"),
+            "activeSinceAtLeast",
+            skip,
+        ),
         direct_debit=None if direct_debit is None else _is_true(direct_debit.get("available")),
         partial_due_to_timeout=_is_true(element.get("partialDueToTimeout")),
-        owners=owners(find("owners")),
+        owners=owners_of(element),
         transactions=tuple(transactions),
     )
 
 
-def credit_card(element: ET.Element, transactions: Sequence[MoneyTransaction]) -> CreditCard:
-    """One ``creditCard``: its shape is only known from other clients, so spellings vary."""
+def credit_card(
+    element: ET.Element, transactions: Sequence[MoneyTransaction], skip: Skip
+) -> CreditCard:
+    """One ``creditCard``, as Kontomatik's models name its fields."""
+    find = element.find
+
+    def amount(*tags: str) -> Decimal | None:
+        value = _first_text(element, tags)
+        return _lenient(lambda: to_decimal(value, tags[0]), tags[0], skip)
+
     return CreditCard(
-        name=_first_text(element, ("name", "friendlyName")),
-        number=_first_text(element, ("number", "cardNumber")),
-        currency_name=_first_text(element, ("currencyName",)),
-        balance=to_decimal(
-            _first_text(element, ("currencyBalance", "balance")), "credit card balance"
-        ),
-        available_limit=to_decimal(
-            _first_text(element, ("currencyAvailableLimit", "availableLimit")),
-            "credit card availableLimit",
-        ),
-        credit_limit=to_decimal(
-            _first_text(element, ("currencyCreditLimit", "creditLimit")),
-            "credit card creditLimit",
-        ),
+        card_id=text(find("cardId")),
+        name=text(find("name")),
+        number=text(find("number")),
+        iban=text(find("iban")),
+        currency_name=text(find("currencyName")),
+        balance=amount("currencyBalance"),
+        funds_available=amount("currencyFundsAvailable"),
+        limit=amount("limit"),
+        interest=amount("interest", "interests"),
+        due_date=_lenient(lambda: to_date(text(find("dueDate")), "dueDate"), "dueDate", skip),
+        owner=text(find("owner")),
+        owners=owners_of(element),
+        partial_due_to_timeout=_is_true(element.get("partialDueToTimeout")),
         transactions=tuple(transactions),
     )
 
@@ -219,14 +278,15 @@ def failure(element: ET.Element) -> CommandFailure:
 
 
 def progress(element: ET.Element) -> int | None:
-    """A command's ``<progress><value>n</value></progress>``."""
+    """A command's ``<progress><value>n</value></progress>``; None when absent or not an
+    integer (progress is advisory: it never decides anything)."""
     value = text(element.find("progress/value"))
     if value is None:
         return None
     try:
         return int(value)
     except ValueError:
-        raise malformed("command progress is not an integer") from None
+        return None
 
 
 def model_score(element: ET.Element) -> ModelScore:

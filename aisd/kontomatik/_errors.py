@@ -61,6 +61,19 @@ class UnauthorizedError(KontomatikError):
     """HTTP 401: wrong API key or a caller IP that is not whitelisted."""
 
 
+class UnexpectedReplyError(KontomatikError):
+    """A 2xx reply of a shape aisd does not know (a Reuse Multiple Access reply with neither a
+    session nor a command). Never retried blindly: the same call would spend another access
+    for the same answer. ``raw`` is the reply body, kept for inspection; it is in no message.
+    """
+
+    def __init__(
+        self, name: str, message: str, *, raw: bytes, http_status: int | None = None
+    ) -> None:
+        super().__init__(name, message, http_status=http_status)
+        self.raw = raw
+
+
 class UnknownApiError(KontomatikError):
     """Any other exception name, kept verbatim (``CommandNotAvailable``, ``InvalidParameter``)."""
 

@@ -10,6 +10,12 @@ import enum
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
+from typing import TypeAlias
+
+# A child element kept verbatim: its tag and either its text or, when it nests, its children
+# in the same form (unknown nested fields stay structured, not run together into one string).
+Field: TypeAlias = "tuple[str, FieldValue]"
+FieldValue: TypeAlias = "str | tuple[Field, ...]"
 
 
 class CommandState(enum.StrEnum):
@@ -34,8 +40,9 @@ class Owner:
     name: str
     kind: str | None = None  # OWNER, CO_OWNER, ... (bank-dependent)
     address: str | None = None
-    # Optional fields some banks add (pesel, email, phone, ...), verbatim, in reply order.
-    extra: tuple[tuple[str, str], ...] = ()
+    # Every other field the bank sent (polishPesel, phone, email, birthDate, ...), verbatim, in
+    # reply order. Personal data: never logged.
+    extra: tuple[Field, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +60,7 @@ class MoneyTransaction:
     status: str | None = None  # DONE; pending spellings vary by bank
     labels: tuple[str, ...] = ()
     # Bank-specific optional fields (variableSymbol, constantSymbol, ...), verbatim.
-    extra: tuple[tuple[str, str], ...] = ()
+    extra: tuple[Field, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,15 +82,38 @@ class Account:
 
 @dataclass(frozen=True, slots=True)
 class CreditCard:
-    """A credit card and its transactions (present only for some banks)."""
+    """A credit card and its transactions, with the field names of Kontomatik's own models
+    (``creditCards/creditCard``; its rows are ``moneyTransactions/moneyTransaction``)."""
 
+    card_id: str | None  # cardId
     name: str | None
-    number: str | None
-    currency_name: str | None
-    balance: Decimal | None
-    available_limit: Decimal | None = None
-    credit_limit: Decimal | None = None
+    number: str | None  # masked, as the bank shows it
+    iban: str | None = None
+    currency_name: str | None = None
+    balance: Decimal | None = None  # currencyBalance
+    funds_available: Decimal | None = None  # currencyFundsAvailable
+    limit: Decimal | None = None
+    interest: Decimal | None = None  # ``interest`` (``interests`` in some models)
+    due_date: date | None = None
+    owner: str | None = None  # a free-text owner some banks give instead of ``owners``
+    owners: tuple[Owner, ...] = ()
+    partial_due_to_timeout: bool = False
     transactions: tuple[MoneyTransaction, ...] = ()
+
+    @property
+    def key(self) -> str:
+        """What identifies the card across imports: its ``cardId``, else its masked number."""
+        return self.card_id or self.number or self.iban or self.name or ""
+
+
+@dataclass(frozen=True, slots=True)
+class Skipped:
+    """An element that could not be read and was left out of the result (it stays in the
+    raw reply). ``path`` locates it (``accounts/account[1]/moneyTransactions/
+    moneyTransaction[3]``) and ``reason`` says what was wrong; neither holds a value."""
+
+    path: str
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,11 +123,26 @@ class ImportResult:
     owners: tuple[Owner, ...] = ()
     accounts: tuple[Account, ...] = ()
     credit_cards: tuple[CreditCard, ...] = ()
+    skipped: tuple[Skipped, ...] = ()
 
     @property
     def transaction_count(self) -> int:
-        """Money transactions over all accounts (credit cards excluded)."""
-        return sum(len(a.transactions) for a in self.accounts)
+        """Money transactions over all accounts and credit cards."""
+        return sum(len(a.transactions) for a in self.accounts) + sum(
+            len(c.transactions) for c in self.credit_cards
+        )
+
+    @property
+    def containers(self) -> tuple[Account | CreditCard, ...]:
+        """The accounts, then the credit cards: everything that holds transactions."""
+        return (*self.accounts, *self.credit_cards)
+
+    @property
+    def partial(self) -> tuple[str, ...]:
+        """IBANs of the accounts and keys of the cards marked ``partialDueToTimeout``."""
+        return tuple(a.iban for a in self.accounts if a.partial_due_to_timeout) + tuple(
+            c.key for c in self.credit_cards if c.partial_due_to_timeout
+        )
 
 
 @dataclass(frozen=True, slots=True)

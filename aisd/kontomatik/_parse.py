@@ -18,6 +18,7 @@ from aisd.kontomatik._errors import (
     KontomatikError,
     RetryLaterError,
     UnauthorizedError,
+    UnexpectedReplyError,
     UnknownApiError,
     classify,
 )
@@ -33,11 +34,12 @@ from aisd.kontomatik._models import (
     Owner,
     ReplyMeta,
     Session,
+    Skipped,
 )
 
 # Error envelopes are a few hundred bytes; this only bounds what a broken server could send.
 SMALL_REPLY_MAX_BYTES = 1 << 20
-_TRANSACTION_TAGS = frozenset({"moneyTransaction", "cardTransaction"})
+_TRANSACTION_TAG = "moneyTransaction"
 # Parents of the result-wide owners list (command replies, data replies).
 _RESULT_TAGS = frozenset({"result", "target"})
 _EVENTS: tuple[Literal["start"], Literal["end"]] = ("start", "end")
@@ -64,6 +66,8 @@ class ReplyReader:
         "_parser",
         "_result_seen",
         "_root",
+        "_skipped",
+        "_skipped_here",
         "_stack",
         "_top_exception",
         "_transactions",
@@ -81,6 +85,9 @@ class ReplyReader:
         self._commands: list[ET.Element] = []
         self._result_seen = False
         self._top_exception: ET.Element | None = None
+        self._skipped: list[Skipped] = []
+        # Transactions of the current account or card left out (for the next one's index).
+        self._skipped_here = 0
 
     def feed(self, chunk: bytes) -> None:
         """Take the next chunk of the body.
@@ -96,6 +103,9 @@ class ReplyReader:
             self._drain()
         except ET.ParseError as exc:
             raise malformed(f"reply is not well-formed XML ({exc})") from None
+        except LookupError:
+            # expat looks the declared encoding up by name; a damaged name is no codec.
+            raise malformed("reply declares an unknown encoding") from None
 
     def close(self) -> ReplyMeta:
         """End the body and return the root's attributes.
@@ -124,10 +134,14 @@ class ReplyReader:
             raise malformed("reply holds no command")
         element = self._commands[0]
         attrib = element.attrib
+        raw_state = attrib.get("state", "")
         try:
-            state = CommandState(attrib.get("state", ""))
+            state = CommandState(raw_state)
         except ValueError:
-            raise malformed("command has an unknown state") from None
+            # Polled on within the poll rules (a retry-later error), then failed by this name.
+            raise RetryLaterError(
+                "UnknownCommandState", f"command has an unknown state {raw_state[:40]!r}"
+            ) from None
         command_id = attrib.get("id")
         if not command_id:
             raise malformed("command has no id")
@@ -149,6 +163,7 @@ class ReplyReader:
             owners=tuple(self._owners),
             accounts=tuple(self._accounts),
             credit_cards=tuple(self._cards),
+            skipped=tuple(self._skipped),
         )
 
     def raise_for_exception(self, meta: ReplyMeta) -> None:
@@ -170,16 +185,18 @@ class ReplyReader:
             if not stack:
                 continue  # the root ended: everything in it was handled on the way
             tag = element.tag
-            if tag in _TRANSACTION_TAGS:
-                self._transactions.append(el.money_transaction(element))
+            if tag == _TRANSACTION_TAG:
+                self._transaction(element)
                 stack[-1].remove(element)
             elif tag == "account":
-                self._accounts.append(el.account(element, self._transactions))
-                self._transactions = []
+                skip = self._skipper(f"accounts/account[{len(self._accounts) + 1}]")
+                self._accounts.append(el.account(element, self._transactions, skip))
+                self._container_done()
                 stack[-1].remove(element)
             elif tag == "creditCard":
-                self._cards.append(el.credit_card(element, self._transactions))
-                self._transactions = []
+                skip = self._skipper(f"creditCards/creditCard[{len(self._cards) + 1}]")
+                self._cards.append(el.credit_card(element, self._transactions, skip))
+                self._container_done()
                 stack[-1].remove(element)
             elif tag == "owners" and stack[-1].tag in _RESULT_TAGS:
                 self._owners.extend(el.owners(element))
@@ -189,6 +206,42 @@ class ReplyReader:
                 self._commands.append(element)
             elif tag == "exception" and len(stack) == 1:
                 self._top_exception = element
+
+    def _transaction(self, element: ET.Element) -> None:
+        """Convert one transaction, or quarantine it (counted, located, never its values)."""
+        try:
+            tx = el.money_transaction(element, self._skip_in_transaction)
+        except KontomatikError as exc:
+            self._skipped.append(Skipped(self._transaction_path(), exc.message))
+            self._skipped_here += 1
+            return
+        self._transactions.append(tx)
+
+    def _transaction_path(self) -> str:
+        """Where the transaction being converted is (built only when something is skipped)."""
+        stack = self._stack
+        container = stack[-2].tag if len(stack) >= 2 else "?"
+        if container == "account":
+            where = f"accounts/account[{len(self._accounts) + 1}]"
+        elif container == "creditCard":
+            where = f"creditCards/creditCard[{len(self._cards) + 1}]"
+        else:
+            where = container
+        index = len(self._transactions) + self._skipped_here + 1
+        return f"{where}/moneyTransactions/moneyTransaction[{index}]"
+
+    def _skip_in_transaction(self, path: str, reason: str) -> None:
+        self._skipped.append(Skipped(f"{self._transaction_path()}/{path}", reason))
+
+    def _skipper(self, base: str) -> el.Skip:
+        def skip(path: str, reason: str) -> None:
+            self._skipped.append(Skipped(f"{base}/{path}", reason))
+
+        return skip
+
+    def _container_done(self) -> None:
+        self._transactions = []
+        self._skipped_here = 0
 
 
 def parse_command(chunks: Iterable[bytes], *, max_bytes: int) -> tuple[ReplyMeta, Command]:
@@ -248,6 +301,43 @@ def parse_session(data: bytes) -> Session:
         if session is not None:
             return session
     raise malformed("reply holds no session")
+
+
+def parse_reuse(data: bytes) -> Session | Command:
+    """Parse a Reuse Multiple Access reply (or a poll of the command it started).
+
+    Two shapes are plausible and both are accepted: the fresh session itself (any shape
+    ``parse_session`` knows), or a command to poll until it yields the session.
+
+    Returns:
+        The session, or the command (with its id and state) to poll.
+
+    Raises:
+        RetryLaterError: ``MalformedReply``, the body is not well-formed XML (cut in transit).
+        UnexpectedReplyError: well-formed XML holding neither a session nor a command, or a
+            command in a state aisd does not know, or one that succeeded without a session.
+        KontomatikError: the classified error of an ``exception`` in the reply (a failed
+            command's included).
+    """
+    root = _parse_small(data)
+    _raise_exception_in(root)
+    for candidate in (root, *root.iter("session")):
+        session = _session_in(candidate)
+        if session is not None:
+            return session
+    element = next(root.iter("command"), None)
+    if element is not None and element.get("id"):
+        try:
+            state = CommandState(element.get("state", ""))
+        except ValueError:
+            state = None
+        if state is not None and state is not CommandState.SUCCESSFUL:
+            return Command(id=element.get("id", ""), state=state, name=element.get("name"))
+    raise UnexpectedReplyError(
+        "UnexpectedReply",
+        "the Reuse Multiple Access reply holds neither a session nor a command to poll",
+        raw=data,
+    )
 
 
 def parse_owner_scores(data: bytes) -> list[ModelScore]:

@@ -199,6 +199,7 @@ _TOKEN = {
     " planReason and failures.",
 }
 _TRANSACTION = _obj(
+    transactionId=_STR,
     transactionOn=_DATE,
     bookedOn=_null(_DATE),
     currencyAmount=_AMOUNT,
@@ -214,11 +215,20 @@ _FEED_TRANSACTION = {
     **_TRANSACTION,
     "properties": {
         **_TRANSACTION["properties"],  # type: ignore[dict-item]
-        "transactionId": _STR,
         "ownerExternalId": _STR,
-        "iban": _STR,
+        "source": {"enum": ["account", "card"]},
+        "iban": _null(_STR),
+        "cardId": _null(_STR),
+        "number": _null(_STR),
         "currencyName": _STR,
     },
+    "description": "iban is the account's, or a card's own (null when it has none); cardId and"
+    " number come with a card's transactions only.",
+}
+_OWNER_BLOCK = {
+    "type": "object",
+    "description": "name, kind, address and every other field Kontomatik sent for the person"
+    " (polishPesel, phone, email, birthDate, ...); nested fields as objects. Personal data.",
 }
 _ACCOUNT = _obj(
     iban=_STR,
@@ -226,6 +236,24 @@ _ACCOUNT = _obj(
     currencyName=_STR,
     currencyBalance=_null(_AMOUNT),
     currencyFundsAvailable=_null(_AMOUNT),
+    updatedAt=_TIME,
+    owners=_array(_OWNER_BLOCK),
+    transactions=_array(_TRANSACTION),
+)
+_CARD = _obj(
+    cardId=_null(_STR),
+    name=_null(_STR),
+    number=_null(_STR),
+    iban=_null(_STR),
+    currencyName=_null(_STR),
+    currencyBalance=_null(_AMOUNT),
+    currencyFundsAvailable=_null(_AMOUNT),
+    limit=_null(_AMOUNT),
+    interest=_null(_AMOUNT),
+    dueDate=_null(_DATE),
+    owner=_null(_STR),
+    owners=_array(_OWNER_BLOCK),
+    partialDueToTimeout=_BOOL,
     updatedAt=_TIME,
     transactions=_array(_TRANSACTION),
 )
@@ -301,7 +329,10 @@ _SPECS = (
         Signature((OWNER,), by_position=True),
         {
             **_obj(
-                ownerExternalId=_STR, owners=_array({"type": "object"}), accounts=_array(_ACCOUNT)
+                ownerExternalId=_STR,
+                owners=_array(_OWNER_BLOCK),
+                accounts=_array(_ACCOUNT),
+                creditCards=_array(_CARD),
             ),
             "description": "Also analytics.scores when the owner was scored.",
         },

@@ -105,8 +105,10 @@ def event_json(event: EventRecord) -> dict[str, Any]:
 
 
 def transaction_json(tx: StoredTransaction) -> dict[str, Any]:
-    """A merged transaction as ``owner.data`` shows it."""
+    """A merged transaction as ``owner.data`` shows it, with the stable ``transactionId`` that
+    ``data.changes`` gives it too."""
     return {
+        "transactionId": str(tx.id),
         "transactionOn": tx.transaction_on.isoformat(),
         "bookedOn": tx.booked_on.isoformat() if tx.booked_on else None,
         "currencyAmount": str(tx.amount),
@@ -179,12 +181,24 @@ def core_methods(services: Services) -> dict[str, Handler]:
         if not await store.owner_exists(owner):
             raise RpcError(NOT_FOUND, "owner not found")
         accounts = []
+        owners_of = await store.account_owners(owner)
         for account in await store.accounts(owner):
             iban = str(account["iban"])
             txs = await store.transactions(owner, iban)
             accounts.append(
                 {
                     **{key: _jsonable(value) for key, value in account.items()},
+                    "owners": owners_of.get(iban, []),
+                    "transactions": [transaction_json(t) for t in txs],
+                }
+            )
+        cards = []
+        for card in await store.credit_cards(owner):
+            key = str(card.pop("key"))
+            txs = await store.card_transactions(owner, key)
+            cards.append(
+                {
+                    **{k: _jsonable(value) for k, value in card.items()},
                     "transactions": [transaction_json(t) for t in txs],
                 }
             )
@@ -192,6 +206,7 @@ def core_methods(services: Services) -> dict[str, Handler]:
             "ownerExternalId": owner,
             "owners": await store.owner_details(owner),
             "accounts": accounts,
+            "creditCards": cards,
         }
         scores = await store.owner_scores(owner)
         if scores:

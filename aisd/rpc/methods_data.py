@@ -62,13 +62,22 @@ def decode_cursor(cursor: str) -> int:
 
 
 def feed_transaction_json(item: FeedTransaction) -> dict[str, Any]:
-    """A transaction of ``data.changes``: ``owner.data``'s fields plus its stable id, owner,
-    account and currency."""
+    """A transaction of ``data.changes``: ``owner.data``'s fields plus its owner, where it
+    belongs (``source``: ``account``, or ``card`` with the card's ``cardId`` and masked
+    ``number``; ``iban`` is the account's, or the card's own when it has one) and currency."""
     tx = item.transaction
+    where: dict[str, Any] = {"source": "account", "iban": tx.account_iban}
+    if item.card is not None:
+        where = {
+            "source": "card",
+            "iban": item.card.iban,
+            "cardId": item.card.card_id,
+            "number": item.card.number,
+        }
     return {
         "transactionId": str(tx.id),
         "ownerExternalId": item.owner_external_id,
-        "iban": tx.account_iban,
+        **where,
         "currencyName": tx.currency_name,
         **transaction_json(tx),
     }

@@ -20,7 +20,7 @@ import anyio
 import structlog
 
 from aisd.sandbox import _data, _xml
-from aisd.sandbox._config import DEFAULT_TARGET, ApiError
+from aisd.sandbox._config import DEFAULT_TARGET, REUSE_COMMAND, REUSE_GARBAGE, ApiError
 from aisd.sandbox._state import Fault, MintedConsent, Sandbox
 
 Message = MutableMapping[str, Any]
@@ -149,19 +149,42 @@ def _default_import(sandbox: Sandbox, params: Mapping[str, str], _: re.Match[str
 
 
 def _get_command(sandbox: Sandbox, _: Mapping[str, str], match: re.Match[str]) -> bytes:
+    parked = sandbox.reuse_command(match["id"])
+    if parked is not None:
+        session, ready = parked
+        return _xml.reuse_command_reply(
+            sandbox.clock(),
+            command_id=match["id"],
+            state="successful" if ready else "in_progress",
+            session=(session.session_id, session.signature) if ready else None,
+            owner_external_id=sandbox.config.owner_echo(session.owner_external_id),
+        )
     # Real Get Import Result replies carry no ownerExternalId on their root, unlike the 202.
     command = replace(sandbox.get_command(match["id"]), owner_external_id=None)
-    return _xml.command_reply(200, command, sandbox.clock())
+    return _xml.command_reply(
+        200, command, sandbox.clock(), split_owners=sandbox.config.split_owner_blocks
+    )
 
 
 def _reuse(sandbox: Sandbox, params: Mapping[str, str], _: re.Match[str]) -> bytes:
     session = sandbox.reuse(_required(params, "multipleAccessId"))
+    shape = sandbox.config.reuse_shape
+    if shape == REUSE_GARBAGE:
+        return _xml.garbage_reply(sandbox.clock())
+    if shape == REUSE_COMMAND:
+        return _xml.reuse_command_reply(
+            sandbox.clock(),
+            command_id=sandbox.park_reuse(session),
+            state="in_progress",
+            session=None,
+            owner_external_id=sandbox.config.owner_echo(session.owner_external_id),
+        )
     return _xml.session_reply(
         sandbox.clock(),
         session_id=session.session_id,
         signature=session.signature,
         multiple_access_id=None,
-        owner_external_id=session.owner_external_id,
+        owner_external_id=sandbox.config.owner_echo(session.owner_external_id),
     )
 
 
@@ -174,6 +197,8 @@ def _revoke(sandbox: Sandbox, params: Mapping[str, str], _: re.Match[str]) -> by
 
 def _owner_scores(sandbox: Sandbox, params: Mapping[str, str], _: re.Match[str]) -> bytes:
     owner = _required(params, "ownerExternalId")
+    if not sandbox.config.score_unimported_owners and not sandbox.has_imported(owner):
+        raise ApiError("NoDataToCalculateScore", "There is no data to calculate a score.")
     score, percentile, tier = _data.owner_score(sandbox.config.seed, owner)
     return _xml.owner_scores_reply(
         sandbox.clock(), owner_external_id=owner, score=score, percentile=percentile, tier=tier

@@ -8,6 +8,10 @@ from types import MappingProxyType
 
 DEFAULT_API_KEY = "sandbox-key"  # documented: `aisd sandbox` uses it unless AISD_API_KEY is set
 DEFAULT_TARGET = "KontoBank"  # the test environment's mock bank
+# Shapes of a Reuse Multiple Access reply (SandboxConfig.reuse_shape).
+REUSE_SESSION = "session"
+REUSE_COMMAND = "command"
+REUSE_GARBAGE = "garbage"
 
 # HTTP status of each exception name. Kontomatik documents InvalidSessionId (404); the others
 # are guesses [U], kept here so one edit changes them: rate limits as 429, dead tokens as 404
@@ -22,6 +26,7 @@ ERROR_STATUS: Mapping[str, int] = MappingProxyType(
         "JobsQuotaExceeded": 429,
         "MultipleAccessLimitExceeded": 429,
         "InvalidMultipleAccessId": 404,
+        "NoDataToCalculateScore": 404,
         "NotFound": 404,
         "MethodNotAllowed": 405,
     }
@@ -71,6 +76,21 @@ class SandboxConfig:
         rate_access_limit: share of reuses refused by a spurious ``MultipleAccessLimitExceeded``
             (another company used the account's quota); they count like any other reuse.
         rate_import_error: share of Default Imports that end in state ``error``.
+        co_owner_rate: share of owners whose accounts have a co-owner too.
+        owner_personal_fields: owners carry the personal fields some banks send
+            (``polishPesel``, ``phone``, ``email``, ``birthDate``, ``citizenship``).
+        split_owner_blocks: an account lists each of its owners in an ``<owners>`` block of
+            its own (owner and co-owner), as some banks do.
+        cards_per_owner: credit cards each owner has, with their own transactions.
+        partial_days: when set, every account and card of a Default Import comes back cut
+            short (``partialDueToTimeout="true"``) with only its last ``partial_days`` days.
+        owner_echo_by_owner: the ``ownerExternalId`` echoed for an owner's imports instead of
+            its own: what the widget was given (``kontomatik-<uuid>`` when it was given none).
+        reuse_shape: how Reuse Multiple Access answers: ``session`` (the session itself),
+            ``command`` (a command to poll until it yields the session) or ``garbage`` (a
+            well-formed reply of no known shape; the access still counts).
+        score_unimported_owners: owner scores are served for any owner; when False an owner
+            with no successful import gets ``NoDataToCalculateScore``, as upstream does.
     """
 
     api_key: str = field(default=DEFAULT_API_KEY, repr=False)
@@ -93,6 +113,18 @@ class SandboxConfig:
     rate_jobs_quota: float = 0.0
     rate_access_limit: float = 0.0
     rate_import_error: float = 0.0
+    co_owner_rate: float = 0.3
+    owner_personal_fields: bool = False
+    split_owner_blocks: bool = False
+    cards_per_owner: int = 0
+    partial_days: int | None = None
+    owner_echo_by_owner: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    reuse_shape: str = REUSE_SESSION
+    score_unimported_owners: bool = True
+
+    def owner_echo(self, owner_external_id: str) -> str:
+        """The ``ownerExternalId`` Kontomatik echoes for ``owner_external_id``'s imports."""
+        return self.owner_echo_by_owner.get(owner_external_id, owner_external_id)
 
     def command_seconds_for(self, owner_external_id: str) -> float:
         """The duration of a command run for ``owner_external_id``."""

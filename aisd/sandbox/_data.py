@@ -16,7 +16,7 @@ from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from functools import lru_cache
 
-from aisd.kontomatik._models import Account, MoneyTransaction, Owner
+from aisd.kontomatik._models import Account, CreditCard, MoneyTransaction, Owner
 
 DONE = "DONE"
 PENDING = "PENDING"
@@ -274,8 +274,11 @@ def account_profile(seed: int, iban: str) -> AccountProfile:
     )
 
 
-def owners_of(seed: int, owner_external_id: str) -> tuple[Owner, ...]:
-    """The people behind an ``ownerExternalId``: one owner, sometimes with a co-owner."""
+def owners_of(
+    seed: int, owner_external_id: str, *, co_owner_rate: float = 0.3, personal: bool = False
+) -> tuple[Owner, ...]:
+    """The people behind an ``ownerExternalId``: one owner, sometimes with a co-owner, and
+    with ``personal`` the personal fields some banks add."""
     rng = _rng("owner", seed, owner_external_id)
     people: list[Owner] = []
     for kind in ("OWNER", "CO_OWNER"):
@@ -284,10 +287,31 @@ def owners_of(seed: int, owner_external_id: str) -> tuple[Owner, ...]:
         surname = rng.choice(_SURNAMES)[0 if female else 1]
         street, (postcode, city) = rng.choice(_STREETS), rng.choice(_CITIES)
         address = f"{street} {rng.randrange(1, 120)}/{rng.randrange(1, 40)} {postcode} {city}"
-        people.append(Owner(name=f"{first} {surname}", kind=kind, address=address))
-        if rng.random() < 0.7:
+        extra = _personal_fields(seed, owner_external_id, kind, first) if personal else ()
+        people.append(Owner(name=f"{first} {surname}", kind=kind, address=address, extra=extra))
+        if rng.random() < 1 - co_owner_rate:
             break
     return tuple(people)
+
+
+def _personal_fields(
+    seed: int, owner_external_id: str, kind: str, first: str
+) -> tuple[tuple[str, str], ...]:
+    # A separate stream: turning the fields on must not change who the owners are.
+    rng = _rng("person", seed, owner_external_id, kind)
+    born = date(1950, 1, 1) + timedelta(days=rng.randrange(50 * 365))
+    month = born.month + (20 if born.year >= 2000 else 0)
+    pesel = f"{born.year % 100:02d}{month:02d}{born.day:02d}{rng.randrange(10**5):05d}"
+    return (
+        ("polishPesel", pesel),
+        (
+            "phone",
+            f"+48 {rng.randrange(500, 800)} {rng.randrange(1000):03d} {rng.randrange(1000):03d}",
+        ),
+        ("email", f"{first.lower()}.{rng.randrange(100, 999)}@example.pl"),
+        ("birthDate", born.isoformat()),
+        ("citizenship", "PL"),
+    )
 
 
 def _scaled(cents: int, currency: str) -> int:
@@ -428,6 +452,98 @@ def account_view(
         direct_debit=profile.direct_debit,
         owners=tuple(owners),
         transactions=tuple(listed),
+    )
+
+
+_CARD_KIND = "TRANSAKCJA KARTĄ KREDYTOWĄ"
+_CARD_SHOPS = (
+    _Template("Allegro.pl", _CARD_KIND, ("online shopping",), -45_000, -1_999, "Allegro.pl"),
+    _Template("ORLEN STACJA NR 4112", _CARD_KIND, ("fuel",), -35_000, -8_000),
+    _Template("RESTAURACJA POD WAWELEM", _CARD_KIND, ("restaurants",), -25_000, -3_000),
+    _Template("BOOKING.COM", _CARD_KIND, ("travel",), -180_000, -30_000),
+)
+_REPAYMENT = _Template("SPŁATA KARTY", "SPŁATA", ("repayment",), 0, 0)
+_REPAY_DAY = 20
+_CARD_LIMIT_CENTS = 1_000_000
+
+
+def card_view(
+    seed: int,
+    owner_external_id: str,
+    index: int,
+    owners: Sequence[Owner],
+    *,
+    now: datetime,
+    since: date,
+) -> CreditCard:
+    """The owner's ``index``-th credit card as an import at ``now`` sees it: purchases on or
+    after ``since``, newest first, each ``currencyBalance`` the debt after it; the debt is
+    repaid in full on the 20th of every month."""
+    rng = _rng("card", seed, owner_external_id, index)
+    card_id = f"{rng.randrange(10**9, 10**10)}"
+    number = f"5100 **** **** {rng.randrange(10_000):04d}"
+    today = now.date()
+    # The debt is a function of the days since the last repayment only, so every import
+    # agrees on each row's balance: start the day after the repayment before ``since``'s.
+    last = since.replace(day=_REPAY_DAY)
+    if since.day < _REPAY_DAY:
+        last = _month_back(last)
+    day = _month_back(last) + timedelta(days=1)
+    debt = 0
+    listed: list[MoneyTransaction] = []
+    while day <= today:
+        if day.day == _REPAY_DAY and debt:
+            repaid = Decimal(debt).scaleb(-2)
+            listed.append(_card_row(day, repaid, Decimal(0), _REPAYMENT, today))
+            debt = 0
+        day_rng = _rng("card-day", seed, owner_external_id, index, day.isoformat())
+        if day_rng.random() < 0.35:
+            shop = day_rng.choice(_CARD_SHOPS)
+            cents = _scaled(day_rng.randint(shop.low_cents, shop.high_cents), "PLN")
+            debt -= cents
+            balance = Decimal(-debt).scaleb(-2)
+            listed.append(_card_row(day, Decimal(cents).scaleb(-2), balance, shop, today))
+        day += timedelta(days=1)
+    visible = [t for t in listed if t.transaction_on >= since]
+    visible.reverse()
+    balance = Decimal(-debt).scaleb(-2)
+    due = (today.replace(day=1) + timedelta(days=32)).replace(day=_REPAY_DAY)
+    return CreditCard(
+        card_id=card_id,
+        name="Karta kredytowa Mastercard",
+        number=number,
+        currency_name="PLN",
+        balance=balance,
+        funds_available=Decimal(_CARD_LIMIT_CENTS - debt).scaleb(-2),
+        limit=Decimal(_CARD_LIMIT_CENTS).scaleb(-2),
+        interest=Decimal("18.50"),
+        due_date=due,
+        owners=tuple(owners[:1]),
+        transactions=tuple(visible),
+    )
+
+
+def _month_back(day: date) -> date:
+    """The same day of the previous month (``day`` is at most the 28th)."""
+    return (day.replace(day=1) - timedelta(days=1)).replace(day=day.day)
+
+
+def _card_row(
+    day: date, amount: Decimal, balance: Decimal, template: _Template, today: date
+) -> MoneyTransaction:
+    # Card rows book the next day; until then they are pending, with no booking date.
+    booked_on = day + timedelta(days=1)
+    done = booked_on <= today
+    return MoneyTransaction(
+        transaction_on=day,
+        booked_on=booked_on if done else None,
+        amount=amount,
+        balance=balance,
+        title=template.title,
+        party=template.party,
+        kind=template.kind,
+        status=DONE if done else PENDING,
+        labels=template.labels,
     )
 
 

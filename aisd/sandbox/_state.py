@@ -19,18 +19,21 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from aisd.kontomatik._models import (
+    Account,
     Command,
     CommandFailure,
     CommandState,
+    CreditCard,
     ImportResult,
 )
 from aisd.sandbox import _data, _persist
 from aisd.sandbox._config import DEFAULT_TARGET, ApiError, SandboxConfig
 
 _DEFAULT_IMPORT = "DefaultImportCommand"
+_Holder = TypeVar("_Holder", Account, CreditCard)
 _SESSION_EXPIRED = "Session expired."
 # The knobs tests turn at run time (``set_faults``); they are saved with the state.
 FAULT_KNOBS = (
@@ -166,6 +169,8 @@ class Sandbox:
         # The commands that may still run, pruned as they end (the clock only moves forward):
         # counting them costs the few running, not every command ever made.
         self._live: dict[str, _Command] = {}
+        # Command-shaped Reuse Multiple Access: the session each command yields, and when.
+        self._reuse_commands: dict[str, tuple[MintedConsent, datetime]] = {}
         self._state_path = state_path
         if state_path is not None:
             saved = _persist.read(state_path)
@@ -398,6 +403,28 @@ class Sandbox:
         self._save()
         return session
 
+    def park_reuse(self, session: MintedConsent) -> str:
+        """Hold a reused session behind a command (``reuse_shape="command"``): polling the
+        command yields it after a short while; returns the command id."""
+        command_id = str(self._next_command)
+        self._next_command += 1
+        ready_at = self.clock() + timedelta(seconds=min(1.0, self.config.command_seconds / 4))
+        self._reuse_commands[command_id] = (session, ready_at)
+        return command_id
+
+    def reuse_command(self, command_id: str) -> tuple[MintedConsent, bool] | None:
+        """A parked reuse: its session and whether the command has yielded it yet."""
+        parked = self._reuse_commands.get(command_id)
+        if parked is None:
+            return None
+        session, ready_at = parked
+        return session, self.clock() >= ready_at
+
+    def has_imported(self, owner_external_id: str) -> bool:
+        """Whether an import succeeded for the owner Kontomatik knows by this id."""
+        echo = self.config.owner_echo
+        return any(echo(s.owner_external_id) == owner_external_id for s in self.stats.served)
+
     def revoke(self, multiple_access_id: str) -> None:
         """Revoke Multiple Access Consent; idempotent, and quiet about unknown tokens."""
         token = self._tokens.get(multiple_access_id)
@@ -461,7 +488,7 @@ class Sandbox:
             state=CommandState.SETUP,
             name=_DEFAULT_IMPORT,
             progress=0,
-            owner_external_id=command.owner_external_id,
+            owner_external_id=self.config.owner_echo(command.owner_external_id),
         )
         if elapsed < duration / 4:
             return base  # like the real 202 reply: no target before the bank is reached
@@ -479,14 +506,30 @@ class Sandbox:
         # The data is taken as of the command's end and kept, so every poll agrees.
         if command.result is None:
             consent = self._sessions[command.session_id].consent
-            seed = self.config.seed
-            owners = _data.owners_of(seed, consent.owner_external_id)
+            config = self.config
+            seed = config.seed
+            owners = _data.owners_of(
+                seed,
+                consent.owner_external_id,
+                co_owner_rate=config.co_owner_rate,
+                personal=config.owner_personal_fields,
+            )
             as_of = command.finishes_at
             accounts = tuple(
                 _data.account_view(seed, iban, owners, now=as_of, since=command.since)
                 for iban in consent.ibans
             )
-            command.result = ImportResult(owners=owners, accounts=accounts)
+            cards = tuple(
+                _data.card_view(
+                    seed, consent.owner_external_id, n, owners, now=as_of, since=command.since
+                )
+                for n in range(config.cards_per_owner)
+            )
+            if config.partial_days is not None:
+                cut = as_of.date() - timedelta(days=config.partial_days)
+                accounts = tuple(_cut_short(a, cut) for a in accounts)
+                cards = tuple(_cut_short(c, cut) for c in cards)
+            command.result = ImportResult(owners=owners, accounts=accounts, credit_cards=cards)
             self.stats.served.append(
                 ServedImport(
                     command_id=command.id,
@@ -610,6 +653,12 @@ def _command_from(command_id: str, raw: Mapping[str, Any]) -> _Command:
         since=date.fromisoformat(raw["since"]),
         failure=_persist.failure_from(raw["failure"]),
     )
+
+
+def _cut_short(item: _Holder, cut: date) -> _Holder:
+    """An account or card as a bank that timed out returns it: its last days only."""
+    kept = tuple(t for t in item.transactions if t.transaction_on >= cut)
+    return replace(item, partial_due_to_timeout=True, transactions=kept)
 
 
 def _same(given: str, expected: str) -> bool:

@@ -10,7 +10,15 @@ from datetime import datetime
 from decimal import Decimal
 from http import HTTPStatus
 
-from aisd.kontomatik._models import Account, Command, MoneyTransaction, Owner
+from aisd.kontomatik._models import (
+    Account,
+    Command,
+    CreditCard,
+    Field,
+    ImportResult,
+    MoneyTransaction,
+    Owner,
+)
 
 USER = "sandbox"  # the ``user`` attribute: the API client's name upstream
 
@@ -94,17 +102,29 @@ def session_reply(
     return _serialize(root)
 
 
+def _fields(parent: ET.Element, fields: tuple[Field, ...]) -> None:
+    for tag, value in fields:
+        if isinstance(value, str):
+            _text(parent, tag, value)
+        else:
+            _fields(ET.SubElement(parent, tag), value)
+
+
 def _owner(parent: ET.Element, owner: Owner) -> None:
     element = ET.SubElement(parent, "owner")
     _text(element, "name", owner.name)
     _text(element, "address", owner.address)
+    _fields(element, owner.extra)
     _text(element, "kind", owner.kind)
 
 
-def _owners(parent: ET.Element, owners: tuple[Owner, ...]) -> None:
-    element = ET.SubElement(parent, "owners")
-    for owner in owners:
-        _owner(element, owner)
+def _owners(parent: ET.Element, owners: tuple[Owner, ...], *, split: bool = False) -> None:
+    # Some banks list each owner of an account in an <owners> block of its own.
+    blocks = [(o,) for o in owners] if split and owners else [owners]
+    for block in blocks:
+        element = ET.SubElement(parent, "owners")
+        for owner in block:
+            _owner(element, owner)
 
 
 def _transaction(parent: ET.Element, tx: MoneyTransaction) -> None:
@@ -124,8 +144,10 @@ def _transaction(parent: ET.Element, tx: MoneyTransaction) -> None:
             _text(labels, "label", label)
 
 
-def _account(parent: ET.Element, account: Account) -> None:
+def _account(parent: ET.Element, account: Account, *, split_owners: bool) -> None:
     element = ET.SubElement(parent, "account")
+    if account.partial_due_to_timeout:
+        element.set("partialDueToTimeout", "true")
     _text(element, "name", account.name)
     _text(element, "friendlyName", account.friendly_name)
     _text(element, "iban", account.iban)
@@ -142,11 +164,52 @@ def _account(parent: ET.Element, account: Account) -> None:
     transactions = ET.SubElement(element, "moneyTransactions")
     for tx in account.transactions:
         _transaction(transactions, tx)
-    _owners(element, account.owners)
+    _owners(element, account.owners, split=split_owners)
 
 
-def command_reply(code: int, command: Command, now: datetime) -> bytes:
-    """A command (Default Import's 202, Get Import Result's 200) with its result or failure."""
+def _amount(parent: ET.Element, tag: str, value: Decimal | None) -> None:
+    _text(parent, tag, _money(value) if value is not None else None)
+
+
+def _card(parent: ET.Element, card: CreditCard) -> None:
+    """A ``creditCard`` with the field names and order of Kontomatik's model."""
+    element = ET.SubElement(parent, "creditCard")
+    if card.partial_due_to_timeout:
+        element.set("partialDueToTimeout", "true")
+    _text(element, "name", card.name)
+    _text(element, "cardId", card.card_id)
+    _text(element, "iban", card.iban)
+    _text(element, "number", card.number)
+    _amount(element, "currencyBalance", card.balance)
+    _amount(element, "currencyFundsAvailable", card.funds_available)
+    _text(element, "currencyName", card.currency_name)
+    _text(element, "owner", card.owner)
+    _amount(element, "limit", card.limit)
+    _amount(element, "interest", card.interest)
+    _text(element, "dueDate", card.due_date.isoformat() if card.due_date else None)
+    _owners(element, card.owners)
+    transactions = ET.SubElement(element, "moneyTransactions")
+    for tx in card.transactions:
+        _transaction(transactions, tx)
+
+
+def _result(parent: ET.Element, result: ImportResult, *, split_owners: bool) -> None:
+    element = ET.SubElement(parent, "result")
+    _owners(element, result.owners)
+    accounts = ET.SubElement(element, "accounts")
+    for account in result.accounts:
+        _account(accounts, account, split_owners=split_owners)
+    if result.credit_cards:
+        cards = ET.SubElement(element, "creditCards")
+        for card in result.credit_cards:
+            _card(cards, card)
+
+
+def command_reply(
+    code: int, command: Command, now: datetime, *, split_owners: bool = False
+) -> bytes:
+    """A command (Default Import's 202, Get Import Result's 200) with its result or failure;
+    ``split_owners`` lists each account owner in an ``<owners>`` block of its own."""
     root = _root(code, now, owner_external_id=command.owner_external_id)
     attributes = {"id": command.id, "state": str(command.state)}
     if command.name is not None:
@@ -158,15 +221,38 @@ def command_reply(code: int, command: Command, now: datetime) -> bytes:
     progress = ET.SubElement(element, "progress")
     _text(progress, "value", str(command.progress or 0))
     if command.result is not None:
-        result = ET.SubElement(element, "result")
-        _owners(result, command.result.owners)
-        accounts = ET.SubElement(result, "accounts")
-        for account in command.result.accounts:
-            _account(accounts, account)
+        _result(element, command.result, split_owners=split_owners)
     if command.failure is not None:
         exception = ET.SubElement(element, "exception", {"name": command.failure.name})
         _text(exception, "message", command.failure.message)
         _text(exception, "friendlyMessage", command.failure.friendly_message)
+    return _serialize(root)
+
+
+def reuse_command_reply(
+    now: datetime,
+    *,
+    command_id: str,
+    state: str,
+    session: tuple[str, str] | None,
+    owner_external_id: str,
+) -> bytes:
+    """The command-shaped Reuse Multiple Access: a command to poll, whose result holds the
+    session once it succeeded."""
+    root = _root(200 if session else 202, now, owner_external_id=owner_external_id)
+    element = ET.SubElement(
+        root, "command", {"id": command_id, "state": state, "name": "ReuseMultipleAccessCommand"}
+    )
+    if session is not None:
+        result = ET.SubElement(element, "result")
+        ET.SubElement(result, "session", {"id": session[0], "signature": session[1]})
+    return _serialize(root)
+
+
+def garbage_reply(now: datetime) -> bytes:
+    """Well-formed XML of no shape aisd knows (a changed upstream, a proxy's page)."""
+    root = _root(200, now)
+    _text(ET.SubElement(root, "surprise"), "note", "This reply changed shape.")
     return _serialize(root)
 
 

@@ -8,11 +8,22 @@ from aisd.store._records import StoredTransaction
 
 
 @dataclass(frozen=True, slots=True)
+class CardRef:
+    """The credit card a feed transaction belongs to."""
+
+    card_id: str | None
+    number: str | None  # masked
+    iban: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class FeedTransaction:
-    """A transaction of the change feed: the merged row and whose it is."""
+    """A transaction of the change feed: the merged row, whose it is, and the card it belongs
+    to (None for a bank account's transaction)."""
 
     owner_external_id: str
     transaction: StoredTransaction
+    card: CardRef | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from datetime import date, datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 from aisd.billing import BilledImport, TokenLife
 from aisd.kontomatik._models import CommandFailure, ImportResult, ModelScore
@@ -195,6 +195,30 @@ class PipelineStore(Protocol):
         refusal (and ``quota.deferred``)."""
         ...
 
+    async def refuse_foreign_owner(
+        self,
+        claim: Claim,
+        owner_echo: str | None,
+        *,
+        raw_reply: bytes | None,
+        now: datetime,
+        polls: int,
+    ) -> bool:
+        """Check a successful result's echoed owner before it is merged. When it names another
+        owner than the consent's (:func:`aisd.merge.owner_mismatch`), in one transaction: the
+        import fails as ``OwnerMismatch`` (``import.failed``), the raw reply is kept as refused,
+        and the token's refreshes pause (``token.refresh_paused``); returns True. Otherwise
+        nothing is written; returns False."""
+        ...
+
+    async def refuse_reuse_reply(
+        self, claim: Claim, failure: CommandFailure, *, raw_reply: bytes, now: datetime
+    ) -> None:
+        """A Reuse Multiple Access answered with a reply of unknown shape: the import fails
+        with ``failure``, the reply is kept as refused, and the token's refreshes pause
+        (``token.refresh_paused``) instead of spending more accesses on the same answer."""
+        ...
+
 
 class ReadStore(Protocol):
     """Reads for the socket, raw replies and replay."""
@@ -222,7 +246,8 @@ class ReadStore(Protocol):
         ...
 
     async def owner_details(self, owner_external_id: str) -> list[dict[str, str | None]]:
-        """The owners list of the newest successful import (name, kind, address)."""
+        """The owners list of the newest successful import: name, kind, address and every
+        other field Kontomatik sent for each owner."""
         ...
 
     async def accounts(self, owner_external_id: str) -> list[dict[str, object]]:
@@ -406,6 +431,30 @@ class DataStore(Protocol):
 
     async def owner_scores(self, owner_external_id: str) -> list[ModelScore]:
         """The owner's kept scores, by model id."""
+        ...
+
+    # -- the data side: cards, owner ids, refused replies ----------------------------------------
+
+    async def credit_cards(self, owner_external_id: str) -> list[dict[str, object]]:
+        """The owner's credit cards with their latest details (cardId, name, number, iban,
+        currencyName, currencyBalance, currencyFundsAvailable, limit, interest, dueDate, owner,
+        owners, partialDueToTimeout, updatedAt, and ``key``: what identifies it)."""
+        ...
+
+    async def card_transactions(self, owner_external_id: str, key: str) -> list[StoredTransaction]:
+        """The merged transactions of one credit card (by its ``key``), newest first."""
+        ...
+
+    async def account_owners(self, owner_external_id: str) -> dict[str, list[Any]]:
+        """Every owner block of each account of the owner, by IBAN."""
+        ...
+
+    async def kontomatik_owner_id(self, import_id: str) -> str | None:
+        """The ``ownerExternalId`` Kontomatik echoed for an import (None when it echoed none)."""
+        ...
+
+    async def refused_reply(self, import_id: str) -> tuple[str, bytes] | None:
+        """``(reason, gzip-compressed reply)`` of an import whose reply was refused."""
         ...
 
 

@@ -133,6 +133,7 @@ class StepWrite:
         command_id: the Default Import's command (``COMMAND``).
         not_before: nothing runs for the import before this time.
         attempts: retry-later attempts so far, when it changes.
+        owner_echo: the ``ownerExternalId`` the Default Import's reply echoed (``COMMAND``).
     """
 
     step: Step
@@ -140,6 +141,7 @@ class StepWrite:
     command_id: str | None = None
     not_before: datetime | None = None
     attempts: int | None = None
+    owner_echo: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

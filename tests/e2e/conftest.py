@@ -27,7 +27,7 @@ import pytest
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from aisd.client import Client, DaemonUnavailable
-from aisd.kontomatik._models import Account
+from aisd.kontomatik._models import Account, CreditCard
 from aisd.sandbox import MintedConsent, Sandbox, SandboxConfig, SandboxStats, serve
 
 T = TypeVar("T")
@@ -280,8 +280,9 @@ def wait_final(client: Client, import_ids: list[str], *, timeout: float) -> list
     return wait_for(check, timeout=timeout, what=f"{len(import_ids)} imports to end")
 
 
-def served_facts(account: Account, since: date | None = None) -> list[TxFacts]:
-    """An account's transactions as the sandbox served them (optionally from ``since`` on)."""
+def served_facts(account: Account | CreditCard, since: date | None = None) -> list[TxFacts]:
+    """An account's (or a card's) transactions as the sandbox served them (optionally from
+    ``since`` on)."""
     return [
         (
             tx.transaction_on.isoformat(),

@@ -497,6 +497,9 @@ async def test_finish_success_with_overlapping_second_import(
         "removed": 1,
         "polls": 0,
         "durationSeconds": 60.0,
+        "creditCards": 0,
+        "partialAccounts": [],
+        "skipped": 0,
     }
     record = await store.get_import(second)
     assert record is not None

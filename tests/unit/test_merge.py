@@ -9,11 +9,23 @@ from dataclasses import replace
 from datetime import date, timedelta
 from decimal import Decimal
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from aisd.kontomatik._models import Account, ImportResult, MoneyTransaction
-from aisd.merge import MergePlan, apply_plan, match_key, normalise_title, plan_merge, rebuild
+from aisd.kontomatik._models import Account, CreditCard, ImportResult, MoneyTransaction
+from aisd.merge import (
+    NOTHING_COVERED,
+    MergePlan,
+    apply_plan,
+    coverage_start,
+    match_key,
+    normalise_title,
+    owner_mismatch,
+    plan_merge,
+    rebuild,
+)
+from aisd.merge import coverages as merge_coverages
 
 D0 = date(2023, 5, 10)
 
@@ -212,10 +224,12 @@ def _result(txs: Sequence[MoneyTransaction]) -> ImportResult:
 def test_rebuild_equals_the_incremental_merge(
     replies: list[tuple[list[MoneyTransaction], date]],
 ) -> None:
-    # What the store holds after merging each import in turn (ids from its own counter)...
+    # What the store holds after merging each import in turn, over the dates the pipeline
+    # takes it to cover (ids from its own counter)...
     stored: list[tuple[int, MoneyTransaction]] = []
     ids = itertools.count(1000)
-    for txs, cov in replies:
+    for txs, since in replies:
+        cov = merge_coverages(_result(txs), since)[("account", "PL1")]
         stored = apply_plan(stored, plan_merge(stored, txs, cov), ids)
     # ...is what the pure rebuild yields, so a final merge over all dates changes nothing.
     view = rebuild((_result(txs), cov) for txs, cov in replies)
@@ -223,3 +237,122 @@ def test_rebuild_equals_the_incremental_merge(
     assert Counter(account.transactions) == Counter(tx for _, tx in stored)
     final = plan_merge(stored, account.transactions, date.min)
     assert final == MergePlan(unchanged=len(stored))
+
+
+# -- what an import covers ---------------------------------------------------------------------
+
+
+@given(st.dates(), st.none() | st.dates(), st.none() | st.dates(), st.booleans())
+def test_coverage_never_reaches_before_the_day_after_since_nor_what_was_not_returned(
+    since: date, own: date | None, reply: date | None, partial: bool
+) -> None:
+    start = coverage_start(since, partial=partial, own_oldest=own, reply_oldest=reply)
+    oldest = own if partial else reply
+    if oldest is None:
+        assert start == NOTHING_COVERED
+    else:
+        assert start > since
+        assert start >= oldest
+        assert start in (since + timedelta(days=1), oldest)
+
+
+def _tx(day: date, amount: str, title: str) -> MoneyTransaction:
+    return MoneyTransaction(day, None, Decimal(amount), None, title)
+
+
+def test_a_partial_account_removes_nothing_older_than_what_it_returned() -> None:
+    full = [_tx(D0 + timedelta(days=d), "1.00", f"t{d}") for d in range(10)]
+    stored = apply([], plan_merge([], full, D0))
+    # Cut short: only the last three days came back, and one of them lost a row.
+    short = [t for t in full if t.transaction_on >= D0 + timedelta(days=7)][:-1]
+    result = ImportResult(
+        accounts=(
+            Account("PL1", None, "PLN", None, None, partial_due_to_timeout=True,
+                    transactions=tuple(short)),
+        )
+    )  # fmt: skip
+    cov = merge_coverages(result, D0)[("account", "PL1")]
+    assert cov == D0 + timedelta(days=7)
+    plan = plan_merge(stored, short, cov)
+    removed = {t for i, t in stored if i in set(plan.removed)}
+    assert removed == {full[-1]}
+
+
+def test_the_boundary_day_of_a_refresh_is_never_removed() -> None:
+    since = D0 + timedelta(days=3)
+    stored = apply([], plan_merge([], [_tx(since, "5.00", "edge"), _tx(D0, "1.00", "old")], D0))
+    # Upstream's window was one day short: the reply starts the day after since.
+    reply = [_tx(since + timedelta(days=1), "2.00", "new")]
+    result = ImportResult(accounts=(Account("PL1", None, "PLN", None, None,
+                                            transactions=tuple(reply)),))  # fmt: skip
+    plan = plan_merge(stored, reply, merge_coverages(result, since)[("account", "PL1")])
+    assert plan.removed == []
+    assert [t.title for t in plan.added] == ["new"]
+
+
+def test_rebuild_merges_cards_by_card_id_beside_accounts() -> None:
+    def card(*txs: MoneyTransaction, number: str = "5100 **** 1234") -> CreditCard:
+        return CreditCard("C1", "Visa", number, transactions=txs)
+
+    first = ImportResult(credit_cards=(card(_tx(D0, "-1.00", "a"), _tx(D0, "-2.00", "b")),))
+    # The number is masked differently later, the card id stays: the same card.
+    second = ImportResult(
+        credit_cards=(card(_tx(D0 + timedelta(days=1), "-3.00", "c"), number="**** 1234"),)
+    )
+    view = rebuild([(first, D0), (second, D0 - timedelta(days=1))])
+    assert view.accounts == ()
+    (merged,) = view.credit_cards
+    assert merged.number == "**** 1234"
+    assert sorted(t.title for t in merged.transactions) == ["a", "b", "c"]
+
+
+@pytest.mark.parametrize(
+    ("echo", "token_echo", "refused"),
+    [
+        (None, None, False),  # nothing echoed: nothing to check
+        ("alice", None, False),
+        ("alice", "kontomatik-1", False),
+        ("eve", None, True),  # the widget was given someone else's id
+        ("eve", "eve", True),
+        ("kontomatik-1", None, False),  # the widget was given none
+        ("kontomatik-1", "kontomatik-1", False),
+        ("kontomatik-2", "kontomatik-1", True),  # the same token now echoes another owner
+    ],
+)
+def test_owner_mismatch(echo: str | None, token_echo: str | None, refused: bool) -> None:
+    assert owner_mismatch("alice", echo, token_echo) is refused
+
+
+@given(st.lists(st.tuples(imports, imports, st.booleans(), coverages), min_size=1, max_size=4))
+def test_rebuild_of_accounts_and_cards_equals_the_pipelines_merges(
+    replies: list[tuple[list[MoneyTransaction], list[MoneyTransaction], bool, date]],
+) -> None:
+    """Partial or not, an account and a card merged reply by reply over the dates each reply
+    covers end up as the rebuilt view; and no row dated before a partial reply's own oldest
+    date is ever removed by it."""
+    stored: dict[tuple[str, str], list[tuple[int, MoneyTransaction]]] = {}
+    ids = itertools.count(1000)
+    results = []
+    for on_account, on_card, partial, since in replies:
+        result = ImportResult(
+            accounts=(Account("PL1", None, "PLN", None, None, partial_due_to_timeout=partial,
+                              transactions=tuple(on_account)),),
+            credit_cards=(CreditCard("C1", None, None, partial_due_to_timeout=partial,
+                                     transactions=tuple(on_card)),),
+        )  # fmt: skip
+        results.append((result, since))
+        covered = merge_coverages(result, since)
+        for item, key in ((on_account, ("account", "PL1")), (on_card, ("card", "C1"))):
+            rows = stored.get(key, [])
+            plan = plan_merge(rows, item, covered[key])
+            if partial:
+                oldest = min((t.transaction_on for t in item), default=None)
+                gone = [t for i, t in rows if i in set(plan.removed)]
+                assert oldest is not None or not gone
+                assert all(oldest is not None and t.transaction_on >= oldest for t in gone)
+            stored[key] = apply_plan(rows, plan, ids)
+    view = rebuild(results)
+    [account] = view.accounts
+    [card] = view.credit_cards
+    assert Counter(account.transactions) == Counter(t for _, t in stored[("account", "PL1")])
+    assert Counter(card.transactions) == Counter(t for _, t in stored[("card", "C1")])

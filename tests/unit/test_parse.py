@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from aisd.kontomatik import (
     Command,
     CommandState,
+    ImportResult,
     JobsQuotaExceededError,
     KontomatikError,
     MoneyTransaction,
@@ -33,8 +34,10 @@ from aisd.kontomatik import (
     parse_data_reply,
     parse_error,
     parse_owner_scores,
+    parse_reuse,
     parse_session,
 )
+from aisd.kontomatik._errors import UnexpectedReplyError
 from aisd.kontomatik._gzip import GzipWriter
 from aisd.kontomatik._paths import command_result
 from tests.conftest import FIXTURES
@@ -47,6 +50,13 @@ def _amounts(data: bytes) -> list[Decimal]:
     """Transaction amounts read independently of the parser."""
     found = re.findall(rb"<currencyAmount>([^<]+)</currencyAmount>", data)
     return [Decimal(m.decode()) for m in found]
+
+
+def command_of(data: bytes) -> ImportResult:
+    """The result of a successful command reply."""
+    _, command = parse_command([data], max_bytes=MAX)
+    assert command.result is not None
+    return command.result
 
 
 def _whole(data: bytes) -> tuple[ReplyMeta, Command]:
@@ -161,6 +171,9 @@ def test_data_reply_shares_the_result_shape(fixtures_dir: Path) -> None:
     assert [t.amount for t in account.transactions] == _amounts(data)
     assert result.transaction_count == 72
     assert result.credit_cards == ()
+    # Every element of the real replies is read: nothing is quarantined.
+    assert result.skipped == ()
+    assert command_of(SUCCESS).skipped == ()
 
 
 def test_owner_scores(fixtures_dir: Path) -> None:
@@ -209,6 +222,38 @@ def test_any_chunking_gives_the_same_command(cuts: list[int]) -> None:
     assert parse_command(_chunks(SUCCESS, cuts), max_bytes=MAX) == _whole(SUCCESS)
 
 
+MIXED = _command_reply(
+    "<result><accounts>"
+    '<account partialDueToTimeout="true"><iban>PL1</iban><moneyTransactions>'
+    "<moneyTransaction><transactionOn>2023-01-02</transactionOn>"
+    "<currencyAmount>x</currencyAmount></moneyTransaction>"
+    "<moneyTransaction><transactionOn>2023-01-01</transactionOn>"
+    "<currencyAmount>1.00</currencyAmount><bookedOn>later</bookedOn></moneyTransaction>"
+    "</moneyTransactions><owners><owner><name>A</name></owner></owners>"
+    "<owners><owner><name>B</name></owner></owners></account></accounts>"
+    "<creditCards><creditCard><cardId>C</cardId><limit>?</limit><moneyTransactions>"
+    "<moneyTransaction><transactionOn>2023-01-03</transactionOn>"
+    "<currencyAmount>-5.00</currencyAmount></moneyTransaction>"
+    "<moneyTransaction><title>no date</title></moneyTransaction>"
+    "</moneyTransactions></creditCard></creditCards></result>"
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(min_value=0, max_value=len(MIXED)), max_size=40))
+def test_cards_owner_blocks_and_quarantine_do_not_depend_on_chunking(cuts: list[int]) -> None:
+    result = command_of(MIXED)
+    assert [s.path for s in result.skipped] == [
+        "accounts/account[1]/moneyTransactions/moneyTransaction[1]",
+        "accounts/account[1]/moneyTransactions/moneyTransaction[2]/bookedOn",
+        "creditCards/creditCard[1]/moneyTransactions/moneyTransaction[2]",
+        "creditCards/creditCard[1]/limit",
+    ]
+    assert [o.name for o in result.accounts[0].owners] == ["A", "B"]
+    assert len(result.credit_cards[0].transactions) == 1
+    assert parse_command(_chunks(MIXED, cuts), max_bytes=MAX) == _whole(MIXED)
+
+
 def test_one_byte_chunks_give_the_same_command() -> None:
     chunks = [SUCCESS[i : i + 1] for i in range(len(SUCCESS))]
     assert parse_command(chunks, max_bytes=MAX) == _whole(SUCCESS)
@@ -241,12 +286,14 @@ def test_bank_specific_fields_partial_accounts_and_cards() -> None:
         "<variableSymbol>1234</variableSymbol><constantSymbol>0308</constantSymbol>"
         "</moneyTransaction>"
     )
+    # The real shape (Kontomatik's CreditCard model): moneyTransactions, limit, cardId.
     card = (
-        "<creditCard><name>Visa</name><number>4111</number><currencyName>CZK</currencyName>"
-        "<currencyBalance>-10.00</currencyBalance><creditLimit>5000.00</creditLimit>"
-        "<cardTransactions><cardTransaction><bookedOn>2023-01-03</bookedOn>"
-        "<currencyAmount>-10.00</currencyAmount><title>Shop</title></cardTransaction>"
-        "</cardTransactions></creditCard>"
+        "<creditCard><name>Visa</name><cardId>C-1</cardId><number>4111</number>"
+        "<currencyName>CZK</currencyName><currencyBalance>-10.00</currencyBalance>"
+        "<limit>5000.00</limit>"
+        "<moneyTransactions><moneyTransaction><bookedOn>2023-01-03</bookedOn>"
+        "<currencyAmount>-10.00</currencyAmount><title>Shop</title></moneyTransaction>"
+        "</moneyTransactions></creditCard>"
     )
     body = (
         '<result><accounts><account partialDueToTimeout="true"><iban>CZ1</iban>'
@@ -267,10 +314,11 @@ def test_bank_specific_fields_partial_accounts_and_cards() -> None:
     assert t.extra == (("variableSymbol", "1234"), ("constantSymbol", "0308"))
     (c,) = command.result.credit_cards
     assert (c.name, c.number, c.currency_name) == ("Visa", "4111", "CZK")
-    assert (c.balance, c.credit_limit, c.available_limit) == (
+    assert (c.balance, c.limit, c.funds_available, c.card_id) == (
         Decimal("-10.00"),
         Decimal("5000.00"),
         None,
+        "C-1",
     )
     assert [(x.transaction_on, x.amount) for x in c.transactions] == [
         (date(2023, 1, 3), Decimal("-10.00"))
@@ -361,39 +409,171 @@ def test_oversize_reply_is_refused_and_not_retried() -> None:
         (b"", "no element found"),
         (b"<html>oops</html>", "no command"),
         (b"<reply><command id='1' state='setup'></reply>", "well-formed"),
-        (_command_reply("", state="exploded"), "unknown state"),
         (b"<reply><command state='setup'/></reply>", "no id"),
-        (_command_reply("<progress><value>x</value></progress>"), "progress"),
-        (
-            _command_reply(
-                "<result><accounts><account><moneyTransactions><moneyTransaction>"
-                "<transactionOn>2023-01-01</transactionOn><currencyAmount>1,5</currencyAmount>"
-                "</moneyTransaction></moneyTransactions></account></accounts></result>"
-            ),
-            "decimal",
-        ),
-        (
-            _command_reply(
-                "<result><accounts><account><moneyTransactions><moneyTransaction>"
-                "<transactionOn>2023-13-01</transactionOn><currencyAmount>1</currencyAmount>"
-                "</moneyTransaction></moneyTransactions></account></accounts></result>"
-            ),
-            "date",
-        ),
-        (
-            _command_reply(
-                "<result><accounts><account><moneyTransactions><moneyTransaction>"
-                "<title>no amount</title></moneyTransaction></moneyTransactions></account>"
-                "</accounts></result>"
-            ),
-            "lacks",
-        ),
     ],
 )
 def test_malformed_replies_are_retried_later(data: bytes, why: str) -> None:
     with pytest.raises(RetryLaterError, match=why) as info:
         parse_command([data], max_bytes=MAX)
     assert info.value.name == "MalformedReply"
+
+
+def test_an_unknown_command_state_is_retried_later_under_its_own_name() -> None:
+    with pytest.raises(RetryLaterError, match="unknown state 'exploded'") as info:
+        parse_command([_command_reply("", state="exploded")], max_bytes=MAX)
+    assert info.value.name == "UnknownCommandState"
+
+
+def test_a_progress_that_is_not_an_integer_is_left_out() -> None:
+    _, command = _whole(_command_reply("<progress><value>x</value></progress>", state="setup"))
+    assert command.progress is None
+    assert command.state == CommandState.SETUP
+
+
+def _one_account(*transactions: str) -> bytes:
+    return _command_reply(
+        "<result><accounts><account><iban>PL1</iban><moneyTransactions>"
+        + "".join(transactions)
+        + "</moneyTransactions></account></accounts></result>"
+    )
+
+
+GOOD_TX = (
+    "<moneyTransaction><transactionOn>2023-01-02</transactionOn>"
+    "<currencyAmount>2.00</currencyAmount><title>ok</title></moneyTransaction>"
+)
+
+
+@pytest.mark.parametrize(
+    ("bad", "why"),
+    [
+        (
+            "<moneyTransaction><transactionOn>2023-01-01</transactionOn>"
+            "<currencyAmount>1,5</currencyAmount></moneyTransaction>",
+            "decimal",
+        ),
+        (
+            "<moneyTransaction><transactionOn>2023-13-01</transactionOn>"
+            "<currencyAmount>1</currencyAmount></moneyTransaction>",
+            "date",
+        ),
+        ("<moneyTransaction><title>no amount</title></moneyTransaction>", "lacks"),
+    ],
+)
+def test_an_unreadable_transaction_is_quarantined_and_the_rest_imported(bad: str, why: str) -> None:
+    _, command = _whole(_one_account(GOOD_TX, bad, GOOD_TX))
+    assert command.result is not None
+    (account,) = command.result.accounts
+    assert [t.title for t in account.transactions] == ["ok", "ok"]
+    (skipped,) = command.result.skipped
+    assert skipped.path == "accounts/account[1]/moneyTransactions/moneyTransaction[2]"
+    assert why in skipped.reason
+    # Located and explained, never quoted: the bad value is nowhere in the record.
+    assert "1,5" not in repr(skipped)
+    assert "2023-13-01" not in repr(skipped)
+
+
+def test_unreadable_optional_values_are_left_out_and_counted() -> None:
+    tx = (
+        "<moneyTransaction><transactionOn>2023-01-02</transactionOn><bookedOn>soon</bookedOn>"
+        "<currencyAmount>2.00</currencyAmount><currencyBalance>n/a</currencyBalance>"
+        "<title>t</title><labels><label>fine</label><label><name>nested</name></label>"
+        "</labels><details><code>X1</code><note>n</note></details></moneyTransaction>"
+    )
+    body = (
+        "<result><accounts><account><iban>PL1</iban><currencyBalance>lots</currencyBalance>"
+        f"<moneyTransactions>{tx}</moneyTransactions></account></accounts></result>"
+    )
+    _, command = _whole(_command_reply(body))
+    assert command.result is not None
+    (account,) = command.result.accounts
+    assert account.balance is None
+    (t,) = account.transactions
+    assert (t.booked_on, t.balance, t.labels) == (None, None, ("fine",))
+    # An unknown nested field stays structured.
+    assert t.extra == (("details", (("code", "X1"), ("note", "n"))),)
+    paths = sorted(s.path for s in command.result.skipped)
+    base = "accounts/account[1]/moneyTransactions/moneyTransaction[1]"
+    assert paths == [
+        "accounts/account[1]/currencyBalance",
+        f"{base}/bookedOn",
+        f"{base}/currencyBalance",
+        f"{base}/labels/label[2]",
+    ]
+
+
+def test_a_card_shaped_like_the_sdk_model() -> None:
+    card = (
+        '<creditCard partialDueToTimeout="true"><cardId>77</cardId>'
+        "<iban>PL10105000997603123456789123</iban><number>5100 **** **** 1234</number>"
+        "<currencyBalance>-120.50</currencyBalance><currencyFundsAvailable>4879.50"
+        "</currencyFundsAvailable><currencyName>PLN</currencyName><owner>Maria S</owner>"
+        "<limit>5000.00</limit><interests>18.5</interests><dueDate>2023-06-15</dueDate>"
+        "<owners><owner><name>Maria Sochacka</name><kind>OWNER</kind></owner></owners>"
+        "<moneyTransactions>"
+        "<moneyTransaction><transactionOn>2023-05-20</transactionOn><bookedOn>2023-05-21"
+        "</bookedOn><currencyAmount>-20.50</currencyAmount><currencyBalance>-120.50"
+        "</currencyBalance><title>Allegro</title><kind>TRANSAKCJA KARTĄ</kind>"
+        "<status>DONE</status><variableSymbol>11</variableSymbol></moneyTransaction>"
+        "<moneyTransaction><transactionOn>2023-05-02</transactionOn>"
+        "<currencyAmount>-100.00</currencyAmount><title>Orlen</title></moneyTransaction>"
+        "</moneyTransactions></creditCard>"
+    )
+    body = f"<result><accounts/><creditCards>{card}</creditCards></result>"
+    _, command = _whole(_command_reply(body))
+    assert command.result is not None
+    (c,) = command.result.credit_cards
+    assert c.key == "77"
+    assert (c.card_id, c.iban, c.number, c.currency_name, c.owner) == (
+        "77",
+        "PL10105000997603123456789123",
+        "5100 **** **** 1234",
+        "PLN",
+        "Maria S",
+    )
+    assert (c.balance, c.funds_available, c.limit, c.interest, c.due_date) == (
+        Decimal("-120.50"),
+        Decimal("4879.50"),
+        Decimal("5000.00"),
+        Decimal("18.5"),
+        date(2023, 6, 15),
+    )
+    assert c.partial_due_to_timeout is True
+    assert [o.name for o in c.owners] == ["Maria Sochacka"]
+    assert [t.title for t in c.transactions] == ["Allegro", "Orlen"]
+    assert c.transactions[0].extra == (("variableSymbol", "11"),)
+    assert command.result.partial == ("77",)
+    assert command.result.transaction_count == 2
+
+
+def test_an_account_with_two_owner_blocks_keeps_every_owner_and_field() -> None:
+    body = (
+        "<result><accounts><account><iban>PL1</iban><moneyTransactions/>"
+        "<owners><owner><name>Maria Sochacka</name><address>Stolarska 15/2</address>"
+        "<polishPesel>85010112345</polishPesel><phone>+48600100200</phone>"
+        "<email>m@example.pl</email><birthDate>1985-01-01</birthDate><kind>OWNER</kind>"
+        "</owner></owners>"
+        "<owners><owner><name>Tadeusz Krajowy</name><kind>CO_OWNER</kind>"
+        "<personalDocument><type>ID</type><number>ABC123</number></personalDocument>"
+        "</owner></owners></account></accounts></result>"
+    )
+    _, command = _whole(_command_reply(body))
+    assert command.result is not None
+    (account,) = command.result.accounts
+    first, second = account.owners
+    assert (first.name, first.kind, first.address) == (
+        "Maria Sochacka",
+        "OWNER",
+        "Stolarska 15/2",
+    )
+    assert first.extra == (
+        ("polishPesel", "85010112345"),
+        ("phone", "+48600100200"),
+        ("email", "m@example.pl"),
+        ("birthDate", "1985-01-01"),
+    )
+    assert (second.name, second.kind) == ("Tadeusz Krajowy", "CO_OWNER")
+    assert second.extra == (("personalDocument", (("type", "ID"), ("number", "ABC123"))),)
 
 
 @settings(max_examples=200, deadline=None)
@@ -407,6 +587,13 @@ def test_damaged_replies_parse_or_raise_a_kontomatik_error(at: int, junk: bytes,
     # Any other exception (IndexError, ValueError...) would escape and fail the test.
     with contextlib.suppress(KontomatikError):
         _whole(damaged)
+
+
+def test_a_damaged_encoding_name_is_a_malformed_reply() -> None:
+    # Found by the property above: expat raises LookupError for an encoding it cannot name.
+    with pytest.raises(KontomatikError) as info:
+        _whole(b'<?xml version="1.0" encoding="u-f-8"?><reply status="200 OK"/>')
+    assert info.value.name == "MalformedReply"
 
 
 @pytest.mark.parametrize(
@@ -448,6 +635,45 @@ def test_session_shapes(data: bytes) -> None:
     session = parse_session(data)
     assert (session.session_id, session.signature) == ("S1", "SIG")
     assert "SIG" not in repr(session)
+
+
+def test_reuse_accepts_a_session_or_a_command_to_poll() -> None:
+    session = parse_reuse(b'<reply status="200 OK"><session id="S1" signature="SIG"/></reply>')
+    assert session == parse_session(b'<reply><session id="S1" signature="SIG"/></reply>')
+    command = parse_reuse(
+        b'<reply status="202 Accepted"><command id="9" state="in_progress" '
+        b'name="ReuseMultipleAccessCommand"/></reply>'
+    )
+    assert isinstance(command, Command)
+    assert (command.id, command.state) == ("9", CommandState.IN_PROGRESS)
+    done = parse_reuse(
+        b'<reply status="200 OK"><command id="9" state="successful"><result>'
+        b'<session id="S2" signature="SIG2"/></result></command></reply>'
+    )
+    assert not isinstance(done, Command)
+    assert done.session_id == "S2"
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b'<reply status="200 OK"><surprise/></reply>',
+        b'<reply status="200 OK"><session id="S1"/></reply>',
+        b'<reply status="200 OK"><command id="9" state="hatching"/></reply>',
+        b'<reply status="200 OK"><command id="9" state="successful"/></reply>',
+    ],
+)
+def test_reuse_of_an_unknown_shape_is_unexpected_and_not_retried(data: bytes) -> None:
+    with pytest.raises(UnexpectedReplyError) as info:
+        parse_reuse(data)
+    assert info.value.name == "UnexpectedReply"
+    assert not isinstance(info.value, RetryLaterError)
+    assert info.value.raw == data
+
+
+def test_reuse_cut_in_transit_is_retried_later() -> None:
+    with pytest.raises(RetryLaterError, match="well-formed"):
+        parse_reuse(b'<reply status="200 OK"><session id="S1" sig')
 
 
 def test_session_missing_is_malformed() -> None:

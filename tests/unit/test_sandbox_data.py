@@ -13,6 +13,7 @@ from aisd.sandbox._data import (
     DONE,
     PENDING,
     account_view,
+    card_view,
     currency_of,
     day_entries,
     is_valid_pl_iban,
@@ -108,3 +109,49 @@ def test_owners_have_polish_names_and_one_owner(seed: int, owner: str) -> None:
     assert [p.kind for p in people][:1] == ["OWNER"]
     assert all(p.kind in ("OWNER", "CO_OWNER") for p in people)
     assert all(" " in p.name and p.address for p in people)
+
+
+@settings(max_examples=30, deadline=None)
+@given(seeds, owners)
+def test_personal_fields_and_co_owners_are_settings_that_keep_who_the_owners_are(
+    seed: int, owner: str
+) -> None:
+    plain = owners_of(seed, owner)
+    personal = owners_of(seed, owner, personal=True)
+    assert [(o.name, o.kind, o.address) for o in personal] == [
+        (o.name, o.kind, o.address) for o in plain
+    ]
+    assert all(o.extra == () for o in plain)
+    for person in personal:
+        fields = dict(person.extra)
+        assert set(fields) == {"polishPesel", "phone", "email", "birthDate", "citizenship"}
+        assert len(str(fields["polishPesel"])) == 11
+    assert [o.kind for o in owners_of(seed, owner, co_owner_rate=1.0)] == ["OWNER", "CO_OWNER"]
+    assert len(owners_of(seed, owner, co_owner_rate=0.0)) == 1
+
+
+@settings(max_examples=30, deadline=None)
+@given(seeds, owners, st.integers(min_value=1, max_value=400), st.integers(0, 60))
+def test_a_card_is_the_same_in_every_import_that_sees_it(
+    seed: int, owner: str, back: int, later: int
+) -> None:
+    first = card_view(seed, owner, 0, (), now=NOW, since=NOW.date() - timedelta(days=back))
+    second = card_view(
+        seed, owner, 0, (), now=NOW + timedelta(days=later), since=NOW.date() - timedelta(days=10)
+    )
+    assert first.card_id == second.card_id
+    assert first.number == second.number
+    dates = [t.transaction_on for t in first.transactions]
+    assert dates == sorted(dates, reverse=True)
+    # Rows both imports show agree on everything but a pending row that booked meanwhile.
+    settled = {
+        (t.transaction_on, t.amount, t.title, t.balance)
+        for t in first.transactions
+        if t.status == DONE and t.transaction_on >= NOW.date() - timedelta(days=10)
+    }
+    assert settled <= {
+        (t.transaction_on, t.amount, t.title, t.balance) for t in second.transactions
+    }
+    assert first.limit is not None
+    assert first.balance is not None
+    assert first.funds_available == first.limit + first.balance

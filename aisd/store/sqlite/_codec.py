@@ -15,6 +15,7 @@ from typing import Any
 
 from aisd.kontomatik._models import MoneyTransaction
 from aisd.store._records import StoredTransaction
+from aisd.store.sqlite._data_codec import fields_from_json, fields_to_json
 
 __all__ = [
     "TxRow",
@@ -103,7 +104,7 @@ def tx_values(tx: MoneyTransaction) -> TxRow:
         tx.kind,
         tx.status,
         json_in(list(tx.labels)) if tx.labels else "[]",
-        json_in([list(pair) for pair in tx.extra]) if tx.extra else "[]",
+        json_in(fields_to_json(tx.extra)) if tx.extra else "[]",
     )
 
 
@@ -121,7 +122,7 @@ def tx_from_row(row: Sequence[Any]) -> MoneyTransaction:
         kind=kind,
         status=status,
         labels=tuple(json.loads(labels)) if labels != "[]" else (),
-        extra=tuple((k, v) for k, v in json.loads(extra)) if extra != "[]" else (),
+        extra=fields_from_json(json.loads(extra)) if extra != "[]" else (),
     )
 
 

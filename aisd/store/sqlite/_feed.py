@@ -12,7 +12,7 @@ import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from aisd.store._data_records import FeedPage, FeedTransaction
+from aisd.store._data_records import CardRef, FeedPage, FeedTransaction
 from aisd.store.sqlite._codec import json_in, stored_transaction
 from aisd.store.sqlite._data_core import DataCore, fetch, scalar
 from aisd.store.sqlite._errors import NotFoundError
@@ -61,9 +61,13 @@ def fold(entries: Iterable[tuple[int, int, str]]) -> Folded:
 
 
 def _feed_transaction(row: sqlite3.Row) -> FeedTransaction:
+    card = None
+    if row["source"] == "card":
+        card = CardRef(card_id=row["card_id"], number=row["number"], iban=row["own_iban"])
     return FeedTransaction(
         owner_external_id=row["owner_external_id"],
         transaction=stored_transaction(row),
+        card=card,
     )
 
 

@@ -9,6 +9,7 @@ durable (``synchronous=FULL``).
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from functools import partial
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 
 from aisd.store._records import ConsentIn, ImportKind, NewEvent, StoredConsent, SubmitOutcome
 from aisd.store.sqlite._codec import date_in, dt_in
@@ -42,6 +44,31 @@ class _Pending:
     events: list[NewEvent] = field(default_factory=list)
 
 
+def _repeat(row: sqlite3.Row) -> SubmitOutcome:
+    """The outcome of a submit whose ``sessionId`` is stored already (a ``consent_by_session``
+    row): the first submit's ids, and what it stored for the caller to compare."""
+    stored = StoredConsent(
+        owner_external_id=row["owner_external_id"],
+        session_signature=row["session_signature"],
+        multiple_access_id=row["multiple_access_id"],
+        token_id=row["token_id"],
+    )
+    return SubmitOutcome(row["import_id"], row["token_id"], created=False, stored=stored)
+
+
+def _received(
+    consent: ConsentIn, since: date, token_id: str | None, import_id: str, expires_at: datetime
+) -> NewEvent:
+    data: dict[str, Any] = {
+        "target": consent.target,
+        "since": since.isoformat(),
+        "multipleAccess": token_id is not None,
+    }
+    if token_id is not None:
+        data["expiresAt"] = dt_in(expires_at)
+    return NewEvent("consent.received", consent.owner_external_id, token_id, import_id, data)
+
+
 def submit_one(
     db: sqlite3.Connection, consent: ConsentIn, *, now: datetime, since: date, expires_at: datetime
 ) -> tuple[SubmitOutcome, list[NewEvent]]:
@@ -49,15 +76,7 @@ def submit_one(
     to append (none for an idempotent repeat)."""
     existing = rows(db, "consent_by_session", {"session_id": consent.session_id})
     if existing:
-        row = existing[0]
-        stored = StoredConsent(
-            owner_external_id=row["owner_external_id"],
-            session_signature=row["session_signature"],
-            multiple_access_id=row["multiple_access_id"],
-            token_id=row["token_id"],
-        )
-        outcome = SubmitOutcome(row["import_id"], row["token_id"], created=False, stored=stored)
-        return outcome, []
+        return _repeat(existing[0]), []
     ts = dt_in(now)
     owner_id = returning_id(
         db, "upsert_owner", {"external_id": consent.owner_external_id, "now": ts}
@@ -115,15 +134,112 @@ def submit_one(
             "now": ts,
         },
     )
-    data: dict[str, Any] = {
-        "target": consent.target,
-        "since": since.isoformat(),
-        "multipleAccess": token_id is not None,
-    }
-    if token_id is not None:
-        data["expiresAt"] = dt_in(expires_at)
-    event = NewEvent("consent.received", consent.owner_external_id, token_id, import_id, data)
+    event = _received(consent, since, token_id, import_id, expires_at)
     return SubmitOutcome(import_id, token_id, created=True), [event]
+
+
+def _ids(db: sqlite3.Connection, name: str, param: str, keys: list[str]) -> dict[str, int]:
+    """Key to id, from a named query over the JSON array ``keys``."""
+    return {row[0]: row[1] for row in db.execute(Q[name], {param: json.dumps(keys)})}
+
+
+def _submit_together(
+    batch: list[_Pending], db: sqlite3.Connection
+) -> list[tuple[NewEvent, datetime]]:
+    """The rows of a batch whose ``sessionId``s are distinct, one ``executemany`` per table
+    instead of a statement per consent and table: the same rows, in the same order, as
+    :func:`submit_one` for each in turn. Raises (and the caller writes the batch one at a
+    time) when a consent is stored under a sessionId but not found by it as a repeat."""
+    sessions = [item.consent.session_id for item in batch]
+    found = {
+        row["session_id"]: row
+        for row in db.execute(Q["consents_by_sessions"], {"session_ids": json.dumps(sessions)})
+    }
+    new: list[_Pending] = []
+    for item in batch:
+        row = found.get(item.consent.session_id)
+        if row is None:
+            new.append(item)
+        else:
+            item.outcome = _repeat(row)
+    if not new:
+        return []
+    db.executemany(
+        Q["insert_owner_missing"],
+        [{"external_id": i.consent.owner_external_id, "now": dt_in(i.now)} for i in new],
+    )
+    owners = _ids(db, "owner_ids", "external_ids", list({i.consent.owner_external_id for i in new}))
+    new_sessions = [i.consent.session_id for i in new]
+    db.executemany(
+        Q["insert_consent_new"],
+        [
+            {
+                "owner_id": owners[i.consent.owner_external_id],
+                "session_id": i.consent.session_id,
+                "target": i.consent.target,
+                "refresh_until": date_in(i.consent.refresh_until),
+                "max_imports": i.consent.max_imports,
+                "now": dt_in(i.now),
+            }
+            for i in new
+        ],
+    )
+    consents = _ids(db, "consent_ids", "session_ids", new_sessions)
+    db.executemany(
+        Q["upsert_session_each"],
+        [
+            {
+                "owner_id": owners[i.consent.owner_external_id],
+                "session_id": i.consent.session_id,
+                "signature": i.consent.session_signature,
+                "now": dt_in(i.now),
+            }
+            for i in new
+        ],
+    )
+    session_refs = _ids(db, "session_ids", "session_ids", new_sessions)
+    tokens: list[dict[str, Any]] = []
+    imports: list[dict[str, Any]] = []
+    events: list[tuple[NewEvent, datetime]] = []
+    for item in new:
+        consent = item.consent
+        owner_id = owners[consent.owner_external_id]
+        consent_id = consents[consent.session_id]
+        token_id = None
+        if consent.multiple_access_id is not None:
+            token_id = new_id("tok_")
+            tokens.append(
+                {
+                    "id": token_id,
+                    "owner_id": owner_id,
+                    "consent_id": consent_id,
+                    "multiple_access_id": consent.multiple_access_id,
+                    "now": dt_in(item.now),
+                    "expires_at": dt_in(item.expires_at),
+                    "refresh_until": date_in(consent.refresh_until),
+                    "max_imports": consent.max_imports,
+                }
+            )
+        import_id = new_id("imp_")
+        imports.append(
+            {
+                "id": import_id,
+                "owner_id": owner_id,
+                "token_id": token_id,
+                "consent_id": consent_id,
+                "session_ref": session_refs[consent.session_id],
+                "kind": ImportKind.INITIAL.value,
+                "since": item.since.isoformat(),
+                "now": dt_in(item.now),
+            }
+        )
+        item.outcome = SubmitOutcome(import_id, token_id, created=True)
+        events.append(
+            (_received(consent, item.since, token_id, import_id, item.expires_at), item.now)
+        )
+    db.executemany(Q["insert_token"], tokens)
+    db.executemany(Q["insert_import"], imports)
+    return events
 
 
 def _write_batch(batch: list[_Pending], db: sqlite3.Connection) -> None:
@@ -133,11 +249,15 @@ def _write_batch(batch: list[_Pending], db: sqlite3.Connection) -> None:
     db.execute(Q["savepoint_batch"])
     try:
         appended: list[tuple[NewEvent, datetime]] = []
-        for item in batch:
-            item.outcome, events = submit_one(
-                db, item.consent, now=item.now, since=item.since, expires_at=item.expires_at
-            )
-            appended += [(event, item.now) for event in events]
+        if len({item.consent.session_id for item in batch}) == len(batch):
+            appended = _submit_together(batch, db)
+        else:
+            # A sessionId twice in one batch: its second submit must see the first's rows.
+            for item in batch:
+                item.outcome, events = submit_one(
+                    db, item.consent, now=item.now, since=item.since, expires_at=item.expires_at
+                )
+                appended += [(event, item.now) for event in events]
         emit_each(db, appended)
     except Exception:
         db.execute(Q["rollback_to_batch"])
@@ -183,6 +303,10 @@ class GroupCommit:
                 await self._written.wait()
                 continue
             self._writing = True
+            # One turn of the event loop first: submits whose requests were read in the same
+            # turn join this batch instead of waiting for the next commit, so a burst of
+            # answers followed by a burst of requests does not alternate batches of 1 and N-1.
+            await anyio.lowlevel.cancel_shielded_checkpoint()
             batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
             try:
                 await self._run(partial(_write_batch, batch))

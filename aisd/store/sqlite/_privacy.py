@@ -36,6 +36,8 @@ _COUNT_KEYS = frozenset(
         "durationSeconds",
         "day",
         "multipleAccess",
+        "skipped",
+        "creditCards",
     }
 )
 _WORD_KEYS = frozenset({"kind", "errorName", "reason"})
@@ -46,6 +48,7 @@ _DELETES = (
     "forget_delete_changes",
     "forget_delete_transactions",
     "forget_delete_raw_replies",
+    "forget_delete_refused_replies",
     "forget_delete_imports",
     "forget_delete_token_accounts",
     "forget_delete_accounts",

@@ -15,6 +15,7 @@ from datetime import date, datetime
 
 from aisd.clock import iso
 from aisd.kontomatik._models import CommandFailure, ImportResult, Session
+from aisd.merge import coverages
 from aisd.phases import (
     IN_FLIGHT,
     Budget,
@@ -43,13 +44,14 @@ from aisd.store._records import (
     TickPlanner,
     TokenOutcome,
 )
-from aisd.store.sqlite._codec import date_in, dec_in, dt_in, dt_out, json_in, opt_dt_out
+from aisd.store.sqlite._codec import dt_in, dt_out, json_in, opt_dt_out
+from aisd.store.sqlite._data_codec import owners_json, success_extras
+from aisd.store.sqlite._data_merge import merge
 from aisd.store.sqlite._errors import LeaseLost, NotFoundError
 from aisd.store.sqlite._ids import new_id
 from aisd.store.sqlite._queries import QUERIES as Q
 from aisd.store.sqlite._sync import emit, returning_id, rows
 from aisd.store.sqlite._tokens import token_record
-from aisd.store.sqlite._writes import plan_account_writes
 
 __all__ = [
     "begin_access",
@@ -288,7 +290,11 @@ def record_step(
         params |= {"session_ref": session_ref, "to": ImportPhase.READY.value}
         _changed(db, db.execute(Q["step_session"], params), claim, step)
     elif step == Step.COMMAND:
-        params |= {"command_id": write.command_id, "to": ImportPhase.POLLING.value}
+        params |= {
+            "command_id": write.command_id,
+            "owner_echo": write.owner_echo,
+            "to": ImportPhase.POLLING.value,
+        }
         _changed(db, db.execute(Q["step_command"], params), claim, step)
     elif step == Step.POLL:
         _changed(db, db.execute(Q["step_poll"], params), claim, step)
@@ -409,77 +415,6 @@ def finish_failure(
     db.execute(Q["token_refresh_failed"], {"id": token_id, "now": ts})
 
 
-def merge(
-    db: sqlite3.Connection,
-    owner_id: int,
-    import_id: str,
-    result: ImportResult,
-    coverage_start: date,
-    ts: str,
-) -> MergeStats:
-    """Merge ``result`` into the merged view, taking change sequence values from the counter
-    row inside the caller's transaction."""
-    found = rows(db, "get_counter", {"name": _CHANGE_SEQ})
-    seq = 0 if not found else int(found[0][0])
-    added = modified = removed = 0
-    for account in result.accounts:
-        account_id = returning_id(
-            db,
-            "upsert_account",
-            {
-                "owner_id": owner_id,
-                "iban": account.iban,
-                "name": account.name,
-                "friendly_name": account.friendly_name,
-                "currency_name": account.currency_name,
-                "balance": dec_in(account.balance),
-                "funds_available": dec_in(account.funds_available),
-                "active_since_at_least": date_in(account.active_since_at_least),
-                "direct_debit": account.direct_debit,
-                "partial_due_to_timeout": account.partial_due_to_timeout,
-                "now": ts,
-            },
-        )
-        # Stored rows dated before both the coverage and every incoming row can neither
-        # match nor be removed: leaving them out changes no plan, and keeps a refresh's
-        # merge to its few days instead of the account's whole history.
-        floor = min([coverage_start, *(tx.transaction_on for tx in account.transactions)])
-        stored = db.execute(Q["stored_transactions"], (account_id, date_in(floor))).fetchall()
-        writes = plan_account_writes(
-            stored,
-            account.transactions,
-            coverage_start=coverage_start,
-            account_id=account_id,
-            import_id=import_id,
-            now=ts,
-            seq=seq,
-        )
-        db.executemany(Q["insert_transaction"], writes.inserts)
-        db.executemany(Q["update_transaction"], writes.updates)
-        db.execute(
-            Q["log_changes"],
-            {
-                "start": seq,
-                "added_upto": seq + len(writes.inserts),
-                "end": seq + len(writes.inserts) + len(writes.updates),
-            },
-        )
-        db.executemany(Q["insert_tombstone"], writes.tombstones)
-        db.executemany(Q["delete_transaction"], writes.deletes)
-        seq = writes.last_seq
-        added += len(writes.plan.added)
-        modified += len(writes.plan.modified)
-        removed += len(writes.plan.removed)
-    db.execute(Q["set_counter"], {"name": _CHANGE_SEQ, "value": seq})
-    return MergeStats(
-        accounts=len(result.accounts),
-        transactions=result.transaction_count,
-        added=added,
-        modified=modified,
-        removed=removed,
-    )
-
-
 def finish_success(
     db: sqlite3.Connection,
     claim: Claim,
@@ -493,11 +428,12 @@ def finish_success(
     """Store a claimed import's result and end it as successful, in one transaction."""
     ts = dt_in(now)
     imp = _fenced_row(db, claim, Step.SUCCEED)
-    persons = [{"name": o.name, "kind": o.kind, "address": o.address} for o in result.owners]
+    persons = owners_json(result.owners)
     db.execute(
         Q["set_owner_persons"], {"id": imp["owner_id"], "persons": json_in(persons), "now": ts}
     )
-    stats = merge(db, imp["owner_id"], claim.import_id, result, coverage_start, ts)
+    covered = coverages(result, coverage_start)
+    stats = merge(db, imp["owner_id"], claim.import_id, result, covered, ts)
     if raw_reply is not None:
         db.execute(
             Q["insert_raw_reply"],
@@ -538,7 +474,7 @@ def finish_success(
         polls=polls,
         started=dt_out(imp["started_at"] or imp["created_at"]),
         now=now,
-    )
+    ) | success_extras(result)
     event = NewEvent("import.succeeded", imp["owner_external_id"], token_id, claim.import_id, data)
     emit(db, [event], now)
     return stats

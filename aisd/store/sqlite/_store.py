@@ -51,7 +51,9 @@ from aisd.store.sqlite._data import (
     AnalyticsMethods,
     BillingMethods,
     FeedMethods,
+    MergeMethods,
     PrivacyMethods,
+    RefusalMethods,
 )
 from aisd.store.sqlite._data_core import one
 from aisd.store.sqlite._errors import (
@@ -100,6 +102,8 @@ class SqliteStore(
     BillingMethods,
     PrivacyMethods,
     AnalyticsMethods,
+    MergeMethods,
+    RefusalMethods,
     OpsMethods,
 ):
     """The daemon's durable state in one SQLite file. Open it with :func:`open_store`."""
@@ -560,8 +564,10 @@ class SqliteStore(
     async def purge_raw_replies(self, *, older_than: datetime) -> int:
         """See :meth:`aisd.store.Store.purge_raw_replies`."""
         params = {"older_than": dt_in(older_than)}
-        async with self._transaction() as db, db.execute(Q["purge_raw_replies"], params) as cur:
-            return int(cur.rowcount)
+        async with self._transaction() as db:
+            await db.execute(Q["purge_refused_replies"], params)
+            async with db.execute(Q["purge_raw_replies"], params) as cur:
+                return int(cur.rowcount)
 
 
 def _create_private(path: Path) -> None:

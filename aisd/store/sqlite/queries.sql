@@ -218,22 +218,6 @@ SELECT COALESCE(MAX(id), 0) FROM events
 -- name: set_owner_persons
 UPDATE owners SET persons = :persons, persons_at = :now WHERE id = :id
 
--- name: upsert_account
-INSERT INTO accounts (owner_id, iban, name, friendly_name, currency_name, balance,
-                      funds_available, active_since_at_least, direct_debit,
-                      partial_due_to_timeout, updated_at)
-VALUES (:owner_id, :iban, :name, :friendly_name, :currency_name, :balance, :funds_available,
-        :active_since_at_least, :direct_debit, :partial_due_to_timeout, :now)
-ON CONFLICT (owner_id, iban) DO UPDATE SET
-    name = excluded.name, friendly_name = excluded.friendly_name,
-    currency_name = excluded.currency_name, balance = excluded.balance,
-    funds_available = excluded.funds_available,
-    active_since_at_least = excluded.active_since_at_least,
-    direct_debit = excluded.direct_debit,
-    partial_due_to_timeout = excluded.partial_due_to_timeout,
-    updated_at = excluded.updated_at
-RETURNING id
-
 -- name: stored_transactions
 SELECT id, transaction_on, booked_on, amount, balance, title, party, party_iban, kind, status,
        labels, extra
@@ -331,7 +315,7 @@ SELECT persons FROM owners WHERE external_id = :external_id
 -- name: owner_accounts
 SELECT a.iban, a.name, a.currency_name, a.balance, a.funds_available, a.updated_at
 FROM accounts AS a JOIN owners AS o ON o.id = a.owner_id
-WHERE o.external_id = :external_id
+WHERE o.external_id = :external_id AND a.kind = 'account'
 ORDER BY a.iban
 
 -- name: account_view
@@ -341,7 +325,7 @@ SELECT t.id, a.iban, t.transaction_on, t.booked_on, t.amount, t.balance, t.title
 FROM transactions AS t
 JOIN accounts AS a ON a.id = t.account_id
 JOIN owners AS o ON o.id = a.owner_id
-WHERE o.external_id = :external_id AND a.iban = :iban
+WHERE o.external_id = :external_id AND a.kind = 'account' AND a.iban = :iban
 ORDER BY t.transaction_on DESC, t.id
 
 -- name: list_events

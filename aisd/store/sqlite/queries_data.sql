@@ -43,9 +43,10 @@ SELECT seq, transaction_id, kind FROM (
 ORDER BY seq LIMIT :limit
 
 -- name: feed_rows
-SELECT t.id, a.iban, t.transaction_on, t.booked_on, t.amount, t.balance, t.title, t.party,
-       t.party_iban, t.kind, t.status, t.labels, a.currency_name,
-       o.external_id AS owner_external_id
+SELECT t.id, COALESCE(a.iban, a.key) AS iban, t.transaction_on, t.booked_on, t.amount,
+       t.balance, t.title, t.party, t.party_iban, t.kind, t.status, t.labels,
+       COALESCE(a.currency_name, '') AS currency_name, o.external_id AS owner_external_id,
+       a.kind AS source, a.card_id, a.number, a.iban AS own_iban
 FROM transactions AS t
 JOIN accounts AS a ON a.id = t.account_id
 JOIN owners AS o ON o.id = a.owner_id
@@ -197,3 +198,88 @@ SELECT s.model_id, s.retrained_at, s.score, s.percentile, s.tier, s.fetched_at
 FROM owner_scores AS s JOIN owners AS o ON o.id = s.owner_id
 WHERE o.external_id = :external_id
 ORDER BY s.model_id
+
+-- name: upsert_container
+-- An account (kind 'account', key its IBAN) or a credit card (kind 'card', key its cardId, else
+-- its masked number), with the latest details its import gave.
+INSERT INTO accounts (owner_id, kind, key, iban, name, friendly_name, currency_name, balance,
+                      funds_available, active_since_at_least, direct_debit,
+                      partial_due_to_timeout, updated_at, card_id, number, card_limit, interest,
+                      due_date, card_owner, owners)
+VALUES (:owner_id, :kind, :key, :iban, :name, :friendly_name, :currency_name, :balance,
+        :funds_available, :active_since_at_least, :direct_debit, :partial_due_to_timeout, :now,
+        :card_id, :number, :card_limit, :interest, :due_date, :card_owner, :owners)
+ON CONFLICT (owner_id, kind, key) DO UPDATE SET
+    iban = excluded.iban, name = excluded.name, friendly_name = excluded.friendly_name,
+    currency_name = excluded.currency_name, balance = excluded.balance,
+    funds_available = excluded.funds_available,
+    active_since_at_least = excluded.active_since_at_least,
+    direct_debit = excluded.direct_debit,
+    partial_due_to_timeout = excluded.partial_due_to_timeout,
+    updated_at = excluded.updated_at, card_id = excluded.card_id, number = excluded.number,
+    card_limit = excluded.card_limit, interest = excluded.interest, due_date = excluded.due_date,
+    card_owner = excluded.card_owner, owners = excluded.owners
+RETURNING id
+
+-- name: owner_cards
+SELECT a.key, a.card_id, a.name, a.number, a.iban, a.currency_name, a.balance,
+       a.funds_available, a.card_limit, a.interest, a.due_date, a.card_owner, a.owners,
+       a.partial_due_to_timeout, a.updated_at
+FROM accounts AS a JOIN owners AS o ON o.id = a.owner_id
+WHERE o.external_id = :external_id AND a.kind = 'card'
+ORDER BY a.key
+
+-- name: card_view
+-- Newest first, as Kontomatik sends them; within a day, the order they arrived in.
+SELECT t.id, a.key AS iban, t.transaction_on, t.booked_on, t.amount, t.balance, t.title,
+       t.party, t.party_iban, t.kind, t.status, t.labels, COALESCE(a.currency_name, '')
+           AS currency_name
+FROM transactions AS t
+JOIN accounts AS a ON a.id = t.account_id
+JOIN owners AS o ON o.id = a.owner_id
+WHERE o.external_id = :external_id AND a.kind = 'card' AND a.key = :key
+ORDER BY t.transaction_on DESC, t.id
+
+-- name: owner_account_owners
+SELECT a.key, a.owners
+FROM accounts AS a JOIN owners AS o ON o.id = a.owner_id
+WHERE o.external_id = :external_id AND a.kind = 'account'
+
+-- name: import_kontomatik_owner
+SELECT kontomatik_owner_id FROM imports WHERE id = :id
+
+-- name: import_owner_echoes
+-- The echo recorded for an import, and the newest one of an earlier successful import of the
+-- same token (what Kontomatik knows that token's owner as).
+SELECT i.kontomatik_owner_id AS echo, o.external_id AS owner_external_id,
+       (SELECT p.kontomatik_owner_id FROM imports AS p
+        WHERE p.token_id = i.token_id AND p.id <> i.id AND p.state = 'successful'
+          AND p.kontomatik_owner_id IS NOT NULL
+        ORDER BY p.finished_at DESC LIMIT 1) AS token_echo
+FROM imports AS i LEFT JOIN owners AS o ON o.id = i.owner_id
+WHERE i.id = :id
+
+-- name: set_import_echo
+UPDATE imports SET kontomatik_owner_id = COALESCE(:echo, kontomatik_owner_id) WHERE id = :id
+
+-- name: insert_refused_reply
+INSERT INTO refused_replies (import_id, reason, reply, created_at)
+VALUES (:import_id, :reason, :reply, :now)
+ON CONFLICT (import_id) DO UPDATE SET
+    reason = excluded.reason, reply = excluded.reply, created_at = excluded.created_at
+
+-- name: refused_reply
+SELECT reason, reply FROM refused_replies WHERE import_id = :import_id
+
+-- name: pause_token_refreshes
+-- No refresh is planned until someone acts (token.refresh, or a new consent): the token stays
+-- active, and its next successful import plans it again.
+UPDATE tokens SET next_refresh_at = NULL, plan_reason = 'refresh_paused'
+WHERE id = :id AND state = 'active'
+
+-- name: forget_delete_refused_replies
+DELETE FROM refused_replies WHERE import_id IN (SELECT value FROM json_each(:import_ids))
+
+-- name: purge_refused_replies
+DELETE FROM refused_replies
+WHERE import_id IN (SELECT id FROM imports WHERE finished_at < :older_than)

@@ -117,7 +117,9 @@ WHERE id = :id AND claimed_by = :claimer AND claim_epoch = :epoch
   AND phase IN (SELECT value FROM json_each(:from))
 
 -- name: step_command
-UPDATE imports SET command_id = :command_id, phase = :to, not_before = :not_before
+-- With the ownerExternalId the Default Import's reply echoed (kept per import).
+UPDATE imports SET command_id = :command_id, phase = :to, not_before = :not_before,
+    kontomatik_owner_id = COALESCE(:owner_echo, kontomatik_owner_id)
 WHERE id = :id AND claimed_by = :claimer AND claim_epoch = :epoch
   AND phase IN (SELECT value FROM json_each(:from))
 
@@ -213,3 +215,39 @@ ROLLBACK TO batch
 
 -- name: release_batch
 RELEASE batch
+
+-- name: consents_by_sessions
+-- consent_by_session for a whole intake batch at once.
+SELECT c.session_id, i.id AS import_id, t.id AS token_id,
+       o.external_id AS owner_external_id, s.signature AS session_signature,
+       t.multiple_access_id
+FROM consents AS c
+JOIN owners AS o ON o.id = c.owner_id
+JOIN imports AS i ON i.consent_id = c.id AND i.kind = 'initial'
+LEFT JOIN tokens AS t ON t.consent_id = c.id
+LEFT JOIN sessions AS s ON s.session_id = c.session_id
+WHERE c.session_id IN (SELECT value FROM json_each(:session_ids))
+
+-- name: insert_owner_missing
+INSERT INTO owners (external_id, created_at) VALUES (:external_id, :now)
+ON CONFLICT (external_id) DO NOTHING
+
+-- name: owner_ids
+SELECT external_id, id FROM owners WHERE external_id IN (SELECT value FROM json_each(:external_ids))
+
+-- name: insert_consent_new
+-- No ON CONFLICT: a consent already stored under the sessionId fails the batch's fast path,
+-- and its consents are then written one at a time (see _intake._write_batch).
+INSERT INTO consents (owner_id, session_id, target, refresh_until, max_imports, created_at)
+VALUES (:owner_id, :session_id, :target, :refresh_until, :max_imports, :now)
+
+-- name: consent_ids
+SELECT session_id, id FROM consents WHERE session_id IN (SELECT value FROM json_each(:session_ids))
+
+-- name: upsert_session_each
+INSERT INTO sessions (owner_id, session_id, signature, created_at)
+VALUES (:owner_id, :session_id, :signature, :now)
+ON CONFLICT (session_id) DO UPDATE SET signature = excluded.signature
+
+-- name: session_ids
+SELECT session_id, id FROM sessions WHERE session_id IN (SELECT value FROM json_each(:session_ids))

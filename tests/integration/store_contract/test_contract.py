@@ -239,3 +239,59 @@ async def test_a_bad_consent_fails_alone_in_its_batch(backend: SqliteStore) -> N
     assert {e.import_id for e in events} == {
         o.import_id for o in outcomes.values() if isinstance(o, SubmitOutcome)
     }
+
+
+async def test_a_batch_of_new_consents_and_repeats_gives_what_lone_submits_give(
+    backend: SqliteStore,
+) -> None:
+    expires = T0 + timedelta(days=90)
+    stored = [
+        await backend.submit_consent(
+            ConsentIn(f"o-{n % 2}", f"old-{n}", f"signature-{n}"),
+            now=T0,
+            since=T0.date(),
+            expires_at=expires,
+        )
+        for n in range(3)
+    ]
+    # Owners shared with stored consents and with each other, tokens on some, repeats of the
+    # stored ones: submitted at once, so that they share batches.
+    fresh = [
+        ConsentIn(f"o-{n % 3}", f"new-{n}", f"signature-{n}", f"maid-{n}" if n % 2 else None)
+        for n in range(8)
+    ]
+    repeats = [ConsentIn(f"o-{n % 2}", f"old-{n}", f"signature-{n}") for n in range(3)]
+    outcomes: dict[str, SubmitOutcome] = {}
+
+    async def submit(consent: ConsentIn) -> None:
+        outcomes[consent.session_id] = await backend.submit_consent(
+            consent, now=T0, since=T0.date(), expires_at=expires
+        )
+
+    async with anyio.create_task_group() as tg:
+        for consent in [*fresh[:4], *repeats, *fresh[4:]]:
+            tg.start_soon(submit, consent)
+    for n, before in enumerate(stored):
+        again = outcomes[f"old-{n}"]
+        assert (again.import_id, again.created) == (before.import_id, False)
+        assert again.stored is not None
+        assert again.stored.owner_external_id == f"o-{n % 2}"
+        assert again.stored.session_signature == f"signature-{n}"
+    for consent in fresh:
+        out = outcomes[consent.session_id]
+        assert out.created
+        assert (out.token_id is not None) == (consent.multiple_access_id is not None)
+        record = await backend.get_import(out.import_id)
+        assert record is not None
+        assert (record.owner_external_id, record.token_id) == (
+            consent.owner_external_id,
+            out.token_id,
+        )
+    events = await backend.list_events(after=0, limit=100)
+    assert [e.id for e in events] == list(range(1, 12))
+    by_import = {e.import_id: e for e in events}
+    for consent in fresh:
+        event = by_import[outcomes[consent.session_id].import_id]
+        assert event.type == "consent.received"
+        assert event.owner_external_id == consent.owner_external_id
+        assert event.data["multipleAccess"] is (consent.multiple_access_id is not None)

@@ -14,8 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from aisd.clock import Clock, iso
 from aisd.kontomatik import KontomatikClient
 from aisd.pipeline import Pipeline, PipelineConfig
@@ -23,7 +21,7 @@ from aisd.refresh import Refresher
 from aisd.rpc import Handler
 from aisd.rpc.methods import Services, core_methods, merged, sandbox_methods, token_methods
 from aisd.rpc.methods_data import data_methods
-from aisd.sandbox import DEFAULT_API_KEY, Sandbox, SandboxApp, SandboxConfig
+from aisd.sandbox import DEFAULT_API_KEY, InProcessTransport, Sandbox, SandboxApp, SandboxConfig
 from aisd.settings import Settings
 from aisd.store import StorageHealth, Store, open_store
 
@@ -113,12 +111,12 @@ def embedded_sandbox(
 
 
 def upstream_client(settings: Settings, sandbox: Sandbox | None) -> KontomatikClient:
-    """The upstream client: the real API, or ``sandbox`` through an ASGI transport."""
+    """The upstream client: the real API, or ``sandbox`` in this process."""
     if sandbox is not None:
         return KontomatikClient(
             SANDBOX_URL,
             sandbox.config.api_key,
-            transport=httpx.ASGITransport(app=SandboxApp(sandbox)),
+            transport=InProcessTransport(SandboxApp(sandbox)),
             timeout=settings.http_timeout_seconds,
             max_reply_bytes=settings.max_reply_bytes,
         )
@@ -193,6 +191,7 @@ async def open_core(
     hooks: Hooks | None = None,
     wrap_store: Callable[[Store], Store] | None = None,
     pipeline_config: PipelineConfig | None = None,
+    scratch_db: bool = False,
 ) -> AsyncIterator[Core]:
     """Open the store (``db_path``, else ``settings.db_path``) and the upstream client, wire
     the parts on them, and close both on exit.
@@ -205,9 +204,13 @@ async def open_core(
         hooks: what the parts call when something happens (may be filled in later).
         wrap_store: wraps the opened store before any part sees it.
         pipeline_config: the pipeline's knobs, when not the settings'.
+        scratch_db: the database is a throwaway this event loop alone uses (``aisd simulate``);
+            see :func:`aisd.store.open_store`.
     """
     async with AsyncExitStack() as stack:
-        opened = await stack.enter_async_context(open_store(db_path or settings.db_path))
+        opened = await stack.enter_async_context(
+            open_store(db_path or settings.db_path, scratch=scratch_db)
+        )
         store: Store = opened if wrap_store is None else wrap_store(opened)
         client = await stack.enter_async_context(upstream_client(settings, sandbox))
         yield build(

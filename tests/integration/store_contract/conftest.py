@@ -9,8 +9,9 @@ import pytest
 
 from aisd.store import SqliteStore, open_store
 
-# The PostgreSQL backend joins this list.
-BACKENDS = ["sqlite"]
+# The PostgreSQL backend joins this list. "sqlite-scratch" is the store ``aisd simulate`` opens:
+# the same file, its statements run on the event loop's thread.
+BACKENDS = ["sqlite", "sqlite-scratch"]
 
 
 @pytest.fixture(params=BACKENDS)
@@ -23,6 +24,7 @@ def backend_name(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 async def backend(backend_name: str, tmp_path: Path) -> AsyncIterator[SqliteStore]:
     """A fresh, empty store of the backend under test."""
-    assert backend_name == "sqlite"
-    async with open_store(tmp_path / "contract.db") as store:
+    assert backend_name in ("sqlite", "sqlite-scratch")
+    scratch = backend_name == "sqlite-scratch"
+    async with open_store(tmp_path / "contract.db", scratch=scratch) as store:
         yield store

@@ -214,6 +214,7 @@ async def simulate(
         db_path=workdir / "aisd.db",
         hooks=hooks,
         wrap_store=functools.partial(watched, clock=clock),
+        scratch_db=True,
     ) as core:
         world = World(core, hooks, clock, box)
         store = core.store

@@ -14,8 +14,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from aisd.clock import Clock, iso
 from aisd.cluster import LEASE_SECONDS
 from aisd.kontomatik import KontomatikClient
@@ -24,7 +22,7 @@ from aisd.refresh import Refresher
 from aisd.rpc import Handler
 from aisd.rpc.methods import Services, core_methods, merged, sandbox_methods, token_methods
 from aisd.rpc.methods_data import data_methods
-from aisd.sandbox import DEFAULT_API_KEY, Sandbox, SandboxApp, SandboxConfig
+from aisd.sandbox import DEFAULT_API_KEY, InProcessTransport, Sandbox, SandboxApp, SandboxConfig
 from aisd.settings import Settings
 from aisd.store import StorageHealth, Store, open_configured_store, open_store
 from aisd.store.postgresql import PostgresStore
@@ -120,12 +118,12 @@ def embedded_sandbox(
 
 
 def upstream_client(settings: Settings, sandbox: Sandbox | None) -> KontomatikClient:
-    """The upstream client: the real API, or ``sandbox`` through an ASGI transport."""
+    """The upstream client: the real API, or ``sandbox`` in this process."""
     if sandbox is not None:
         return KontomatikClient(
             SANDBOX_URL,
             sandbox.config.api_key,
-            transport=httpx.ASGITransport(app=SandboxApp(sandbox)),
+            transport=InProcessTransport(SandboxApp(sandbox)),
             timeout=settings.http_timeout_seconds,
             max_reply_bytes=settings.max_reply_bytes,
         )
@@ -201,6 +199,7 @@ async def open_core(
     hooks: Hooks | None = None,
     wrap_store: Callable[[Store], Store] | None = None,
     pipeline_config: PipelineConfig | None = None,
+    scratch_db: bool = False,
 ) -> AsyncIterator[Core]:
     """Open the store (SQLite at ``db_path``; else the configured one: PostgreSQL with
     ``AISD_DATABASE_URL``, SQLite at ``settings.db_path`` without) and the upstream client,
@@ -214,13 +213,17 @@ async def open_core(
         hooks: what the parts call when something happens (may be filled in later).
         wrap_store: wraps the opened store before any part sees it.
         pipeline_config: the pipeline's knobs, when not the settings'.
+        scratch_db: the database is a throwaway this event loop alone uses (``aisd simulate``);
+            see :func:`aisd.store.open_store`.
     """
     async with AsyncExitStack() as stack:
         opened: Store
-        if db_path is None:
+        if db_path is None and settings.database_url is not None:
             opened = await stack.enter_async_context(open_configured_store(settings))
         else:
-            opened = await stack.enter_async_context(open_store(db_path))
+            opened = await stack.enter_async_context(
+                open_store(db_path or settings.db_path, scratch=scratch_db)
+            )
         shared = opened if isinstance(opened, PostgresStore) else None
         if shared is not None and pipeline_config is None:
             # Other daemons share the database: their leases are theirs to end, and a dead

@@ -11,8 +11,8 @@ prints:
 
 * population time;
 * ``Refresher.tick()`` against the real store when nothing is due and when ~100 and ~500
-  tokens are due (ms per tick and per due token), and ``store.counts()``, which the daemon runs
-  after every tick for its ``STATUS=`` line;
+  tokens are due (ms per tick and per due token, and the tick's CPU time in this process), and
+  ``store.counts()``, which the daemon runs after every tick for its ``STATUS=`` line;
 * the daemon (``python -m aisd run --sandbox``): seconds from spawn to ``READY=1`` (a fake
   ``$NOTIFY_SOCKET``) and to the first ``daemon.status`` answer, RSS after start and after a
   few 1 s ticks, one ``daemon.status`` round trip;
@@ -290,10 +290,13 @@ def quiet_until(path: Path, until: datetime, *, seed: int = 11) -> int:
 @dataclass(frozen=True, slots=True)
 class TickFigures:
     """Milliseconds of planner work against the real store; per due size, one entry per
-    round: the tick's time, the tokens it found due and the refreshes it queued."""
+    round: the tick's time, its CPU time (every thread of this process, the database's
+    included: on a shared machine it moves far less than the wall time), the tokens it found
+    due and the refreshes it queued."""
 
     idle_ms: float
     due_ms: dict[int, list[float]]
+    due_cpu_ms: dict[int, list[float]]
     due_found: dict[int, list[int]]
     queued: dict[int, list[int]]
     counts_ms: float
@@ -303,10 +306,10 @@ class TickFigures:
         return statistics.median(self.due_ms[k])
 
 
-async def _timed_tick(refresher: Refresher) -> tuple[float, TickReport]:
-    began = time.perf_counter()
+async def _timed_tick(refresher: Refresher) -> tuple[float, float, TickReport]:
+    began, cpu = time.perf_counter(), time.process_time()
     report = await refresher.tick()
-    return (time.perf_counter() - began) * 1000, report
+    return (time.perf_counter() - began) * 1000, (time.process_time() - cpu) * 1000, report
 
 
 async def measure_ticks(
@@ -334,13 +337,15 @@ async def measure_ticks(
         await refresher.tick()  # warm the page cache, as a running daemon's is
         idle = [(await _timed_tick(refresher))[0] for _ in range(5)]
         due_ms: dict[int, list[float]] = {k: [] for k in due_sizes}
+        due_cpu_ms: dict[int, list[float]] = {k: [] for k in due_sizes}
         found: dict[int, list[int]] = {k: [] for k in due_sizes}
         queued: dict[int, list[int]] = {k: [] for k in due_sizes}
         for k in due_sizes:
             for _ in range(rounds):
                 await anyio.to_thread.run_sync(partial(make_due, path, k, now=clock.now()))
-                ms, report = await _timed_tick(refresher)
+                ms, cpu_ms, report = await _timed_tick(refresher)
                 due_ms[k].append(ms)
+                due_cpu_ms[k].append(cpu_ms)
                 found[k].append(report.due)
                 queued[k].append(report.queued)
         counts = []
@@ -348,7 +353,9 @@ async def measure_ticks(
             began = time.perf_counter()
             await store.counts()
             counts.append((time.perf_counter() - began) * 1000)
-    return TickFigures(statistics.median(idle), due_ms, found, queued, statistics.median(counts))
+    return TickFigures(
+        statistics.median(idle), due_ms, due_cpu_ms, found, queued, statistics.median(counts)
+    )
 
 
 # -- the daemon, as a process --------------------------------------------------------------------
@@ -540,7 +547,8 @@ def measure_size(n: int, idle_seconds: float, workdir: Path) -> SizeFigures:
         ms, found = ticks.due_median_ms(k), max(ticks.due_found[k])
         print(
             f"tick, {found} due ({ticks.queued[k]} queued): {ms:.0f} ms median of "
-            f"{', '.join(f'{t:.0f}' for t in times)}; {ms / max(found, 1):.2f} ms per due token",
+            f"{', '.join(f'{t:.0f}' for t in times)}; {ms / max(found, 1):.2f} ms per due token; "
+            f"CPU {statistics.median(ticks.due_cpu_ms[k]):.0f} ms median",
             flush=True,
         )
     quiet_until(db, datetime.now(UTC) + QUIET_MARGIN + timedelta(seconds=idle_seconds))

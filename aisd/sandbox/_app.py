@@ -349,7 +349,7 @@ async def _lifespan(receive: Receive, send: Send) -> None:
 
 
 class SandboxApp:
-    """The ASGI application serving a ``Sandbox`` (in-process via ``httpx.ASGITransport``,
+    """The ASGI application serving a ``Sandbox`` (in-process via ``InProcessTransport``,
     or over HTTP via uvicorn).
 
     Args:

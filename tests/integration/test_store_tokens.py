@@ -201,6 +201,16 @@ def test_due_tokens_and_warnings_are_index_range_scans(tmp_path: Path) -> None:
     assert "SCAN t" not in by_id
 
 
+def test_the_ticks_set_based_writes_find_tokens_by_their_key(tmp_path: Path) -> None:
+    migrate(tmp_path / "aisd.db")
+    queue = query_plan(tmp_path, "queue_refreshes", {"refreshes": "[]", "now": "x"})
+    assert "SEARCH t USING INDEX sqlite_autoindex_tokens_1 (id=?)" in queue
+    assert "SCAN t" not in queue
+    clear = query_plan(tmp_path, "clear_next_refresh_of_tokens", {"token_ids": "[]"})
+    assert "SEARCH tokens USING INDEX sqlite_autoindex_tokens_1 (id=?)" in clear
+    assert "SCAN tokens" not in clear
+
+
 @pytest.mark.anyio
 async def test_set_plan_stores_time_reason_and_event_once(store: SqliteStore) -> None:
     a, _ = await new_token(store, 1)

@@ -188,9 +188,6 @@ VALUES (%(owner_id)s, %(session_id)s, %(target)s, %(refresh_until)s, %(max_impor
 ON CONFLICT (session_id) DO NOTHING
 RETURNING id
 
--- name: token_owners
-SELECT id, owner_id FROM tokens WHERE id IN (SELECT jsonb_array_elements_text(%(token_ids)s::jsonb))
-
 -- name: open_jobs
 SELECT i.id, i.kind, i.phase, o.external_id AS owner_external_id, i.token_id, i.since,
        i.created_at, s.session_id, s.signature, i.command_id, i.polls,
@@ -205,13 +202,22 @@ LEFT JOIN tokens AS t ON t.id = i.token_id
 WHERE i.phase <> 'done'
 ORDER BY i.kind = 'refresh', i.created_at, i.id
 
--- name: imports_by_ids
-SELECT id FROM imports WHERE id IN (SELECT jsonb_array_elements_text(%(ids)s::jsonb))
-ORDER BY created_at, id
+-- name: queue_refreshes
+-- The tick's queued refreshes in one statement: refreshes is a JSON array of {id, token_id,
+-- since}; each token's owner comes from the join. The partial unique index
+-- imports_one_open_refresh drops a second open refresh of a token; only rows inserted are
+-- returned.
+INSERT INTO imports (id, owner_id, token_id, consent_id, session_ref, kind, state, phase, since,
+                     created_at)
+SELECT r.id, t.owner_id, t.id, NULL, NULL, 'refresh', 'queued', 'queued', r.since, %(now)s
+FROM jsonb_to_recordset(%(refreshes)s::jsonb) AS r(id text, token_id text, since text)
+JOIN tokens AS t ON t.id = r.token_id
+ON CONFLICT DO NOTHING
+RETURNING id, token_id
 
--- name: clear_next_refresh_of_import
+-- name: clear_next_refresh_of_tokens
 UPDATE tokens SET next_refresh_at = NULL
-WHERE id = (SELECT token_id FROM imports WHERE id = %(id)s)
+WHERE id IN (SELECT jsonb_array_elements_text(%(token_ids)s::jsonb))
 
 -- name: consents_by_sessions
 -- consent_by_session for a whole intake batch at once.

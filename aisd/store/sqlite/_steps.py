@@ -512,23 +512,16 @@ def plan_due(
         return TickOutcome((), ())
     params = {"token_ids": json_in([t.token_id for t in due]), "since": dt_in(planner.horizon(now))}
     ledger, accounts_of = parse_ledger(rows(db, "reuse_ledger", params))
-    owners = {
-        row["id"]: row["owner_id"]
-        for row in rows(db, "token_owners", {"token_ids": json_in([t.token_id for t in due])})
-    }
-    ts = dt_in(now)
-    inserts: list[dict[str, object]] = []
+    refreshes: list[dict[str, str]] = []
     plans: list[dict[str, object]] = []
     events: list[NewEvent] = []
     for write in planner.decide(due, ledger, accounts_of, now):
         if write.queue_since is not None:
-            inserts.append(
+            refreshes.append(
                 {
                     "id": new_id("imp_"),
-                    "owner_id": owners[write.token_id],
                     "token_id": write.token_id,
                     "since": write.queue_since.isoformat(),
-                    "now": ts,
                 }
             )
             continue
@@ -536,13 +529,21 @@ def plan_due(
         plans.append({"id": write.token_id, "at": at, "reason": write.reason})
         if write.event is not None:
             events.append(write.event)
-    # In batches: a tick writes hundreds of rows. Due tokens are active (read above, in this
-    # transaction) and have no open refresh, so every plan and insert lands; the unique index
-    # still drops a second open refresh, and only inserted ones are reported.
+    # Set-based: a tick writes hundreds of rows, so the refreshes go in as one statement that
+    # also finds their owners, and their tokens' plans are cleared by one more. Due tokens are
+    # active (read above, in this transaction) and have no open refresh, so every plan and
+    # insert lands; the unique index still drops a second open refresh, and only inserted ones
+    # are reported (in created_at, id order: they share created_at).
     db.executemany(Q["set_plan"], plans)
-    db.executemany(Q["insert_refresh_once"], inserts)
-    ids = json_in([row["id"] for row in inserts])
-    queued = [row["id"] for row in rows(db, "imports_by_ids", {"ids": ids})]
-    db.executemany(Q["clear_next_refresh_of_import"], [{"id": i} for i in queued])
+    queued: list[str] = []
+    if refreshes:
+        params = {"refreshes": json_in(refreshes), "now": dt_in(now)}
+        inserted = sorted(
+            (row["id"], row["token_id"]) for row in rows(db, "queue_refreshes", params)
+        )
+        db.execute(
+            Q["clear_next_refresh_of_tokens"], {"token_ids": json_in([t for _, t in inserted])}
+        )
+        queued = [import_id for import_id, _ in inserted]
     emit(db, events, now)
     return TickOutcome(tuple(due), tuple(queued))

@@ -64,6 +64,7 @@ from aisd.store.sqlite._errors import (
     storage_failure,
 )
 from aisd.store.sqlite._ids import new_id
+from aisd.store.sqlite._inline import connect_inline
 from aisd.store.sqlite._intake import GroupCommit
 from aisd.store.sqlite._migrate import migrate
 from aisd.store.sqlite._ops import OpsMethods
@@ -575,14 +576,18 @@ def _create_private(path: Path) -> None:
     os.close(fd)
 
 
-async def _open(path: Path) -> SqliteStore:
+def _connect(path: Path, *, scratch: bool) -> aiosqlite.Connection:
+    return connect_inline(path) if scratch else aiosqlite.connect(path, isolation_level=None)
+
+
+async def _open(path: Path, *, scratch: bool) -> SqliteStore:
     await anyio.to_thread.run_sync(_create_private, path)
     await anyio.to_thread.run_sync(migrate, path)
-    writer = await aiosqlite.connect(path, isolation_level=None)
+    writer = await _connect(path, scratch=scratch)
     try:
         await writer.executescript(Q["writer_pragmas"])
         writer.row_factory = sqlite3.Row
-        reader = await aiosqlite.connect(path, isolation_level=None)
+        reader = await _connect(path, scratch=scratch)
     except BaseException:
         await writer.close()
         raise
@@ -600,15 +605,16 @@ class _Opening:
     """Awaitable and async context manager: ``await open_store(p)`` or
     ``async with open_store(p) as store``."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, scratch: bool) -> None:
         self._path = path
+        self._scratch = scratch
         self._store: SqliteStore | None = None
 
     def __await__(self) -> Generator[Any, None, SqliteStore]:
-        return _open(self._path).__await__()
+        return _open(self._path, scratch=self._scratch).__await__()
 
     async def __aenter__(self) -> SqliteStore:
-        self._store = await _open(self._path)
+        self._store = await _open(self._path, scratch=self._scratch)
         return self._store
 
     async def __aexit__(
@@ -621,11 +627,13 @@ class _Opening:
             await self._store.close()
 
 
-def open_store(path: str | Path) -> _Opening:
+def open_store(path: str | Path, *, scratch: bool = False) -> _Opening:
     """Open (creating with mode 0600 and migrating as needed) the SQLite store at ``path``.
 
     Args:
         path: the database file.
+        scratch: a throwaway database one event loop owns (``aisd simulate``): its statements
+            run on the loop's thread (:mod:`aisd.store.sqlite._inline`), never the daemon's.
 
     Returns:
         An awaitable giving a :class:`SqliteStore`, usable as ``async with`` too (closing the
@@ -634,4 +642,4 @@ def open_store(path: str | Path) -> _Opening:
     Raises:
         DatabaseTooNewError: the file was migrated by a newer aisd.
     """
-    return _Opening(Path(path))
+    return _Opening(Path(path), scratch=scratch)

@@ -177,9 +177,6 @@ VALUES (:owner_id, :session_id, :target, :refresh_until, :max_imports, :now)
 ON CONFLICT (session_id) DO NOTHING
 RETURNING id
 
--- name: token_owners
-SELECT id, owner_id FROM tokens WHERE id IN (SELECT value FROM json_each(:token_ids))
-
 -- name: open_jobs
 SELECT i.id, i.kind, i.phase, o.external_id AS owner_external_id, i.token_id, i.since,
        i.created_at, s.session_id, s.signature, i.command_id, i.polls,
@@ -194,11 +191,23 @@ LEFT JOIN tokens AS t ON t.id = i.token_id
 WHERE i.phase <> 'done'
 ORDER BY i.kind = 'refresh', i.created_at, i.id
 
--- name: imports_by_ids
-SELECT id FROM imports WHERE id IN (SELECT value FROM json_each(:ids)) ORDER BY created_at, id
+-- name: queue_refreshes
+-- The tick's queued refreshes in one statement: :refreshes is a JSON array of {id, token_id,
+-- since}; each token's owner comes from the join. The partial unique index
+-- imports_one_open_refresh drops a second open refresh of a token; only rows inserted are
+-- returned. ('WHERE true' keeps ON CONFLICT from being read as a join constraint.)
+INSERT INTO imports (id, owner_id, token_id, consent_id, session_ref, kind, state, phase, since,
+                     created_at)
+SELECT json_extract(r.value, '$.id'), t.owner_id, t.id, NULL, NULL, 'refresh', 'queued',
+       'queued', json_extract(r.value, '$.since'), :now
+FROM json_each(:refreshes) AS r
+JOIN tokens AS t ON t.id = json_extract(r.value, '$.token_id')
+WHERE true
+ON CONFLICT DO NOTHING
+RETURNING id, token_id
 
--- name: clear_next_refresh_of_import
-UPDATE tokens SET next_refresh_at = NULL WHERE id = (SELECT token_id FROM imports WHERE id = :id)
+-- name: clear_next_refresh_of_tokens
+UPDATE tokens SET next_refresh_at = NULL WHERE id IN (SELECT value FROM json_each(:token_ids))
 
 -- name: commit_without_fsync
 -- For a claim's commit only (see _sync.transaction): WAL order makes the next FULL commit carry it.

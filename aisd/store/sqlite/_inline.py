@@ -1,0 +1,61 @@
+"""Statements on the event loop's own thread, for a scratch database (``aisd simulate``).
+
+Every aiosqlite call hands its statement to the connection's thread and the result back: two
+thread hand-overs that, on a busy machine, cost far more than the statement itself. A scratch
+database that one event loop owns and nobody waits on runs its statements inline instead. The
+daemon never does: a slow statement there would stall the socket and every other task.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Generator
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+import anyio.lowlevel
+
+__all__ = ["InlineConnection", "connect_inline"]
+
+
+class InlineConnection(aiosqlite.Connection):
+    """An aiosqlite connection whose calls run on the calling thread, no worker thread."""
+
+    async def _execute(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        if not self._running or self._connection is None:
+            raise ValueError("Connection closed")
+        result = fn(*args, **kwargs)
+        # An awaited crossing lets the other tasks run (and delivers a cancellation) after the
+        # statement has run; so does this.
+        await anyio.lowlevel.checkpoint()
+        return result
+
+    def __await__(self) -> Generator[Any, None, InlineConnection]:
+        return self._open().__await__()
+
+    async def _open(self) -> InlineConnection:
+        if self._connection is None:
+            self._connection = self._connector()
+        return self
+
+    def stop(self) -> None:
+        """Close the connection (there is no thread to stop)."""
+        self._running = False
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            connection.close()
+
+    async def close(self) -> None:
+        """Close the connection."""
+        self.stop()
+
+
+def connect_inline(path: Path) -> InlineConnection:
+    """``aiosqlite.connect(path, isolation_level=None)``, inline: await it for the open
+    connection (in autocommit mode: the store issues its own ``BEGIN``)."""
+
+    def connector() -> sqlite3.Connection:
+        return sqlite3.connect(str(path), isolation_level=None)
+
+    return InlineConnection(connector, iter_chunk_size=64)

@@ -11,9 +11,6 @@ deadline passed. Every duty is idempotent, so a brief overlap at a change of lea
 
 from __future__ import annotations
 
-import os
-import secrets
-import socket
 from typing import Any, Protocol
 
 import anyio
@@ -23,7 +20,7 @@ from anyio.abc import TaskStatus
 from aisd.clock import Clock
 from aisd.store import StorageUnavailable
 
-__all__ = ["LEASE_SECONDS", "Leadership", "LeaseStore", "daemon_holder"]
+__all__ = ["LEASE_SECONDS", "Leadership", "LeaseStore"]
 
 log = structlog.get_logger("aisd.cluster")
 
@@ -34,18 +31,16 @@ _MARGIN_SECONDS = 1.0
 
 
 class LeaseStore(Protocol):
-    """What a shared-database store offers for leadership and the cluster's status."""
+    """What a shared-database store offers for leadership and the cluster's status; its
+    ``origin`` names this daemon start (the leader lease's holder, the events' appender)."""
+
+    origin: str
 
     async def take_leadership(self, holder: str, *, ttl_seconds: float) -> int | None: ...
 
     async def resign_leadership(self, holder: str) -> None: ...
 
     async def cluster(self) -> dict[str, Any]: ...
-
-
-def daemon_holder() -> str:
-    """This daemon start's name in the leader lease: host, pid and a nonce."""
-    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
 
 
 class Leadership:
@@ -63,7 +58,8 @@ class Leadership:
         self._store = store
         self._clock = clock
         self._lease = lease_seconds
-        self.holder = daemon_holder()
+        # The store's name for this daemon start: its events carry the same.
+        self.holder = store.origin if store is not None else "sole"
         self.term: int | None = None
         self._deadline = float("-inf")
         self.cluster: dict[str, Any] | None = None

@@ -75,25 +75,43 @@ class Ticks:
 
 
 class EventLog:
-    """Writes one JSON log line per event of the durable feed, whoever appended it, and hands
-    each event to the observers (which must not block). With ``leading``, only while it says
-    so: on a database several daemons share, the leader alone logs and observes, so each
-    event is logged once per cluster."""
+    """Writes one JSON log line per event of the durable feed and hands each event to the
+    observers (which must not block).
+
+    On a database several daemons share, every daemon follows the whole feed: each logs the
+    events it appended itself (``origin``), after their commit, so that each line appears
+    once in the cluster and in the log of the host where it happened; the leader alone
+    observes every event (analytics, metrics, webhooks: once per cluster) and logs those no
+    daemon names (appended by a tool, not a daemon).
+
+    Args:
+        store: the store whose feed is followed.
+        observers: told of each event, on the leading daemon.
+        leading: whether this daemon leads now (always, by default: one daemon, one database).
+        origin: this daemon's name in the events' ``origin``; None when no event names one.
+    """
 
     def __init__(
         self,
         store: Store,
         observers: Sequence[Callable[[EventRecord], None]] = (),
         leading: Callable[[], bool] = lambda: True,
+        origin: str | None = None,
     ) -> None:
         self._store = store
         self._leading = leading
+        self._origin = origin
         self._observers = tuple(observers)
         self._wake = anyio.Event()
 
     def wake(self) -> None:
         """New events may have been appended."""
         self._wake.set()
+
+    def _logs(self, event: EventRecord, leading: bool) -> bool:
+        if event.origin is None:
+            return leading
+        return event.origin == self._origin
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Follow the feed from its current end until cancelled."""
@@ -110,21 +128,20 @@ class EventLog:
                 except StorageUnavailable:
                     break  # the store logs it; the next wake-up reads on from `after`
                 for event in events:
-                    if not self._leading():
-                        # Another daemon on the same database logs and observes it.
-                        after = event.id
-                        continue
-                    elog.log(
-                        event_level(event.type, event.data),
-                        event.type,
-                        eventId=event.id,
-                        ownerExternalId=event.owner_external_id,
-                        tokenId=event.token_id,
-                        importId=event.import_id,
-                        **event.data,
-                    )
-                    for observe in self._observers:
-                        observe(event)
+                    leading = self._leading()
+                    if self._logs(event, leading):
+                        elog.log(
+                            event_level(event.type, event.data),
+                            event.type,
+                            eventId=event.id,
+                            ownerExternalId=event.owner_external_id,
+                            tokenId=event.token_id,
+                            importId=event.import_id,
+                            **event.data,
+                        )
+                    if leading:
+                        for observe in self._observers:
+                            observe(event)
                     after = event.id
                 if len(events) < 500:
                     break
@@ -174,10 +191,13 @@ async def run(settings: Settings, sandbox: bool, clock: Clock | None = None) -> 
             storage_ok=lambda: core.health.ok,
         )
         analytics = Analytics(store, core.client, clock, settings.analytics)
-        # Once per cluster: the leader logs every daemon's events, fetches their analytics and
-        # counts them for its metrics.
+        # Each daemon logs the events it appended; the leader alone fetches their analytics,
+        # counts them for its metrics and delivers them to webhooks.
         events = EventLog(
-            store, observers=[analytics.observe, *ops.observers()], leading=leadership.leading
+            store,
+            observers=[analytics.observe, *ops.observers()],
+            leading=leadership.leading,
+            origin=None if core.shared is None else core.shared.origin,
         )
         ticks = Ticks()
         hooks.on_change = hooks.on_queued = events.wake

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import secrets
 import socket
 import sqlite3
 from collections.abc import AsyncIterator, Callable
@@ -134,11 +136,21 @@ class PostgresStore(
     OpsMethods,
 ):
     """The daemon's durable state in a PostgreSQL database. Open it with
-    :func:`open_postgres_store`."""
+    :func:`open_postgres_store`.
+
+    Attributes:
+        origin: this store's name (host, pid and a nonce: one per daemon start), carried by
+            every event it appends (:attr:`aisd.store.EventRecord.origin`).
+    """
 
     def __init__(
-        self, pool: ConnectionPool[psycopg.Connection[Row]], connect: dict[str, Any]
+        self,
+        pool: ConnectionPool[psycopg.Connection[Row]],
+        connect: dict[str, Any],
+        *,
+        origin: str,
     ) -> None:
+        self.origin = origin
         self._pool = pool
         self._connect = connect
         self._lock = anyio.Lock()
@@ -723,7 +735,8 @@ async def open_postgres_store(
     # The pool logs every failed reconnection with libpq's text; the store's health says the
     # same once, rate-limited, without host names.
     logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
-    kwargs = connection_kwargs(url, password=password)
+    origin = _store_origin()
+    kwargs = connection_kwargs(url, password=password, origin=origin)
     conninfo = kwargs.pop("conninfo")
     try:
         async with await psycopg.AsyncConnection.connect(conninfo, **kwargs) as conn:
@@ -745,4 +758,11 @@ async def open_postgres_store(
         name="aisd",
     )
     await anyio.to_thread.run_sync(partial(pool.open, wait=False))
-    return PostgresStore(pool, {"conninfo": conninfo, **kwargs})
+    return PostgresStore(pool, {"conninfo": conninfo, **kwargs}, origin=origin)
+
+
+def _store_origin() -> str:
+    """A name for one daemon start: its host (as a name libpq options can carry), pid and a
+    nonce (a pid is reused after a restart)."""
+    host = re.sub(r"[^A-Za-z0-9.-]", "-", socket.gethostname())[:100] or "host"
+    return f"{host}:{os.getpid()}:{secrets.token_hex(4)}"

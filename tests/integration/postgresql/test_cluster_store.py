@@ -3,6 +3,7 @@ connections, the cluster's status."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
@@ -166,3 +167,24 @@ async def test_two_daemons_revoking_one_token_send_one_revoke(
     assert isinstance(
         await b.record_access(AccessKind.REVOKE, now=later, token_id=other.token_id), int
     )
+
+
+async def test_each_event_names_the_daemon_that_appended_it(
+    stores: tuple[PostgresStore, PostgresStore],
+) -> None:
+    a, b = stores
+    assert a.origin != b.origin
+    for store, session in ((a, "s-a"), (b, "s-b"), (a, "s-a2")):
+        await store.submit_consent(
+            ConsentIn("o", session, "sig"),
+            now=T0,
+            since=T0.date(),
+            expires_at=T0 + timedelta(days=1),
+        )
+    # Whoever reads the feed sees who appended each event.
+    for reader in (a, b):
+        events = await reader.list_events(after=0, limit=10)
+        assert [e.origin for e in events] == [a.origin, b.origin, a.origin]
+    host, pid, nonce = a.origin.split(":")
+    assert int(pid) == os.getpid()
+    assert host and len(nonce) == 8

@@ -187,4 +187,5 @@ async def test_each_event_names_the_daemon_that_appended_it(
         assert [e.origin for e in events] == [a.origin, b.origin, a.origin]
     host, pid, nonce = a.origin.split(":")
     assert int(pid) == os.getpid()
-    assert host and len(nonce) == 8
+    assert host
+    assert len(nonce) == 8

@@ -6,11 +6,15 @@ leader lease row (database clock, a term bumped at every change of holder); the 
 every third of its length. A leader trusts its lease only until a local monotonic deadline (the
 start of its last successful renewal plus the lease, less a margin): a frozen or cut-off daemon
 stops leading before the lease can have passed to another, and a resumed one finds the
-deadline passed. Every duty is idempotent, so a brief overlap at a change of leader is harmless.
+deadline passed. A duty frozen after that check is fenced in the database: its transactions
+check the term it started under (:meth:`Leadership.duty`) and a stale one writes nothing. Every
+duty stays idempotent besides.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, Protocol
 
 import anyio
@@ -18,7 +22,7 @@ import structlog
 from anyio.abc import TaskStatus
 
 from aisd.clock import Clock
-from aisd.store import StorageUnavailable
+from aisd.store import LeaderTerm, StorageUnavailable, under_term
 
 __all__ = ["LEASE_SECONDS", "Leadership", "LeaseStore"]
 
@@ -69,6 +73,18 @@ class Leadership:
         if self._store is None:
             return True
         return self._clock.monotonic() < self._deadline
+
+    @contextmanager
+    def duty(self) -> Iterator[None]:
+        """Run the block (and the tasks it starts) as a duty of the term held now: the shared
+        store refuses its writes with :class:`aisd.store.StaleLeader` once that term has
+        lapsed or passed to another daemon, however long the duty was frozen in between."""
+        if self._store is None:
+            yield
+            return
+        # Outside a term (not leading) the duty fences on one no lease ever has.
+        with under_term(LeaderTerm(self.holder, self.term if self.term is not None else 0)):
+            yield
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Take and renew the lease until cancelled; resign it on the way out."""

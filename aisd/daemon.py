@@ -39,7 +39,7 @@ from aisd.refresh import Refresher
 from aisd.rpc import ListenError, RpcServer, open_listener
 from aisd.rpc.catalog import CATALOG, COMMON_ERRORS
 from aisd.settings import Settings
-from aisd.store import EventRecord, StorageUnavailable, Store
+from aisd.store import EventRecord, StaleLeader, StorageUnavailable, Store
 from aisd.wiring import Hooks, embedded_sandbox, open_core
 
 log = structlog.get_logger("aisd.daemon")
@@ -182,7 +182,9 @@ async def run(settings: Settings, sandbox: bool, clock: Clock | None = None) -> 
         # On a database other daemons share (PostgreSQL), once-per-cluster duties need a lease.
         leadership = Leadership(core.shared, clock)
         hooks.cluster_status = leadership.status
-        ops = Operations.from_settings(settings, store, clock, leading=leadership.leading)
+        ops = Operations.from_settings(
+            settings, store, clock, leading=leadership.leading, duty=leadership.duty
+        )
         core.client.observer = ops.metrics.upstream_call
         hooks.on_command_end = ops.metrics.command_ended
         ops.attach(
@@ -190,7 +192,7 @@ async def run(settings: Settings, sandbox: bool, clock: Clock | None = None) -> 
             slot_limit=lambda: pipeline.limit,
             storage_ok=lambda: core.health.ok,
         )
-        analytics = Analytics(store, core.client, clock, settings.analytics)
+        analytics = Analytics(store, core.client, clock, settings.analytics, leadership.duty)
         # Each daemon logs the events it appended; the leader alone fetches their analytics,
         # counts them for its metrics and delivers them to webhooks.
         events = EventLog(
@@ -314,10 +316,20 @@ async def _planner(
                     health.last_tick = time.monotonic()
                     continue
                 try:
-                    began = time.monotonic()
-                    report = await refresher.tick()
-                    metrics.planner_ticked(time.monotonic() - began)
-                    counts = await store.counts()
+                    # A duty of the term held now: deposed half-way (frozen, then taken
+                    # over), the tick and its revocations write nothing.
+                    with leadership.duty():
+                        began = time.monotonic()
+                        report = await refresher.tick()
+                        metrics.planner_ticked(time.monotonic() - began)
+                        counts = await store.counts()
+                        if report.ending:
+                            # Upstream calls: off the tick, so a slow API never stalls it.
+                            revocations.start_soon(_end_by_limit, refresher, report.ending)
+                except StaleLeader:
+                    log.info("cluster.duty_fenced", duty="planner")
+                    health.last_tick = time.monotonic()
+                    continue
                 except StorageUnavailable:
                     # Alive, not wedged (a restart would not free the disk): the store logs
                     # it, rate-limited, and the next tick tries again.
@@ -327,9 +339,6 @@ async def _planner(
                     log.exception("planner.tick_failed")
                     continue
                 health.last_tick = time.monotonic()
-                if report.ending:
-                    # Upstream calls: off the tick, so a slow API never stalls planning.
-                    revocations.start_soon(refresher.end_by_limit, report.ending)
                 events.wake()
                 tokens = counts.get("tokens", {})
                 imports = counts.get("imports", {})
@@ -351,6 +360,15 @@ async def _planner(
         ticks.close()
 
 
+async def _end_by_limit(refresher: Refresher, ending: Sequence[tuple[str, str]]) -> None:
+    """Cost-limit revocations, started inside the tick's duty and fenced by its term."""
+    try:
+        await refresher.end_by_limit(ending)
+    except StaleLeader:
+        # The ledger row of a revocation is written before its request: none was sent.
+        log.info("cluster.duty_fenced", duty="cost_limit_revocations")
+
+
 async def _housekeeping(
     store: Store, clock: Clock, settings: Settings, leadership: Leadership
 ) -> None:
@@ -362,12 +380,15 @@ async def _housekeeping(
             await anyio.sleep(HOUSEKEEPING_FIRST_DELAY_SECONDS)
             continue
         try:
-            await housekeep(
-                store,
-                now=clock.now(),
-                retention_days=settings.retention_days,
-                raw_retention_days=settings.raw_retention_days,
-            )
+            with leadership.duty():
+                await housekeep(
+                    store,
+                    now=clock.now(),
+                    retention_days=settings.retention_days,
+                    raw_retention_days=settings.raw_retention_days,
+                )
+        except StaleLeader:
+            log.info("cluster.duty_fenced", duty="housekeeping")
         except Exception:
             log.exception("housekeeping.failed")
         await anyio.sleep(HOUSEKEEPING_INTERVAL_SECONDS)

@@ -40,6 +40,7 @@ from psycopg_pool import ConnectionPool
 
 from aisd.kontomatik._models import CommandFailure, ImportResult
 from aisd.phases import Budget, Step, failed_event_data
+from aisd.store._fence import LeaderTerm, StaleLeader, current_term
 from aisd.store._health import StorageHealth
 from aisd.store._records import (
     AccessKind,
@@ -164,7 +165,7 @@ class PostgresStore(
 
     # -- running transactions ------------------------------------------------------------------
 
-    def _attempt(self, fn: Callable[[SyncDb], T], autocommit: bool) -> T:
+    def _attempt(self, fn: Callable[[SyncDb], T], autocommit: bool, term: LeaderTerm | None) -> T:
         with self._pool.connection() as conn:
             if autocommit:
                 conn.autocommit = True
@@ -173,14 +174,23 @@ class PostgresStore(
                 finally:
                     conn.autocommit = False
             # The pool's connection block commits at its end, or rolls back when fn raises.
-            return fn(SyncDb(conn))
+            db = SyncDb(conn)
+            if term is not None:
+                _hold_term(db, term)
+            return fn(db)
 
     async def _run_db(self, fn: Callable[[SyncDb], T], *, autocommit: bool = False) -> T:
-        """Run ``fn`` as one transaction on a worker thread, shielded from cancellation."""
+        """Run ``fn`` as one transaction on a worker thread, shielded from cancellation; in
+        a leader's duty, only while its term holds (:mod:`aisd.store._fence`).
+
+        Raises:
+            StaleLeader: the duty's term has passed; nothing was written.
+        """
+        term = current_term()
         with anyio.CancelScope(shield=True):
             for attempt in range(_ATTEMPTS):
                 try:
-                    out = await anyio.to_thread.run_sync(self._attempt, fn, autocommit)
+                    out = await anyio.to_thread.run_sync(self._attempt, fn, autocommit, term)
                 except Exception as exc:
                     found = verdict(exc)
                     if found is None:
@@ -211,6 +221,9 @@ class PostgresStore(
             raise StorageUnavailable(found[1]) from exc
         try:
             try:
+                term = current_term()
+                if term is not None:
+                    await anyio.to_thread.run_sync(_hold_term, SyncDb(conn), term)
                 yield cast(aiosqlite.Connection, AsyncDb(conn))
             except BaseException:
                 with anyio.CancelScope(shield=True):
@@ -673,6 +686,12 @@ class PostgresStore(
             return int(db.execute(Q["purge_raw_replies"], params).rowcount)
 
         return await self._run(purge)
+
+
+def _hold_term(db: SyncDb, term: LeaderTerm) -> None:
+    """Hold the leader row for the transaction if ``term`` is still current, else refuse."""
+    if not db.execute(PQ["hold_term"], {"holder": term.holder, "term": term.term}).fetchall():
+        raise StaleLeader(f"leader term {term.term} has passed: the duty writes nothing")
 
 
 def _notify(db: sqlite3.Connection) -> None:

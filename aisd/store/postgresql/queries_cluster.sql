@@ -91,3 +91,11 @@ WHERE token_id = %(token_id)s AND kind = 'revoke'
   AND (outcome = 'ok' OR (outcome IS NULL AND sent_at >= %(recent)s))
 ORDER BY outcome IS NULL, id DESC
 LIMIT 1
+
+-- name: hold_term
+-- A leader's duty writes only under the term it runs in (aisd.store._fence): the leader row is
+-- held until the duty's transaction ends, so the lease cannot change hands in between, and
+-- no row means the lease lapsed or passed to another daemon.
+SELECT term FROM leader
+WHERE id = 1 AND holder = %(holder)s AND term = %(term)s AND lease_until > clock_timestamp()
+FOR SHARE

@@ -10,7 +10,18 @@ from datetime import UTC, datetime, timedelta
 import anyio
 import pytest
 
-from aisd.store import AccessKind, ConsentIn, RevocationInFlight, RevocationSent
+from aisd.clock import SystemClock
+from aisd.cluster import Leadership
+from aisd.store import (
+    AccessKind,
+    ConsentIn,
+    LeaderTerm,
+    RevocationInFlight,
+    RevocationSent,
+    StaleLeader,
+    current_term,
+    under_term,
+)
 from aisd.store.postgresql import PostgresStore, open_postgres_store
 
 pytestmark = pytest.mark.anyio
@@ -189,3 +200,55 @@ async def test_each_event_names_the_daemon_that_appended_it(
     assert int(pid) == os.getpid()
     assert host
     assert len(nonce) == 8
+
+
+class _StillClock(SystemClock):
+    """The wall and monotonic clocks, and sleeps that never end: the leadership under test
+    takes its lease once and never renews it (as a leader frozen after its last renewal)."""
+
+    async def sleep(self, seconds: float) -> None:
+        await anyio.sleep_forever()
+
+
+async def test_a_stale_leaders_duty_after_takeover_writes_nothing(
+    stores: tuple[PostgresStore, PostgresStore],
+) -> None:
+    a, b = stores
+    out = await a.submit_consent(
+        ConsentIn("o", "s", "sig", multiple_access_id="maid-fenced"),
+        now=T0,
+        since=T0.date(),
+        expires_at=T0 + timedelta(days=1),
+    )
+    assert out.token_id is not None
+    later = T0 + timedelta(days=2)
+    leadership = Leadership(a, _StillClock())
+    async with anyio.create_task_group() as tg:
+        await tg.start(leadership.run)
+        assert leadership.leading()
+        stale = leadership.term
+        assert stale is not None
+        with leadership.duty():
+            assert current_term() == LeaderTerm(a.origin, stale)
+        # The lease passes to b behind a's back, as when a was frozen past it; a's local
+        # deadline has not passed, so a still believes it leads.
+        await a.resign_leadership(a.origin)
+        current = stale + 1
+        assert await b.take_leadership(b.origin, ttl_seconds=30) == current
+        assert leadership.leading()
+        events_before = await a.last_event_id()
+        with leadership.duty():
+            # Expiry (the tick's first write) and housekeeping are refused whole.
+            with pytest.raises(StaleLeader):
+                await a.expire_tokens(now=later)
+            with pytest.raises(StaleLeader):
+                await a.purge_raw_replies(older_than=later)
+        tg.cancel_scope.cancel()
+    [token] = await a.list_tokens(token_ids=[out.token_id])
+    assert token.state == "active"
+    assert await a.last_event_id() == events_before
+    # The same duty under the current term writes; done again, it finds nothing more to do.
+    with under_term(LeaderTerm(b.origin, current)):
+        assert await b.expire_tokens(now=later) == [out.token_id]
+        assert await b.expire_tokens(now=later) == []
+    assert [e.type for e in await a.list_events(after=events_before, limit=10)] == ["token.expired"]

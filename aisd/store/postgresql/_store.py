@@ -79,6 +79,7 @@ from aisd.store.sqlite._errors import (
     RevocationInFlight,
     RevocationSent,
     StorageUnavailable,
+    StoreError,
 )
 from aisd.store.sqlite._ids import new_id
 from aisd.store.sqlite._intake import submit_one
@@ -318,16 +319,29 @@ class PostgresStore(
     ) -> SubmitOutcome:
         """See :meth:`aisd.store.Store.submit_consent`. Each call is its own transaction; a
         concurrent repeat of the ``session_id`` (on any host) waits for the first one's lock
-        and then finds the stored consent."""
+        and then finds the stored consent. Should another writer store the session between
+        this one's look and its insert all the same (a writer that took no lock), the
+        transaction runs again and returns the winner's ids, as any repeat gets them."""
 
         def submit(db: sqlite3.Connection) -> SubmitOutcome:
             db.execute(PQ["lock_session"], {"session_id": consent.session_id})
-            outcome, events = submit_one(db, consent, now=now, since=since, expires_at=expires_at)
+            try:
+                outcome, events = submit_one(
+                    db, consent, now=now, since=since, expires_at=expires_at
+                )
+            except (StoreError, psycopg.errors.UniqueViolation) as exc:
+                # An insert found the session's rows committed meanwhile: taken by a winner.
+                raise _LostRace(consent.session_id) from exc
             emit(db, events, now)
             if outcome.created:
                 _notify(db)
             return outcome
 
+        for _ in range(_ATTEMPTS - 1):
+            try:
+                return await self._run(submit)
+            except _LostRace:
+                continue  # the next attempt finds the winner's consent by its sessionId
         return await self._run(submit)
 
     # -- the ledger outside imports ------------------------------------------------------------
@@ -686,6 +700,10 @@ class PostgresStore(
             return int(db.execute(Q["purge_raw_replies"], params).rowcount)
 
         return await self._run(purge)
+
+
+class _LostRace(Exception):
+    """A submit lost the race for its sessionId to a writer that committed it meanwhile."""
 
 
 def _hold_term(db: SyncDb, term: LeaderTerm) -> None:

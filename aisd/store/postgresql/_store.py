@@ -79,14 +79,13 @@ from aisd.store.sqlite._errors import (
     RevocationInFlight,
     RevocationSent,
     StorageUnavailable,
-    StoreError,
 )
 from aisd.store.sqlite._ids import new_id
-from aisd.store.sqlite._intake import submit_one
+from aisd.store.sqlite._intake import GroupCommit
 from aisd.store.sqlite._ops import OpsMethods
 from aisd.store.sqlite._queries import QUERIES as Q
 from aisd.store.sqlite._reads import ReadMethods
-from aisd.store.sqlite._sync import emit, returning_id, rows
+from aisd.store.sqlite._sync import returning_id, rows
 from aisd.store.sqlite._tokens import TokenMethods
 
 __all__ = ["PostgresStore", "open_postgres_store"]
@@ -157,6 +156,7 @@ class PostgresStore(
         self._connect = connect
         self._lock = anyio.Lock()
         self.health = StorageHealth()
+        self._intake = GroupCommit(self._run_intake, lock=_lock_sessions)
         self._reader = cast(aiosqlite.Connection, _Reader(self))
         # Statements outside any transaction (VACUUM after an erasure).
         self._writer = self._reader
@@ -317,32 +317,17 @@ class PostgresStore(
     async def submit_consent(
         self, consent: ConsentIn, *, now: datetime, since: date, expires_at: datetime
     ) -> SubmitOutcome:
-        """See :meth:`aisd.store.Store.submit_consent`. Each call is its own transaction; a
-        concurrent repeat of the ``session_id`` (on any host) waits for the first one's lock
-        and then finds the stored consent. Should another writer store the session between
-        this one's look and its insert all the same (a writer that took no lock), the
-        transaction runs again and returns the winner's ids, as any repeat gets them."""
+        """See :meth:`aisd.store.Store.submit_consent`. Concurrent submits on this host share
+        one transaction (:class:`~aisd.store.sqlite._intake.GroupCommit`), which first locks
+        its sessionIds in sorted order: a repeat on another host at the same moment waits for
+        the first one's commit and then finds its consent. Should a writer that took no lock
+        store a sessionId between the batch's look and its insert all the same, that consent
+        is written again on its own and gets the winner's ids, as any repeat does."""
+        return await self._intake.submit(consent, now=now, since=since, expires_at=expires_at)
 
-        def submit(db: sqlite3.Connection) -> SubmitOutcome:
-            db.execute(PQ["lock_session"], {"session_id": consent.session_id})
-            try:
-                outcome, events = submit_one(
-                    db, consent, now=now, since=since, expires_at=expires_at
-                )
-            except (StoreError, psycopg.errors.UniqueViolation) as exc:
-                # An insert found the session's rows committed meanwhile: taken by a winner.
-                raise _LostRace(consent.session_id) from exc
-            emit(db, events, now)
-            if outcome.created:
-                _notify(db)
-            return outcome
-
-        for _ in range(_ATTEMPTS - 1):
-            try:
-                return await self._run(submit)
-            except _LostRace:
-                continue  # the next attempt finds the winner's consent by its sessionId
-        return await self._run(submit)
+    async def _run_intake(self, fn: Callable[[sqlite3.Connection], None]) -> None:
+        # A batch that stored a consent gives the other daemons work to claim.
+        await self._run(_notifying(fn))
 
     # -- the ledger outside imports ------------------------------------------------------------
 
@@ -702,14 +687,16 @@ class PostgresStore(
         return await self._run(purge)
 
 
-class _LostRace(Exception):
-    """A submit lost the race for its sessionId to a writer that committed it meanwhile."""
-
-
 def _hold_term(db: SyncDb, term: LeaderTerm) -> None:
     """Hold the leader row for the transaction if ``term`` is still current, else refuse."""
     if not db.execute(PQ["hold_term"], {"holder": term.holder, "term": term.term}).fetchall():
         raise StaleLeader(f"leader term {term.term} has passed: the duty writes nothing")
+
+
+def _lock_sessions(db: sqlite3.Connection, session_ids: list[str]) -> None:
+    """Hold, until commit, a lock on each sessionId of an intake batch (in sorted order, so
+    two hosts' batches never deadlock)."""
+    db.execute(PQ["lock_sessions"], {"session_ids": session_ids})
 
 
 def _notify(db: sqlite3.Connection) -> None:

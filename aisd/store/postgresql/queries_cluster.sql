@@ -2,9 +2,12 @@
 -- of the quota section and of intake, the leader lease, the cluster's status, notifications.
 -- Advisory lock keys are (space, hashtext(...)); a hash collision only serialises more.
 
--- name: lock_session
--- One submit of a sessionId at a time across hosts: the second finds the first's consent.
-SELECT pg_advisory_xact_lock(3, hashtext(%(session_id)s))
+-- name: lock_sessions
+-- One intake batch writing a sessionId at a time across hosts: the second finds the first's
+-- consent. Locked in sorted order, so that two batches never deadlock.
+SELECT count(pg_advisory_xact_lock(3, keys.k)) FROM (
+    SELECT DISTINCT hashtext(s) AS k FROM unnest(%(session_ids)s::text[]) AS s ORDER BY 1
+) AS keys
 
 -- name: lock_quota_shared
 -- Every quota section holds this shared; the planner tick takes it exclusively.

@@ -131,6 +131,10 @@ class SandboxProcess:
         """Set fault knobs (``rate_import_error=1.0``, ...)."""
         self._control("faults", {name: str(value) for name, value in rates.items()})
 
+    def kill(self, owner_external_id: str) -> None:
+        """The bank revoked the owner's tokens: their refreshes get InvalidMultipleAccessId."""
+        self._control("kill", {"ownerExternalId": owner_external_id})
+
     def stats(self) -> dict[str, Any]:
         """Its records: ``importsBySession``, ``reusesByAccount``, ``pollsByCommand``,
         ``maxRunning``, ``commandsCreated``, ``runningCommands``."""

@@ -286,9 +286,18 @@ def test_each_event_is_logged_once_by_the_daemon_that_appended_it(
         what="the refresh to be deferred",
     )
     up.upstream.faults(rate_access_limit=0.0)
+    # The bank kills a's token: its next refresh finds it dead.
+    up.upstream.kill("log-a")
+    b.client.refresh(token_a["tokenId"])
+    wait_for(
+        lambda: any(e["type"] == "token.reauth_required" for e in all_events(a.client)) or None,
+        timeout=60,
+        what="the dead token to need a new consent",
+    )
     a.client.revoke(token_id=token_b["tokenId"])
     b.client.forget("log-failing")
     wanted = {
+        "token.reauth_required",
         "consent.received",
         "import.started",
         "import.succeeded",

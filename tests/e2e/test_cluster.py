@@ -214,7 +214,7 @@ def test_both_daemons_racing_token_refresh_on_a_shared_account_keep_the_quota(
 def test_a_postgresql_restart_mid_run_is_waited_out(
     cluster: Callable[[float], Cluster], postgres_server: PostgresServer
 ) -> None:
-    up = cluster(3.0)
+    up = cluster(8.0)
     a, b = up.a, up.b
     a.start(AISD_MAX_RUNNING_COMMANDS="8")
     b.start(AISD_MAX_RUNNING_COMMANDS="8")
@@ -223,6 +223,15 @@ def test_a_postgresql_restart_mid_run_is_waited_out(
         consent = up.upstream.mint(f"restart-{n}")
         consents[_submit(a, consent)] = consent
     wait_for(lambda: _slots_of(a, a.pid) + _slots_of(a, b.pid) or None, timeout=20)
+    # Mid-poll: every command started and its id stored. (A Default Import whose reply is in
+    # flight when the server goes away for longer than the claim lease is lost: its command id
+    # was only in the memory of a daemon whose claim lapsed meanwhile, and the session allows
+    # no second one; it ends as DefaultImportLost.)
+    wait_for(
+        lambda: all(a.client.get_import(i)["commandId"] for i in consents) or None,
+        timeout=30,
+        what="every command id stored",
+    )
     postgres_server.stop()
     try:
         # While the server is down the socket says so: storage UNAVAILABLE, -32030.

@@ -158,7 +158,7 @@ def build(
         hooks.on_queued()
 
     def consent_arrived() -> None:
-        pipeline.wake()
+        pipeline.work_queued()
         hooks.on_consent()
 
     def status_extra() -> dict[str, Any]:

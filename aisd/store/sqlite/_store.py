@@ -4,8 +4,9 @@ Two aiosqlite connections: one writer, whose transactions an anyio lock serialis
 is one ``BEGIN IMMEDIATE`` ... ``COMMIT``), and one query-only reader, which in WAL mode never
 waits for the writer and never sees uncommitted rows. The pipeline's and the intake's
 transactions are each one plain function run on the writer's thread in one crossing
-(:mod:`aisd.store.sqlite._sync`); concurrent consents are committed together, one fsync per
-batch (:mod:`aisd.store.sqlite._intake`).
+(:mod:`aisd.store.sqlite._sync`); those waiting at the same time are committed together, one
+fsync for all (:mod:`aisd.store._coalesce`), and concurrent consents are written together as
+one of them (:mod:`aisd.store.sqlite._intake`).
 """
 
 from __future__ import annotations

@@ -14,11 +14,16 @@ Unix socket. The same clients then measure both, in two modes:
   connection); a request's latency runs from its *scheduled* send time to its answer, so a
   server that falls behind is charged for the queue it builds (no coordinated omission).
 
+Each pair of runs (echo, then daemon) is back to back, so both see the same load of the shared
+machine; each run is also charged with the CPU time the server process (all its threads) and
+the client process used meanwhile, per call: a load-independent view of where the work is.
+
 Every answer is counted only once it is received. Each call has its own ``sessionId`` (made-up
 sessions: their imports fail upstream, which is the daemon's load meanwhile but not what is
 measured). Afterwards the daemon is stopped with SIGTERM and its database is read: every
 acknowledged ``sessionId`` must be there (acknowledged means durable). Prints requests/s, p50,
-p99 and max latency of each server in each mode, the daemon/echo ratio, errors by code, the
+p99 and max latency of each server in each mode, CPU microseconds per call of the server and
+of the client, the daemon/echo ratios (throughput, p99, server CPU per call), errors by code, the
 daemon's log lines and how many hold a signature (0 expected), the exit code and stop time.
 """
 

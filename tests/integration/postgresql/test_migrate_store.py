@@ -61,7 +61,7 @@ async def _installation(path: Path) -> None:
             expires_at=T0 + timedelta(days=90),
         )
         c = await to_polling(store, refused.import_id, now=T0)
-        # A fixed mtime: compressed again at the check, the bytes are the same in a later second.
+        # mtime=0: the expected bytes below are compressed again, seconds later.
         kept = gzip.compress(b"<reply/>", mtime=0)
         assert await store.refuse_foreign_owner(c, "someone-else", raw_reply=kept, now=T0, polls=1)
         await stop(store, c, now=T0)

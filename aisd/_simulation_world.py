@@ -15,6 +15,7 @@ import anyio
 from aisd import usecases
 from aisd._simulation import ConsentPlan, next_on_grid
 from aisd.clock import VirtualClock
+from aisd.metrics import EXPIRING_WITHIN, STALE_AFTER
 from aisd.sandbox import MintedConsent, Sandbox
 from aisd.store import ConsentIn, Store, TokenState
 from aisd.wiring import Core, Hooks
@@ -133,7 +134,7 @@ class World:
         """Forget the tokens' moments when a token changed state outside a tick (the pipeline
         ends a token whose access upstream refuses)."""
         self._recount = False
-        counts = (await self._store.counts()).get("tokens", {})
+        counts = await self._token_states()
         if counts != self._token_counts:
             self._token_counts = counts
             self._moments = None
@@ -163,8 +164,14 @@ class World:
             moments += [
                 token.expires_at - timedelta(days=d) for d in days if d not in token.warned_days
             ]
-        self._token_counts = (await self._store.counts()).get("tokens", {})
+        self._token_counts = await self._token_states()
         return sorted(moments)
+
+    async def _token_states(self) -> dict[str, int]:
+        status = await self._store.status(
+            now=self._clock.now(), expiring_within=EXPIRING_WITHIN, stale_after=STALE_AFTER
+        )
+        return status.tokens
 
     async def _next_not_before(self, now: datetime) -> datetime:
         """The earliest future ``not_before`` of a waiting import: the daemon's pipeline

@@ -32,7 +32,7 @@ from aisd.cluster import Leadership
 from aisd.housekeeping import housekeep
 from aisd.instance import InstanceLocked, instance_lock
 from aisd.logs import event_level
-from aisd.metrics import Metrics
+from aisd.metrics import EXPIRING_WITHIN, STALE_AFTER, Metrics
 from aisd.operations import Operations
 from aisd.pipeline import Pipeline
 from aisd.refresh import Refresher
@@ -97,7 +97,7 @@ class EventLog:
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Follow the feed from its current end until cancelled."""
-        after = await self._store.last_event_id()
+        after = (await self._store.events(after=0, limit=0)).head
         task_status.started()
         elog = structlog.get_logger("aisd.events")
         while True:
@@ -106,7 +106,7 @@ class EventLog:
             self._wake = anyio.Event()
             while True:
                 try:
-                    events = await self._store.list_events(after=after, limit=500)
+                    events = (await self._store.events(after=after, limit=500)).events
                 except StorageUnavailable:
                     break  # the store logs it; the next wake-up reads on from `after`
                 for event in events:
@@ -297,7 +297,11 @@ async def _planner(
                     began = time.monotonic()
                     report = await refresher.tick()
                     metrics.planner_ticked(time.monotonic() - began)
-                    counts = await store.counts()
+                    status = await store.status(
+                        now=datetime.now(UTC),
+                        expiring_within=EXPIRING_WITHIN,
+                        stale_after=STALE_AFTER,
+                    )
                 except StorageUnavailable:
                     # Alive, not wedged (a restart would not free the disk): the store logs
                     # it, rate-limited, and the next tick tries again.
@@ -311,8 +315,7 @@ async def _planner(
                     # Upstream calls: off the tick, so a slow API never stalls planning.
                     revocations.start_soon(refresher.end_by_limit, report.ending)
                 events.wake()
-                tokens = counts.get("tokens", {})
-                imports = counts.get("imports", {})
+                tokens, imports = status.tokens, status.imports
                 systemd.notify(
                     f"STATUS=tokens active={tokens.get('active', 0)}, "
                     f"running={pipeline.running_commands}, queued={imports.get('queued', 0)}"

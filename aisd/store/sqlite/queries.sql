@@ -287,9 +287,15 @@ INSERT INTO token_accounts (token_id, iban, first_seen_at) VALUES (:token_id, :i
 ON CONFLICT (token_id, iban) DO NOTHING
 
 -- name: import_record
+-- With the echo recorded for the import, and the newest one of an earlier successful import of
+-- the same token (what Kontomatik knows that token's owner as).
 SELECT i.id, o.external_id AS owner_external_id, i.token_id, i.kind, i.state, i.command_id,
        i.created_at, i.started_at, i.finished_at, i.polls, i.accounts, i.transactions,
-       i.error_name, i.error_message, i.since
+       i.error_name, i.error_message, i.since, i.kontomatik_owner_id AS owner_echo,
+       (SELECT p.kontomatik_owner_id FROM imports AS p
+        WHERE p.token_id = i.token_id AND p.id <> i.id AND p.state = 'successful'
+          AND p.kontomatik_owner_id IS NOT NULL
+        ORDER BY p.finished_at DESC LIMIT 1) AS token_echo
 FROM imports AS i
 LEFT JOIN owners AS o ON o.id = i.owner_id
 WHERE i.id = :id
@@ -297,7 +303,8 @@ WHERE i.id = :id
 -- name: list_import_records
 SELECT i.id, o.external_id AS owner_external_id, i.token_id, i.kind, i.state, i.command_id,
        i.created_at, i.started_at, i.finished_at, i.polls, i.accounts, i.transactions,
-       i.error_name, i.error_message, i.since
+       i.error_name, i.error_message, i.since, i.kontomatik_owner_id AS owner_echo,
+       NULL AS token_echo
 FROM imports AS i
 LEFT JOIN owners AS o ON o.id = i.owner_id
 WHERE (:owner_external_id IS NULL OR o.external_id = :owner_external_id)
@@ -355,12 +362,14 @@ FROM raw_replies AS r JOIN imports AS i ON i.id = r.import_id
 WHERE i.owner_id = (SELECT id FROM owners WHERE external_id = :external_id)
 ORDER BY i.finished_at, r.created_at, r.import_id
 
--- name: replay_owners
-SELECT DISTINCT o.external_id
+-- name: replay_owner_after
+SELECT o.external_id
 FROM raw_replies AS r
 JOIN imports AS i ON i.id = r.import_id
 JOIN owners AS o ON o.id = i.owner_id
+WHERE o.external_id > :after
 ORDER BY o.external_id
+LIMIT 1
 
 -- name: purge_raw_replies
 DELETE FROM raw_replies
@@ -444,7 +453,7 @@ WHERE t.state = 'active' AND t.expires_at <= :now
 ORDER BY t.expires_at, t.rowid
 
 -- name: queued_refreshes_of_token
-SELECT id FROM imports
+SELECT id, polls FROM imports
 WHERE token_id = :token_id AND kind = 'refresh' AND phase = 'queued'
 ORDER BY created_at, id
 

@@ -53,6 +53,7 @@ import structlog
 from aisd.client import Client, DaemonUnavailable
 from aisd.clock import SystemClock
 from aisd.kontomatik import KontomatikClient
+from aisd.metrics import EXPIRING_WITHIN, STALE_AFTER
 from aisd.planner import Rules
 from aisd.refresh import Refresher, TickReport
 from aisd.sandbox import DEFAULT_API_KEY, Sandbox, SandboxApp, SandboxConfig
@@ -351,7 +352,9 @@ async def measure_ticks(
         counts = []
         for _ in range(3):
             began = time.perf_counter()
-            await store.counts()
+            await store.status(
+                now=clock.now(), expiring_within=EXPIRING_WITHIN, stale_after=STALE_AFTER
+            )
             counts.append((time.perf_counter() - began) * 1000)
     return TickFigures(
         statistics.median(idle), due_ms, due_cpu_ms, found, queued, statistics.median(counts)

@@ -49,6 +49,7 @@ import structlog
 
 import aisd.pipeline
 from aisd.kontomatik import Command, KontomatikClient
+from aisd.metrics import EXPIRING_WITHIN, STALE_AFTER
 from aisd.pipeline import Pipeline, PipelineConfig
 from aisd.sandbox import DEFAULT_API_KEY, Sandbox, SandboxApp, SandboxConfig
 from aisd.store import ConsentIn, ImportState, Store, open_store
@@ -225,6 +226,14 @@ class Figures:
         return self.consents * self.duration / (SLOTS * self.drain)
 
 
+async def _imports(store: Store) -> dict[str, int]:
+    """Imports by state."""
+    status = await store.status(
+        now=datetime.now(UTC), expiring_within=EXPIRING_WITHIN, stale_after=STALE_AFTER
+    )
+    return status.imports
+
+
 async def run_one(duration: float, consents: int, seed: int) -> Figures:
     """Drain ``consents`` initial imports of ``duration`` seconds each; measure."""
     clock = VirtualClock(START)
@@ -274,12 +283,12 @@ async def run_one(duration: float, consents: int, seed: int) -> Figures:
                 await tg.start(pipeline.run)
                 while True:
                     await finished.wait()
-                    counts = (await raw_store.counts())["imports"]
+                    counts = await _imports(raw_store)
                     if sum(counts.get(s, 0) for s in ("successful", "failed")) >= consents:
                         break
                     finished = anyio.Event()
                 tg.cancel_scope.cancel()
-            counts = (await raw_store.counts())["imports"]
+            counts = await _imports(raw_store)
     return measure(sandbox, duration, consents, max(done_at) - began, counts)
 
 

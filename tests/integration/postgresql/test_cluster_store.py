@@ -11,6 +11,7 @@ import pytest
 
 from aisd.store import AccessKind, ConsentIn, RevocationInFlight, RevocationSent
 from aisd.store.postgresql import PostgresStore, open_postgres_store
+from tests import store_calls as sc
 
 pytestmark = pytest.mark.anyio
 
@@ -91,8 +92,8 @@ async def test_the_cluster_shows_each_claimer_with_its_slots(
             since=T0.date(),
             expires_at=T0 + timedelta(days=1),
         )
-    first = await a.register_claimer(now=T0, ttl_seconds=30, sole=False, max_running=2)
-    second = await b.register_claimer(now=T0, ttl_seconds=30, sole=False, max_running=2)
+    first = await sc.register_claimer(a, now=T0, ttl_seconds=30, sole=False, max_running=2)
+    second = await sc.register_claimer(b, now=T0, ttl_seconds=30, sole=False, max_running=2)
     assert len(await a.claim_work(first, now=T0)) == 2
     assert await b.claim_work(second, now=T0) == []
     daemons = {d["claimer"]: d for d in (await b.cluster())["daemons"]}
@@ -109,15 +110,15 @@ async def test_a_lapsed_claimer_lease_is_not_renewed_and_its_work_is_adopted(
         ConsentIn("o", "s", "sig"), now=T0, since=T0.date(), expires_at=T0 + timedelta(days=1)
     )
     # A lease of no length: lapsed at once on the database's clock, as a frozen daemon's is.
-    frozen = await a.register_claimer(now=T0, ttl_seconds=0, sole=False, max_running=8)
+    frozen = await sc.register_claimer(a, now=T0, ttl_seconds=0, sole=False, max_running=8)
     [job] = await a.claim_work(frozen, now=T0)
     assert job.claim is not None
-    survivor = await b.register_claimer(now=T0, ttl_seconds=30, sole=False, max_running=8)
+    survivor = await sc.register_claimer(b, now=T0, ttl_seconds=30, sole=False, max_running=8)
     daemons = {d["claimer"]: d for d in (await b.cluster())["daemons"]}
     assert (daemons[frozen]["live"], daemons[survivor]["live"]) == (False, True)
     # The database clock ended the lease; renewing it now is refused, and the queued import
     # it held goes back to the queue for the survivor.
-    assert await a.renew_claimer(frozen, now=T0, ttl_seconds=30) is False
+    assert await sc.renew_claimer(a, frozen, now=T0, ttl_seconds=30) is False
     [adopted] = await b.claim_work(survivor, now=T0)
     assert adopted.import_id == job.import_id
     assert adopted.claim is not None
@@ -140,7 +141,9 @@ async def test_two_daemons_revoking_one_token_send_one_revoke(
 
     async def revoke(store: PostgresStore) -> None:
         try:
-            results.append(await store.record_access(AccessKind.REVOKE, now=T0, token_id=token_id))
+            results.append(
+                await sc.record_access(store, AccessKind.REVOKE, now=T0, token_id=token_id)
+            )
         except (RevocationInFlight, RevocationSent) as exc:
             results.append(type(exc))
 
@@ -150,9 +153,9 @@ async def test_two_daemons_revoking_one_token_send_one_revoke(
     sent = [r for r in results if isinstance(r, int)]
     assert len(sent) == 1
     assert RevocationInFlight in results
-    await a.record_access_outcome(sent[0], outcome="ok")
+    await sc.record_access_outcome(a, sent[0], outcome="ok")
     with pytest.raises(RevocationSent):
-        await b.record_access(AccessKind.REVOKE, now=T0, token_id=token_id)
+        await sc.record_access(b, AccessKind.REVOKE, now=T0, token_id=token_id)
     # A revocation whose answer was lost long ago (its daemon died) no longer blocks one.
     other = await a.submit_consent(
         ConsentIn("o2", "s2", "sig", multiple_access_id="maid2"),
@@ -161,8 +164,8 @@ async def test_two_daemons_revoking_one_token_send_one_revoke(
         expires_at=T0 + timedelta(days=1),
     )
     assert other.token_id is not None
-    await a.record_access(AccessKind.REVOKE, now=T0, token_id=other.token_id)
+    await sc.record_access(a, AccessKind.REVOKE, now=T0, token_id=other.token_id)
     later = T0 + timedelta(minutes=10)
     assert isinstance(
-        await b.record_access(AccessKind.REVOKE, now=later, token_id=other.token_id), int
+        await sc.record_access(b, AccessKind.REVOKE, now=later, token_id=other.token_id), int
     )

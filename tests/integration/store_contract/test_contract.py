@@ -20,6 +20,7 @@ from aisd.store import (
     StepWrite,
     SubmitOutcome,
 )
+from tests import store_calls as sc
 from tests.integration.data_helpers import consent_import, result
 from tests.integration.steps_helpers import claim_of
 
@@ -44,7 +45,9 @@ async def _consent(store: SqliteStore, n: int, *, token: bool = False) -> str:
 
 
 async def _claimer(store: SqliteStore, *, sole: bool = False, max_running: int = 3) -> str:
-    return await store.register_claimer(now=T0, ttl_seconds=30, sole=sole, max_running=max_running)
+    return await sc.register_claimer(
+        store, now=T0, ttl_seconds=30, sole=sole, max_running=max_running
+    )
 
 
 async def test_claims_take_slots_up_to_the_budget_and_never_twice(backend: SqliteStore) -> None:
@@ -56,7 +59,7 @@ async def test_claims_take_slots_up_to_the_budget_and_never_twice(backend: Sqlit
     assert all(j.claim is not None and j.claim.claimer == a for j in first)
     # The budget is full and a's lease runs: b gets nothing, not even a's imports.
     assert await backend.claim_work(b, now=T0) == []
-    budget, held = await backend.budget()
+    budget, held = await sc.budget(backend)
     assert (budget.limit, held) == (3, 3)
 
 
@@ -68,8 +71,13 @@ async def test_in_flight_imports_of_a_gone_claimer_are_adopted_with_their_slots(
     jobs = await backend.claim_work(a, now=T0)
     assert len(jobs) == 3
     for job in jobs:
-        await backend.begin_access(
-            claim_of(job), AccessKind.DEFAULT_IMPORT, now=T0, token_id=None, session_id=None
+        await sc.begin_access(
+            backend,
+            claim_of(job),
+            AccessKind.DEFAULT_IMPORT,
+            now=T0,
+            token_id=None,
+            session_id=None,
         )
     # a dies; a sole claimer starts (the restart of a one-host daemon).
     b = await _claimer(backend, sole=True)
@@ -78,7 +86,7 @@ async def test_in_flight_imports_of_a_gone_claimer_are_adopted_with_their_slots(
     assert {j.import_id for j in adopted} == {j.import_id for j in jobs}
     assert set(ids) > {j.import_id for j in adopted}
     assert all(j.claim is not None and j.claim.epoch == 2 for j in adopted)
-    _, held = await backend.budget()
+    _, held = await sc.budget(backend)
     assert held == 3
 
 
@@ -87,15 +95,15 @@ async def test_a_write_under_a_lost_claim_changes_nothing(backend: SqliteStore) 
     a = await _claimer(backend)
     [job] = await backend.claim_work(a, now=T0)
     old = claim_of(job)
-    await backend.begin_access(old, AccessKind.DEFAULT_IMPORT, now=T0, token_id=None)
+    await sc.begin_access(backend, old, AccessKind.DEFAULT_IMPORT, now=T0, token_id=None)
     b = await _claimer(backend, sole=True)
     [adopted] = await backend.claim_work(b, now=T0)
     with pytest.raises(LeaseLost):
         await backend.advance(old, StepWrite(Step.COMMAND, command_id="c-old"), now=T0)
     with pytest.raises(LeaseLost):
-        await backend.begin_access(old, AccessKind.DEFAULT_IMPORT, now=T0, token_id=None)
+        await sc.begin_access(backend, old, AccessKind.DEFAULT_IMPORT, now=T0, token_id=None)
     await backend.advance(claim_of(adopted), StepWrite(Step.COMMAND, command_id="c-new"), now=T0)
-    record = await backend.get_import(job.import_id)
+    record = await sc.get_import(backend, job.import_id)
     assert record is not None
     assert record.command_id == "c-new"
 
@@ -163,8 +171,8 @@ async def test_the_quota_section_under_20_racing_attempts_records_exactly_the_li
     async def reuse(index: int) -> None:
         job = jobs[index]
         sent.append(
-            await backend.begin_access(
-                claim_of(job), AccessKind.REUSE, now=T0, token_id=job.token_id, quota=rule
+            await sc.begin_access(
+                backend, claim_of(job), AccessKind.REUSE, now=T0, token_id=job.token_id, quota=rule
             )
         )
 
@@ -211,9 +219,9 @@ async def test_feed_ids_ascend_in_commit_order_without_gaps(backend: SqliteStore
     async with anyio.create_task_group() as tg:
         for n in range(50):
             tg.start_soon(_consent, backend, n)
-    events = await backend.list_events(after=0, limit=1000)
+    events = await sc.list_events(backend, after=0, limit=1000)
     assert [e.id for e in events] == list(range(1, 51))
-    assert await backend.last_event_id() == 50
+    assert await sc.last_event_id(backend) == 50
 
 
 async def test_a_bad_consent_fails_alone_in_its_batch(backend: SqliteStore) -> None:
@@ -234,7 +242,7 @@ async def test_a_bad_consent_fails_alone_in_its_batch(backend: SqliteStore) -> N
             tg.start_soon(submit, consent)
     assert isinstance(outcomes["batch-bad"], Exception)
     assert all(not isinstance(outcomes[c.session_id], Exception) for c in good)
-    events = await backend.list_events(after=0, limit=100)
+    events = await sc.list_events(backend, after=0, limit=100)
     assert [e.id for e in events] == list(range(1, 6))
     assert {e.import_id for e in events} == {
         o.import_id for o in outcomes.values() if isinstance(o, SubmitOutcome)
@@ -281,13 +289,13 @@ async def test_a_batch_of_new_consents_and_repeats_gives_what_lone_submits_give(
         out = outcomes[consent.session_id]
         assert out.created
         assert (out.token_id is not None) == (consent.multiple_access_id is not None)
-        record = await backend.get_import(out.import_id)
+        record = await sc.get_import(backend, out.import_id)
         assert record is not None
         assert (record.owner_external_id, record.token_id) == (
             consent.owner_external_id,
             out.token_id,
         )
-    events = await backend.list_events(after=0, limit=100)
+    events = await sc.list_events(backend, after=0, limit=100)
     assert [e.id for e in events] == list(range(1, 12))
     by_import = {e.import_id: e for e in events}
     for consent in fresh:

@@ -40,11 +40,6 @@ INSERT INTO owners (external_id, created_at) VALUES (%(external_id)s, %(now)s)
 ON CONFLICT (external_id) DO UPDATE SET external_id = excluded.external_id
 RETURNING id
 
--- name: insert_consent
-INSERT INTO consents (owner_id, session_id, target, refresh_until, max_imports, created_at)
-VALUES (%(owner_id)s, %(session_id)s, %(target)s, %(refresh_until)s, %(max_imports)s, %(now)s)
-RETURNING id
-
 -- name: upsert_session
 INSERT INTO sessions (owner_id, session_id, signature, created_at)
 VALUES (%(owner_id)s, %(session_id)s, %(signature)s, %(now)s)
@@ -64,11 +59,6 @@ INSERT INTO imports (id, owner_id, token_id, consent_id, session_ref, kind, stat
                      created_at)
 VALUES (%(id)s, %(owner_id)s, %(token_id)s, %(consent_id)s, %(session_ref)s, %(kind)s, 'queued', 'queued', %(since)s,
         %(now)s)
-
--- name: insert_event
-INSERT INTO events (at, type, owner_external_id, token_id, import_id, data)
-VALUES (%(at)s, %(type)s, %(owner_external_id)s, %(token_id)s, %(import_id)s, %(data)s)
-RETURNING id
 
 -- name: token_owner
 SELECT t.owner_id, t.state FROM tokens AS t WHERE t.id = %(token_id)s
@@ -118,45 +108,16 @@ FROM imports AS i
 LEFT JOIN owners AS o ON o.id = i.owner_id
 WHERE i.id = %(id)s
 
--- name: mark_starting
-UPDATE imports
-SET phase = 'starting', state = 'running', started_at = COALESCE(started_at, %(now)s),
-    default_import_attempts = default_import_attempts + 1, not_before = NULL
-WHERE id = %(id)s
-
--- name: mark_reusing
-UPDATE imports
-SET phase = 'reusing', state = 'running', started_at = COALESCE(started_at, %(now)s),
-    not_before = NULL
-WHERE id = %(id)s
-
--- name: attach_session
-UPDATE imports SET session_ref = %(session_ref)s, phase = 'ready', not_before = NULL
-WHERE id = %(id)s
-
--- name: set_command
-UPDATE imports SET command_id = %(command_id)s, phase = 'polling', not_before = %(next_poll_at)s
-WHERE id = %(id)s
-
--- name: add_poll
-UPDATE imports SET polls = polls + 1, last_poll_at = %(now)s, not_before = %(next_poll_at)s
-WHERE id = %(id)s
-
--- name: defer_import
-UPDATE imports
-SET not_before = %(not_before)s, attempts = %(attempts)s, phase = COALESCE(%(phase)s, phase)
-WHERE id = %(id)s
-
 -- name: finish_import_success
 UPDATE imports
-SET state = 'successful', phase = 'done', finished_at = %(now)s, not_before = NULL, polls = %(polls)s,
+SET state = %(state)s, phase = %(to)s, finished_at = %(now)s, not_before = NULL, polls = %(polls)s,
     accounts = %(accounts)s, transactions = %(transactions)s, added = %(added)s, modified = %(modified)s,
     removed = %(removed)s
 WHERE id = %(id)s
 
 -- name: finish_import_failure
 UPDATE imports
-SET state = 'failed', phase = 'done', finished_at = %(now)s, not_before = NULL,
+SET state = %(state)s, phase = %(to)s, finished_at = %(now)s, not_before = NULL,
     polls = COALESCE(%(polls)s, polls), error_name = %(error_name)s, error_message = %(error_message)s
 WHERE id = %(id)s
 
@@ -225,9 +186,6 @@ SET transaction_on = %s, booked_on = %s, amount = %s, balance = %s, title = %s, 
     party_iban = %s, kind = %s, status = %s, labels = %s, extra = %s, last_import_id = %s,
     change_seq = %s
 WHERE id = %s
-
--- name: touch_transaction
-UPDATE transactions SET last_import_id = %s WHERE id = %s
 
 -- name: insert_tombstone
 INSERT INTO transaction_tombstones (change_seq, transaction_id, account_id, import_id, removed_at)
@@ -329,9 +287,6 @@ SELECT state, n FROM state_counts WHERE kind = 'tokens'
 -- name: count_imports
 SELECT state, n FROM state_counts WHERE kind = 'imports'
 
--- name: token_state
-SELECT state FROM tokens WHERE id = %(id)s
-
 -- name: token_secret
 SELECT multiple_access_id FROM tokens WHERE id = %(id)s
 
@@ -411,15 +366,6 @@ LEFT JOIN token_accounts AS ta ON ta.token_id = r.token_id
 -- name: set_plan
 UPDATE tokens SET next_refresh_at = %(at)s, plan_reason = %(reason)s
 WHERE id = %(id)s AND state = 'active'
-
--- name: token_open_refresh
-SELECT t.owner_id, t.state,
-       EXISTS (
-           SELECT 1 FROM imports AS i
-           WHERE i.token_id = t.id AND i.kind = 'refresh' AND i.state IN ('queued', 'running')
-       ) AS open_refresh
-FROM tokens AS t
-WHERE t.id = %(token_id)s
 
 -- name: clear_next_refresh
 UPDATE tokens SET next_refresh_at = NULL WHERE id = %(id)s

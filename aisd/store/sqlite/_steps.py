@@ -99,6 +99,12 @@ def _changed(db: sqlite3.Connection, cursor: sqlite3.Cursor, claim: Claim, step:
         raise _lost(db, claim, step)
 
 
+def _ended(step: Step, *, succeeded: bool) -> dict[str, str]:
+    # A final step leads to the same phase from every phase it may start from.
+    to = target(step, next(iter(allowed_from(step))))
+    return {"to": to.value, "state": state_of(to, succeeded=succeeded)}
+
+
 def job_of(row: sqlite3.Row) -> ImportJob:
     """A ``claimed_jobs`` row as an :class:`ImportJob` with its claim."""
     session = None
@@ -421,6 +427,7 @@ def fail_import(
         "polls": polls,
         "error_name": failure.name,
         "error_message": failure.message,
+        **_ended(Step.FAIL, succeeded=False),
     }
     db.execute(Q["finish_import_failure"], params)
     db.execute(Q["free_slot"], {"id": import_id})
@@ -492,6 +499,7 @@ def finish_success(
             "id": claim.import_id,
             "now": ts,
             "polls": write.polls,
+            **_ended(Step.SUCCEED, succeeded=True),
             "accounts": stats.accounts,
             "transactions": stats.transactions,
             "added": stats.added,

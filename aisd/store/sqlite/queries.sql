@@ -64,11 +64,6 @@ INSERT INTO owners (external_id, created_at) VALUES (:external_id, :now)
 ON CONFLICT (external_id) DO UPDATE SET external_id = excluded.external_id
 RETURNING id
 
--- name: insert_consent
-INSERT INTO consents (owner_id, session_id, target, refresh_until, max_imports, created_at)
-VALUES (:owner_id, :session_id, :target, :refresh_until, :max_imports, :now)
-RETURNING id
-
 -- name: upsert_session
 INSERT INTO sessions (owner_id, session_id, signature, created_at)
 VALUES (:owner_id, :session_id, :signature, :now)
@@ -88,11 +83,6 @@ INSERT INTO imports (id, owner_id, token_id, consent_id, session_ref, kind, stat
                      created_at)
 VALUES (:id, :owner_id, :token_id, :consent_id, :session_ref, :kind, 'queued', 'queued', :since,
         :now)
-
--- name: insert_event
-INSERT INTO events (at, type, owner_external_id, token_id, import_id, data)
-VALUES (:at, :type, :owner_external_id, :token_id, :import_id, :data)
-RETURNING id
 
 -- name: token_owner
 SELECT t.owner_id, t.state FROM tokens AS t WHERE t.id = :token_id
@@ -142,45 +132,16 @@ FROM imports AS i
 LEFT JOIN owners AS o ON o.id = i.owner_id
 WHERE i.id = :id
 
--- name: mark_starting
-UPDATE imports
-SET phase = 'starting', state = 'running', started_at = COALESCE(started_at, :now),
-    default_import_attempts = default_import_attempts + 1, not_before = NULL
-WHERE id = :id
-
--- name: mark_reusing
-UPDATE imports
-SET phase = 'reusing', state = 'running', started_at = COALESCE(started_at, :now),
-    not_before = NULL
-WHERE id = :id
-
--- name: attach_session
-UPDATE imports SET session_ref = :session_ref, phase = 'ready', not_before = NULL
-WHERE id = :id
-
--- name: set_command
-UPDATE imports SET command_id = :command_id, phase = 'polling', not_before = :next_poll_at
-WHERE id = :id
-
--- name: add_poll
-UPDATE imports SET polls = polls + 1, last_poll_at = :now, not_before = :next_poll_at
-WHERE id = :id
-
--- name: defer_import
-UPDATE imports
-SET not_before = :not_before, attempts = :attempts, phase = COALESCE(:phase, phase)
-WHERE id = :id
-
 -- name: finish_import_success
 UPDATE imports
-SET state = 'successful', phase = 'done', finished_at = :now, not_before = NULL, polls = :polls,
+SET state = :state, phase = :to, finished_at = :now, not_before = NULL, polls = :polls,
     accounts = :accounts, transactions = :transactions, added = :added, modified = :modified,
     removed = :removed
 WHERE id = :id
 
 -- name: finish_import_failure
 UPDATE imports
-SET state = 'failed', phase = 'done', finished_at = :now, not_before = NULL,
+SET state = :state, phase = :to, finished_at = :now, not_before = NULL,
     polls = COALESCE(:polls, polls), error_name = :error_name, error_message = :error_message
 WHERE id = :id
 
@@ -248,9 +209,6 @@ SET transaction_on = ?, booked_on = ?, amount = ?, balance = ?, title = ?, party
     party_iban = ?, kind = ?, status = ?, labels = ?, extra = ?, last_import_id = ?,
     change_seq = ?
 WHERE id = ?
-
--- name: touch_transaction
-UPDATE transactions SET last_import_id = ? WHERE id = ?
 
 -- name: insert_tombstone
 INSERT INTO transaction_tombstones (change_seq, transaction_id, account_id, import_id, removed_at)
@@ -350,9 +308,6 @@ SELECT state, n FROM state_counts WHERE kind = 'tokens'
 -- name: count_imports
 SELECT state, n FROM state_counts WHERE kind = 'imports'
 
--- name: token_state
-SELECT state FROM tokens WHERE id = :id
-
 -- name: token_secret
 SELECT multiple_access_id FROM tokens WHERE id = :id
 
@@ -432,15 +387,6 @@ LEFT JOIN token_accounts AS ta ON ta.token_id = r.token_id
 -- name: set_plan
 UPDATE tokens SET next_refresh_at = :at, plan_reason = :reason
 WHERE id = :id AND state = 'active'
-
--- name: token_open_refresh
-SELECT t.owner_id, t.state,
-       EXISTS (
-           SELECT 1 FROM imports AS i
-           WHERE i.token_id = t.id AND i.kind = 'refresh' AND i.state IN ('queued', 'running')
-       ) AS open_refresh
-FROM tokens AS t
-WHERE t.id = :token_id
 
 -- name: clear_next_refresh
 UPDATE tokens SET next_refresh_at = NULL WHERE id = :id

@@ -12,18 +12,26 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from functools import partial
 from typing import Any
 
 from aisd.clock import iso
 from aisd.kontomatik._models import CommandFailure, ImportResult
-from aisd.store._records import ImportJob, MergeStats, NewEvent, TokenRecord, TokenState
+from aisd.store._records import (
+    ConsentIn,
+    ImportJob,
+    MergeStats,
+    NewEvent,
+    TokenRecord,
+    TokenState,
+)
 from aisd.store._requests import Fail
 
 __all__ = [
     "OWNER_MISMATCH",
     "anonymous_event_data",
+    "consent_received",
     "ended_refresh_failure",
     "failed",
     "import_failed",
@@ -43,6 +51,24 @@ __all__ = [
 ]
 
 OWNER_MISMATCH = "OwnerMismatch"
+
+
+# -- intake ------------------------------------------------------------------------------------
+
+
+def consent_received(
+    consent: ConsentIn, since: date, token_id: str | None, import_id: str, expires_at: datetime
+) -> NewEvent:
+    """``consent.received``: a consent was stored and its first import queued."""
+    data: dict[str, Any] = {
+        "target": consent.target,
+        "since": since.isoformat(),
+        "multipleAccess": token_id is not None,
+    }
+    if token_id is not None:
+        # With microseconds, as this event has always carried it.
+        data["expiresAt"] = expires_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return NewEvent("consent.received", consent.owner_external_id, token_id, import_id, data)
 
 
 # -- an import's steps ---------------------------------------------------------------------------

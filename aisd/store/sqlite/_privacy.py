@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-from aisd import events as events_of
+from aisd import events as built
 from aisd.store._data_records import ForgetOutcome
 from aisd.store._requests import PurgeOutcome
 from aisd.store.sqlite._codec import dt_in, json_in, json_out
@@ -80,7 +80,7 @@ class PrivacyMethods:
             await db.executemany(
                 Q["forget_event_update"],
                 [
-                    (json_in(events_of.anonymous_event_data(json_out(e["data"]))), e["id"])
+                    (json_in(built.anonymous_event_data(json_out(e["data"]))), e["id"])
                     for e in events
                 ],
             )
@@ -89,7 +89,7 @@ class PrivacyMethods:
                 async with db.execute(Q[name], ids) as cursor:
                     deleted += cursor.rowcount
             await db.execute(Q["forget_anonymise_tokens"], ids)
-            audit = events_of.owner_forgotten(
+            audit = built.owner_forgotten(
                 rows_deleted=deleted, token_ids=token_ids, events_stripped=len(events)
             )
             (event_id,) = await self._emit(db, [audit], now)

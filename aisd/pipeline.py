@@ -243,7 +243,6 @@ class Pipeline:
             ),
             now=self._clock.now(),
         )
-        assert lease is not None, "a started lease runs"
         self._claimer = lease.claimer
         self._lease_deadline = (
             float("inf")
@@ -262,7 +261,7 @@ class Pipeline:
             started = self._clock.monotonic()
             try:
                 renewal = LeaseRenew(self._claimer, self._config.lease_seconds)
-                renewed = await self._store.lease(renewal, now=self._clock.now()) is not None
+                renewed = await self._store.lease(renewal, now=self._clock.now())
             except StorageUnavailable:
                 continue  # the deadline runs on; sends stop when it passes
             if renewed:

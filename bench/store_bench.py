@@ -78,7 +78,6 @@ async def run_store(path: Path, txs: tuple[MoneyTransaction, ...]) -> float:
             expires_at=NOW + timedelta(days=180),
         )
         lease = await store.lease(LeaseStart(60, sole=True, max_running=8), now=NOW)
-        assert lease is not None
         [job] = await store.claim_work(lease.claimer, now=NOW)
         assert job.claim is not None
         await store.begin_access(

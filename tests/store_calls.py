@@ -375,13 +375,12 @@ async def register_claimer(
 ) -> str:
     """Start a lease; returns the claimer's id."""
     lease = await store.lease(LeaseStart(ttl_seconds, sole, max_running), now=now)
-    assert lease is not None
     return lease.claimer
 
 
 async def renew_claimer(store: _Store, claimer: str, *, now: datetime, ttl_seconds: float) -> bool:
     """Extend a lease; False when it was ended or forgotten."""
-    return await store.lease(LeaseRenew(claimer, ttl_seconds), now=now) is not None
+    return await store.lease(LeaseRenew(claimer, ttl_seconds), now=now)
 
 
 async def release_claimer(store: _Store, claimer: str, *, now: datetime) -> None:

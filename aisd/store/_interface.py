@@ -45,6 +45,9 @@ from aisd.store._requests import (
     Fail,
     ImportQuery,
     Lease,
+    LeaseEnd,
+    LeaseRenew,
+    LeaseStart,
     LeaseWrite,
     LifecycleDue,
     LifecycleWrite,
@@ -87,10 +90,19 @@ class IntakeStore(Protocol):
 class PipelineStore(Protocol):
     """The import pipeline's steps: leases, claims, the ledger and the budget, fenced steps."""
 
-    async def lease(self, write: LeaseWrite, *, now: datetime) -> Lease | None:
-        """Start, renew or end a claimer's lease. A start returns the new lease; a renewal
-        returns it, or None when it was ended or forgotten meanwhile (never renewed then); an
-        end returns None. Both carry the budget as the write found it."""
+    @overload
+    async def lease(self, write: LeaseStart, *, now: datetime) -> Lease: ...
+
+    @overload
+    async def lease(self, write: LeaseRenew, *, now: datetime) -> bool: ...
+
+    @overload
+    async def lease(self, write: LeaseEnd, *, now: datetime) -> None: ...
+
+    async def lease(self, write: LeaseWrite, *, now: datetime) -> Lease | bool | None:
+        """Start, renew or end a claimer's lease. A start returns the new lease with the
+        shared budget as it found it; a renewal returns False when the lease was ended or
+        forgotten meanwhile (it is never renewed then); an end returns None."""
         ...
 
     async def claim_work(self, claimer: str, *, now: datetime) -> list[ImportJob]:

@@ -90,8 +90,8 @@ LeaseWrite = LeaseStart | LeaseRenew | LeaseEnd
 
 @dataclass(frozen=True, slots=True)
 class Lease:
-    """A lease that runs, with the shared running-commands budget and the slots held, as the
-    write that started or renewed it found them."""
+    """A lease just started, with the shared running-commands budget and the slots held as
+    the write that started it found them."""
 
     claimer: str
     budget: Budget

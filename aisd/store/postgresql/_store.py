@@ -362,7 +362,16 @@ class PostgresStore(
 
     # -- claims and fenced steps ---------------------------------------------------------------
 
-    async def lease(self, write: LeaseWrite, *, now: datetime) -> Lease | None:
+    @overload
+    async def lease(self, write: LeaseStart, *, now: datetime) -> Lease: ...
+
+    @overload
+    async def lease(self, write: LeaseRenew, *, now: datetime) -> bool: ...
+
+    @overload
+    async def lease(self, write: LeaseEnd, *, now: datetime) -> None: ...
+
+    async def lease(self, write: LeaseWrite, *, now: datetime) -> Lease | bool | None:
         """See :meth:`aisd.store.Store.lease`. The lease runs on the database's clock (a
         lapsed one is not renewed); ending it wakes the other daemons."""
         until: datetime | None = None

@@ -40,7 +40,7 @@ from aisd.store._records import (
     TickOutcome,
     TickPlanner,
 )
-from aisd.store._requests import Fail, Lease, LeaseEnd, LeaseStart, LeaseWrite, Succeed
+from aisd.store._requests import Fail, Lease, LeaseEnd, LeaseRenew, LeaseWrite, Succeed
 from aisd.store.sqlite._codec import dt_in, dt_out, json_in, opt_dt_out
 from aisd.store.sqlite._data_codec import owners_json
 from aisd.store.sqlite._data_merge import merge
@@ -383,32 +383,28 @@ def lease(
     until: datetime | None,
     host: str,
     pid: int,
-) -> Lease | None:
+) -> Lease | bool | None:
     """Start, renew or end a lease (see :meth:`aisd.store.Store.lease`). A start takes
     ``new_claimer`` as the id; ``until`` is when a started or renewed lease runs out."""
     if isinstance(write, LeaseEnd):
         let_go_all(db, write.claimer, now=now)
         return None
     assert until is not None
-    if isinstance(write, LeaseStart):
-        claimer = new_claimer
-        register_claimer(
-            db,
-            claimer,
-            now=now,
-            lease_until=until,
-            host=host,
-            pid=pid,
-            sole=write.sole,
-            max_running=write.max_running,
-        )
-    else:
-        claimer = write.claimer
-        params = {"id": claimer, "now": dt_in(now), "lease_until": dt_in(until)}
-        if db.execute(Q["renew_claimer"], params).rowcount != 1:
-            return None
+    if isinstance(write, LeaseRenew):
+        params = {"id": write.claimer, "now": dt_in(now), "lease_until": dt_in(until)}
+        return bool(db.execute(Q["renew_claimer"], params).rowcount == 1)
+    register_claimer(
+        db,
+        new_claimer,
+        now=now,
+        lease_until=until,
+        host=host,
+        pid=pid,
+        sole=write.sole,
+        max_running=write.max_running,
+    )
     budget, held = budget_of(db)
-    return Lease(claimer, budget, held)
+    return Lease(new_claimer, budget, held)
 
 
 def fail_import(

@@ -43,7 +43,7 @@ from aisd.store._records import (
     TickPlanner,
     TokenState,
 )
-from aisd.store._requests import Fail, Lease, LeaseRenew, LeaseStart, LeaseWrite, Succeed
+from aisd.store._requests import Fail, Lease, LeaseEnd, LeaseRenew, LeaseStart, LeaseWrite, Succeed
 from aisd.store.sqlite import _steps as steps
 from aisd.store.sqlite._codec import dt_in, json_in
 from aisd.store.sqlite._data import (
@@ -293,7 +293,16 @@ class SqliteStore(
 
     # -- claims and fenced steps ---------------------------------------------------------------
 
-    async def lease(self, write: LeaseWrite, *, now: datetime) -> Lease | None:
+    @overload
+    async def lease(self, write: LeaseStart, *, now: datetime) -> Lease: ...
+
+    @overload
+    async def lease(self, write: LeaseRenew, *, now: datetime) -> bool: ...
+
+    @overload
+    async def lease(self, write: LeaseEnd, *, now: datetime) -> None: ...
+
+    async def lease(self, write: LeaseWrite, *, now: datetime) -> Lease | bool | None:
         """See :meth:`aisd.store.Store.lease`. A renewal only extends a row: no send depends
         on it being durable."""
         until: datetime | None = None

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from aisd.events import anonymous_event_data
 from aisd.kontomatik._models import ImportResult
 from aisd.rpc import RpcError
 from aisd.store import ConsentIn, NewEvent, SqliteStore, open_store
@@ -199,25 +198,3 @@ async def test_an_open_import_blocks_the_erasure(store: SqliteStore) -> None:
         await call(table, "owner.forget", ownerExternalId=GONE_OWNER)
     assert busy.value.code == -32009
     assert await sc.owner_exists(store, GONE_OWNER)
-
-
-def test_anonymous_event_data_keeps_counts_and_words_only() -> None:
-    data = {
-        "accounts": 2,
-        "added": 5,
-        "multipleAccess": True,
-        "kind": "refresh",
-        "errorName": "InvalidMultipleAccessId",
-        "errorMessage": "Konto Maria Sochacka zablokowane",
-        "target": "KontoBank",
-        "accounts_list": [GONE_IBANS[0]],
-        "reason": "PL61109010140000071219812874",
-        "since": "2025-01-31",
-    }
-    assert anonymous_event_data(data) == {
-        "accounts": 2,
-        "added": 5,
-        "multipleAccess": True,
-        "kind": "refresh",
-        "errorName": "InvalidMultipleAccessId",
-    }

@@ -10,10 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
-from aisd.events import ended_refresh_failure, warning_schedule
 from aisd.kontomatik._models import Account, CommandFailure, ImportResult
 from aisd.phases import Step
 from aisd.store import (
@@ -613,32 +610,3 @@ async def test_tokens_from_earlier_versions_get_planner_values(
         assert [t.token_id for t in await sc.warnings_due(store, now=FAR, days=DAYS)] == [
             "tok_active"
         ]
-
-
-# -- the pure rules ----------------------------------------------------------------------------
-
-
-@given(
-    st.sets(st.integers(min_value=1, max_value=60), max_size=6),
-    st.sets(st.integers(min_value=1, max_value=60), max_size=6),
-    st.integers(min_value=-100 * 24 * 60, max_value=100 * 24 * 60),
-)
-def test_warning_schedule_rule(days: set[int], warned: set[int], offset: int) -> None:
-    now = FAR + timedelta(minutes=offset)
-    due, next_at = warning_schedule(FAR, days, warned, now)
-    pending = days - warned
-    assert due == sorted((d for d in pending if FAR - timedelta(days=d) <= now), reverse=True)
-    if pending:
-        assert next_at == FAR - timedelta(days=max(pending))
-        # Nothing due means the next threshold lies ahead: a candidate is never pushed back.
-        assert bool(due) == (next_at <= now)
-    else:
-        assert next_at is None
-
-
-def test_ended_refresh_failure_names() -> None:
-    assert [ended_refresh_failure(s).name for s in TokenState if s != TokenState.ACTIVE] == [
-        "TokenReauthRequired",
-        "TokenRevoked",
-        "TokenExpired",
-    ]

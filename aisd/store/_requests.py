@@ -126,8 +126,9 @@ class Fail:
         reauth_required: upstream declared the token dead: it leaves ``active``.
         deferred_until: upstream refused the Reuse on the account's limit until then.
         pause_refreshes: the token plans no refresh until someone acts (a refused reply).
-        token_event: appended when the write changed the token (``token.reauth_required``
-            once, ``quota.deferred``, ``token.refresh_paused`` once).
+        token_event: appended when the write changed the token: ``token.reauth_required``
+            once, as it leaves ``active``; ``quota.deferred``; ``token.refresh_paused`` while
+            it is active.
         refused_reply: the reply kept for inspection (gzip-compressed), never merged.
         owner_echo: the ``ownerExternalId`` the final reply echoed, recorded with the end.
     """

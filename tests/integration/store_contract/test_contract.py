@@ -3,22 +3,31 @@ budget, the quota section under races, uniqueness, and feed ordering."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import anyio
 import pytest
 
+from aisd import events
+from aisd.kontomatik._models import CommandFailure
 from aisd.phases import Step
 from aisd.planner import Rules
 from aisd.refresh import Refresher
 from aisd.store import (
     AccessKind,
+    ConflictError,
     ConsentIn,
     LeaseLost,
+    NotFoundError,
     QuotaAnswer,
     SqliteStore,
     StepWrite,
     SubmitOutcome,
+    TokenEnd,
+    TokenState,
+    TokenWarned,
+    WarningRescheduled,
 )
 from tests import store_calls as sc
 from tests.integration.data_helpers import consent_import, result
@@ -303,3 +312,111 @@ async def test_a_batch_of_new_consents_and_repeats_gives_what_lone_submits_give(
         assert event.type == "consent.received"
         assert event.owner_external_id == consent.owner_external_id
         assert event.data["multipleAccess"] is (consent.multiple_access_id is not None)
+
+
+# -- the domain decides, the store records ---------------------------------------------------
+
+
+async def test_lifecycle_writes_apply_once_and_append_what_they_are_given(
+    backend: SqliteStore,
+) -> None:
+    _, token_id = await consent_import(backend, "life", 1, result({"PL01": ()}), now=T0)
+    assert token_id is not None
+    refresh = await backend.queue_refresh(token_id, now=T0, since=T0.date())
+    assert isinstance(refresh, str)
+    [token] = await backend.list_tokens(token_ids=[token_id])
+    head = await sc.last_event_id(backend)
+    warned = TokenWarned(token_id, 7, events.token_expiring(token, 7))
+    moved = WarningRescheduled(token_id, T0 + timedelta(days=100))
+    assert await backend.record_lifecycle([warned, moved, warned], now=T0) == [True, True, False]
+    failure = events.ended_refresh_failure(TokenState.REVOKED)
+    end = TokenEnd(
+        token_id,
+        TokenState.REVOKED,
+        "test",
+        events.token_ended(token, TokenState.REVOKED, "test"),
+        failure,
+    )
+    assert await backend.record_lifecycle([end], now=T0) == [True]
+    assert await backend.record_lifecycle([end, warned], now=T0) == [False, False]
+    appended = await sc.list_events(backend, after=head, limit=10)
+    assert [(e.type, e.import_id) for e in appended] == [
+        ("token.expiring", None),
+        ("token.revoked", None),
+        ("import.failed", refresh),
+    ]
+    assert appended[2].data == {
+        "errorName": "TokenRevoked",
+        "errorMessage": failure.message,
+        "polls": 0,
+    }
+    [ended] = await backend.list_tokens(token_ids=[token_id])
+    assert (ended.state, ended.warned_days) == (TokenState.REVOKED, (7,))
+    with pytest.raises(NotFoundError):
+        await backend.record_lifecycle([replace(end, token_id="tok_nope")], now=T0)
+
+
+async def test_a_refusal_fails_the_import_keeps_the_reply_and_pauses_the_token(
+    backend: SqliteStore,
+) -> None:
+    _, token_id = await consent_import(backend, "fail", 1, result({"PL01": ()}), now=T0)
+    assert token_id is not None
+    claimer = await _claimer(backend)
+    appended_types: list[list[str]] = []
+    for attempt in range(2):
+        refresh = await backend.queue_refresh(token_id, now=T0, since=T0.date())
+        assert isinstance(refresh, str), attempt
+        [job] = await backend.claim_work(claimer, now=T0)
+        head = await sc.last_event_id(backend)
+        write = events.refused(job, CommandFailure("UnexpectedReply", "?"), b"gz-reply")
+        assert await backend.advance(claim_of(job), write, now=T0) == []
+        appended_types.append([e.type for e in await sc.list_events(backend, after=head, limit=9)])
+        assert await sc.refused_reply(backend, refresh) == ("UnexpectedReply", b"gz-reply")
+    assert appended_types == [["import.failed", "token.refresh_paused"]] * 2
+    [token] = await backend.list_tokens(token_ids=[token_id])
+    assert (token.state, token.plan_reason, token.failures) == (
+        TokenState.ACTIVE,
+        "refresh_paused",
+        2,
+    )
+    # A dead token leaves active with its event; nothing refreshes it any more.
+    refresh = await backend.queue_refresh(token_id, now=T0, since=T0.date())
+    assert isinstance(refresh, str)
+    [job] = await backend.claim_work(claimer, now=T0)
+    head = await sc.last_event_id(backend)
+    dead = events.failed(job, CommandFailure("InvalidMultipleAccessId", "dead"))
+    reauth = events.token_reauth_required(job, "InvalidMultipleAccessId")
+    await backend.advance(
+        claim_of(job), replace(dead, reauth_required=True, token_event=reauth), now=T0
+    )
+    types = [e.type for e in await sc.list_events(backend, after=head, limit=9)]
+    assert types == ["import.failed", "token.reauth_required"]
+    [token] = await backend.list_tokens(token_ids=[token_id])
+    assert (token.state, token.state_reason) == (
+        TokenState.REAUTH_REQUIRED,
+        "InvalidMultipleAccessId",
+    )
+    with pytest.raises(ConflictError):
+        await backend.queue_refresh(token_id, now=T0, since=T0.date())
+
+
+async def test_reads_return_the_head_with_their_page(backend: SqliteStore) -> None:
+    for n in range(3):
+        await consent_import(backend, f"reader-{n}", n, result({f"PL0{n}": ()}), now=T0, raw=b"r")
+    page = await backend.events(after=1, limit=2)
+    assert ([e.id for e in page.events], page.head) == ([2, 3], await sc.last_event_id(backend))
+    assert page.head > 3
+    owners = await sc.replay_owners(backend)
+    assert owners == ["reader-0", "reader-1", "reader-2"]
+    batch = await backend.raw_replies(after_owner="reader-0")
+    assert batch is not None
+    assert (batch.owner_external_id, [r[2] for r in batch.replies]) == ("reader-1", [b"r"])
+    status = await backend.status(
+        now=T0 + timedelta(hours=1), expiring_within=timedelta(days=7), stale_after=timedelta(1)
+    )
+    assert (status.tokens["active"], status.imports["successful"]) == (3, 3)
+    assert (status.event_head, status.failed_last_hour) == (page.head, 0)
+    view = await backend.owner("reader-1")
+    assert view is not None
+    assert [a.iban for a in view.accounts] == ["PL01"]
+    assert await backend.owner("nobody") is None

@@ -94,27 +94,28 @@ def record_lifecycle(
     return out
 
 
+def _due(db: sqlite3.Connection, *, now: datetime) -> LifecycleDue:
+    ts = dt_in(now)
+    expired_ids = [row["id"] for row in rows(db, "tokens_past_expiry", {"now": ts})]
+    expired: list[sqlite3.Row] = []
+    if expired_ids:
+        params = {"token_ids": json_in(expired_ids), "owner_external_id": None, "state": None}
+        by_id = {row["token_id"]: row for row in rows(db, "token_records_by_ids", params)}
+        expired = [by_id[token_id] for token_id in expired_ids if token_id in by_id]
+    return LifecycleDue(
+        expired=tuple(token_record(row) for row in expired),
+        warnable=tuple(token_record(row) for row in rows(db, "warning_candidates", {"now": ts})),
+    )
+
+
 class LifecycleMethods:
     """``lifecycle_due`` and ``record_lifecycle``, mixed into both stores."""
 
     async def lifecycle_due(self: _Core, *, now: datetime) -> LifecycleDue:
-        """See :meth:`aisd.store.Store.lifecycle_due`. Read on the reader: most ticks find
-        nothing due."""
-        db, ts = self._reader, dt_in(now)
-        expired_ids = [
-            row["id"] for row in await db.execute_fetchall(Q["tokens_past_expiry"], {"now": ts})
-        ]
-        expired: list[sqlite3.Row] = []
-        if expired_ids:
-            params = {"token_ids": json_in(expired_ids), "owner_external_id": None, "state": None}
-            found = await db.execute_fetchall(Q["token_records_by_ids"], params)
-            by_id = {row["token_id"]: row for row in found}
-            expired = [by_id[token_id] for token_id in expired_ids if token_id in by_id]
-        warnable = await db.execute_fetchall(Q["warning_candidates"], {"now": ts})
-        return LifecycleDue(
-            expired=tuple(token_record(row) for row in expired),
-            warnable=tuple(token_record(row) for row in warnable),
-        )
+        """See :meth:`aisd.store.Store.lifecycle_due`. Read inside a write transaction, as
+        the expiry it leads to is written: a database that takes no writes fails the tick
+        here, so the planner goes stale (and the watchdog says so) instead of looking well."""
+        return await self._run(partial(_due, now=now))
 
     async def record_lifecycle(
         self: _Core, writes: Sequence[LifecycleWrite], *, now: datetime

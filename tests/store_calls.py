@@ -13,7 +13,7 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
-from typing import Any, Protocol, TypeVar, cast
+from typing import Protocol, TypeVar, cast
 
 from aisd import events
 from aisd.kontomatik._models import CommandFailure, ImportResult, ModelScore
@@ -46,9 +46,6 @@ from aisd.store import (
     TokenState,
     TokenWarned,
     WarningRescheduled,
-    WebhookAdvance,
-    WebhookCursor,
-    WebhookFailed,
     WebhookRegister,
 )
 from aisd.store import Store as _Store
@@ -146,12 +143,6 @@ async def transactions(store: _Store, owner: str, iban: str) -> list[StoredTrans
     return [t for a in view.accounts if a.iban == iban for t in a.transactions]
 
 
-async def account_owners(store: _Store, owner: str) -> dict[str, list[Any]]:
-    """Every owner block of each account of the owner, by IBAN."""
-    view = await store.owner(owner)
-    return {} if view is None else {a.iban: list(a.owners) for a in view.accounts}
-
-
 async def credit_cards(store: _Store, owner: str) -> list[dict[str, object]]:
     """The owner's credit cards with their latest details and ``key``."""
     view = await store.owner(owner)
@@ -244,11 +235,6 @@ async def raw_replies(store: _Store, owner: str) -> list[tuple[str, date, bytes]
 async def purge_raw_replies(store: _Store, *, older_than: datetime) -> int:
     """Delete raw replies of imports finished before ``older_than``."""
     return (await store.purge(transactions_before=None, raw_before=older_than)).raw_replies
-
-
-async def purge_transactions(store: _Store, *, before: date) -> int:
-    """Delete merged transactions dated before ``before``."""
-    return (await store.purge(transactions_before=before, raw_before=None)).transactions
 
 
 # -- tokens ----------------------------------------------------------------------------------
@@ -519,31 +505,3 @@ async def refuse_foreign_owner(
 async def webhook_register(store: _Store, urls: Sequence[str], *, now: datetime) -> None:
     """Give each new endpoint a cursor at the feed's end."""
     await store.webhook_write(WebhookRegister(tuple(urls)), now=now)
-
-
-async def webhook_cursors(store: _Store, urls: Sequence[str]) -> list[WebhookCursor]:
-    """The delivery state of the registered endpoints among ``urls``."""
-    return await store.webhook_cursors(urls)
-
-
-async def webhook_advance(
-    store: _Store, url: str, *, expected: int, cursor: int, now: datetime | None
-) -> bool:
-    """Move a cursor on (``now``: a delivery's success)."""
-    write = WebhookAdvance(url, expected, cursor, delivered=now is not None)
-    return await store.webhook_write(write, now=now or datetime.now().astimezone())
-
-
-async def webhook_failed(
-    store: _Store,
-    url: str,
-    *,
-    expected: int,
-    attempts: int,
-    next_attempt_at: datetime,
-    error: str,
-    now: datetime,
-) -> bool:
-    """Record a failed attempt."""
-    write = WebhookFailed(url, expected, attempts, next_attempt_at, error)
-    return await store.webhook_write(write, now=now)

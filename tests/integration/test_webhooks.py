@@ -98,7 +98,7 @@ async def wait_cursor(store: WatchedStore, url: str, cursor: int) -> None:
     with anyio.fail_after(10):
         while True:
             written = store.written
-            if (await sc.webhook_cursors(store, [url]))[0].cursor == cursor:
+            if (await store.webhook_cursors([url]))[0].cursor == cursor:
                 return
             await written.wait()
 
@@ -162,7 +162,7 @@ async def test_failures_hold_back_later_events_and_nothing_is_dropped(store: Wat
     assert first_seven == [ids[0]] * 7
     # Redirects are not followed: the Location was never asked.
     assert {r.url.host for r in receiver.requests} == {"hooks.test"}
-    (state,) = await sc.webhook_cursors(store, [URL])
+    (state,) = await store.webhook_cursors([URL])
     assert state.attempts == 0
     assert state.last_error is not None
     assert "HTTP" in state.last_error
@@ -327,7 +327,7 @@ async def test_an_answer_that_never_completes_is_a_timeout(store: WatchedStore) 
         assert await receiver.wait_for("hooks.test", 1) == ids
         await wait_cursor(store, URL, ids[0])
         tg.cancel_scope.cancel()
-    (state,) = await sc.webhook_cursors(store, [URL])
+    (state,) = await store.webhook_cursors([URL])
     assert state.last_error == "Timeout: no complete answer within 0.3 s"
 
 

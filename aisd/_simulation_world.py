@@ -15,7 +15,6 @@ import anyio
 from aisd import usecases
 from aisd._simulation import ConsentPlan, next_on_grid
 from aisd.clock import VirtualClock
-from aisd.metrics import EXPIRING_WITHIN, STALE_AFTER
 from aisd.sandbox import MintedConsent, Sandbox
 from aisd.store import ConsentIn, Store, TokenState
 from aisd.wiring import Core, Hooks
@@ -168,10 +167,7 @@ class World:
         return sorted(moments)
 
     async def _token_states(self) -> dict[str, int]:
-        status = await self._store.status(
-            now=self._clock.now(), expiring_within=EXPIRING_WITHIN, stale_after=STALE_AFTER
-        )
-        return status.tokens
+        return (await self._store.status(now=self._clock.now())).tokens
 
     async def _next_not_before(self, now: datetime) -> datetime:
         """The earliest future ``not_before`` of a waiting import: the daemon's pipeline

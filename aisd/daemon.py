@@ -32,7 +32,7 @@ from aisd.cluster import Leadership
 from aisd.housekeeping import housekeep
 from aisd.instance import InstanceLocked, instance_lock
 from aisd.logs import event_level
-from aisd.metrics import EXPIRING_WITHIN, STALE_AFTER, Metrics
+from aisd.metrics import Metrics
 from aisd.operations import Operations
 from aisd.pipeline import Pipeline
 from aisd.refresh import Refresher
@@ -297,11 +297,7 @@ async def _planner(
                     began = time.monotonic()
                     report = await refresher.tick()
                     metrics.planner_ticked(time.monotonic() - began)
-                    status = await store.status(
-                        now=datetime.now(UTC),
-                        expiring_within=EXPIRING_WITHIN,
-                        stale_after=STALE_AFTER,
-                    )
+                    status = await store.status(now=datetime.now(UTC))
                 except StorageUnavailable:
                     # Alive, not wedged (a restart would not free the disk): the store logs
                     # it, rate-limited, and the next tick tries again.

@@ -322,8 +322,8 @@ class Metrics:
             self.queue_depth.labels(kind.value).set(
                 ops.open_imports.get((kind.value, ImportState.QUEUED.value), 0)
             )
-        self.tokens_expiring.set(ops.tokens_expiring)
-        self.tokens_stale.set(ops.tokens_stale)
+        self.tokens_expiring.set(ops.tokens_expiring or 0)
+        self.tokens_stale.set(ops.tokens_stale or 0)
         self.failed_last_hour.set(failed)
         self.last_success.set(0 if last_success is None else last_success.timestamp())
         self.feed_head.set(head)

@@ -12,7 +12,7 @@ prints:
 * population time;
 * ``Refresher.tick()`` against the real store when nothing is due and when ~100 and ~500
   tokens are due (ms per tick and per due token, and the tick's CPU time in this process), and
-  ``store.counts()``, which the daemon runs after every tick for its ``STATUS=`` line;
+  ``store.status()``, which the daemon runs after every tick for its ``STATUS=`` line;
 * the daemon (``python -m aisd run --sandbox``): seconds from spawn to ``READY=1`` (a fake
   ``$NOTIFY_SOCKET``) and to the first ``daemon.status`` answer, RSS after start and after a
   few 1 s ticks, one ``daemon.status`` round trip;
@@ -53,7 +53,6 @@ import structlog
 from aisd.client import Client, DaemonUnavailable
 from aisd.clock import SystemClock
 from aisd.kontomatik import KontomatikClient
-from aisd.metrics import EXPIRING_WITHIN, STALE_AFTER
 from aisd.planner import Rules
 from aisd.refresh import Refresher, TickReport
 from aisd.sandbox import DEFAULT_API_KEY, Sandbox, SandboxApp, SandboxConfig
@@ -300,7 +299,7 @@ class TickFigures:
     due_cpu_ms: dict[int, list[float]]
     due_found: dict[int, list[int]]
     queued: dict[int, list[int]]
-    counts_ms: float
+    status_ms: float
 
     def due_median_ms(self, k: int) -> float:
         """The median tick time with ``k`` tokens due."""
@@ -317,7 +316,7 @@ async def measure_ticks(
     path: Path, due_sizes: tuple[int, ...] = (100, 500), *, rounds: int = 3
 ) -> TickFigures:
     """Time ticks with nothing due, then ``rounds`` ticks with each of ``due_sizes`` tokens
-    due (the next ones planned: cold pages and fsyncs vary), and ``store.counts()``. Leaves
+    due (the next ones planned: cold pages and fsyncs vary), and ``store.status()``. Leaves
     the due tokens' refreshes queued."""
     sandbox = Sandbox(SandboxConfig(api_key=DEFAULT_API_KEY))
     transport = httpx.ASGITransport(app=SandboxApp(sandbox))
@@ -352,9 +351,7 @@ async def measure_ticks(
         counts = []
         for _ in range(3):
             began = time.perf_counter()
-            await store.status(
-                now=clock.now(), expiring_within=EXPIRING_WITHIN, stale_after=STALE_AFTER
-            )
+            await store.status(now=clock.now())
             counts.append((time.perf_counter() - began) * 1000)
     return TickFigures(
         statistics.median(idle), due_ms, due_cpu_ms, found, queued, statistics.median(counts)
@@ -545,7 +542,7 @@ def measure_size(n: int, idle_seconds: float, workdir: Path) -> SizeFigures:
         flush=True,
     )
     ticks = anyio.run(measure_ticks, db, backend="asyncio")
-    print(f"tick, nothing due: {ticks.idle_ms:.2f} ms; store.counts(): {ticks.counts_ms:.1f} ms")
+    print(f"tick, nothing due: {ticks.idle_ms:.2f} ms; store.status(): {ticks.status_ms:.1f} ms")
     for k, times in ticks.due_ms.items():
         ms, found = ticks.due_median_ms(k), max(ticks.due_found[k])
         print(
@@ -582,7 +579,7 @@ def _compare(small: SizeFigures, large: SizeFigures) -> None:
             for k in small.ticks.due_ms
             if k in large.ticks.due_ms
         ],
-        ("store.counts() ms", small.ticks.counts_ms, large.ticks.counts_ms),
+        ("store.status() ms", small.ticks.status_ms, large.ticks.status_ms),
         ("start to status s", small.busy.status_s, large.busy.status_s),
         ("RSS at start MiB", small.busy.rss_start_mib, large.busy.rss_start_mib),
         ("RSS after ticks MiB", small.busy.rss_after_mib, large.busy.rss_after_mib),

@@ -49,7 +49,6 @@ import structlog
 
 import aisd.pipeline
 from aisd.kontomatik import Command, KontomatikClient
-from aisd.metrics import EXPIRING_WITHIN, STALE_AFTER
 from aisd.pipeline import Pipeline, PipelineConfig
 from aisd.sandbox import DEFAULT_API_KEY, Sandbox, SandboxApp, SandboxConfig
 from aisd.store import ConsentIn, ImportState, Store, open_store
@@ -228,10 +227,7 @@ class Figures:
 
 async def _imports(store: Store) -> dict[str, int]:
     """Imports by state."""
-    status = await store.status(
-        now=datetime.now(UTC), expiring_within=EXPIRING_WITHIN, stale_after=STALE_AFTER
-    )
-    return status.imports
+    return (await store.status(now=datetime.now(UTC))).imports
 
 
 async def run_one(duration: float, consents: int, seed: int) -> Figures:

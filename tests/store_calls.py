@@ -55,9 +55,6 @@ from aisd.store.sqlite._steps import budget_of
 from aisd.store.sqlite._sync import emit, rows
 
 T = TypeVar("T")
-# daemon.status's windows, as /metrics asks for them.
-_EXPIRING = timedelta(days=7)
-_STALE = timedelta(days=1)
 
 
 class _Runs(Protocol):
@@ -183,8 +180,7 @@ async def append_events(store: _Store, new: Sequence[NewEvent], *, now: datetime
 
 async def status(store: _Store, now: datetime | None = None) -> StoreStatus:
     """daemon.status's counts at ``now`` (the wall clock by default)."""
-    at = now or datetime.now().astimezone()
-    return await store.status(now=at, expiring_within=_EXPIRING, stale_after=_STALE)
+    return await store.status(now=now or datetime.now().astimezone())
 
 
 async def counts(store: _Store) -> dict[str, dict[str, int]]:

@@ -18,7 +18,6 @@ from typing import Any
 from aisd import __version__, usecases
 from aisd.clock import Clock, iso
 from aisd.kontomatik import ModelScore
-from aisd.metrics import EXPIRING_WITHIN, STALE_AFTER
 from aisd.refresh import Refresher, RefreshRefused
 from aisd.rpc import BUSY, CONFLICT, NOT_FOUND, Handler, Params, Peer, RpcError
 from aisd.rpc import catalog as P
@@ -219,9 +218,7 @@ def core_methods(services: Services) -> dict[str, Handler]:
         }
 
     async def daemon_status(params: Params, peer: Peer) -> object:
-        status = await store.status(
-            now=services.clock.now(), expiring_within=EXPIRING_WITHIN, stale_after=STALE_AFTER
-        )
+        status = await store.status(now=services.clock.now())
         counts = {"tokens": status.tokens, "imports": status.imports}
         last_import, failed = status.last_success_at, status.failed_last_hour
         return {

@@ -277,11 +277,16 @@ class ReadStore(Protocol):
         ...
 
     async def status(
-        self, *, now: datetime, expiring_within: timedelta, stale_after: timedelta
+        self,
+        *,
+        now: datetime,
+        expiring_within: timedelta | None = None,
+        stale_after: timedelta | None = None,
     ) -> StoreStatus:
         """The counts of ``daemon.status`` and /metrics: tokens and imports by state, recent
-        activity, open imports by kind and state, active tokens expiring before
-        ``now + expiring_within`` and those without an import since ``now - stale_after``."""
+        activity, open imports by kind and state, and, when asked for (/metrics), active
+        tokens expiring before ``now + expiring_within`` and those without an import since
+        ``now - stale_after``."""
         ...
 
     async def raw_replies(self, *, after_owner: str | None) -> ReplayBatch | None:

@@ -262,8 +262,10 @@ class StoreStatus:
         last_success_at: the newest successful import's end (within 30 days).
         failed_last_hour: imports that failed in the last hour.
         open_imports: ``{(kind, state): n}`` of queued and running imports.
-        tokens_expiring: active tokens whose access ends within the window asked for.
-        tokens_stale: active tokens without a successful import within the age asked for.
+        tokens_expiring: active tokens whose access ends within the window asked for (None:
+            not asked for).
+        tokens_stale: active tokens without a successful import within the age asked for
+            (None: not asked for; a scan of the active tokens' last imports).
         event_head: the newest event's id (0 for an empty feed).
     """
 
@@ -272,8 +274,8 @@ class StoreStatus:
     last_success_at: datetime | None
     failed_last_hour: int
     open_imports: dict[tuple[str, str], int]
-    tokens_expiring: int
-    tokens_stale: int
+    tokens_expiring: int | None
+    tokens_stale: int | None
     event_head: int
 
 

@@ -148,7 +148,11 @@ class ReadMethods:
         return EventPage(events, max([newest, *(e.id for e in events)]))
 
     async def status(
-        self: DataCore, *, now: datetime, expiring_within: timedelta, stale_after: timedelta
+        self: DataCore,
+        *,
+        now: datetime,
+        expiring_within: timedelta | None = None,
+        stale_after: timedelta | None = None,
     ) -> StoreStatus:
         """See :meth:`aisd.store.Store.status`; every state is present, zero when unused."""
         db = self._reader
@@ -170,10 +174,13 @@ class ReadMethods:
             (str(row["kind"]), str(row["state"])): int(row["n"])
             for row in await fetch(db, "metrics_open_imports")
         }
-        expiring = await scalar(
-            db, "metrics_tokens_expiring", {"until": dt_in(now + expiring_within)}
-        )
-        stale = await scalar(db, "metrics_tokens_stale", {"cutoff": dt_in(now - stale_after)})
+        expiring = stale = None
+        if expiring_within is not None:
+            until = {"until": dt_in(now + expiring_within)}
+            expiring = int(await scalar(db, "metrics_tokens_expiring", until) or 0)
+        if stale_after is not None:
+            cutoff = {"cutoff": dt_in(now - stale_after)}
+            stale = int(await scalar(db, "metrics_tokens_stale", cutoff) or 0)
         head = await scalar(db, "last_event_id")
         return StoreStatus(
             tokens=tokens,
@@ -181,8 +188,8 @@ class ReadMethods:
             last_success_at=opt_dt_out(recent["last_success"]),
             failed_last_hour=int(recent["failed_last_hour"]),
             open_imports=open_imports,
-            tokens_expiring=int(expiring or 0),
-            tokens_stale=int(stale or 0),
+            tokens_expiring=expiring,
+            tokens_stale=stale,
             event_head=int(head or 0),
         )
 

@@ -143,9 +143,13 @@ def success_extras(result: ImportResult) -> dict[str, Any]:
 
 
 def _succeeded(
-    job: ImportJob, result: ImportResult, polls: int, now: datetime, stats: MergeStats
+    job: ImportJob,
+    result: ImportResult,
+    polls: int,
+    now: datetime,
+    stats: MergeStats,
+    started: datetime,
 ) -> NewEvent:
-    started = job.started_at or job.created_at
     data = {
         "accounts": stats.accounts,
         "transactions": stats.transactions,
@@ -160,9 +164,9 @@ def _succeeded(
 
 def import_succeeded(
     job: ImportJob, result: ImportResult, *, polls: int, now: datetime
-) -> Callable[[MergeStats], NewEvent]:
-    """``import.succeeded`` once the merge's counts are known: what the merge did and how long
-    the import took (from its first Default Import, ``job.started_at``)."""
+) -> Callable[[MergeStats, datetime], NewEvent]:
+    """``import.succeeded`` once the merge's counts and the import's recorded start are known:
+    what the merge did and how long the import took."""
     return partial(_succeeded, job, result, polls, now)
 
 

@@ -476,21 +476,19 @@ class Pipeline:
         claim = self._claim(job)
         resolving = job.phase == ImportPhase.STARTING
         stay = job.phase if job.phase != ImportPhase.QUEUED else ImportPhase.READY
-        sent_at = self._clock.now()
         access = await self._store.begin_access(
             claim,
             AccessKind.DEFAULT_IMPORT,
-            now=sent_at,
+            now=self._clock.now(),
             token_id=job.token_id,
             session_id=session.session_id,
             event=events.import_started(job) if job.default_import_attempts == 0 else None,
         )
         assert isinstance(access, int)
-        # Recorded as sent: the import now stands in phase starting, started at its first.
+        # Recorded as sent: the import now stands in phase starting.
         job = replace(
             job,
             phase=ImportPhase.STARTING,
-            started_at=job.started_at or sent_at,
             default_import_attempts=job.default_import_attempts + 1,
         )
         self._check_lease(job)

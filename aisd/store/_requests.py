@@ -106,13 +106,14 @@ class Succeed:
     """A claimed import's result, stored in one transaction: owners' and accounts' latest
     details, the merge (``coverage_start`` is where this import's truth begins), the kept
     raw reply (gzip-compressed), the import's end (``successful``, its slot freed), the
-    token's last import and accounts, and ``event`` built from the merge's counts."""
+    token's last import and accounts, and ``event`` built from the merge's counts and the
+    import's recorded start (its first Reuse or Default Import; its creation when none)."""
 
     result: ImportResult
     raw_reply: bytes | None
     coverage_start: date
     polls: int
-    event: Callable[[MergeStats], NewEvent]
+    event: Callable[[MergeStats, datetime], NewEvent]
 
 
 @dataclass(frozen=True, slots=True)

@@ -64,9 +64,10 @@ def test_import_events_carry_their_import() -> None:
     assert failed.data == {"errorName": "BankDown", "errorMessage": FAILURE.message, "polls": 2}
 
 
-def test_success_event_counts_the_merge_and_times_from_the_first_default_import() -> None:
+def test_success_event_counts_the_merge_and_times_from_the_recorded_start() -> None:
     build = events.import_succeeded(JOB, ImportResult(), polls=4, now=T0 + timedelta(seconds=70))
-    event = build(MergeStats(accounts=1, transactions=9, added=5, modified=1, removed=2))
+    stats = MergeStats(accounts=1, transactions=9, added=5, modified=1, removed=2)
+    event = build(stats, T0 + timedelta(seconds=10))
     assert event.type == "import.succeeded"
     assert event.data == {
         "accounts": 1,

@@ -511,7 +511,8 @@ def finish_success(
             Q["insert_token_account"],
             [{"token_id": token_id, "iban": a.iban, "now": ts} for a in result.accounts],
         )
-    emit(db, [write.event(stats)], now)
+    started = dt_out(imp["started_at"] or imp["created_at"])
+    emit(db, [write.event(stats, started)], now)
     return stats
 
 

@@ -299,7 +299,7 @@ class TickFigures:
     due_cpu_ms: dict[int, list[float]]
     due_found: dict[int, list[int]]
     queued: dict[int, list[int]]
-    status_ms: float
+    counts_ms: float
 
     def due_median_ms(self, k: int) -> float:
         """The median tick time with ``k`` tokens due."""
@@ -542,7 +542,7 @@ def measure_size(n: int, idle_seconds: float, workdir: Path) -> SizeFigures:
         flush=True,
     )
     ticks = anyio.run(measure_ticks, db, backend="asyncio")
-    print(f"tick, nothing due: {ticks.idle_ms:.2f} ms; store.status(): {ticks.status_ms:.1f} ms")
+    print(f"tick, nothing due: {ticks.idle_ms:.2f} ms; store.status(): {ticks.counts_ms:.1f} ms")
     for k, times in ticks.due_ms.items():
         ms, found = ticks.due_median_ms(k), max(ticks.due_found[k])
         print(
@@ -579,7 +579,7 @@ def _compare(small: SizeFigures, large: SizeFigures) -> None:
             for k in small.ticks.due_ms
             if k in large.ticks.due_ms
         ],
-        ("store.status() ms", small.ticks.status_ms, large.ticks.status_ms),
+        ("store.status() ms", small.ticks.counts_ms, large.ticks.counts_ms),
         ("start to status s", small.busy.status_s, large.busy.status_s),
         ("RSS at start MiB", small.busy.rss_start_mib, large.busy.rss_start_mib),
         ("RSS after ticks MiB", small.busy.rss_after_mib, large.busy.rss_after_mib),

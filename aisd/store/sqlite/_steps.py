@@ -2,9 +2,9 @@
 database thread in one crossing (see :mod:`aisd.store.sqlite._sync`).
 
 Claims, fenced steps, slot rows, the budget and the quota section. Phases come from the pure
-step table :mod:`aisd.phases`; event payloads from its builders. SQLite has one writer, so
-``BEGIN IMMEDIATE`` is the quota section's lock; a backend with concurrent writers locks the
-accounts the token reaches instead.
+step table :mod:`aisd.phases`; events come built with the writes (:mod:`aisd.events`). SQLite
+has one writer, so ``BEGIN IMMEDIATE`` is the quota section's lock; a backend with concurrent
+writers locks the accounts the token reaches instead.
 """
 
 from __future__ import annotations

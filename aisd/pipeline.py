@@ -121,6 +121,14 @@ class _Release:
     error: Exception | None = None
 
 
+def _sends_at_once(job: ImportJob) -> bool:
+    """Whether a claimed import's first step is a write and then a request sent at once (what
+    a handoff waits for): not one adopted mid-poll or waiting for its next step."""
+    return job.phase in (ImportPhase.QUEUED, ImportPhase.READY, ImportPhase.STARTING) and (
+        job.phase == ImportPhase.QUEUED or job.not_before is None
+    )
+
+
 async def _released(release: _Release | None) -> None:
     """Wait for a begun hand-over (the import's next write must follow it); raise its error."""
     if release is None:
@@ -843,7 +851,8 @@ class Pipeline:
         self._active.discard(job.import_id)
         assert self._tg is not None
         for other in handed:
-            self._handoffs.add(other.import_id)
+            if _sends_at_once(other):
+                self._handoffs.add(other.import_id)
             self._start(self._tg, other)
 
     def _handoff_done(self, import_id: str) -> None:

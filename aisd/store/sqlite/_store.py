@@ -109,9 +109,18 @@ class SqliteStore(
     """The daemon's durable state in one SQLite file. Open it with :func:`open_store`."""
 
     def __init__(
-        self, writer: aiosqlite.Connection, reader: aiosqlite.Connection, path: Path
+        self,
+        writer: aiosqlite.Connection,
+        reader: aiosqlite.Connection,
+        path: Path,
+        *,
+        scratch: bool = False,
     ) -> None:
         self._writer = writer
+        # A scratch database is thrown away, so nothing in it need survive a crash: it runs
+        # with synchronous=OFF, which a claim's toggling back to FULL after its commit must
+        # not undo (every commit is "durable" there, and none waits for the disk).
+        self._scratch = scratch
         self._reader = reader
         self._lock = anyio.Lock()
         self._short_waiting = 0
@@ -283,7 +292,7 @@ class SqliteStore(
                     self._short_waiting -= 1
                     if not self._short_waiting:
                         self._no_short_waiting.set()
-            body = transaction(fn, durable=durable)
+            body = transaction(fn, durable=durable or self._scratch)
 
             def counted(db: sqlite3.Connection) -> tuple[T, bool]:
                 before = db.total_changes
@@ -586,6 +595,8 @@ async def _open(path: Path, *, scratch: bool) -> SqliteStore:
     writer = await _connect(path, scratch=scratch)
     try:
         await writer.executescript(Q["writer_pragmas"])
+        if scratch:
+            await writer.executescript(Q["scratch_pragmas"])
         writer.row_factory = sqlite3.Row
         reader = await _connect(path, scratch=scratch)
     except BaseException:
@@ -598,7 +609,7 @@ async def _open(path: Path, *, scratch: bool) -> SqliteStore:
         await reader.close()
         await writer.close()
         raise
-    return SqliteStore(writer, reader, path)
+    return SqliteStore(writer, reader, path, scratch=scratch)
 
 
 class _Opening:

@@ -120,9 +120,18 @@ class SqliteStore(
     """The daemon's durable state in one SQLite file. Open it with :func:`open_store`."""
 
     def __init__(
-        self, writer: aiosqlite.Connection, reader: aiosqlite.Connection, path: Path
+        self,
+        writer: aiosqlite.Connection,
+        reader: aiosqlite.Connection,
+        path: Path,
+        *,
+        scratch: bool = False,
     ) -> None:
         self._writer = writer
+        # A scratch database is thrown away, so nothing in it need survive a crash: it runs
+        # with synchronous=OFF, which a claim's toggling back to FULL after its commit must
+        # not undo (every commit is "durable" there, and none waits for the disk).
+        self._scratch = scratch
         self._reader = reader
         self._lock = anyio.Lock()
         self._writes = Coalescer(self._write_group, max_batch=MAX_GROUP, lock=self._lock)
@@ -286,6 +295,8 @@ class SqliteStore(
         before it has.
         """
         with anyio.CancelScope(shield=True):
+            # A scratch database never toggles synchronous (see __init__).
+            durable = durable or self._scratch
             if not bulk:
                 write = Write(fn, durable)
                 await self._writes.join(write)
@@ -602,6 +613,8 @@ async def _open(path: Path, *, scratch: bool) -> SqliteStore:
     writer = await _connect(path, scratch=scratch)
     try:
         await writer.executescript(Q["writer_pragmas"])
+        if scratch:
+            await writer.executescript(Q["scratch_pragmas"])
         writer.row_factory = sqlite3.Row
         reader = await _connect(path, scratch=scratch)
     except BaseException:
@@ -614,7 +627,7 @@ async def _open(path: Path, *, scratch: bool) -> SqliteStore:
         await reader.close()
         await writer.close()
         raise
-    return SqliteStore(writer, reader, path)
+    return SqliteStore(writer, reader, path, scratch=scratch)
 
 
 class _Opening:

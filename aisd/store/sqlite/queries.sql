@@ -14,6 +14,10 @@ PRAGMA busy_timeout = 5000;
 -- re-read from the OS at every tick once the database holds 100,000 tokens.
 PRAGMA cache_size = -32768;
 
+-- name: scratch_pragmas
+-- A throwaway database (`aisd simulate`): no commit waits for the disk.
+PRAGMA synchronous = OFF;
+
 -- name: reader_pragmas
 PRAGMA foreign_keys = ON;
 PRAGMA busy_timeout = 5000;

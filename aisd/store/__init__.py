@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from aisd.phases import ImportPhase
 from aisd.store._data_records import FeedPage, FeedTransaction, ForgetOutcome
+from aisd.store._fence import LeaderTerm, StaleLeader, current_term, under_term
 from aisd.store._health import StorageHealth
 from aisd.store._interface import (
     IntakeStore,
@@ -104,6 +105,7 @@ __all__ = [
     "ImportRecord",
     "ImportState",
     "IntakeStore",
+    "LeaderTerm",
     "Lease",
     "LeaseEnd",
     "LeaseLost",
@@ -130,6 +132,7 @@ __all__ = [
     "RevocationInFlight",
     "RevocationSent",
     "SqliteStore",
+    "StaleLeader",
     "StepWrite",
     "StorageHealth",
     "StorageUnavailable",
@@ -154,6 +157,8 @@ __all__ = [
     "WebhookRegister",
     "WebhookRewind",
     "WebhookWrite",
+    "current_term",
     "open_configured_store",
     "open_store",
+    "under_term",
 ]

@@ -232,7 +232,7 @@ SELECT i.id, o.external_id AS owner_external_id, i.token_id, i.kind, i.state, i.
        (SELECT p.kontomatik_owner_id FROM imports AS p
         WHERE p.token_id = i.token_id AND p.id <> i.id AND p.state = 'successful'
           AND p.kontomatik_owner_id IS NOT NULL
-        ORDER BY p.finished_at DESC LIMIT 1) AS token_echo
+        ORDER BY p.created_at DESC LIMIT 1) AS token_echo
 FROM imports AS i
 LEFT JOIN owners AS o ON o.id = i.owner_id
 WHERE i.id = %(id)s
@@ -277,7 +277,7 @@ WHERE o.external_id = %(external_id)s AND a.kind = 'account' AND a.iban = %(iban
 ORDER BY t.transaction_on DESC, t.id
 
 -- name: list_events
-SELECT id, at, type, owner_external_id, token_id, import_id, data
+SELECT id, at, type, owner_external_id, token_id, import_id, data, origin
 FROM events WHERE id > %(after)s ORDER BY id LIMIT %(limit)s
 
 -- name: count_tokens
@@ -420,3 +420,13 @@ ROLLBACK TO batch
 
 -- name: release_batch
 RELEASE batch
+
+-- name: savepoint_each
+-- One write of a group commit (see the SQLite store's _sync.group_transaction).
+SAVEPOINT each
+
+-- name: rollback_to_each
+ROLLBACK TO each
+
+-- name: release_each
+RELEASE each

@@ -76,6 +76,7 @@ def _event(row: sqlite3.Row) -> EventRecord:
         token_id=row["token_id"],
         import_id=row["import_id"],
         data=json_out(row["data"]),
+        origin=row["origin"],
     )
 
 

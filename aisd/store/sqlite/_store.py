@@ -4,8 +4,9 @@ Two aiosqlite connections: one writer, whose transactions an anyio lock serialis
 is one ``BEGIN IMMEDIATE`` ... ``COMMIT``), and one query-only reader, which in WAL mode never
 waits for the writer and never sees uncommitted rows. The pipeline's and the intake's
 transactions are each one plain function run on the writer's thread in one crossing
-(:mod:`aisd.store.sqlite._sync`); concurrent consents are committed together, one fsync per
-batch (:mod:`aisd.store.sqlite._intake`).
+(:mod:`aisd.store.sqlite._sync`); those waiting at the same time are committed together, one
+fsync for all (:mod:`aisd.store._coalesce`), and concurrent consents are written together as
+one of them (:mod:`aisd.store.sqlite._intake`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import anyio.to_thread
 
 from aisd.kontomatik._models import ImportResult
 from aisd.phases import Budget, Step
+from aisd.store._coalesce import Coalescer
 from aisd.store._health import StorageHealth
 from aisd.store._records import (
     AccessKind,
@@ -67,7 +69,13 @@ from aisd.store.sqlite._migrate import migrate
 from aisd.store.sqlite._ops import OpsMethods
 from aisd.store.sqlite._queries import QUERIES as Q
 from aisd.store.sqlite._reads import ReadMethods
-from aisd.store.sqlite._sync import on_thread, rows, transaction
+from aisd.store.sqlite._sync import (
+    Write,
+    group_transaction,
+    on_thread,
+    rows,
+    transaction,
+)
 from aisd.store.sqlite._tokens import TokenMethods
 
 __all__ = ["SqliteStore", "open_store"]
@@ -75,6 +83,8 @@ __all__ = ["SqliteStore", "open_store"]
 T = TypeVar("T")
 # The lease of a claimer that needs no heartbeat (see LeaseStart).
 _NO_END = datetime(9999, 12, 31, tzinfo=UTC)
+# Writes committed together at most: one transaction stays short (an intake batch is one).
+MAX_GROUP = 64
 
 
 async def _returning_id(db: aiosqlite.Connection, name: str, params: Any) -> int:
@@ -98,13 +108,21 @@ class SqliteStore(
     """The daemon's durable state in one SQLite file. Open it with :func:`open_store`."""
 
     def __init__(
-        self, writer: aiosqlite.Connection, reader: aiosqlite.Connection, path: Path
+        self,
+        writer: aiosqlite.Connection,
+        reader: aiosqlite.Connection,
+        path: Path,
+        *,
+        scratch: bool = False,
     ) -> None:
         self._writer = writer
+        # A scratch database is thrown away, so nothing in it need survive a crash: it runs
+        # with synchronous=OFF, which a claim's toggling back to FULL after its commit must
+        # not undo (every commit is "durable" there, and none waits for the disk).
+        self._scratch = scratch
         self._reader = reader
         self._lock = anyio.Lock()
-        self._short_waiting = 0
-        self._no_short_waiting = anyio.Event()
+        self._writes = Coalescer(self._write_group, max_batch=MAX_GROUP, lock=self._lock)
         self._intake = GroupCommit(self._run)
         self.path = path
         self.health = StorageHealth()
@@ -229,56 +247,58 @@ class SqliteStore(
     ) -> T:
         """Run ``fn`` as one transaction in one crossing into the writer's thread.
 
-        A ``bulk`` transaction (storing a large result) lets every other one waiting go
-        first: those are the short writes recorded before a call is sent upstream, and a slot
-        stays idle while they wait. Shielded: once handed to the thread the transaction runs
-        to its end anyway, and the writer must not be given the next one before it has.
+        Short transactions are committed together with the others waiting meanwhile (see
+        :func:`_sync.group_transaction`): one commit, one fsync for all of them, each answered
+        once it is durable. A ``bulk`` transaction (storing a large result) runs alone and lets
+        every short one waiting go first: those are the writes recorded before a call is sent
+        upstream, and a slot stays idle while they wait. Shielded: once handed to the thread the
+        transaction runs to its end anyway, and the writer must not be given the next one
+        before it has.
         """
         with anyio.CancelScope(shield=True):
-            if bulk:
-                await self._acquire_after_short_writes()
-            else:
-                self._short_waiting += 1
-                try:
-                    await self._lock.acquire()
-                finally:
-                    self._short_waiting -= 1
-                    if not self._short_waiting:
-                        self._no_short_waiting.set()
-            body = transaction(fn, durable=durable)
-
-            def counted(db: sqlite3.Connection) -> tuple[T, bool]:
-                before = db.total_changes
-                result = body(db)
-                return result, db.total_changes != before
-
+            # A scratch database never toggles synchronous (see __init__).
+            durable = durable or self._scratch
+            if not bulk:
+                write = Write(fn, durable)
+                await self._writes.join(write)
+                if write.error is not None:
+                    raise write.error
+                result: T = write.result
+                return result
+            await self._acquire_after_short_writes()
             try:
-                out, wrote = await on_thread(self._writer, counted)
-            except Exception as exc:
-                reason = storage_failure(exc)
-                if reason is None:
-                    raise
-                self.health.failed(reason)
-                raise StorageUnavailable(reason) from exc
+                out, wrote = await self._on_writer(
+                    partial(_changing, transaction(fn, durable=durable))
+                )
             finally:
                 self._lock.release()
+        if wrote:
+            self.health.succeeded()
+        return out
+
+    async def _write_group(self, writes: list[Write]) -> None:
+        # The Coalescer holds the write lock meanwhile.
+        wrote = await self._on_writer(partial(group_transaction, writes))
         if wrote:
             # Only a write that landed says the disk takes writes again: an idle claim that
             # changed nothing commits even on a full disk.
             self.health.succeeded()
-        return out
 
-    def _short_writes_waiting(self) -> bool:
-        return self._short_waiting > 0
+    async def _on_writer(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        try:
+            return await on_thread(self._writer, fn)
+        except Exception as exc:
+            reason = storage_failure(exc)
+            if reason is None:
+                raise
+            self.health.failed(reason)
+            raise StorageUnavailable(reason) from exc
 
     async def _acquire_after_short_writes(self) -> None:
         while True:
-            while self._short_writes_waiting():
-                if self._no_short_waiting.is_set():
-                    self._no_short_waiting = anyio.Event()
-                await self._no_short_waiting.wait()
+            await self._writes.until_idle()
             await self._lock.acquire()
-            if not self._short_writes_waiting():
+            if not self._writes.busy:
                 return
             # One arrived while this waited for the lock: it goes first.
             self._lock.release()
@@ -434,6 +454,12 @@ class SqliteStore(
         return await self._run(replay, bulk=True)
 
 
+def _changing(fn: Callable[[sqlite3.Connection], T], db: sqlite3.Connection) -> tuple[T, bool]:
+    """``fn(db)`` and whether it changed any row."""
+    before = db.total_changes
+    return fn(db), db.total_changes != before
+
+
 def _create_private(path: Path) -> None:
     # 0600 from the first byte: SQLite gives -wal and -shm the main file's mode.
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
@@ -450,6 +476,8 @@ async def _open(path: Path, *, scratch: bool) -> SqliteStore:
     writer = await _connect(path, scratch=scratch)
     try:
         await writer.executescript(Q["writer_pragmas"])
+        if scratch:
+            await writer.executescript(Q["scratch_pragmas"])
         writer.row_factory = sqlite3.Row
         reader = await _connect(path, scratch=scratch)
     except BaseException:
@@ -462,7 +490,7 @@ async def _open(path: Path, *, scratch: bool) -> SqliteStore:
         await reader.close()
         await writer.close()
         raise
-    return SqliteStore(writer, reader, path)
+    return SqliteStore(writer, reader, path, scratch=scratch)
 
 
 class _Opening:

@@ -14,6 +14,10 @@ PRAGMA busy_timeout = 5000;
 -- re-read from the OS at every tick once the database holds 100,000 tokens.
 PRAGMA cache_size = -32768;
 
+-- name: scratch_pragmas
+-- A throwaway database (`aisd simulate`): no commit waits for the disk.
+PRAGMA synchronous = OFF;
+
 -- name: reader_pragmas
 PRAGMA foreign_keys = ON;
 PRAGMA busy_timeout = 5000;
@@ -245,15 +249,17 @@ INSERT INTO token_accounts (token_id, iban, first_seen_at) VALUES (:token_id, :i
 ON CONFLICT (token_id, iban) DO NOTHING
 
 -- name: import_record
--- With the echo recorded for the import, and the newest one of an earlier successful import of
--- the same token (what Kontomatik knows that token's owner as).
+-- With the echo recorded for the import, and that of the token's newest earlier successful
+-- import (what Kontomatik knows that token's owner as). Newest by creation: the token's own
+-- index then yields it after a row or two (`+state` keeps SQLite off the state index, which
+-- would read every successful import of every token; a slowdown that grows with the history).
 SELECT i.id, o.external_id AS owner_external_id, i.token_id, i.kind, i.state, i.command_id,
        i.created_at, i.started_at, i.finished_at, i.polls, i.accounts, i.transactions,
        i.error_name, i.error_message, i.since, i.kontomatik_owner_id AS owner_echo,
        (SELECT p.kontomatik_owner_id FROM imports AS p
-        WHERE p.token_id = i.token_id AND p.id <> i.id AND p.state = 'successful'
+        WHERE p.token_id = i.token_id AND p.id <> i.id AND +p.state = 'successful'
           AND p.kontomatik_owner_id IS NOT NULL
-        ORDER BY p.finished_at DESC LIMIT 1) AS token_echo
+        ORDER BY p.created_at DESC LIMIT 1) AS token_echo
 FROM imports AS i
 LEFT JOIN owners AS o ON o.id = i.owner_id
 WHERE i.id = :id
@@ -298,7 +304,8 @@ WHERE o.external_id = :external_id AND a.kind = 'account' AND a.iban = :iban
 ORDER BY t.transaction_on DESC, t.id
 
 -- name: list_events
-SELECT id, at, type, owner_external_id, token_id, import_id, data
+-- One daemon owns a SQLite database: no event names another appender.
+SELECT id, at, type, owner_external_id, token_id, import_id, data, NULL AS origin
 FROM events WHERE id > :after ORDER BY id LIMIT :limit
 
 -- name: count_tokens

@@ -30,6 +30,7 @@ import logging
 import os
 import random
 import select
+import shutil
 import signal
 import socket
 import sqlite3
@@ -49,6 +50,7 @@ import anyio
 import httpx
 import structlog
 
+import aisd
 from aisd.client import Client, DaemonUnavailable
 from aisd.clock import SystemClock
 from aisd.kontomatik import KontomatikClient
@@ -402,17 +404,15 @@ class SizeFigures:
     idle: DaemonFigures
 
 
-def measure_size(n: int, idle_seconds: float, workdir: Path) -> SizeFigures:
-    """Populate ``n`` tokens in ``workdir`` and take every measurement."""
-    db = workdir / "aisd.db"
-    print(f"\n== {n:,} tokens", flush=True)
-    pop = populate(db, n, now=datetime.now(UTC))
+def _print_population(pop: Population) -> None:
     print(
         f"population: {pop.seconds:.1f} s ({pop.tokens:,} tokens, {pop.active:,} active, "
         f"{pop.accesses_24h:,} reuses in 24 h, {pop.imports:,} imports, {pop.megabytes:.0f} MiB)",
         flush=True,
     )
-    ticks = anyio.run(measure_ticks, db, backend="asyncio")
+
+
+def _print_ticks(ticks: TickFigures) -> None:
     print(f"tick, nothing due: {ticks.idle_ms:.2f} ms; store.counts(): {ticks.counts_ms:.1f} ms")
     for k, times in ticks.due_ms.items():
         ms, found = ticks.due_median_ms(k), max(ticks.due_found[k])
@@ -422,6 +422,37 @@ def measure_size(n: int, idle_seconds: float, workdir: Path) -> SizeFigures:
             f"CPU {statistics.median(ticks.due_cpu_ms[k]):.0f} ms median",
             flush=True,
         )
+
+
+def ticks_only(db: Path, n: int, rounds: int) -> None:
+    """Measure the ticks alone on a copy of the database at ``db``, populating it with ``n``
+    tokens first if it does not exist: a kept database lets two versions of aisd be timed on
+    the same rows, run after run (each on a fresh copy, so none sees the other's ticks)."""
+    # Which checkout runs is part of the figures (PYTHONPATH may pick another one).
+    print(f"aisd from {Path(aisd.__file__).parent}; load {os.getloadavg()[0]:.2f}", flush=True)
+    if not db.exists():
+        db.parent.mkdir(parents=True, exist_ok=True)
+        _print_population(populate(db, n, now=datetime.now(UTC)))
+    work = db.with_name(db.name + ".run")
+    shutil.copyfile(db, work)
+    # Tokens whose plan came while the database was kept would be due before those made due.
+    quiet_until(work, datetime.now(UTC) + QUIET_MARGIN)
+    try:
+        _print_ticks(anyio.run(partial(measure_ticks, work, rounds=rounds), backend="asyncio"))
+    finally:
+        for path in work.parent.glob(work.name + "*"):
+            path.unlink()
+    print(f"load {os.getloadavg()[0]:.2f}", flush=True)
+
+
+def measure_size(n: int, idle_seconds: float, workdir: Path, rounds: int = 3) -> SizeFigures:
+    """Populate ``n`` tokens in ``workdir`` and take every measurement."""
+    db = workdir / "aisd.db"
+    print(f"\n== {n:,} tokens", flush=True)
+    pop = populate(db, n, now=datetime.now(UTC))
+    _print_population(pop)
+    ticks = anyio.run(partial(measure_ticks, db, rounds=rounds), backend="asyncio")
+    _print_ticks(ticks)
     quiet_until(db, datetime.now(UTC) + QUIET_MARGIN + timedelta(seconds=idle_seconds))
     busy = run_daemon(db, workdir, tick_seconds=1.0, window=5.0)
     print(
@@ -469,16 +500,26 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--tokens", type=int, default=100_000)
     parser.add_argument("--also", type=int, default=None, help="a second size, for comparison")
     parser.add_argument("--idle-seconds", type=float, default=20.0)
+    parser.add_argument(
+        "--ticks-only",
+        type=Path,
+        metavar="DB",
+        help="only the ticks, on the database DB (populated with --tokens tokens if missing)",
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="ticks per due size")
     args = parser.parse_args(argv)
     # The in-process ticks log each planned batch; the figures are what this script prints.
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    if args.ticks_only is not None:
+        ticks_only(args.ticks_only, args.tokens, args.rounds)
+        return
     sizes = [args.tokens] + ([args.also] if args.also else [])
     if max(sizes) >= 500_000:
         print(f"{max(sizes):,} tokens: expect several minutes (population dominates)")
     figures = []
     for n in sizes:
         with tempfile.TemporaryDirectory(prefix="aisd-scale-") as tmp:
-            figures.append(measure_size(n, args.idle_seconds, Path(tmp)))
+            figures.append(measure_size(n, args.idle_seconds, Path(tmp), args.rounds))
     if len(figures) == 2:
         _compare(*figures)
 

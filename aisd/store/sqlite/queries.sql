@@ -392,12 +392,14 @@ WHERE token_id IN (SELECT value FROM json_each(:token_ids))
 ORDER BY created_at, row_order
 
 -- name: due_token_records
--- A range scan of tokens_due in its own order: the cost grows with the tokens due.
+-- A range scan of tokens_due in its own order: the cost grows with the tokens due. An open
+-- refresh is one not 'done' (queued or running): asked so, the partial index
+-- imports_one_open_refresh answers without reading a token's imports.
 SELECT * FROM token_records AS r
 WHERE r.state = 'active' AND r.next_refresh_at <= :now
   AND NOT EXISTS (
       SELECT 1 FROM imports AS i
-      WHERE i.token_id = r.token_id AND i.kind = 'refresh' AND i.state IN ('queued', 'running')
+      WHERE i.token_id = r.token_id AND i.kind = 'refresh' AND i.phase <> 'done'
   )
 ORDER BY r.next_refresh_at, r.row_order
 LIMIT :limit

@@ -1,13 +1,14 @@
 """Benchmark of scale: planner ticks, start time, memory and idle CPU with many tokens.
 
-Usage: ``python bench/scale_bench.py [--tokens 100000] [--also 1000000] [--idle-seconds 20]``
+Usage: ``python bench/scale_bench.py [--tokens 100000] [--also 1000000] [--idle-seconds 20]
+[--rounds 3]`` or ``python bench/scale_bench.py --tokens N --ticks-only DB``.
 
-For each size N it builds a fresh database (the real migrations, then direct SQL in one
-transaction) holding N tokens of realistic shape: owners with one or two tokens, one or two bank
-accounts per token (an owner's tokens share them), a successful initial import each, for a
-quarter of the owners' first tokens one to three Reuse accesses (and their refresh imports) in
-the last 24 h, a few final tokens, and ``next_refresh_at`` spread over the next 24 h. Then it
-prints:
+For each size N it builds a fresh database (the real migrations, then ``scale_population.sql``:
+set-based SQL in one transaction) holding N tokens of realistic shape: owners with one or two
+tokens, one or two bank accounts per token (an owner's tokens share them), a successful initial
+import each, for a quarter of the owners' first tokens one to three Reuse accesses (and their
+refresh imports) in the last 24 h, a few final tokens, and ``next_refresh_at`` spread over the
+next 24 h. Then it prints:
 
 * population time;
 * ``Refresher.tick()`` against the real store when nothing is due and when ~100 and ~500
@@ -20,7 +21,8 @@ prints:
   utime+stime over ``--idle-seconds`` of wall time, and how many ticks it ran meanwhile.
 
 Figures only; nothing is asserted. The default size runs in well under two minutes; a second
-size of 1,000,000 adds a few minutes (population dominates).
+size of 1,000,000 adds a few minutes (population dominates). ``--ticks-only DB`` times the ticks
+alone on a copy of a kept database, so two checkouts can be compared on the same rows.
 """
 
 from __future__ import annotations

@@ -54,7 +54,6 @@ __all__ = [
     "ledger_horizon",
     "may_refresh_now",
     "phase",
-    "pick_due",
     "plan",
     "pseudo_account",
     "reach",
@@ -517,17 +516,6 @@ def decide_due(
     chosen = {access.token_id for access in picked}
     plans = {token_id: p for token_id, p in first.items() if token_id not in chosen}
     return DuePicks(tuple(picked), plans)
-
-
-def pick_due(
-    tokens: Sequence[TokenPlanInput],
-    ledger: Sequence[Access],
-    accounts_of: Mapping[str, frozenset[str]],
-    rules: Rules,
-    now: datetime,
-) -> list[Access]:
-    """The refreshes to send now: :attr:`DuePicks.picked` of :func:`decide_due`."""
-    return list(decide_due(tokens, ledger, accounts_of, rules, now).picked)
 
 
 class LedgerIndex:

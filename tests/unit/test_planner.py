@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from aisd.planner import (
     Access,
+    LedgerIndex,
     Plan,
     Reason,
     Rules,
@@ -25,7 +26,6 @@ from aisd.planner import (
     ledger_horizon,
     may_refresh_now,
     phase,
-    pick_due,
     plan,
     pseudo_account,
     reach,
@@ -45,6 +45,41 @@ def token(token_id: str = "tok", **changes: object) -> TokenPlanInput:
         accounts=frozenset({"PL01"}),
     )
     return replace(base, **changes)  # type: ignore[arg-type]
+
+
+def pick_due(
+    tokens: list[TokenPlanInput],
+    ledger: list[Access],
+    accounts_of: dict[str, frozenset[str]],
+    rules: Rules,
+    now: datetime,
+) -> list[Access]:
+    """The tick's picks alone."""
+    return list(decide_due(tokens, ledger, accounts_of, rules, now).picked)
+
+
+def replanning_picks(
+    tokens: list[TokenPlanInput],
+    ledger: list[Access],
+    accounts_of: dict[str, frozenset[str]],
+    rules: Rules,
+    now: datetime,
+) -> list[Access]:
+    """The rule written plainly: in order of first plans, every token re-planned against the
+    working ledger before it is let through."""
+    mapping = {**accounts_of, **{t.token_id: t.accounts for t in tokens}}
+    working = LedgerIndex(ledger, mapping)
+    now = effective_now(now, ledger)
+    far = datetime.max.replace(tzinfo=UTC)
+    first = {t.token_id: plan(t, ledger, mapping, rules, now) for t in tokens}
+    picked: list[Access] = []
+    for tok in sorted(tokens, key=lambda t: (first[t.token_id].at or far, t.token_id)):
+        current = plan(tok, working.relevant(tok.token_id), mapping, rules, now)
+        if current.at is not None and current.at <= now:
+            access = Access(tok.token_id, now)
+            working.add(access)
+            picked.append(access)
+    return picked
 
 
 def max_in_any_window(times: list[datetime], window: timedelta) -> int:
@@ -417,12 +452,12 @@ def due_candidates(
 
 @given(due_candidates())
 @settings(max_examples=200, deadline=None)
-def test_decide_due_picks_as_pick_due_and_plans_the_rest_against_the_given_ledger(
+def test_decide_due_picks_as_replanning_every_token_does_and_plans_the_rest(
     case: tuple[Rules, list[TokenPlanInput], list[Access], dict[str, frozenset[str]], datetime],
 ) -> None:
     rules, tokens, ledger, others, now = case
     decided = decide_due(tokens, ledger, others, rules, now)
-    assert list(decided.picked) == pick_due(tokens, ledger, others, rules, now)
+    assert list(decided.picked) == replanning_picks(tokens, ledger, others, rules, now)
     picked = {a.token_id for a in decided.picked}
     assert len(picked) == len(decided.picked)
     assert set(decided.plans) == {t.token_id for t in tokens} - picked

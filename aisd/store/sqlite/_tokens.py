@@ -221,8 +221,6 @@ class TokenMethods:
         """See :meth:`aisd.store.Store.expire_tokens`. Queued refreshes fail as
         ``TokenExpired``; imports already past the queue are left to finish."""
         expired: list[str] = []
-        if await one(self._reader, "any_token_past_expiry", {"now": dt_in(now)}) is None:
-            return expired  # re-read inside the transaction when there is one
         async with self._transaction() as db:
             rows = await db.execute_fetchall(Q["tokens_past_expiry"], {"now": dt_in(now)})
             for row in rows:
@@ -246,8 +244,6 @@ class TokenMethods:
         call moves it on.
         """
         due: list[TokenRecord] = []
-        if await one(self._reader, "any_warning_candidate", {"now": dt_in(now)}) is None:
-            return due  # re-read inside the transaction when there is one
         async with self._transaction() as db:
             for row in await db.execute_fetchall(Q["warning_candidates"], {"now": dt_in(now)}):
                 token = token_record(row)

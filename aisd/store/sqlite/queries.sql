@@ -456,10 +456,6 @@ LEFT JOIN owners AS o ON o.id = t.owner_id
 WHERE t.state = 'active' AND t.expires_at <= :now
 ORDER BY t.expires_at, t.rowid
 
--- name: any_token_past_expiry
--- The reader's look before the write lock is taken: most ticks expire nothing.
-SELECT 1 FROM tokens WHERE state = 'active' AND expires_at <= :now LIMIT 1
-
 -- name: queued_refreshes_of_token
 SELECT id FROM imports
 WHERE token_id = :token_id AND kind = 'refresh' AND phase = 'queued'
@@ -470,10 +466,6 @@ ORDER BY created_at, id
 SELECT * FROM token_records
 WHERE state = 'active' AND next_warning_at <= :now
 ORDER BY next_warning_at, row_order
-
--- name: any_warning_candidate
--- The reader's look before the write lock is taken: most ticks have no warning to consider.
-SELECT 1 FROM tokens WHERE state = 'active' AND next_warning_at <= :now LIMIT 1
 
 -- name: set_next_warning
 UPDATE tokens SET next_warning_at = :next_warning_at WHERE id = :id

@@ -12,6 +12,7 @@ import aiosqlite
 import anyio
 
 from aisd.store._records import NewEvent
+from aisd.store.sqlite._checkpoint import Checkpointer
 from aisd.store.sqlite._queries import QUERIES as Q
 
 __all__ = ["DataCore", "fetch", "one", "scalar"]
@@ -23,6 +24,7 @@ class DataCore(Protocol):
     _reader: aiosqlite.Connection
     _writer: aiosqlite.Connection
     _lock: anyio.Lock
+    _checkpointer: Checkpointer
 
     def _transaction(self) -> AbstractAsyncContextManager[aiosqlite.Connection]: ...
 

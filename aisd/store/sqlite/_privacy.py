@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from datetime import date, datetime
 from typing import Any
 
+import anyio.to_thread
+
 from aisd.store._data_records import ForgetOutcome
 from aisd.store._records import NewEvent
 from aisd.store.sqlite._codec import dt_in, json_in, json_out
@@ -134,13 +136,14 @@ class PrivacyMethods:
             (event_id,) = await self._emit(db, [audit], now)
         async with self._lock:
             await self._writer.execute(Q["vacuum"])
-            # (busy, wal pages, checkpointed): busy means a reader kept the WAL from emptying.
-            busy = await scalar(self._writer, "wal_checkpoint_truncate")
+            # On the checkpointer's connection, after any checkpoint it is running: false when
+            # a reader kept the WAL from emptying.
+            emptied = await anyio.to_thread.run_sync(self._checkpointer.truncate)
         return ForgetOutcome(
             rows_deleted=deleted,
             token_ids=tuple(token_ids),
             event_id=event_id,
-            compacted=not busy,
+            compacted=emptied,
         )
 
     async def purge_transactions(self: DataCore, *, before: date) -> int:

@@ -46,6 +46,7 @@ from aisd.store._records import (
     TokenState,
 )
 from aisd.store.sqlite import _steps as steps
+from aisd.store.sqlite._checkpoint import Checkpointer
 from aisd.store.sqlite._codec import dt_in, json_in
 from aisd.store.sqlite._data import (
     AnalyticsMethods,
@@ -109,10 +110,15 @@ class SqliteStore(
     """The daemon's durable state in one SQLite file. Open it with :func:`open_store`."""
 
     def __init__(
-        self, writer: aiosqlite.Connection, reader: aiosqlite.Connection, path: Path
+        self,
+        writer: aiosqlite.Connection,
+        reader: aiosqlite.Connection,
+        path: Path,
+        checkpointer: Checkpointer,
     ) -> None:
         self._writer = writer
         self._reader = reader
+        self._checkpointer = checkpointer
         self._lock = anyio.Lock()
         self._short_waiting = 0
         self._no_short_waiting = anyio.Event()
@@ -137,9 +143,11 @@ class SqliteStore(
     # -- lifecycle -----------------------------------------------------------------------------
 
     async def close(self) -> None:
-        """Wait for the write in progress, then close both connections."""
+        """Wait for the write in progress, then stop the checkpointer and close the
+        connections (the last to close checkpoints the log and removes it)."""
         with anyio.CancelScope(shield=True):
             async with self._lock:
+                await anyio.to_thread.run_sync(self._checkpointer.close)
                 await self._reader.close()
                 await self._writer.close()
 
@@ -169,6 +177,7 @@ class SqliteStore(
                     raise
                 self.health.failed(reason)
                 raise StorageUnavailable(reason) from exc
+            self._checkpointer.wrote()
             self.health.succeeded()
 
     async def _emit(
@@ -301,6 +310,7 @@ class SqliteStore(
             finally:
                 self._lock.release()
         if wrote:
+            self._checkpointer.wrote()
             # Only a write that landed says the disk takes writes again: an idle claim that
             # changed nothing commits even on a full disk.
             self.health.succeeded()
@@ -594,11 +604,12 @@ async def _open(path: Path, *, scratch: bool) -> SqliteStore:
     try:
         await reader.executescript(Q["reader_pragmas"])
         reader.row_factory = sqlite3.Row
+        checkpointer = await anyio.to_thread.run_sync(Checkpointer, path)
     except BaseException:
         await reader.close()
         await writer.close()
         raise
-    return SqliteStore(writer, reader, path)
+    return SqliteStore(writer, reader, path, checkpointer)
 
 
 class _Opening:

@@ -13,6 +13,17 @@ PRAGMA busy_timeout = 5000;
 -- pages spread over the whole tokens and imports tables; with the default most of them are
 -- re-read from the OS at every tick once the database holds 100,000 tokens.
 PRAGMA cache_size = -32768;
+-- No checkpoint inside a commit: the store's checkpointer thread runs them (see _checkpoint).
+PRAGMA wal_autocheckpoint = 0;
+
+-- name: checkpointer_pragmas
+-- A checkpoint fsyncs the log before copying it and the database file after (FULL). Each
+-- checkpoint sets its own busy_timeout (see _checkpoint.Checkpointer).
+PRAGMA synchronous = FULL;
+
+-- name: set_busy_timeout
+-- PRAGMA takes no bound parameters; the caller formats an integer in.
+PRAGMA busy_timeout = {ms}
 
 -- name: reader_pragmas
 PRAGMA foreign_keys = ON;

@@ -182,7 +182,7 @@ class Checkpointer:
                     log.warning("store.checkpoint_failed", reason=reason)
                 self._failing = True
                 return False
-        if self._failing:
-            log.info("store.checkpoint_recovered")
-        self._failing = False
+            if self._failing:
+                log.info("store.checkpoint_recovered")
+            self._failing = False
         return not busy and frames == copied

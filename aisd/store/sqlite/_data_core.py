@@ -12,7 +12,6 @@ import aiosqlite
 import anyio
 
 from aisd.store._records import NewEvent
-from aisd.store.sqlite._checkpoint import Checkpointer
 from aisd.store.sqlite._queries import QUERIES as Q
 
 __all__ = ["DataCore", "fetch", "one", "scalar"]
@@ -24,9 +23,13 @@ class DataCore(Protocol):
     _reader: aiosqlite.Connection
     _writer: aiosqlite.Connection
     _lock: anyio.Lock
-    _checkpointer: Checkpointer
 
     def _transaction(self) -> AbstractAsyncContextManager[aiosqlite.Connection]: ...
+
+    async def _empty_log(self) -> bool:
+        """Copy the write-ahead log into the database and empty it, under the write lock;
+        false when a reader kept it from emptying."""
+        ...
 
     async def _emit(
         self, db: aiosqlite.Connection, events: Sequence[NewEvent], now: datetime

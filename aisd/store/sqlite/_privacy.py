@@ -15,8 +15,6 @@ from collections.abc import Mapping
 from datetime import date, datetime
 from typing import Any
 
-import anyio.to_thread
-
 from aisd.store._data_records import ForgetOutcome
 from aisd.store._records import NewEvent
 from aisd.store.sqlite._codec import dt_in, json_in, json_out
@@ -136,9 +134,7 @@ class PrivacyMethods:
             (event_id,) = await self._emit(db, [audit], now)
         async with self._lock:
             await self._writer.execute(Q["vacuum"])
-            # On the checkpointer's connection, after any checkpoint it is running: false when
-            # a reader kept the WAL from emptying.
-            emptied = await anyio.to_thread.run_sync(self._checkpointer.truncate)
+            emptied = await self._empty_log()
         return ForgetOutcome(
             rows_deleted=deleted,
             token_ids=tuple(token_ids),

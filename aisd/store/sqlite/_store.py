@@ -151,6 +151,10 @@ class SqliteStore(
                 await self._reader.close()
                 await self._writer.close()
 
+    async def _empty_log(self) -> bool:
+        # On the checkpointer's connection, after any checkpoint it is running.
+        return await anyio.to_thread.run_sync(self._checkpointer.truncate)
+
     async def ping(self) -> None:
         """A trivial read on the reader connection; raises if the database does not answer."""
         await self._reader.execute_fetchall(Q["ping"])

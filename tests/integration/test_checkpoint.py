@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from aisd.store import open_store
-from aisd.store.sqlite._checkpoint import Checkpointer, CheckpointPolicy
+from aisd.store.sqlite._checkpoint import Checkpointer, log_frames
 from aisd.store.sqlite._migrate import migrate
 
 
@@ -56,7 +56,7 @@ def test_a_reported_write_is_checkpointed_by_the_thread(tmp_path: Path) -> None:
     with closing(_fill(db, 3_000)):
         # The new pages are in the log only; a checkpoint copies them into the database file.
         before = db.stat().st_size
-        checkpointer = Checkpointer(db, CheckpointPolicy(min_interval=0.0, idle=3600.0))
+        checkpointer = Checkpointer(db)
         copied = threading.Event()
         original = checkpointer._checkpoint
 
@@ -69,6 +69,9 @@ def test_a_reported_write_is_checkpointed_by_the_thread(tmp_path: Path) -> None:
         checkpointer._checkpoint = watched  # type: ignore[method-assign]
         try:
             assert db.stat().st_size == before  # nothing copied before a write is reported
+            frames, done = log_frames(db.with_name(db.name + "-shm").read_bytes())
+            assert frames > 1000  # past SQLite's own trigger, which the writer has switched off
+            assert done == 0
             checkpointer.wrote()
             assert copied.wait(timeout=60)
         finally:

@@ -10,6 +10,7 @@ prefixed with its syslog priority (``<6>``) so journald keeps the level.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sys
@@ -49,6 +50,10 @@ MIN_SECRET_LENGTH = 8
 _WARNING_EVENTS = frozenset({"import.failed", "token.reauth_required", "token.refresh_paused"})
 
 _secrets: set[str] = set()
+# The same, longest first, so that a secret containing another is removed whole.
+_longest_first: tuple[str, ...] = ()
+# Values no secret can hide in, passed through as they are.
+_PLAIN = (int, float, bool, type(None))
 
 # httpx/httpcore log full URLs and headers at INFO/DEBUG; APScheduler logs every planner tick
 # twice at INFO. Their warnings still come through.
@@ -67,8 +72,10 @@ def register_secret(value: str | SecretStr | None) -> None:
     """
     if isinstance(value, SecretStr):
         value = value.get_secret_value()
+    global _longest_first
     if value is not None and len(value) >= MIN_SECRET_LENGTH:
         _secrets.add(value)
+        _longest_first = tuple(sorted(_secrets, key=len, reverse=True))
 
 
 def event_level(event_type: str, data: Mapping[str, Any]) -> int:
@@ -85,14 +92,21 @@ def event_level(event_type: str, data: Mapping[str, Any]) -> int:
 def _is_secret_key(key: object) -> bool:
     if not isinstance(key, str):
         return False
+    return _is_secret_name(key)
+
+
+# A line's keys come from a small set of names: each is judged once.
+@functools.lru_cache(maxsize=4096)
+def _is_secret_name(key: str) -> bool:
     norm = key.lower().replace("-", "").replace("_", "")
     return norm in _SECRET_KEYS or any(part in norm for part in _SECRET_KEY_PARTS)
 
 
 def _scrub(value: Any) -> Any:
+    if type(value) in _PLAIN:
+        return value
     if isinstance(value, str):
-        # Longest first, so a secret containing another is removed whole.
-        for secret in sorted(_secrets, key=len, reverse=True):
+        for secret in _longest_first:
             if secret in value:
                 value = whole_replaced(value, secret, REDACTED)
         return value

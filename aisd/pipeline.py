@@ -182,6 +182,13 @@ class Pipeline:
         """Look at the queue now (after a submit, a planner tick, a finished import)."""
         self._wake.set()
 
+    def work_queued(self) -> None:
+        """New queued work (a consent's first import): looked at now, unless this pipeline
+        holds every slot of the budget already; the import that frees one looks again. A burst
+        of consents while every slot is busy so costs no claim transaction each."""
+        if len(self._active) < self._limit:
+            self._wake.set()
+
     def stop_accepting(self) -> None:
         """Start no new command (graceful stop); in-flight ones stay recorded for the next start."""
         self._accepting = False

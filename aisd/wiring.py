@@ -45,6 +45,8 @@ class Hooks:
         on_change: an import moved on (its events may be in the feed).
         on_queued: the refresher queued refreshes (the pipeline is woken anyway).
         on_consent: a new consent was stored (the pipeline is woken anyway).
+        on_token: a new consent stored a token (after ``on_consent``): a consent without one
+            gives the planner nothing to plan.
         on_command_end: a command ended upstream (seconds it ran, when it was last seen
             running, the duration expected), for the metrics.
         cluster_status: ``daemon.status``'s ``cluster`` (the daemons sharing a PostgreSQL
@@ -54,6 +56,7 @@ class Hooks:
     on_change: Callable[[], None] = _nothing
     on_queued: Callable[[], None] = _nothing
     on_consent: Callable[[], None] = _nothing
+    on_token: Callable[[], None] = _nothing
     on_command_end: Callable[[float, float | None, float | None], None] = (
         lambda finished, running, expected: None
     )
@@ -155,7 +158,7 @@ def build(
         hooks.on_queued()
 
     def consent_arrived() -> None:
-        pipeline.wake()
+        pipeline.work_queued()
         hooks.on_consent()
 
     def status_extra() -> dict[str, Any]:
@@ -183,6 +186,7 @@ def build(
         history_days=settings.first_import_history_days,
         access_days=settings.access_days,
         wake_pipeline=consent_arrived,
+        token_created=lambda: hooks.on_token(),
         status_extra=status_extra,
         started_at=iso(clock.now()),
     )

@@ -174,7 +174,9 @@ def intake(clients: int, requests: int) -> None:
         box.configure(command_seconds=3600.0)
         daemon.start()
         socket_path = Path(daemon.env["AISD_SOCKET_PATH"])
-        run = asyncio.run(closed_loop(socket_path, clients, requests, "pg", "PostgreSQL intake"))
+        run = asyncio.run(
+            closed_loop(socket_path, clients, requests, "pg", "PostgreSQL intake", daemon.pid)
+        )
         print(f"errors: {dict(run.errors) or 'none'}")
         print(run.line())
 

@@ -14,11 +14,16 @@ Unix socket. The same clients then measure both, in two modes:
   connection); a request's latency runs from its *scheduled* send time to its answer, so a
   server that falls behind is charged for the queue it builds (no coordinated omission).
 
+Each pair of runs (echo, then daemon) is back to back, so both see the same load of the shared
+machine; each run is also charged with the CPU time the server process (all its threads) and
+the client process used meanwhile, per call: a load-independent view of where the work is.
+
 Every answer is counted only once it is received. Each call has its own ``sessionId`` (made-up
 sessions: their imports fail upstream, which is the daemon's load meanwhile but not what is
 measured). Afterwards the daemon is stopped with SIGTERM and its database is read: every
 acknowledged ``sessionId`` must be there (acknowledged means durable). Prints requests/s, p50,
-p99 and max latency of each server in each mode, the daemon/echo ratio, errors by code, the
+p99 and max latency of each server in each mode, CPU microseconds per call of the server and
+of the client, the daemon/echo ratios (throughput, p99, server CPU per call), errors by code, the
 daemon's log lines and how many hold a signature (0 expected), the exit code and stop time.
 """
 
@@ -55,6 +60,9 @@ class Run:
     latencies: list[float] = field(default_factory=list)
     errors: Counter[str] = field(default_factory=Counter)
     acknowledged: list[str] = field(default_factory=list)
+    # CPU seconds the server process and this client process used during the run.
+    server_cpu: float = 0.0
+    client_cpu: float = 0.0
 
     @property
     def rate(self) -> float:
@@ -67,8 +75,13 @@ class Run:
         return (
             f"{self.label:<28} {len(ms):>6} answers in {self.wall:6.2f} s  "
             f"{self.rate:>8,.0f}/s  p50 {percentile(ms, 50):7.2f} ms  "
-            f"p99 {percentile(ms, 99):8.2f} ms  max {ms[-1]:8.2f} ms"
+            f"p99 {percentile(ms, 99):8.2f} ms  max {ms[-1]:8.2f} ms  "
+            f"cpu/call server {self._per_call(self.server_cpu):5.0f} us "
+            f"client {self._per_call(self.client_cpu):4.0f} us"
         )
+
+    def _per_call(self, seconds: float) -> float:
+        return 1e6 * seconds / len(self.latencies) if self.latencies else float("nan")
 
 
 def percentile(ordered: list[float], q: int) -> float:
@@ -76,6 +89,26 @@ def percentile(ordered: list[float], q: int) -> float:
     if len(ordered) < 2:
         return ordered[0] if ordered else float("nan")
     return statistics.quantiles(ordered, n=100, method="inclusive")[q - 1]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time process ``pid`` has used (its threads included)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Metered:
+    """Charges a run with the CPU its server (``pid``) and this client used meanwhile."""
+
+    def __init__(self, run: Run, pid: int) -> None:
+        self._run, self._pid = run, pid
+
+    def __enter__(self) -> None:
+        self._server, self._client = cpu_seconds(self._pid), time.process_time()
+
+    def __exit__(self, *exc: object) -> None:
+        self._run.server_cpu = cpu_seconds(self._pid) - self._server
+        self._run.client_cpu = time.process_time() - self._client
 
 
 def requests_of(number: int, count: int, tag: str) -> list[tuple[str, bytes]]:
@@ -162,15 +195,20 @@ def _close(conns: list[Conn]) -> None:
         writer.close()
 
 
-async def closed_loop(path: Path, clients: int, requests: int, tag: str, label: str) -> Run:
-    """Every client at once, as fast as answered."""
+async def closed_loop(
+    path: Path, clients: int, requests: int, tag: str, label: str, pid: int
+) -> Run:
+    """Every client at once, as fast as answered; the CPU of the server ``pid`` is metered."""
     run = Run(label)
     shares = [requests // clients + (1 if n < requests % clients else 0) for n in range(clients)]
     calls = [requests_of(n, share, tag) for n, share in enumerate(shares)]
     conns = await _connect(path, clients)
     began = time.perf_counter()
     try:
-        await asyncio.gather(*(closed_client(c, k, run) for c, k in zip(conns, calls, strict=True)))
+        with Metered(run, pid):
+            await asyncio.gather(
+                *(closed_client(c, k, run) for c, k in zip(conns, calls, strict=True))
+            )
     finally:
         run.wall = time.perf_counter() - began
         _close(conns)
@@ -178,7 +216,7 @@ async def closed_loop(path: Path, clients: int, requests: int, tag: str, label: 
 
 
 async def open_loop(
-    path: Path, clients: int, requests: int, rate: float, tag: str, label: str
+    path: Path, clients: int, requests: int, rate: float, tag: str, label: str, pid: int
 ) -> Run:
     """``requests`` in all at ``rate``/s: call ``k`` of the run is scheduled ``k / rate`` after
     the start and sent by client ``k % clients``."""
@@ -189,13 +227,14 @@ async def open_loop(
     start = time.perf_counter() + 0.05
     schedules = [[start + k / rate for k in range(n, requests, clients)] for n in range(clients)]
     try:
-        await asyncio.gather(
-            *(
-                open_client(conn, calls[n], schedules[n], run)
-                for n, conn in enumerate(conns)
-                if calls[n]
+        with Metered(run, pid):
+            await asyncio.gather(
+                *(
+                    open_client(conn, calls[n], schedules[n], run)
+                    for n, conn in enumerate(conns)
+                    if calls[n]
+                )
             )
-        )
     finally:
         run.wall = time.perf_counter() - start
         _close(conns)
@@ -308,17 +347,21 @@ async def idle(path: Path) -> float:
 async def measure(
     args: argparse.Namespace, daemon_sock: Path, echo_sock: Path, daemon: Any, echo: Any
 ) -> tuple[list[Run], float]:
-    """Both modes against the echo server, then against the daemon (idle before each run);
-    returns the runs and the seconds the daemon took to become idle between its two."""
+    """Each mode against the echo server, then at once against the daemon (idle before each
+    of its runs), so each pair runs under the same load of the machine; returns the runs and
+    the seconds the daemon took to become idle between its two."""
     await wait_ready(daemon_sock, daemon, "daemon.status")
     await wait_ready(echo_sock, echo, "echo")
     n, c, rate = args.requests, args.clients, args.rate
-    echo_closed = await closed_loop(echo_sock, c, n, "ce", "echo, closed loop")
-    echo_open = await open_loop(echo_sock, c, n, rate, "oe", f"echo, open {rate:,.0f}/s")
     await idle(daemon_sock)
-    daemon_closed = await closed_loop(daemon_sock, c, n, "cd", "daemon, closed loop")
+    echo_closed = await closed_loop(echo_sock, c, n, "ce", "echo, closed loop", echo.pid)
+    daemon_closed = await closed_loop(daemon_sock, c, n, "cd", "daemon, closed loop", daemon.pid)
     settled = await idle(daemon_sock)
-    daemon_open = await open_loop(daemon_sock, c, n, rate, "od", f"daemon, open {rate:,.0f}/s")
+    open_label = f"open {rate:,.0f}/s"
+    echo_open = await open_loop(echo_sock, c, n, rate, "oe", f"echo, {open_label}", echo.pid)
+    daemon_open = await open_loop(
+        daemon_sock, c, n, rate, "od", f"daemon, {open_label}", daemon.pid
+    )
     return [echo_closed, daemon_closed, echo_open, daemon_open], settled
 
 
@@ -347,7 +390,10 @@ def main(argv: list[str] | None = None) -> None:
         logged = (tmp / "daemon.log").read_bytes()
         acknowledged = [s for r in runs if r.label.startswith("daemon") for s in r.acknowledged]
         missing = missing_from(tmp / "aisd.db", acknowledged)
-    print(f"{args.clients} clients, {args.requests} consent.submit per run, cpus {os.cpu_count()}")
+    print(
+        f"{args.clients} clients, {args.requests} consent.submit per run, cpus {os.cpu_count()}, "
+        f"load average {os.getloadavg()[0]:.2f} at the end"
+    )
     for run in runs:
         print(run.line())
         if run.errors:
@@ -356,7 +402,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"the daemon's imports of the closed-loop run ended {settled:.1f} s after it")
     print(
         f"daemon/echo: closed-loop throughput {daemon_closed.rate / echo_closed.rate:.2f}; "
-        f"open-loop p99 {_p99(daemon_open) / _p99(echo_open):.1f}x the echo's"
+        f"open-loop p99 {_p99(daemon_open) / _p99(echo_open):.1f}x the echo's; "
+        f"server cpu/call {daemon_closed.server_cpu / echo_closed.server_cpu:.1f}x the echo's"
     )
     print(f"acknowledged consents missing from the database after the stop: {missing}")
     # Every signature sent starts with "sig-": none may reach a log line.

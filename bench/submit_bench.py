@@ -4,8 +4,9 @@ Usage: ``python bench/submit_bench.py [--clients 50] [--requests 5000]``
 
 ``--clients`` tasks each submit their share of ``--requests`` distinct consents as fast as they
 are answered, against a fresh SQLite store (WAL, ``synchronous=FULL``). Every answer comes only
-after its batch committed. Prints throughput and latency percentiles beside one client alone
-(one commit, one fsync, per consent) as the baseline, and their ratio: what coalescing buys.
+after its batch committed. Prints throughput, latency percentiles and CPU per submit beside one
+client alone (one commit, one fsync, per consent) as the baseline, and their ratio: what
+coalescing buys.
 No socket and no pipeline: this is the store's share of ``consent.submit``; the socket's is in
 ``intake_bench.py``.
 """
@@ -39,25 +40,26 @@ async def _client(store: SqliteStore, client: int, count: int, latencies: list[f
         latencies.append(time.perf_counter() - began)
 
 
-async def run(clients: int, requests: int) -> tuple[float, list[float]]:
-    """Wall seconds and latencies of ``requests`` submits from ``clients`` tasks."""
+async def run(clients: int, requests: int) -> tuple[float, list[float], float]:
+    """Wall seconds, latencies and CPU seconds (this process, the database thread included) of
+    ``requests`` submits from ``clients`` tasks."""
     with tempfile.TemporaryDirectory() as tmp:
         async with open_store(Path(tmp) / "bench.db") as store:
             latencies: list[float] = []
             shares = [requests // clients + (n < requests % clients) for n in range(clients)]
-            began = time.perf_counter()
+            began, cpu = time.perf_counter(), time.process_time()
             async with anyio.create_task_group() as tg:
                 for n, share in enumerate(shares):
                     tg.start_soon(_client, store, n, share, latencies)
-            return time.perf_counter() - began, latencies
+            return time.perf_counter() - began, latencies, time.process_time() - cpu
 
 
-def _report(label: str, wall: float, latencies: list[float]) -> float:
+def _report(label: str, wall: float, latencies: list[float], cpu: float) -> float:
     q = statistics.quantiles(latencies, n=100, method="inclusive")
     rate = len(latencies) / wall
     print(
         f"{label:>10}: {rate:8.0f} submits/s  p50 {q[49] * 1000:6.1f} ms"
-        f"  p99 {q[98] * 1000:6.1f} ms"
+        f"  p99 {q[98] * 1000:6.1f} ms  cpu {1e6 * cpu / len(latencies):5.0f} us/submit"
     )
     return rate
 

@@ -47,6 +47,8 @@ class Services:
     wake_pipeline: Callable[[], None]
     status_extra: Callable[[], dict[str, Any]]
     started_at: str
+    # A new consent stored a token: the planner plans it at once (the daemon pokes a tick).
+    token_created: Callable[[], None] = lambda: None
 
 
 def _jsonable(value: object) -> object:
@@ -158,6 +160,8 @@ def core_methods(services: Services) -> dict[str, Handler]:
             ) from None
         if outcome.created:
             services.wake_pipeline()
+            if outcome.token_id is not None:
+                services.token_created()
         return {"importId": outcome.import_id, "tokenId": outcome.token_id}
 
     async def import_get(params: Params, peer: Peer) -> object:

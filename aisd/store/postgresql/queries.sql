@@ -465,3 +465,13 @@ ROLLBACK TO batch
 
 -- name: release_batch
 RELEASE batch
+
+-- name: savepoint_each
+-- One write of a group commit (see the SQLite store's _sync.group_transaction).
+SAVEPOINT each
+
+-- name: rollback_to_each
+ROLLBACK TO each
+
+-- name: release_each
+RELEASE each

@@ -1,9 +1,9 @@
 """Group commit of ``consent.submit``: concurrent submits share one transaction and one fsync.
 
-Whoever finds no batch being written becomes the writer: it takes every submit waiting at that
-moment (its own among them) and commits them together, each in a savepoint so that one bad
-consent fails alone. The others wait for that batch's commit, or become the next writer when
-theirs arrived too late for it. Nobody is answered before the batch holding their consent is
+Concurrent submits are coalesced (:mod:`aisd.store._coalesce`) into one batch, written with one
+``executemany`` per table under a savepoint, or one savepoint per consent when one fails, so that
+a bad consent fails alone. The batch is one write of the store's writer, which commits it with
+the other writes waiting then: nobody is answered before the batch holding their consent is
 durable (``synchronous=FULL``).
 """
 
@@ -17,9 +17,7 @@ from datetime import date, datetime
 from functools import partial
 from typing import Any
 
-import anyio
-import anyio.lowlevel
-
+from aisd.store._coalesce import Coalescer
 from aisd.store._records import ConsentIn, ImportKind, NewEvent, StoredConsent, SubmitOutcome
 from aisd.store.sqlite._codec import date_in, dt_in
 from aisd.store.sqlite._ids import new_id
@@ -40,7 +38,6 @@ class _Pending:
     expires_at: datetime
     outcome: SubmitOutcome | None = None
     error: BaseException | None = None
-    done: bool = False
     events: list[NewEvent] = field(default_factory=list)
 
 
@@ -288,39 +285,17 @@ class GroupCommit:
         self, run: Callable[[Callable[[sqlite3.Connection], None]], Awaitable[None]]
     ) -> None:
         self._run = run
-        self._pending: list[_Pending] = []
-        self._writing = False
-        self._written = anyio.Event()
+        self._batches = Coalescer(self._write, max_batch=MAX_BATCH)
+
+    async def _write(self, batch: list[_Pending]) -> None:
+        await self._run(partial(_write_batch, batch))
 
     async def submit(
         self, consent: ConsentIn, *, now: datetime, since: date, expires_at: datetime
     ) -> SubmitOutcome:
         """Store ``consent`` (see :meth:`aisd.store.Store.submit_consent`) in the next batch."""
         item = _Pending(consent, now, since, expires_at)
-        self._pending.append(item)
-        while not item.done:
-            if self._writing:
-                await self._written.wait()
-                continue
-            self._writing = True
-            # One turn of the event loop first: submits whose requests were read in the same
-            # turn join this batch instead of waiting for the next commit, so a burst of
-            # answers followed by a burst of requests does not alternate batches of 1 and N-1.
-            await anyio.lowlevel.cancel_shielded_checkpoint()
-            batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
-            try:
-                await self._run(partial(_write_batch, batch))
-            except BaseException as exc:
-                for other in batch:
-                    other.outcome, other.error = None, exc
-                if not isinstance(exc, Exception):
-                    raise
-            finally:
-                for other in batch:
-                    other.done = True
-                self._writing = False
-                written, self._written = self._written, anyio.Event()
-                written.set()
+        await self._batches.join(item)
         if item.error is not None:
             raise item.error
         assert item.outcome is not None

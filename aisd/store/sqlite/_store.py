@@ -4,8 +4,9 @@ Two aiosqlite connections: one writer, whose transactions an anyio lock serialis
 is one ``BEGIN IMMEDIATE`` ... ``COMMIT``), and one query-only reader, which in WAL mode never
 waits for the writer and never sees uncommitted rows. The pipeline's and the intake's
 transactions are each one plain function run on the writer's thread in one crossing
-(:mod:`aisd.store.sqlite._sync`); concurrent consents are committed together, one fsync per
-batch (:mod:`aisd.store.sqlite._intake`).
+(:mod:`aisd.store.sqlite._sync`); those waiting at the same time are committed together, one
+fsync for all (:mod:`aisd.store._coalesce`), and concurrent consents are written together as
+one of them (:mod:`aisd.store.sqlite._intake`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import anyio.to_thread
 
 from aisd.kontomatik._models import CommandFailure, ImportResult
 from aisd.phases import Budget, Step, failed_event_data
+from aisd.store._coalesce import Coalescer
 from aisd.store._health import StorageHealth
 from aisd.store._records import (
     AccessKind,
@@ -71,7 +73,14 @@ from aisd.store.sqlite._migrate import migrate
 from aisd.store.sqlite._ops import OpsMethods
 from aisd.store.sqlite._queries import QUERIES as Q
 from aisd.store.sqlite._reads import ReadMethods
-from aisd.store.sqlite._sync import on_thread, returning_id, rows, transaction
+from aisd.store.sqlite._sync import (
+    Write,
+    group_transaction,
+    on_thread,
+    returning_id,
+    rows,
+    transaction,
+)
 from aisd.store.sqlite._tokens import TokenMethods
 
 __all__ = ["SqliteStore", "open_store"]
@@ -79,6 +88,8 @@ __all__ = ["SqliteStore", "open_store"]
 T = TypeVar("T")
 # The lease of a claimer that needs no heartbeat (see register_claimer).
 _NO_END = datetime(9999, 12, 31, tzinfo=UTC)
+# Writes committed together at most: one transaction stays short (an intake batch is one).
+MAX_GROUP = 64
 _FINAL_STATES = (ImportState.SUCCESSFUL.value, ImportState.FAILED.value)
 
 
@@ -120,8 +131,7 @@ class SqliteStore(
         self._reader = reader
         self._checkpointer = checkpointer
         self._lock = anyio.Lock()
-        self._short_waiting = 0
-        self._no_short_waiting = anyio.Event()
+        self._writes = Coalescer(self._write_group, max_batch=MAX_GROUP, lock=self._lock)
         self._intake = GroupCommit(self._run)
         self.path = path
         self.health = StorageHealth()
@@ -280,57 +290,58 @@ class SqliteStore(
     ) -> T:
         """Run ``fn`` as one transaction in one crossing into the writer's thread.
 
-        A ``bulk`` transaction (storing a large result) lets every other one waiting go
-        first: those are the short writes recorded before a call is sent upstream, and a slot
-        stays idle while they wait. Shielded: once handed to the thread the transaction runs
-        to its end anyway, and the writer must not be given the next one before it has.
+        Short transactions are committed together with the others waiting meanwhile (see
+        :func:`_sync.group_transaction`): one commit, one fsync for all of them, each answered
+        once it is durable. A ``bulk`` transaction (storing a large result) runs alone and lets
+        every short one waiting go first: those are the writes recorded before a call is sent
+        upstream, and a slot stays idle while they wait. Shielded: once handed to the thread the
+        transaction runs to its end anyway, and the writer must not be given the next one
+        before it has.
         """
         with anyio.CancelScope(shield=True):
-            if bulk:
-                await self._acquire_after_short_writes()
-            else:
-                self._short_waiting += 1
-                try:
-                    await self._lock.acquire()
-                finally:
-                    self._short_waiting -= 1
-                    if not self._short_waiting:
-                        self._no_short_waiting.set()
-            body = transaction(fn, durable=durable)
-
-            def counted(db: sqlite3.Connection) -> tuple[T, bool]:
-                before = db.total_changes
-                result = body(db)
-                return result, db.total_changes != before
-
+            if not bulk:
+                write = Write(fn, durable)
+                await self._writes.join(write)
+                if write.error is not None:
+                    raise write.error
+                result: T = write.result
+                return result
+            await self._acquire_after_short_writes()
             try:
-                out, wrote = await on_thread(self._writer, counted)
-            except Exception as exc:
-                reason = storage_failure(exc)
-                if reason is None:
-                    raise
-                self.health.failed(reason)
-                raise StorageUnavailable(reason) from exc
+                out, wrote = await self._on_writer(
+                    partial(_changing, transaction(fn, durable=durable))
+                )
             finally:
                 self._lock.release()
+        if wrote:
+            self._checkpointer.wrote()
+            self.health.succeeded()
+        return out
+
+    async def _write_group(self, writes: list[Write]) -> None:
+        # The Coalescer holds the write lock meanwhile.
+        wrote = await self._on_writer(partial(group_transaction, writes))
         if wrote:
             self._checkpointer.wrote()
             # Only a write that landed says the disk takes writes again: an idle claim that
             # changed nothing commits even on a full disk.
             self.health.succeeded()
-        return out
 
-    def _short_writes_waiting(self) -> bool:
-        return self._short_waiting > 0
+    async def _on_writer(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        try:
+            return await on_thread(self._writer, fn)
+        except Exception as exc:
+            reason = storage_failure(exc)
+            if reason is None:
+                raise
+            self.health.failed(reason)
+            raise StorageUnavailable(reason) from exc
 
     async def _acquire_after_short_writes(self) -> None:
         while True:
-            while self._short_writes_waiting():
-                if self._no_short_waiting.is_set():
-                    self._no_short_waiting = anyio.Event()
-                await self._no_short_waiting.wait()
+            await self._writes.until_idle()
             await self._lock.acquire()
-            if not self._short_writes_waiting():
+            if not self._writes.busy:
                 return
             # One arrived while this waited for the lock: it goes first.
             self._lock.release()
@@ -582,6 +593,12 @@ class SqliteStore(
             await db.execute(Q["purge_refused_replies"], params)
             async with db.execute(Q["purge_raw_replies"], params) as cur:
                 return int(cur.rowcount)
+
+
+def _changing(fn: Callable[[sqlite3.Connection], T], db: sqlite3.Connection) -> tuple[T, bool]:
+    """``fn(db)`` and whether it changed any row."""
+    before = db.total_changes
+    return fn(db), db.total_changes != before
 
 
 def _create_private(path: Path) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar, cast
 
@@ -17,10 +18,19 @@ import aiosqlite
 
 from aisd.store._records import NewEvent
 from aisd.store.sqlite._codec import dt_in, json_in
-from aisd.store.sqlite._errors import StoreError
+from aisd.store.sqlite._errors import StoreError, storage_failure
 from aisd.store.sqlite._queries import QUERIES as Q
 
-__all__ = ["emit", "emit_each", "on_thread", "returning_id", "rows", "transaction"]
+__all__ = [
+    "Write",
+    "emit",
+    "emit_each",
+    "group_transaction",
+    "on_thread",
+    "returning_id",
+    "rows",
+    "transaction",
+]
 
 T = TypeVar("T")
 
@@ -62,6 +72,44 @@ def transaction(
         return out
 
     return body
+
+
+@dataclass(slots=True)
+class Write:
+    """One caller's transaction body in a group commit, and what running it gave."""
+
+    fn: Callable[[sqlite3.Connection], Any]
+    durable: bool
+    result: Any = None
+    error: Exception | None = None
+
+
+def group_transaction(writes: Sequence[Write], db: sqlite3.Connection) -> bool:
+    """Run the ``writes`` in one transaction, one commit (one fsync) for them all; returns
+    whether any row changed.
+
+    Each runs under a savepoint: one that raises is rolled back alone and its error kept on
+    it, as if its own transaction had failed, and the others commit. A storage failure (a full
+    disk) or one that ended the transaction fails the whole group: it is raised, nothing is
+    committed. The commit waits for the fsync unless no write asked for it (claims only, see
+    :func:`transaction`).
+    """
+    before = db.total_changes
+
+    def each(db: sqlite3.Connection) -> None:
+        for write in writes:
+            db.execute(Q["savepoint_each"])
+            try:
+                write.result = write.fn(db)
+            except Exception as exc:
+                if storage_failure(exc) is not None or not db.in_transaction:
+                    raise
+                db.execute(Q["rollback_to_each"])
+                write.error = exc
+            db.execute(Q["release_each"])
+
+    transaction(each, durable=any(write.durable for write in writes))(db)
+    return db.total_changes != before
 
 
 def rows(db: sqlite3.Connection, name: str, params: Any = ()) -> list[sqlite3.Row]:

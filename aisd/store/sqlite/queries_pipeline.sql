@@ -260,3 +260,13 @@ ON CONFLICT (session_id) DO UPDATE SET signature = excluded.signature
 
 -- name: session_ids
 SELECT session_id, id FROM sessions WHERE session_id IN (SELECT value FROM json_each(:session_ids))
+
+-- name: savepoint_each
+-- One write of a group commit (see _sync.group_transaction).
+SAVEPOINT each
+
+-- name: rollback_to_each
+ROLLBACK TO each
+
+-- name: release_each
+RELEASE each

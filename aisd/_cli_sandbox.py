@@ -70,6 +70,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     mint = actions.add_parser("mint", help="mint a consent (the widget's onSuccess values)")
     mint.add_argument("--owner", required=True, metavar="ID", help="the owner's external id")
     mint.add_argument("--single", action="store_true", help="a one-off consent without a token")
+    mint.add_argument(
+        "--accounts",
+        metavar="N|IBAN,...",
+        help="how many accounts, or the IBANs to use (owners given one IBAN share its quota)",
+    )
     advance = actions.add_parser("advance", help="move the sandbox's clock forward")
     advance.add_argument("duration", type=_duration, help="how far: 90s, 15m, 2h, 3d")
     faults = actions.add_parser("faults", help="set fault rates (shares from 0 to 1)")
@@ -80,6 +85,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "kill", help="kill an owner's tokens upstream (refreshes then get InvalidMultipleAccessId)"
     )
     kill.add_argument("--owner", required=True, metavar="ID", help="the owner's external id")
+    actions.add_parser(
+        "stats",
+        help="what a stand-alone sandbox has seen (imports per session, reuses per account, "
+        "polls per command, the peak of running commands); needs --url",
+    )
 
 
 def _over_http(args: argparse.Namespace, action: str, form: dict[str, str]) -> Any:
@@ -87,7 +97,7 @@ def _over_http(args: argparse.Namespace, action: str, form: dict[str, str]) -> A
     key = settings.api_key.get_secret_value() if settings.api_key else DEFAULT_API_KEY
     url = args.url.rstrip("/") + CONTROL_PATHS[action]
     try:
-        if action == "status":
+        if action in ("status", "stats"):
             reply = httpx.get(url, headers={"X-Api-Key": key}, timeout=args.timeout)
         else:
             reply = httpx.post(url, data=form, headers={"X-Api-Key": key}, timeout=args.timeout)
@@ -104,7 +114,11 @@ def _over_http(args: argparse.Namespace, action: str, form: dict[str, str]) -> A
 
 def _request(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
     if args.action == "mint":
-        return "mint", {"ownerExternalId": args.owner, "multipleAccess": not args.single}
+        params: dict[str, Any] = {"ownerExternalId": args.owner, "multipleAccess": not args.single}
+        if args.accounts is not None:
+            accounts = args.accounts.strip()
+            params["accounts"] = int(accounts) if accounts.isdigit() else accounts
+        return "mint", params
     if args.action == "advance":
         return "advance", {"seconds": args.duration}
     if args.action == "faults":
@@ -112,6 +126,8 @@ def _request(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
         return "faults", rates
     if args.action == "kill":
         return "kill", {"ownerExternalId": args.owner}
+    if args.action == "stats":
+        return "stats", {}
     return "status", {}
 
 
@@ -122,6 +138,13 @@ def run(args: argparse.Namespace, client: Callable[[argparse.Namespace], Client]
         0 once done; 1 when a stand-alone sandbox refused or could not be reached.
     """
     action, params = _request(args)
+    if not args.url and (action == "stats" or isinstance(params.get("accounts"), str)):
+        what = "stats" if action == "stats" else "mint --accounts IBAN,..."
+        print(
+            f"aisd: sandbox-ctl: {what} needs a stand-alone `aisd sandbox`: give its --url",
+            file=sys.stderr,
+        )
+        return 1
     if args.url:
         form = {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in params.items()}
         try:

@@ -8,6 +8,8 @@ between the import and the fetch leaves the previous scores in place until the n
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 
 import anyio
 import structlog
@@ -15,7 +17,7 @@ from anyio.abc import TaskStatus
 
 from aisd.clock import Clock
 from aisd.kontomatik import KontomatikClient, KontomatikError
-from aisd.store import EventRecord, Store
+from aisd.store import EventRecord, StaleLeader, Store
 
 log = structlog.get_logger("aisd.analytics")
 
@@ -24,11 +26,26 @@ BACKLOG = 1000
 
 
 class Analytics:
-    """Fetches and keeps the configured analytics of owners whose import just succeeded."""
+    """Fetches and keeps the configured analytics of owners whose import just succeeded.
+
+    Args:
+        store: where the scores are kept.
+        client: the Kontomatik API.
+        clock: the time the scores are stamped with.
+        kinds: the analytics configured (``AISD_ANALYTICS``).
+        duty: the context each fetch runs in (the leader's term, which fences its write:
+            :meth:`aisd.cluster.Leadership.duty`).
+    """
 
     def __init__(
-        self, store: Store, client: KontomatikClient, clock: Clock, kinds: frozenset[str]
+        self,
+        store: Store,
+        client: KontomatikClient,
+        clock: Clock,
+        kinds: frozenset[str],
+        duty: Callable[[], AbstractContextManager[None]] = nullcontext,
     ) -> None:
+        self._duty = duty
         self._store = store
         self._client = client
         self._clock = clock
@@ -51,7 +68,13 @@ class Analytics:
         task_status.started()
         async with self._send, self._receive:
             async for event in self._receive:
-                await self._fetch(event)
+                try:
+                    with self._duty():
+                        await self._fetch(event)
+                except StaleLeader:
+                    # Deposed while fetching: nothing was kept; the scores wait for the next
+                    # import, as after a crash.
+                    log.info("analytics.fenced", ownerExternalId=event.owner_external_id)
 
     async def _fetch(self, event: EventRecord) -> None:
         owner = event.owner_external_id

@@ -25,6 +25,7 @@ from aisd import _cli_format as fmt
 from aisd import _cli_sandbox as sandbox_ctl
 from aisd.client import Client, DaemonUnavailable, ProtocolError, RpcError
 from aisd.logs import configure_logging
+from aisd.sandbox import SandboxConfig
 from aisd.settings import SettingsError, check_database_url, load_settings
 
 __all__ = ["build_parser", "main"]
@@ -188,6 +189,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--state",
         metavar="PATH",
         help="keep the sandbox's sessions, tokens and clock in this file across restarts",
+    )
+    p.add_argument(
+        "--command-seconds",
+        type=_seconds,
+        default=SandboxConfig.command_seconds,
+        metavar="S",
+        help="how long a Default Import runs upstream (default %(default)g)",
     )
     p = add(
         "sandbox-ctl",
@@ -365,6 +373,7 @@ def _cmd_sandbox(args: argparse.Namespace) -> int:
             args.host,
             args.port,
             api_key=key,
+            config=SandboxConfig(command_seconds=args.command_seconds),
             state_path=Path(args.state) if args.state else None,
             announce=lambda text: print(text, flush=True),
         )

@@ -6,14 +6,15 @@ leader lease row (database clock, a term bumped at every change of holder); the 
 every third of its length. A leader trusts its lease only until a local monotonic deadline (the
 start of its last successful renewal plus the lease, less a margin): a frozen or cut-off daemon
 stops leading before the lease can have passed to another, and a resumed one finds the
-deadline passed. Every duty is idempotent, so a brief overlap at a change of leader is harmless.
+deadline passed. A duty frozen after that check is fenced in the database: its transactions
+check the term it started under (:meth:`Leadership.duty`) and a stale one writes nothing. Every
+duty stays idempotent besides.
 """
 
 from __future__ import annotations
 
-import os
-import secrets
-import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, Protocol
 
 import anyio
@@ -21,9 +22,9 @@ import structlog
 from anyio.abc import TaskStatus
 
 from aisd.clock import Clock
-from aisd.store import StorageUnavailable
+from aisd.store import LeaderTerm, StorageUnavailable, under_term
 
-__all__ = ["LEASE_SECONDS", "Leadership", "LeaseStore", "daemon_holder"]
+__all__ = ["LEASE_SECONDS", "Leadership", "LeaseStore"]
 
 log = structlog.get_logger("aisd.cluster")
 
@@ -34,18 +35,16 @@ _MARGIN_SECONDS = 1.0
 
 
 class LeaseStore(Protocol):
-    """What a shared-database store offers for leadership and the cluster's status."""
+    """What a shared-database store offers for leadership and the cluster's status; its
+    ``origin`` names this daemon start (the leader lease's holder, the events' appender)."""
+
+    origin: str
 
     async def take_leadership(self, holder: str, *, ttl_seconds: float) -> int | None: ...
 
     async def resign_leadership(self, holder: str) -> None: ...
 
     async def cluster(self) -> dict[str, Any]: ...
-
-
-def daemon_holder() -> str:
-    """This daemon start's name in the leader lease: host, pid and a nonce."""
-    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
 
 
 class Leadership:
@@ -63,7 +62,8 @@ class Leadership:
         self._store = store
         self._clock = clock
         self._lease = lease_seconds
-        self.holder = daemon_holder()
+        # The store's name for this daemon start: its events carry the same.
+        self.holder = store.origin if store is not None else "sole"
         self.term: int | None = None
         self._deadline = float("-inf")
         self.cluster: dict[str, Any] | None = None
@@ -73,6 +73,18 @@ class Leadership:
         if self._store is None:
             return True
         return self._clock.monotonic() < self._deadline
+
+    @contextmanager
+    def duty(self) -> Iterator[None]:
+        """Run the block (and the tasks it starts) as a duty of the term held now: the shared
+        store refuses its writes with :class:`aisd.store.StaleLeader` once that term has
+        lapsed or passed to another daemon, however long the duty was frozen in between."""
+        if self._store is None:
+            yield
+            return
+        # Outside a term (not leading) the duty fences on one no lease ever has.
+        with under_term(LeaderTerm(self.holder, self.term if self.term is not None else 0)):
+            yield
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Take and renew the lease until cancelled; resign it on the way out."""

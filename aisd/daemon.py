@@ -39,7 +39,7 @@ from aisd.refresh import Refresher
 from aisd.rpc import ListenError, RpcServer, open_listener
 from aisd.rpc.catalog import CATALOG, COMMON_ERRORS
 from aisd.settings import Settings
-from aisd.store import EventRecord, StorageUnavailable, Store
+from aisd.store import EventRecord, StaleLeader, StorageUnavailable, Store
 from aisd.wiring import Hooks, embedded_sandbox, open_core
 
 log = structlog.get_logger("aisd.daemon")
@@ -75,25 +75,43 @@ class Ticks:
 
 
 class EventLog:
-    """Writes one JSON log line per event of the durable feed, whoever appended it, and hands
-    each event to the observers (which must not block). With ``leading``, only while it says
-    so: on a database several daemons share, the leader alone logs and observes, so each
-    event is logged once per cluster."""
+    """Writes one JSON log line per event of the durable feed and hands each event to the
+    observers (which must not block).
+
+    On a database several daemons share, every daemon follows the whole feed: each logs the
+    events it appended itself (``origin``), after their commit, so that each line appears
+    once in the cluster and in the log of the host where it happened; the leader alone
+    observes every event (analytics, metrics, webhooks: once per cluster) and logs those no
+    daemon names (appended by a tool, not a daemon).
+
+    Args:
+        store: the store whose feed is followed.
+        observers: told of each event, on the leading daemon.
+        leading: whether this daemon leads now (always, by default: one daemon, one database).
+        origin: this daemon's name in the events' ``origin``; None when no event names one.
+    """
 
     def __init__(
         self,
         store: Store,
         observers: Sequence[Callable[[EventRecord], None]] = (),
         leading: Callable[[], bool] = lambda: True,
+        origin: str | None = None,
     ) -> None:
         self._store = store
         self._leading = leading
+        self._origin = origin
         self._observers = tuple(observers)
         self._wake = anyio.Event()
 
     def wake(self) -> None:
         """New events may have been appended."""
         self._wake.set()
+
+    def _logs(self, event: EventRecord, leading: bool) -> bool:
+        if event.origin is None:
+            return leading
+        return event.origin == self._origin
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Follow the feed from its current end until cancelled."""
@@ -112,21 +130,20 @@ class EventLog:
                 except StorageUnavailable:
                     break  # the store logs it; the next wake-up reads on from `after`
                 for event in events:
-                    if not self._leading():
-                        # Another daemon on the same database logs and observes it.
-                        after = event.id
-                        continue
-                    elog.log(
-                        event_level(event.type, event.data),
-                        event.type,
-                        eventId=event.id,
-                        ownerExternalId=event.owner_external_id,
-                        tokenId=event.token_id,
-                        importId=event.import_id,
-                        **event.data,
-                    )
-                    for observe in self._observers:
-                        observe(event)
+                    leading = self._leading()
+                    if self._logs(event, leading):
+                        elog.log(
+                            event_level(event.type, event.data),
+                            event.type,
+                            eventId=event.id,
+                            ownerExternalId=event.owner_external_id,
+                            tokenId=event.token_id,
+                            importId=event.import_id,
+                            **event.data,
+                        )
+                    if leading:
+                        for observe in self._observers:
+                            observe(event)
                     after = event.id
                 if len(events) < 500:
                     break
@@ -167,7 +184,9 @@ async def run(settings: Settings, sandbox: bool, clock: Clock | None = None) -> 
         # On a database other daemons share (PostgreSQL), once-per-cluster duties need a lease.
         leadership = Leadership(core.shared, clock)
         hooks.cluster_status = leadership.status
-        ops = Operations.from_settings(settings, store, clock, leading=leadership.leading)
+        ops = Operations.from_settings(
+            settings, store, clock, leading=leadership.leading, duty=leadership.duty
+        )
         core.client.observer = ops.metrics.upstream_call
         hooks.on_command_end = ops.metrics.command_ended
         ops.attach(
@@ -175,11 +194,14 @@ async def run(settings: Settings, sandbox: bool, clock: Clock | None = None) -> 
             slot_limit=lambda: pipeline.limit,
             storage_ok=lambda: core.health.ok,
         )
-        analytics = Analytics(store, core.client, clock, settings.analytics)
-        # Once per cluster: the leader logs every daemon's events, fetches their analytics and
-        # counts them for its metrics.
+        analytics = Analytics(store, core.client, clock, settings.analytics, leadership.duty)
+        # Each daemon logs the events it appended; the leader alone fetches their analytics,
+        # counts them for its metrics and delivers them to webhooks.
         events = EventLog(
-            store, observers=[analytics.observe, *ops.observers()], leading=leadership.leading
+            store,
+            observers=[analytics.observe, *ops.observers()],
+            leading=leadership.leading,
+            origin=None if core.shared is None else core.shared.origin,
         )
         ticks = Ticks()
         hooks.on_change = hooks.on_queued = events.wake
@@ -294,10 +316,20 @@ async def _planner(
                     health.last_tick = time.monotonic()
                     continue
                 try:
-                    began = time.monotonic()
-                    report = await refresher.tick()
-                    metrics.planner_ticked(time.monotonic() - began)
-                    counts = await store.counts()
+                    # A duty of the term held now: deposed half-way (frozen, then taken
+                    # over), the tick and its revocations write nothing.
+                    with leadership.duty():
+                        began = time.monotonic()
+                        report = await refresher.tick()
+                        metrics.planner_ticked(time.monotonic() - began)
+                        counts = await store.counts()
+                        if report.ending:
+                            # Upstream calls: off the tick, so a slow API never stalls it.
+                            revocations.start_soon(_end_by_limit, refresher, report.ending)
+                except StaleLeader:
+                    log.info("cluster.duty_fenced", duty="planner")
+                    health.last_tick = time.monotonic()
+                    continue
                 except StorageUnavailable:
                     # Alive, not wedged (a restart would not free the disk): the store logs
                     # it, rate-limited, and the next tick tries again.
@@ -307,9 +339,6 @@ async def _planner(
                     log.exception("planner.tick_failed")
                     continue
                 health.last_tick = time.monotonic()
-                if report.ending:
-                    # Upstream calls: off the tick, so a slow API never stalls planning.
-                    revocations.start_soon(refresher.end_by_limit, report.ending)
                 events.wake()
                 tokens = counts.get("tokens", {})
                 imports = counts.get("imports", {})
@@ -331,6 +360,15 @@ async def _planner(
         ticks.close()
 
 
+async def _end_by_limit(refresher: Refresher, ending: Sequence[tuple[str, str]]) -> None:
+    """Cost-limit revocations, started inside the tick's duty and fenced by its term."""
+    try:
+        await refresher.end_by_limit(ending)
+    except StaleLeader:
+        # The ledger row of a revocation is written before its request: none was sent.
+        log.info("cluster.duty_fenced", duty="cost_limit_revocations")
+
+
 async def _housekeeping(
     store: Store, clock: Clock, settings: Settings, leadership: Leadership
 ) -> None:
@@ -342,12 +380,15 @@ async def _housekeeping(
             await anyio.sleep(HOUSEKEEPING_FIRST_DELAY_SECONDS)
             continue
         try:
-            await housekeep(
-                store,
-                now=clock.now(),
-                retention_days=settings.retention_days,
-                raw_retention_days=settings.raw_retention_days,
-            )
+            with leadership.duty():
+                await housekeep(
+                    store,
+                    now=clock.now(),
+                    retention_days=settings.retention_days,
+                    raw_retention_days=settings.raw_retention_days,
+                )
+        except StaleLeader:
+            log.info("cluster.duty_fenced", duty="housekeeping")
         except Exception:
             log.exception("housekeeping.failed")
         await anyio.sleep(HOUSEKEEPING_INTERVAL_SECONDS)

@@ -4,6 +4,7 @@ settings in one place and started in the daemon's task group."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 from anyio.abc import TaskGroup
@@ -37,9 +38,11 @@ class Operations:
         clock: Clock,
         *,
         leading: Callable[[], bool] = lambda: True,
+        duty: Callable[[], AbstractContextManager[None]] = nullcontext,
     ) -> Operations:
         """Build both from the settings; webhooks are delivered only while ``leading`` says so
-        (on a database several daemons share, by the leader alone)."""
+        (on a database several daemons share, by the leader alone, each pass as a ``duty``
+        of its term)."""
         webhooks = None
         if settings.webhook_url and settings.webhook_keys:
             webhooks = Webhooks(
@@ -50,6 +53,7 @@ class Operations:
                 types=settings.webhook_events or None,
                 retry_seconds=settings.webhook_retry_seconds,
                 leading=leading,
+                duty=duty,
             )
         listen = None if settings.metrics_listen is None else parse_listen(settings.metrics_listen)
         metrics = Metrics(store, clock, max_running_commands=settings.max_running_commands)

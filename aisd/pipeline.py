@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 import anyio
@@ -39,7 +39,7 @@ from aisd.kontomatik import (
     UnexpectedReplyError,
 )
 from aisd.phases import Step
-from aisd.polling import DurationEstimates, backoff, jobs_quota_delay, poll_delay
+from aisd.polling import Aim, DurationEstimates, backoff, jobs_quota_delay, poll_delay
 from aisd.settings import Settings
 from aisd.store import (
     AccessKind,
@@ -71,6 +71,8 @@ POLL_DEADLINE_SECONDS = 1800.0
 # doubling while the retries keep failing: every import would fail alike, so no spinning.
 STORAGE_PAUSE_SECONDS = 1.0
 STORAGE_PAUSE_MAX_SECONDS = 30.0
+# A poll sent this much before its aim still counts as the aimed one (clocks round).
+AIM_TOLERANCE_SECONDS = 0.001
 # Unreadable elements of one reply logged one by one at most (all are counted in the event).
 MAX_SKIPPED_LOGGED = 100
 
@@ -110,6 +112,32 @@ class PipelineConfig:
         )
 
 
+@dataclass(slots=True)
+class _Release:
+    """A slot's hand-over running in its own task: done once the slot is freed (and the next
+    imports started), with the error that stopped it, if any."""
+
+    done: anyio.Event = field(default_factory=anyio.Event)
+    error: Exception | None = None
+
+
+def _sends_at_once(job: ImportJob) -> bool:
+    """Whether a claimed import's first step is a write and then a request sent at once (what
+    a handoff waits for): not one adopted mid-poll or waiting for its next step."""
+    return job.phase in (ImportPhase.QUEUED, ImportPhase.READY, ImportPhase.STARTING) and (
+        job.phase == ImportPhase.QUEUED or job.not_before is None
+    )
+
+
+async def _released(release: _Release | None) -> None:
+    """Wait for a begun hand-over (the import's next write must follow it); raise its error."""
+    if release is None:
+        return
+    await release.done.wait()
+    if release.error is not None:
+        raise release.error
+
+
 @dataclass(frozen=True, slots=True)
 class Wait:
     """A step's answer: wait this long holding the slot, then go on with ``job``."""
@@ -147,10 +175,14 @@ class Pipeline:
         # is the store's slot rows).
         self._active: set[str] = set()
         # When each running command's Default Import was answered (monotonic clock).
-        self._accepted_at: dict[str, float] = {}
+        self._accepted_at: dict[str, tuple[float, str | None]] = {}
         # Results are stored one at a time: the store's writer serves its callers in order, and
         # a queue of large results would hold back the short writes that start the next imports.
         self._storing = anyio.Lock()
+        # Imports whose slot is being handed on (the ended one until its slot is freed, the
+        # next one until its first write is done): large results wait for them.
+        self._handoffs: set[str] = set()
+        self._handoffs_changed = anyio.Event()
         self._wake = anyio.Event()
         self._accepting = True
         self._estimates = DurationEstimates()
@@ -325,6 +357,7 @@ class Pipeline:
             else:
                 self._storage_pause = 0.0
             finally:
+                self._handoff_done(job.import_id)
                 self._active.discard(job.import_id)
                 self._accepted_at.pop(job.import_id, None)
                 self._on_change()
@@ -414,6 +447,7 @@ class Pipeline:
         granted = await self._store.begin_access(
             claim, AccessKind.REUSE, now=self._clock.now(), token_id=job.token_id, quota=self._gate
         )
+        self._handoff_done(job.import_id)
         if isinstance(granted, QuotaAnswer):
             await self._not_now(job, granted)
             return None
@@ -486,6 +520,8 @@ class Pipeline:
             session_id=session.session_id,
         )
         assert isinstance(access, int)
+        # What is left of a handoff (the request) does not need the writer.
+        self._handoff_done(job.import_id)
         # Recorded as sent: the import now stands in phase starting.
         job = replace(job, phase=ImportPhase.STARTING)
         self._check_lease(job)
@@ -493,7 +529,7 @@ class Pipeline:
             command = await self._client.default_import(session, job.since)
             # The command runs from here: polls are timed from this moment, not from after the
             # writes below, which may wait behind other imports' results.
-            self._accepted_at[job.import_id] = self._clock.monotonic()
+            self._accepted_at[job.import_id] = (self._clock.monotonic(), command.target)
         except JobsQuotaExceededError as exc:
             # Refused before it started: the session is still unused (or as unknown as before).
             await self._outcome(access, outcome="error", error_name=exc.name, pressure="lower")
@@ -570,31 +606,52 @@ class Pipeline:
         # Elapsed time is measured from the Default Import (the reference the spacing rule
         # counts from); after a restart, from the last recorded request.
         accepted = self._accepted_at.pop(job.import_id, None)
+        # The bank, when the Default Import's reply named it already.
+        target: str | None = None
         if accepted is not None:
-            t0 = accepted
+            t0, target = accepted
         else:
             # Resumed after a restart: count from the last recorded request.
             reference = job.last_poll_at or job.started_at or self._clock.now()
             elapsed = max(0.0, (self._clock.now() - reference).total_seconds())
             t0 = self._clock.monotonic() - elapsed
         last_request = t0
-        target: str | None = None
+        # This command's aim, taken once its bank is known (the bank's own bracket decides
+        # whether the aim was right); before that, the quickest bank's serves.
+        plan: Aim | None = None
         aimed_hit: bool | None = None
-        aimed_at: float | None = None
         running_at: float | None = None
+
+        def current_aim() -> Aim | None:
+            nonlocal plan
+            if plan is None and target is not None:
+                plan = self._estimates.aim(target)
+            return plan if plan is not None else self._estimates.aim(None)
+
+        # With nothing known, the first poll's phase in the band (see discovery_phase).
+        first_aim = current_aim()
+        phase = self._estimates.next_phase() if first_aim is None else 0.0
+
         polls = job.polls
         first_error_at: float | None = None
+        # The slot's hand-over, begun as soon as a reply shows the command ended.
+        release: _Release | None = None
+
+        def on_final(state: CommandState) -> None:
+            nonlocal release
+            if release is None:
+                release = self._begin_release(job)
+
         with structlog.contextvars.bound_contextvars(commandId=job.command_id):
             while True:
                 since_last = self._clock.monotonic() - last_request
-                expected = self._estimates.expected(target)
-                # Only an estimate of this command's own bank says whether the aim was right.
-                aim = expected if target is not None else None
+                aim = current_aim()
                 delay = poll_delay(
                     last_request - t0,
-                    expected,
+                    None if aim is None else aim.at,
                     min_seconds=cfg.poll_min_seconds,
                     max_seconds=cfg.poll_max_seconds,
+                    phase=phase,
                 )
                 await self._clock.sleep(max(0.0, delay - since_last))
                 # A poll is a request too: none once the lease may have passed to another.
@@ -602,8 +659,13 @@ class Pipeline:
                 last_request = self._clock.monotonic()
                 elapsed = last_request - t0
                 try:
-                    reply = await self._client.get_import_result(job.command_id)
+                    reply = await self._client.get_import_result(
+                        job.command_id, on_final=on_final, pace=self._after_handoffs
+                    )
                 except RetryLaterError as exc:
+                    # A reply cut after its final state: the command did end, and its slot is
+                    # handed on once; polling goes on for the result.
+                    await _released(release)
                     first_error_at = first_error_at or last_request
                     if last_request - first_error_at > POLL_DEADLINE_SECONDS:
                         await self._fail(job, CommandFailure(exc.name, exc.message), polls=polls)
@@ -611,24 +673,26 @@ class Pipeline:
                     log.info("import.poll_retry", error=exc.name)
                     continue
                 except KontomatikError as exc:
+                    await _released(release)
                     await self._fail(job, CommandFailure(exc.name, exc.message), polls=polls)
                     return
                 first_error_at = None
                 polls += 1
                 command = reply.command
                 target = command.target or target
-                if aim is not None and aimed_hit is None:
-                    if running_at is not None and running_at >= aim:
+                if plan is not None and aimed_hit is None:
+                    if running_at is not None and running_at >= plan.at:
                         # A poll placed before the bank was known already passed the aim.
-                        aimed_hit, aimed_at = False, aim
-                    elif elapsed >= aim:
-                        aimed_hit, aimed_at = command.state.is_final, aim
+                        aimed_hit = False
+                    elif elapsed >= plan.at - AIM_TOLERANCE_SECONDS:
+                        aimed_hit = command.state.is_final
                 if not command.state.is_final:
                     running_at = elapsed
                     now = self._clock.now()
+                    aim = current_aim()
                     nxt = poll_delay(
                         elapsed,
-                        self._estimates.expected(target),
+                        None if aim is None else aim.at,
                         min_seconds=cfg.poll_min_seconds,
                         max_seconds=cfg.poll_max_seconds,
                     )
@@ -638,15 +702,17 @@ class Pipeline:
                         now=now,
                     )
                     continue
-                self._on_command_end(elapsed, running_at, expected)
+                self._on_command_end(elapsed, running_at, self._estimates.expected(target))
                 self._estimates.observe(
                     target,
-                    aimed_hit=aimed_hit,
+                    aim=plan if aimed_hit is not None else None,
+                    hit=aimed_hit,
                     finished_at=elapsed,
-                    aimed_at=aimed_at,
                     running_at=running_at,
                 )
-                await self._release_slot(job)
+                if release is None:
+                    release = self._begin_release(job)
+                await _released(release)
                 await self._finish(job, command, reply.raw, polls)
                 return
 
@@ -654,6 +720,7 @@ class Pipeline:
         self, job: ImportJob, command: Command, raw: bytes | None, polls: int
     ) -> None:
         if command.state == CommandState.SUCCESSFUL and command.result is not None:
+            await self._after_handoffs()
             refused = await self._store.refuse_foreign_owner(
                 self._claim(job),
                 command.owner_external_id,
@@ -668,6 +735,7 @@ class Pipeline:
                 # Where and why, never the value: the element stays in the kept raw reply.
                 log.warning("import.element_skipped", path=skipped.path, reason=skipped.reason)
             async with self._storing:
+                await self._after_handoffs()
                 stats = await self._store.finish_success(
                     self._claim(job),
                     command.result,
@@ -761,6 +829,26 @@ class Pipeline:
         self._paused_until = now + self._storage_pause
         log.info("pipeline.paused", reason="storage", seconds=self._storage_pause)
 
+    def _begin_release(self, job: ImportJob) -> _Release:
+        """Hand the ended command's slot on in a task of its own: it runs while the rest of the
+        final reply is still read and parsed. The handoff counts as pending until the next
+        import's first write is done (see :meth:`_after_handoffs`)."""
+        assert self._tg is not None, "imports are driven inside run()"
+        release = _Release()
+        self._handoffs.add(job.import_id)
+
+        async def hand_over() -> None:
+            try:
+                await self._release_slot(job)
+            except Exception as exc:  # raised again in the import's own task
+                release.error = exc
+            finally:
+                self._handoff_done(job.import_id)
+                release.done.set()
+
+        self._tg.start_soon(hand_over, name=f"release {job.import_id}")
+        return release
+
     async def _release_slot(self, job: ImportJob) -> None:
         """The command has ended upstream: its slot serves the next import while this one's
         result is stored (which takes a while for a year of transactions)."""
@@ -768,6 +856,24 @@ class Pipeline:
             self._claim(job), StepWrite(Step.ENDED_UPSTREAM), now=self._clock.now()
         )
         self._active.discard(job.import_id)
-        if self._tg is not None:
-            for other in handed:
-                self._start(self._tg, other)
+        assert self._tg is not None
+        for other in handed:
+            if _sends_at_once(other):
+                self._handoffs.add(other.import_id)
+            self._start(self._tg, other)
+
+    def _handoff_done(self, import_id: str) -> None:
+        if import_id in self._handoffs:
+            self._handoffs.discard(import_id)
+            self._handoffs_changed.set()
+            self._handoffs_changed = anyio.Event()
+
+    async def _after_handoffs(self) -> None:
+        """Wait for the handoffs pending now. Their short writes go before a large result's,
+        which would otherwise hold the writer while a freed slot waits for its next command;
+        and before a large reply's parsing, which would hold the CPU (and so the writer's
+        thread, which needs the GIL between statements). Handoffs begun meanwhile do not extend
+        the wait, so storing and parsing are never starved."""
+        pending = set(self._handoffs)
+        while pending & self._handoffs:
+            await self._handoffs_changed.wait()

@@ -21,6 +21,7 @@ import hmac
 import json
 import random
 from collections.abc import Callable, Collection, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -34,7 +35,7 @@ from anyio.abc import TaskStatus
 from aisd import __version__
 from aisd.clock import Clock, iso
 from aisd.rpc.methods import event_json
-from aisd.store import EventRecord, StorageUnavailable, Store, WebhookCursor
+from aisd.store import EventRecord, StaleLeader, StorageUnavailable, Store, WebhookCursor
 
 __all__ = [
     "RETRY_CAP_SECONDS",
@@ -143,6 +144,8 @@ class Webhooks:
         rng: jitter's randomness.
         leading: whether this daemon delivers now (daemons sharing a database: the leader
             alone, so an event is not sent by two of them; the cursor is shared).
+        duty: the context each delivery pass runs in (the leader's term, which fences its
+            writes: :meth:`aisd.cluster.Leadership.duty`).
     """
 
     def __init__(
@@ -158,9 +161,11 @@ class Webhooks:
         transport: httpx.AsyncBaseTransport | None = None,
         rng: random.Random | None = None,
         leading: Callable[[], bool] = lambda: True,
+        duty: Callable[[], AbstractContextManager[None]] = nullcontext,
     ) -> None:
         self._store = store
         self._leading = leading
+        self._duty = duty
         self._clock = clock
         self._urls = tuple(urls)
         self._labels = _unique_labels(self._urls)
@@ -211,8 +216,12 @@ class Webhooks:
         while True:
             signal = self._signal
             try:
-                wait = await self._pass(http, url, label) if self._leading() else RECHECK_SECONDS
-            except StorageUnavailable:
+                wait = RECHECK_SECONDS
+                if self._leading():
+                    with self._duty():
+                        wait = await self._pass(http, url, label)
+            except (StorageUnavailable, StaleLeader):
+                # StaleLeader: another daemon leads now and delivers from the shared cursor.
                 wait = RECHECK_SECONDS
             except Exception:
                 log.exception("webhook.follower_failed", endpoint=label)

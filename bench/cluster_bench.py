@@ -4,7 +4,7 @@ Usage::
 
     python bench/cluster_bench.py failover [--rounds 5]
     python bench/cluster_bench.py slots [--consents 32] [--seconds 8]
-    python bench/cluster_bench.py intake [--clients 50] [--requests 2000]
+    python bench/cluster_bench.py intake [--clients 50] [--requests 2000] [--durable]
 
 Each starts a throwaway PostgreSQL server (initdb/pg_ctl as the tests do, durability settings
 off), one sandbox served over HTTP on 127.0.0.1, and real daemon processes (``python -m aisd
@@ -55,9 +55,10 @@ LIMIT = 8
 
 
 @contextmanager
-def postgres() -> Iterator[PostgresServer]:
-    """A throwaway server with a migrated template."""
-    server = PostgresServer()
+def postgres(*, durable: bool = False) -> Iterator[PostgresServer]:
+    """A throwaway server with a migrated template (``durable``: fsync and synchronous
+    commit on, as in production)."""
+    server = PostgresServer(durable=durable)
     try:
         server.init()
         yield server
@@ -165,9 +166,9 @@ def slots(consents: int, seconds: float) -> None:
         )
 
 
-def intake(clients: int, requests: int) -> None:
+def intake(clients: int, requests: int, *, durable: bool) -> None:
     """consent.submit from many clients against a daemon on PostgreSQL."""
-    with postgres() as server, serving_sandbox() as box, ExitStack() as stack:
+    with postgres(durable=durable) as server, serving_sandbox() as box, ExitStack() as stack:
         root = Path(stack.enter_context(tempfile.TemporaryDirectory()))
         [daemon] = daemons(stack, root, box, server.new_database(), 1)
         # Commands that never end: the imports wait upstream, the intake is what is measured.
@@ -193,6 +194,9 @@ def main(argv: list[str] | None = None) -> None:
     p = sub.add_parser("intake")
     p.add_argument("--clients", type=int, default=50)
     p.add_argument("--requests", type=int, default=2000)
+    p.add_argument(
+        "--durable", action="store_true", help="the server with fsync and synchronous commit on"
+    )
     args = parser.parse_args(argv)
     os.environ.pop("AISD_DATABASE_URL", None)
     if args.what == "failover":
@@ -200,7 +204,7 @@ def main(argv: list[str] | None = None) -> None:
     elif args.what == "slots":
         slots(args.consents, args.seconds)
     else:
-        intake(args.clients, args.requests)
+        intake(args.clients, args.requests, durable=args.durable)
 
 
 if __name__ == "__main__":

@@ -199,10 +199,15 @@ class TimedSandbox(Sandbox):
 
 
 def naive_poll_delay(
-    elapsed: float, expected: float | None, *, min_seconds: float, max_seconds: float
+    elapsed: float,
+    aim: float | None,
+    *,
+    min_seconds: float,
+    max_seconds: float,
+    phase: float = 0.0,
 ) -> float:
     """The straightforward poller: every gap uniform in ``[min, max]``, nothing learned."""
-    del elapsed, expected
+    del elapsed, aim, phase
     return random.uniform(min_seconds, max_seconds)
 
 

@@ -71,9 +71,15 @@ def _free_port() -> int:
 
 
 class PostgresServer:
-    """A throwaway PostgreSQL cluster listening on 127.0.0.1 (trust authentication)."""
+    """A throwaway PostgreSQL cluster listening on 127.0.0.1 (trust authentication).
 
-    def __init__(self) -> None:
+    Args:
+        durable: keep PostgreSQL's durability settings (fsync, synchronous commit) as a
+            production server has them; off by default, for the tests' speed.
+    """
+
+    def __init__(self, *, durable: bool = False) -> None:
+        self._durable = durable
         self._bin = _bindir()
         self._prefix, self._user = _runner()
         self.root = Path(tempfile.mkdtemp(prefix="aisd-pg-"))
@@ -122,12 +128,12 @@ class PostgresServer:
 
     def start(self) -> None:
         """Start (or start again after :meth:`stop`) and wait until it accepts connections.
-        Durability settings are off: the tests prove aisd's behaviour, not PostgreSQL's."""
-        options = (
-            f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.root} "
-            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
-            "-c max_connections=200"
-        )
+        Durability settings are off unless ``durable``: the tests prove aisd's behaviour, not
+        PostgreSQL's."""
+        options = f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.root} "
+        if not self._durable:
+            options += "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
+        options += "-c max_connections=200"
         self._run(
             [
                 str(self._bin / "pg_ctl"),

@@ -46,8 +46,11 @@ CONTROL_PATHS: Mapping[str, str] = MappingProxyType(
         "advance": "/sandbox/advance",
         "faults": "/sandbox/faults",
         "kill": "/sandbox/kill-tokens",
+        "stats": "/sandbox/stats",
     }
 )
+# The controls that only read (GET); the others change the sandbox (POST).
+_READ_CONTROLS = frozenset({"status", "stats"})
 _JSON = "application/json"
 _log = structlog.get_logger("aisd.sandbox")
 
@@ -251,7 +254,7 @@ def _control(sandbox: Sandbox, request: Request) -> Reply:
     action = next((a for a, p in CONTROL_PATHS.items() if p == request.path), None)
     if action is None:
         return _json_reply(404, {"error": "no such control"})
-    if (action == "status") != (request.method == "GET"):
+    if (action in _READ_CONTROLS) != (request.method == "GET"):
         return _json_reply(405, {"error": f"{request.method} is not allowed here"})
     try:
         if action == "mint":
@@ -259,7 +262,9 @@ def _control(sandbox: Sandbox, request: Request) -> Reply:
             if not owner:
                 raise ValueError("ownerExternalId is required")
             minted = sandbox.mint_consent(
-                owner, multiple_access=params.get("multipleAccess", "true") != "false"
+                owner,
+                multiple_access=params.get("multipleAccess", "true") != "false",
+                accounts=_accounts(params),
             )
             return _json_reply(200, consent_json(minted))
         if action == "advance":
@@ -273,8 +278,12 @@ def _control(sandbox: Sandbox, request: Request) -> Reply:
             if not owner:
                 raise ValueError("ownerExternalId is required")
             return _json_reply(200, {"killed": sandbox.kill_tokens(owner)})
+        if action == "stats":
+            return _json_reply(200, sandbox.records())
     except ValueError as exc:
         return _json_reply(400, {"error": str(exc)})
+    except ApiError as exc:
+        return _json_reply(400, {"error": exc.message})
     return _json_reply(200, sandbox.summary())
 
 

@@ -241,6 +241,25 @@ class Sandbox:
             "statePath": str(self._state_path) if self._state_path else None,
         }
 
+    def records(self) -> dict[str, Any]:
+        """What the sandbox has seen since it started (:class:`SandboxStats`), as JSON, for
+        tests that run it as a process of its own (``aisd sandbox-ctl --url URL stats``)."""
+        stats = self.stats
+        return {
+            "importsBySession": dict(stats.imports_by_session),
+            "commandsCreated": stats.commands_created,
+            "maxRunning": stats.max_running,
+            "runningCommands": self.running_commands(),
+            "reusesByAccount": {
+                iban: [t.isoformat() for t in times]
+                for iban, times in stats.reuses_by_account.items()
+            },
+            "pollsByCommand": {
+                command: [t.isoformat() for t in times]
+                for command, times in stats.polls_by_command.items()
+            },
+        }
+
     # -- Python-level helpers for tests --------------------------------------------------
 
     def mint_consent(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from aisd.phases import ImportPhase
 from aisd.store._data_records import FeedPage, FeedTransaction, ForgetOutcome
+from aisd.store._fence import LeaderTerm, StaleLeader, current_term, under_term
 from aisd.store._health import StorageHealth
 from aisd.store._interface import (
     DataStore,
@@ -75,6 +76,7 @@ __all__ = [
     "ImportRecord",
     "ImportState",
     "IntakeStore",
+    "LeaderTerm",
     "LeaseLost",
     "LedgerEntry",
     "MergeStats",
@@ -92,6 +94,7 @@ __all__ = [
     "RevocationInFlight",
     "RevocationSent",
     "SqliteStore",
+    "StaleLeader",
     "StepWrite",
     "StorageHealth",
     "StorageUnavailable",
@@ -107,6 +110,8 @@ __all__ = [
     "TokenState",
     "WebhookBacklog",
     "WebhookCursor",
+    "current_term",
     "open_configured_store",
     "open_store",
+    "under_term",
 ]

@@ -27,9 +27,9 @@ def _utc_now() -> datetime:
 class StorageHealth:
     """The storage's state as the writes see it: ``ok``, or failing since a time for a reason.
 
-    Logs ``store.unavailable`` (error) when writes start failing, then at most once per
-    :data:`REPEAT_LOG_SECONDS` while they keep failing, and ``store.recovered`` once a write
-    succeeds again.
+    Logs ``store.unavailable`` (a warning: ``journalctl -p warning`` shows it) when writes
+    start failing, then at most once per :data:`REPEAT_LOG_SECONDS` while they keep failing,
+    and ``store.recovered`` once a write succeeds again.
 
     Args:
         now: the wall clock, for ``since``.
@@ -63,7 +63,7 @@ class StorageHealth:
             self._unlogged += 1
             return
         self.error = reason
-        log.error(
+        log.warning(
             "store.unavailable",
             reason=reason,
             since=iso(self.since) if self.since else None,

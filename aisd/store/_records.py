@@ -217,7 +217,8 @@ class ImportRecord:
 
 @dataclass(frozen=True, slots=True)
 class EventRecord:
-    """One row of the durable event feed; ``id`` ascends without gaps."""
+    """One row of the durable event feed; ``id`` ascends without gaps. ``origin`` names the
+    daemon that appended it on a database several daemons share (None on SQLite)."""
 
     id: int
     at: datetime
@@ -226,6 +227,7 @@ class EventRecord:
     token_id: str | None
     import_id: str | None
     data: dict[str, Any]
+    origin: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

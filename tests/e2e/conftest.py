@@ -21,7 +21,7 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import pytest
 from anyio.from_thread import BlockingPortal, start_blocking_portal
@@ -329,7 +329,17 @@ def serving_sandbox() -> Iterator[SandboxServer]:
             future.cancel()
 
 
-def daemon_environment(directory: Path, sandbox_server: SandboxServer) -> dict[str, str]:
+class Upstream(Protocol):
+    """Where a daemon's API calls go: a sandbox in a thread here, or an ``aisd sandbox``
+    process (:mod:`tests.e2e.sandbox_process`)."""
+
+    @property
+    def url(self) -> str:
+        """The base URL, ``AISD_API_URL``."""
+        ...
+
+
+def daemon_environment(directory: Path, sandbox_server: Upstream) -> dict[str, str]:
     """The environment of a daemon keeping its files in ``directory`` and talking to
     ``sandbox_server``."""
     # Settings refuse unknown AISD_* names, and the runner's own must not leak in.

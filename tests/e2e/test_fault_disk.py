@@ -215,7 +215,7 @@ def test_a_full_disk_is_reported_refused_and_outlived(
     assert _served_requests(sandbox_server) - requests_before <= 16
     unavailable = piped.events("store.unavailable")
     assert 1 <= len(unavailable) <= 2
-    assert unavailable[0]["level"] == "error"
+    assert unavailable[0]["level"] == "warning"
     assert unavailable[0]["reason"] == "disk I/O error"
     assert not piped.events("import.step_failed")
     assert not piped.events("rpc.handler_failed")
@@ -266,5 +266,6 @@ def test_storage_failures_are_told_apart_and_logged_once_a_minute() -> None:
     unavailable = [e for e in logs if e["event"] == "store.unavailable"]
     # At 0 s, 60 s and 120 s: the repeats carry how many failures they stand for.
     assert [e["repeats"] for e in unavailable] == [0, 59, 59]
+    assert {e["log_level"] for e in unavailable} == {"warning"}
     assert [e["event"] for e in logs].count("store.recovered") == 1
     assert health.as_json() == {"ok": True, "error": None, "since": None}

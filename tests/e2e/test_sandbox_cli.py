@@ -3,6 +3,7 @@ busy port with exit code 1, and comes back from its state file."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -23,6 +24,16 @@ def _sandbox(port: int, tmp: Path) -> subprocess.Popen[str]:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+    )
+
+
+def _ctl(url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "aisd", "sandbox-ctl", "--url", url, *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
     )
 
 
@@ -53,6 +64,21 @@ def test_aisd_sandbox_announces_itself_logs_each_call_and_refuses_a_busy_port(
         assert '"event": "sandbox.request"' in line
         assert '"path": "/sandbox/mint"' in line
         assert '"status": 200' in line
+        shared = _ctl(url, "mint", "--owner", "p", "--accounts", "PL61109010140000071219812874")
+        assert shared.returncode == 0, shared.stderr
+        records = _ctl(url, "stats")
+        assert records.returncode == 0, records.stderr
+        assert json.loads(records.stdout) == {
+            "importsBySession": {},
+            "commandsCreated": 0,
+            "maxRunning": 0,
+            "runningCommands": 0,
+            "reusesByAccount": {},
+            "pollsByCommand": {},
+        }
+        refused = _ctl(url, "mint", "--owner", "q", "--accounts", "not-an-iban")
+        assert refused.returncode == 1
+        assert "valid PL IBANs" in refused.stderr
         busy = _sandbox(port, tmp_path)
         out, _ = busy.communicate(timeout=30)
         assert busy.returncode == 1
@@ -72,7 +98,8 @@ def test_aisd_sandbox_announces_itself_logs_each_call_and_refuses_a_busy_port(
             timeout=30,
             check=False,
         )
-        assert '"sessions": 1' in status.stdout, status.stdout + status.stderr
+        # Both minted sessions (o's and p's) came back from the state file.
+        assert '"sessions": 2' in status.stdout, status.stdout + status.stderr
     finally:
         again.terminate()
         again.communicate(timeout=15)

@@ -61,9 +61,9 @@ async def test_polls_are_spaced_within_bounds(env: Env) -> None:
     times: list[float] = []
     original = env.client.get_import_result
 
-    async def spy(command_id: str):  # type: ignore[no-untyped-def]
+    async def spy(command_id: str, **kwargs):  # type: ignore[no-untyped-def]
         times.append(anyio.current_time())
-        return await original(command_id)
+        return await original(command_id, **kwargs)
 
     env.client.get_import_result = spy  # type: ignore[method-assign]
     import_id = await env.submit("owner-spacing")
@@ -212,3 +212,32 @@ async def test_two_pipelines_sharing_a_store_keep_one_budget_and_never_both_driv
     assert stats.max_running <= 2
     assert stats.commands_created == len(ids)
     assert set(stats.imports_by_session.values()) == {1}
+
+
+async def test_a_freed_slot_starts_the_next_import_before_the_result_is_stored(env: Env) -> None:
+    # One slot, two imports: the second Default Import goes out once the first command is seen
+    # ended, before its result is stored (and within the budget: never two running).
+    config = replace(FAST, max_running=1)
+    env.sandbox.config = replace(env.sandbox.config, command_seconds=0.2, max_running_commands=1)
+    order: list[str] = []
+    original_import = env.client.default_import
+    original_store = env.store.finish_success
+
+    async def default_import(*args, **kwargs):  # type: ignore[no-untyped-def]
+        order.append("default_import")
+        return await original_import(*args, **kwargs)
+
+    async def finish_success(*args, **kwargs):  # type: ignore[no-untyped-def]
+        order.append("finish_success")
+        return await original_store(*args, **kwargs)
+
+    env.client.default_import = default_import  # type: ignore[method-assign]
+    env.store.finish_success = finish_success  # type: ignore[method-assign]
+    ids = [await env.submit(f"owner-handoff-{i}") for i in range(2)]
+    await run_until_done(env, env.pipeline(config), ids)
+    assert order == ["default_import", "default_import", "finish_success", "finish_success"]
+    assert env.sandbox.stats.max_running == 1
+    for i in ids:
+        record = await env.store.get_import(i)
+        assert record is not None
+        assert record.state == ImportState.SUCCESSFUL

@@ -17,6 +17,7 @@ SQLITE_ONLY = frozenset(
         "rollback",
         "writer_pragmas",
         "reader_pragmas",
+        "scratch_pragmas",
         "migration_pragmas",
         "get_user_version",
         "set_user_version",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from aisd.settings import check_database_url
@@ -20,8 +21,13 @@ SESSION_OPTIONS = (
     " -c statement_timeout=30000"
 )
 
+# What a daemon's name may hold: it goes into libpq's space-separated options unquoted.
+_ORIGIN = re.compile(r"[A-Za-z0-9._:-]{1,200}")
 
-def connection_kwargs(url: str, *, password: str | None) -> dict[str, Any]:
+
+def connection_kwargs(
+    url: str, *, password: str | None, origin: str | None = None
+) -> dict[str, Any]:
     """Keyword arguments of ``psycopg.connect`` for ``url``.
 
     Args:
@@ -29,12 +35,17 @@ def connection_kwargs(url: str, *, password: str | None) -> dict[str, Any]:
             other than the settings).
         password: the password, from ``$CREDENTIALS_DIRECTORY/aisd_database_password``; None
             lets libpq use ``PGPASSFILE`` / ``~/.pgpass`` or another method.
+        origin: the daemon's name, set as ``aisd.origin`` on its sessions: the events they
+            append carry it (``events.origin``), so that only this daemon logs them.
     """
     check_database_url(url)
+    if origin is not None and not _ORIGIN.fullmatch(origin):
+        raise ValueError("a daemon's name is letters, digits and . _ : - only")
+    options = SESSION_OPTIONS if origin is None else f"{SESSION_OPTIONS} -c aisd.origin={origin}"
     kwargs: dict[str, Any] = {
         "conninfo": url,
         "application_name": "aisd",
-        "options": SESSION_OPTIONS,
+        "options": options,
         "connect_timeout": 5,
         # A host cut off from the database learns so within seconds, not the kernel's hours.
         "keepalives": 1,

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import secrets
 import socket
 import sqlite3
 from collections.abc import AsyncIterator, Callable
@@ -38,6 +40,7 @@ from psycopg_pool import ConnectionPool
 
 from aisd.kontomatik._models import CommandFailure, ImportResult
 from aisd.phases import Budget, Step, failed_event_data
+from aisd.store._fence import LeaderTerm, StaleLeader, current_term
 from aisd.store._health import StorageHealth
 from aisd.store._records import (
     AccessKind,
@@ -79,11 +82,11 @@ from aisd.store.sqlite._errors import (
     StorageUnavailable,
 )
 from aisd.store.sqlite._ids import new_id
-from aisd.store.sqlite._intake import submit_one
+from aisd.store.sqlite._intake import GroupCommit
 from aisd.store.sqlite._ops import OpsMethods
 from aisd.store.sqlite._queries import QUERIES as Q
 from aisd.store.sqlite._reads import ReadMethods
-from aisd.store.sqlite._sync import emit, returning_id, rows
+from aisd.store.sqlite._sync import returning_id, rows
 from aisd.store.sqlite._tokens import TokenMethods
 
 __all__ = ["PostgresStore", "open_postgres_store"]
@@ -135,15 +138,26 @@ class PostgresStore(
     OpsMethods,
 ):
     """The daemon's durable state in a PostgreSQL database. Open it with
-    :func:`open_postgres_store`."""
+    :func:`open_postgres_store`.
+
+    Attributes:
+        origin: this store's name (host, pid and a nonce: one per daemon start), carried by
+            every event it appends (:attr:`aisd.store.EventRecord.origin`).
+    """
 
     def __init__(
-        self, pool: ConnectionPool[psycopg.Connection[Row]], connect: dict[str, Any]
+        self,
+        pool: ConnectionPool[psycopg.Connection[Row]],
+        connect: dict[str, Any],
+        *,
+        origin: str,
     ) -> None:
+        self.origin = origin
         self._pool = pool
         self._connect = connect
         self._lock = anyio.Lock()
         self.health = StorageHealth()
+        self._intake = GroupCommit(self._run_intake, lock=_lock_sessions)
         self._reader = cast(aiosqlite.Connection, _Reader(self))
         # Statements outside any transaction (VACUUM after an erasure).
         self._writer = self._reader
@@ -157,7 +171,7 @@ class PostgresStore(
 
     # -- running transactions ------------------------------------------------------------------
 
-    def _attempt(self, fn: Callable[[SyncDb], T], autocommit: bool) -> T:
+    def _attempt(self, fn: Callable[[SyncDb], T], autocommit: bool, term: LeaderTerm | None) -> T:
         with self._pool.connection() as conn:
             if autocommit:
                 conn.autocommit = True
@@ -166,14 +180,23 @@ class PostgresStore(
                 finally:
                     conn.autocommit = False
             # The pool's connection block commits at its end, or rolls back when fn raises.
-            return fn(SyncDb(conn))
+            db = SyncDb(conn)
+            if term is not None:
+                _hold_term(db, term)
+            return fn(db)
 
     async def _run_db(self, fn: Callable[[SyncDb], T], *, autocommit: bool = False) -> T:
-        """Run ``fn`` as one transaction on a worker thread, shielded from cancellation."""
+        """Run ``fn`` as one transaction on a worker thread, shielded from cancellation; in
+        a leader's duty, only while its term holds (:mod:`aisd.store._fence`).
+
+        Raises:
+            StaleLeader: the duty's term has passed; nothing was written.
+        """
+        term = current_term()
         with anyio.CancelScope(shield=True):
             for attempt in range(_ATTEMPTS):
                 try:
-                    out = await anyio.to_thread.run_sync(self._attempt, fn, autocommit)
+                    out = await anyio.to_thread.run_sync(self._attempt, fn, autocommit, term)
                 except Exception as exc:
                     found = verdict(exc)
                     if found is None:
@@ -204,6 +227,9 @@ class PostgresStore(
             raise StorageUnavailable(found[1]) from exc
         try:
             try:
+                term = current_term()
+                if term is not None:
+                    await anyio.to_thread.run_sync(_hold_term, SyncDb(conn), term)
                 yield cast(aiosqlite.Connection, AsyncDb(conn))
             except BaseException:
                 with anyio.CancelScope(shield=True):
@@ -296,19 +322,17 @@ class PostgresStore(
     async def submit_consent(
         self, consent: ConsentIn, *, now: datetime, since: date, expires_at: datetime
     ) -> SubmitOutcome:
-        """See :meth:`aisd.store.Store.submit_consent`. Each call is its own transaction; a
-        concurrent repeat of the ``session_id`` (on any host) waits for the first one's lock
-        and then finds the stored consent."""
+        """See :meth:`aisd.store.Store.submit_consent`. Concurrent submits on this host share
+        one transaction (:class:`~aisd.store.sqlite._intake.GroupCommit`), which first locks
+        its sessionIds in sorted order: a repeat on another host at the same moment waits for
+        the first one's commit and then finds its consent. Should a writer that took no lock
+        store a sessionId between the batch's look and its insert all the same, that consent
+        is written again on its own and gets the winner's ids, as any repeat does."""
+        return await self._intake.submit(consent, now=now, since=since, expires_at=expires_at)
 
-        def submit(db: sqlite3.Connection) -> SubmitOutcome:
-            db.execute(PQ["lock_session"], {"session_id": consent.session_id})
-            outcome, events = submit_one(db, consent, now=now, since=since, expires_at=expires_at)
-            emit(db, events, now)
-            if outcome.created:
-                _notify(db)
-            return outcome
-
-        return await self._run(submit)
+    async def _run_intake(self, fn: Callable[[sqlite3.Connection], None]) -> None:
+        # A batch that stored a consent gives the other daemons work to claim.
+        await self._run(_notifying(fn))
 
     # -- the ledger outside imports ------------------------------------------------------------
 
@@ -668,6 +692,18 @@ class PostgresStore(
         return await self._run(purge)
 
 
+def _hold_term(db: SyncDb, term: LeaderTerm) -> None:
+    """Hold the leader row for the transaction if ``term`` is still current, else refuse."""
+    if not db.execute(PQ["hold_term"], {"holder": term.holder, "term": term.term}).fetchall():
+        raise StaleLeader(f"leader term {term.term} has passed: the duty writes nothing")
+
+
+def _lock_sessions(db: sqlite3.Connection, session_ids: list[str]) -> None:
+    """Hold, until commit, a lock on each sessionId of an intake batch (in sorted order, so
+    two hosts' batches never deadlock)."""
+    db.execute(PQ["lock_sessions"], {"session_ids": session_ids})
+
+
 def _notify(db: sqlite3.Connection) -> None:
     db.execute(PQ["notify_work"])
 
@@ -728,7 +764,8 @@ async def open_postgres_store(
     # The pool logs every failed reconnection with libpq's text; the store's health says the
     # same once, rate-limited, without host names.
     logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
-    kwargs = connection_kwargs(url, password=password)
+    origin = _store_origin()
+    kwargs = connection_kwargs(url, password=password, origin=origin)
     conninfo = kwargs.pop("conninfo")
     try:
         async with await psycopg.AsyncConnection.connect(conninfo, **kwargs) as conn:
@@ -750,4 +787,11 @@ async def open_postgres_store(
         name="aisd",
     )
     await anyio.to_thread.run_sync(partial(pool.open, wait=False))
-    return PostgresStore(pool, {"conninfo": conninfo, **kwargs})
+    return PostgresStore(pool, {"conninfo": conninfo, **kwargs}, origin=origin)
+
+
+def _store_origin() -> str:
+    """A name for one daemon start: its host (as a name libpq options can carry), pid and a
+    nonce (a pid is reused after a restart)."""
+    host = re.sub(r"[^A-Za-z0-9.-]", "-", socket.gethostname())[:100] or "host"
+    return f"{host}:{os.getpid()}:{secrets.token_hex(4)}"

@@ -312,7 +312,7 @@ WHERE o.external_id = %(external_id)s AND a.kind = 'account' AND a.iban = %(iban
 ORDER BY t.transaction_on DESC, t.id
 
 -- name: list_events
-SELECT id, at, type, owner_external_id, token_id, import_id, data
+SELECT id, at, type, owner_external_id, token_id, import_id, data, origin
 FROM events WHERE id > %(after)s ORDER BY id LIMIT %(limit)s
 
 -- name: count_tokens

@@ -2,9 +2,12 @@
 -- of the quota section and of intake, the leader lease, the cluster's status, notifications.
 -- Advisory lock keys are (space, hashtext(...)); a hash collision only serialises more.
 
--- name: lock_session
--- One submit of a sessionId at a time across hosts: the second finds the first's consent.
-SELECT pg_advisory_xact_lock(3, hashtext(%(session_id)s))
+-- name: lock_sessions
+-- One intake batch writing a sessionId at a time across hosts: the second finds the first's
+-- consent. Locked in sorted order, so that two batches never deadlock.
+SELECT count(pg_advisory_xact_lock(3, keys.k)) FROM (
+    SELECT DISTINCT hashtext(s) AS k FROM unnest(%(session_ids)s::text[]) AS s ORDER BY 1
+) AS keys
 
 -- name: lock_quota_shared
 -- Every quota section holds this shared; the planner tick takes it exclusively.
@@ -91,3 +94,11 @@ WHERE token_id = %(token_id)s AND kind = 'revoke'
   AND (outcome = 'ok' OR (outcome IS NULL AND sent_at >= %(recent)s))
 ORDER BY outcome IS NULL, id DESC
 LIMIT 1
+
+-- name: hold_term
+-- A leader's duty writes only under the term it runs in (aisd.store._fence): the leader row is
+-- held until the duty's transaction ends, so the lease cannot change hands in between, and
+-- no row means the lease lapsed or passed to another daemon.
+SELECT term FROM leader
+WHERE id = 1 AND holder = %(holder)s AND term = %(term)s AND lease_until > clock_timestamp()
+FOR SHARE

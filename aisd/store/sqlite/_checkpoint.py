@@ -65,11 +65,14 @@ class Checkpointer:
     caller.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, scratch: bool = False) -> None:
         self._shm = path.with_name(path.name + "-shm")
         # Used only while holding _conn_lock; created here so a bad path fails the open.
         self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._conn.executescript(Q["checkpointer_pragmas"])
+        if scratch:
+            # A throwaway database's checkpoints need no fsync either.
+            self._conn.executescript(Q["scratch_pragmas"])
         self._conn_lock = threading.Lock()
         self._changed = threading.Condition()
         self._writes = 0

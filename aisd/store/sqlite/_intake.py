@@ -239,10 +239,21 @@ def _submit_together(
     return events
 
 
-def _write_batch(batch: list[_Pending], db: sqlite3.Connection) -> None:
+def _write_batch(
+    batch: list[_Pending],
+    db: sqlite3.Connection,
+    *,
+    lock: Callable[[sqlite3.Connection, list[str]], None] | None = None,
+) -> None:
     """The whole batch under one savepoint, its events appended together; when a consent
     fails, the batch is rolled back to the savepoint and written again one savepoint per
-    consent, so that only the bad one fails."""
+    consent, so that only the bad one fails. ``lock`` first holds the batch's sessionIds
+    until commit where other writers may store them meanwhile (PostgreSQL: other hosts)."""
+    for item in batch:
+        # A backend may run the whole transaction again (a lost race): each run starts clean.
+        item.outcome, item.error = None, None
+    if lock is not None:
+        lock(db, sorted({item.consent.session_id for item in batch}))
     db.execute(Q["savepoint_batch"])
     try:
         appended: list[tuple[NewEvent, datetime]] = []
@@ -282,13 +293,17 @@ class GroupCommit:
     """Coalesces concurrent submits into shared transactions (see the module docstring)."""
 
     def __init__(
-        self, run: Callable[[Callable[[sqlite3.Connection], None]], Awaitable[None]]
+        self,
+        run: Callable[[Callable[[sqlite3.Connection], None]], Awaitable[None]],
+        *,
+        lock: Callable[[sqlite3.Connection, list[str]], None] | None = None,
     ) -> None:
         self._run = run
+        self._lock = lock
         self._batches = Coalescer(self._write, max_batch=MAX_BATCH)
 
     async def _write(self, batch: list[_Pending]) -> None:
-        await self._run(partial(_write_batch, batch))
+        await self._run(partial(_write_batch, batch, lock=self._lock))
 
     async def submit(
         self, consent: ConsentIn, *, now: datetime, since: date, expires_at: datetime

@@ -153,6 +153,7 @@ class ReadMethods:
                     token_id=row["token_id"],
                     import_id=row["import_id"],
                     data=json_out(row["data"]),
+                    origin=row["origin"],
                 )
             )
         return out

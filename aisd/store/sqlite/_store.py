@@ -126,8 +126,14 @@ class SqliteStore(
         reader: aiosqlite.Connection,
         path: Path,
         checkpointer: Checkpointer,
+        *,
+        scratch: bool = False,
     ) -> None:
         self._writer = writer
+        # A scratch database is thrown away, so nothing in it need survive a crash: it runs
+        # with synchronous=OFF, which a claim's toggling back to FULL after its commit must
+        # not undo (every commit is "durable" there, and none waits for the disk).
+        self._scratch = scratch
         self._reader = reader
         self._checkpointer = checkpointer
         self._lock = anyio.Lock()
@@ -299,6 +305,8 @@ class SqliteStore(
         before it has.
         """
         with anyio.CancelScope(shield=True):
+            # A scratch database never toggles synchronous (see __init__).
+            durable = durable or self._scratch
             if not bulk:
                 write = Write(fn, durable)
                 await self._writes.join(write)
@@ -617,6 +625,8 @@ async def _open(path: Path, *, scratch: bool) -> SqliteStore:
     writer = await _connect(path, scratch=scratch)
     try:
         await writer.executescript(Q["writer_pragmas"])
+        if scratch:
+            await writer.executescript(Q["scratch_pragmas"])
         writer.row_factory = sqlite3.Row
         reader = await _connect(path, scratch=scratch)
     except BaseException:
@@ -625,12 +635,12 @@ async def _open(path: Path, *, scratch: bool) -> SqliteStore:
     try:
         await reader.executescript(Q["reader_pragmas"])
         reader.row_factory = sqlite3.Row
-        checkpointer = await anyio.to_thread.run_sync(Checkpointer, path)
+        checkpointer = await anyio.to_thread.run_sync(partial(Checkpointer, path, scratch=scratch))
     except BaseException:
         await reader.close()
         await writer.close()
         raise
-    return SqliteStore(writer, reader, path, checkpointer)
+    return SqliteStore(writer, reader, path, checkpointer, scratch=scratch)
 
 
 class _Opening:

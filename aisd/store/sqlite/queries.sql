@@ -25,6 +25,10 @@ PRAGMA synchronous = FULL;
 -- PRAGMA takes no bound parameters; the caller formats an integer in.
 PRAGMA busy_timeout = {ms}
 
+-- name: scratch_pragmas
+-- A throwaway database (`aisd simulate`): no commit waits for the disk.
+PRAGMA synchronous = OFF;
+
 -- name: reader_pragmas
 PRAGMA foreign_keys = ON;
 PRAGMA busy_timeout = 5000;
@@ -344,7 +348,8 @@ WHERE o.external_id = :external_id AND a.kind = 'account' AND a.iban = :iban
 ORDER BY t.transaction_on DESC, t.id
 
 -- name: list_events
-SELECT id, at, type, owner_external_id, token_id, import_id, data
+-- One daemon owns a SQLite database: no event names another appender.
+SELECT id, at, type, owner_external_id, token_id, import_id, data, NULL AS origin
 FROM events WHERE id > :after ORDER BY id LIMIT :limit
 
 -- name: count_tokens

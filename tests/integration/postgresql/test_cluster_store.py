@@ -3,14 +3,35 @@ connections, the cluster's status."""
 
 from __future__ import annotations
 
+import os
+import sqlite3
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from functools import partial
+from typing import cast
 
 import anyio
+import anyio.to_thread
+import psycopg
 import pytest
 
-from aisd.store import AccessKind, ConsentIn, RevocationInFlight, RevocationSent
+from aisd.clock import SystemClock
+from aisd.cluster import Leadership
+from aisd.intake import differing_field
+from aisd.store import (
+    AccessKind,
+    ConsentIn,
+    LeaderTerm,
+    RevocationInFlight,
+    RevocationSent,
+    StaleLeader,
+    SubmitOutcome,
+    current_term,
+    under_term,
+)
 from aisd.store.postgresql import PostgresStore, open_postgres_store
+from aisd.store.postgresql._dialect import SyncDb, row_factory
+from aisd.store.sqlite._intake import submit_one
 
 pytestmark = pytest.mark.anyio
 
@@ -166,3 +187,168 @@ async def test_two_daemons_revoking_one_token_send_one_revoke(
     assert isinstance(
         await b.record_access(AccessKind.REVOKE, now=later, token_id=other.token_id), int
     )
+
+
+async def test_each_event_names_the_daemon_that_appended_it(
+    stores: tuple[PostgresStore, PostgresStore],
+) -> None:
+    a, b = stores
+    assert a.origin != b.origin
+    for store, session in ((a, "s-a"), (b, "s-b"), (a, "s-a2")):
+        await store.submit_consent(
+            ConsentIn("o", session, "sig"),
+            now=T0,
+            since=T0.date(),
+            expires_at=T0 + timedelta(days=1),
+        )
+    # Whoever reads the feed sees who appended each event.
+    for reader in (a, b):
+        events = await reader.list_events(after=0, limit=10)
+        assert [e.origin for e in events] == [a.origin, b.origin, a.origin]
+    host, pid, nonce = a.origin.split(":")
+    assert int(pid) == os.getpid()
+    assert host
+    assert len(nonce) == 8
+
+
+class _StillClock(SystemClock):
+    """The wall and monotonic clocks, and sleeps that never end: the leadership under test
+    takes its lease once and never renews it (as a leader frozen after its last renewal)."""
+
+    async def sleep(self, seconds: float) -> None:
+        await anyio.sleep_forever()
+
+
+async def test_a_stale_leaders_duty_after_takeover_writes_nothing(
+    stores: tuple[PostgresStore, PostgresStore],
+) -> None:
+    a, b = stores
+    out = await a.submit_consent(
+        ConsentIn("o", "s", "sig", multiple_access_id="maid-fenced"),
+        now=T0,
+        since=T0.date(),
+        expires_at=T0 + timedelta(days=1),
+    )
+    assert out.token_id is not None
+    later = T0 + timedelta(days=2)
+    leadership = Leadership(a, _StillClock())
+    async with anyio.create_task_group() as tg:
+        await tg.start(leadership.run)
+        assert leadership.leading()
+        stale = leadership.term
+        assert stale is not None
+        with leadership.duty():
+            assert current_term() == LeaderTerm(a.origin, stale)
+        # The lease passes to b behind a's back, as when a was frozen past it; a's local
+        # deadline has not passed, so a still believes it leads.
+        await a.resign_leadership(a.origin)
+        current = stale + 1
+        assert await b.take_leadership(b.origin, ttl_seconds=30) == current
+        assert leadership.leading()
+        events_before = await a.last_event_id()
+        with leadership.duty():
+            # Expiry (the tick's first write) and housekeeping are refused whole.
+            with pytest.raises(StaleLeader):
+                await a.expire_tokens(now=later)
+            with pytest.raises(StaleLeader):
+                await a.purge_raw_replies(older_than=later)
+        tg.cancel_scope.cancel()
+    [token] = await a.list_tokens(token_ids=[out.token_id])
+    assert token.state == "active"
+    assert await a.last_event_id() == events_before
+    # The same duty under the current term writes; done again, it finds nothing more to do.
+    with under_term(LeaderTerm(b.origin, current)):
+        assert await b.expire_tokens(now=later) == [out.token_id]
+        assert await b.expire_tokens(now=later) == []
+    assert [e.type for e in await a.list_events(after=events_before, limit=10)] == ["token.expired"]
+
+
+async def _submit_into(
+    outcomes: list[SubmitOutcome], store: PostgresStore, consent: ConsentIn
+) -> None:
+    outcomes.append(
+        await store.submit_consent(
+            consent, now=T0, since=T0.date(), expires_at=T0 + timedelta(days=90)
+        )
+    )
+
+
+async def test_one_session_submitted_on_two_hosts_at_once_gives_both_the_same_ids(
+    stores: tuple[PostgresStore, PostgresStore],
+) -> None:
+    a, b = stores
+    for n in range(20):
+        # New owners and tokens each round; half the rounds share one owner, whose row the
+        # racing transactions both want.
+        consent = ConsentIn(
+            f"racer-{n % 2}" if n % 4 else f"racer-new-{n}",
+            f"race-{n}",
+            "sig-race",
+            multiple_access_id=f"maid-race-{n}",
+        )
+        outcomes: list[SubmitOutcome] = []
+        async with anyio.create_task_group() as tg:
+            for store in (a, b, a, b):
+                tg.start_soon(_submit_into, outcomes, store, consent)
+        assert len({(o.import_id, o.token_id) for o in outcomes}) == 1, outcomes
+        assert sorted(o.created for o in outcomes) == [False, False, False, True]
+        assert outcomes[0].token_id is not None
+    events = await a.list_events(after=0, limit=100)
+    assert [e.type for e in events] == ["consent.received"] * 20
+    # Two different consents under one sessionId: one is stored, the other is told what the
+    # stored one holds, and the use case refuses it (-32009), whichever host it reached.
+    first, second = ConsentIn("x", "race-clash", "sig-one"), ConsentIn("x", "race-clash", "sig-two")
+    clash: list[SubmitOutcome] = []
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(_submit_into, clash, a, first)
+        tg.start_soon(_submit_into, clash, b, second)
+    [won] = [o for o in clash if o.created]
+    [lost] = [o for o in clash if not o.created]
+    assert lost.stored is not None
+    loser = second if lost.stored.session_signature == "sig-one" else first
+    assert differing_field(loser, lost.stored) == "sessionIdSignature"
+    assert (lost.import_id, lost.token_id) == (won.import_id, won.token_id)
+
+
+async def test_a_submit_that_loses_its_session_to_a_writer_without_the_lock_gets_its_ids(
+    stores: tuple[PostgresStore, PostgresStore], postgres_url: str
+) -> None:
+    a, _ = stores
+    consent = ConsentIn("lost-race", "s-lost", "sig-lost", multiple_access_id="maid-lost")
+    expires_at = T0 + timedelta(days=90)
+    # A writer that stores the same session without the session lock, its transaction open.
+    winner = await anyio.to_thread.run_sync(
+        partial(psycopg.connect, postgres_url, row_factory=row_factory)
+    )
+    try:
+        db = cast(sqlite3.Connection, SyncDb(winner))
+        won, _ = await anyio.to_thread.run_sync(
+            partial(submit_one, db, consent, now=T0, since=T0.date(), expires_at=expires_at)
+        )
+        outcomes: list[SubmitOutcome] = []
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_submit_into, outcomes, a, consent)
+            # The store's insert waits on the winner's rows; the winner commits.
+            await _until_waiting_on_a_lock(a)
+            await anyio.to_thread.run_sync(winner.commit)
+    finally:
+        await anyio.to_thread.run_sync(winner.close)
+    [outcome] = outcomes
+    assert (outcome.import_id, outcome.token_id, outcome.created) == (
+        won.import_id,
+        won.token_id,
+        False,
+    )
+    assert outcome.stored is not None
+    assert outcome.stored.owner_external_id == "lost-race"
+
+
+async def _until_waiting_on_a_lock(store: PostgresStore) -> None:
+    for _ in range(400):
+        found = await store._reader.execute_fetchall(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+        )
+        if int(next(iter(found))[0]) > 0:
+            return
+        await anyio.sleep(0.05)
+    pytest.fail("the submit never waited on the other writer's rows")

@@ -20,15 +20,13 @@ from aisd.clock import Clock, iso
 from aisd.kontomatik import KontomatikClient, KontomatikError, RetryLaterError, TokenDeadError
 from aisd.planner import (
     Access,
-    LedgerIndex,
     Plan,
     Reason,
     Rules,
     TokenPlanInput,
+    decide_due,
     ledger_horizon,
     may_refresh_now,
-    pick_due,
-    plan,
     reach,
     window_usage,
 )
@@ -281,12 +279,11 @@ class Refresher:
         ledger = _ledger(ledger_rows)
         ending = {t.token_id for t in due if cost_limit_reached(t, now)}
         inputs = [plan_input(t) for t in due if t.token_id not in ending]
-        picked = {a.token_id for a in pick_due(inputs, ledger, accounts_of, self._rules, now)}
-        # Each remaining token is planned against its part of the ledger, at the ledger's
-        # effective now: the same plan as against the whole ledger, without reading it all.
+        # Every due token's accounts as read with it (the ending ones' too: their accesses
+        # still count against the accounts they reach).
         mapping = {**accounts_of, **{t.token_id: t.accounts for t in due}}
-        index = LedgerIndex(ledger, mapping)
-        at = planner_now(now, ledger)
+        decided = decide_due(inputs, ledger, mapping, self._rules, now)
+        picked = {access.token_id for access in decided.picked}
         writes: list[PlanWrite] = []
         for token in due:
             if token.token_id in ending:
@@ -297,9 +294,7 @@ class Refresher:
                 since = refresh_since(token, now.date(), self._overlap_days)
                 writes.append(PlanWrite(token.token_id, queue_since=since))
             else:
-                relevant = index.relevant(token.token_id)
-                p = plan(plan_input(token), relevant, accounts_of, self._rules, at)
-                writes.append(_plan_write(token, p))
+                writes.append(_plan_write(token, decided.plans[token.token_id]))
         return writes
 
     # -- the quota rule inside the store's quota section ---------------------------------------

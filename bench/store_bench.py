@@ -4,7 +4,9 @@ Usage: ``python bench/store_bench.py [N ...]`` (default ``10000 100000``).
 
 The floor is the least any store must do: turn the same transactions into rows and
 ``executemany`` them into a same-shaped table in one transaction, with the same pragmas
-(WAL, synchronous=FULL). Each measurement runs in a fresh child process so that ``ru_maxrss``
+(WAL, synchronous=FULL, and no checkpoint inside the commit: the store's writer leaves them to
+its checkpointer thread, so the floor's connection runs with ``wal_autocheckpoint = 0`` too).
+Each measurement runs in a fresh child process so that ``ru_maxrss``
 (the process's peak resident set) belongs to that measurement alone; time is measured without
 tracemalloc (which slows Python down) and the Python heap peak in a second, traced run.
 """
@@ -98,7 +100,10 @@ async def run_store(path: Path, txs: tuple[MoneyTransaction, ...]) -> float:
 
 def run_floor(path: Path, txs: tuple[MoneyTransaction, ...]) -> float:
     with closing(sqlite3.connect(path, isolation_level=None)) as conn:
-        conn.executescript("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;" + FLOOR_TABLE)
+        conn.executescript(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA wal_autocheckpoint = 0;"
+            + FLOOR_TABLE
+        )
         started = time.perf_counter()
         conn.execute("BEGIN IMMEDIATE")
         rows = [(1, *tx_values(tx), "imp", "imp", seq) for seq, tx in enumerate(txs, start=1)]

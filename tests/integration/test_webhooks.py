@@ -59,7 +59,7 @@ class WatchedStore(SqliteStore):
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[WatchedStore]:
     async with open_store(tmp_path / "aisd.db") as opened:
-        yield WatchedStore(opened._writer, opened._reader, opened.path)
+        yield WatchedStore(opened._writer, opened._reader, opened.path, opened._checkpointer)
 
 
 class Receiver:
@@ -358,7 +358,7 @@ def test_any_sequence_of_failures_delivers_the_filtered_feed_in_order_exactly(
 
     async def scenario(directory: str) -> list[int]:
         async with open_store(Path(directory) / "aisd.db") as opened:
-            store = WatchedStore(opened._writer, opened._reader, opened.path)
+            store = WatchedStore(opened._writer, opened._reader, opened.path, opened._checkpointer)
             hooks = Webhooks(
                 store,
                 SystemClock(),

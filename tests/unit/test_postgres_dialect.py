@@ -28,6 +28,9 @@ SQLITE_ONLY = frozenset(
         "backup_counts",
         "backup_tables",
         "backup_source_pragmas",
+        "checkpointer_pragmas",
+        "set_busy_timeout",
+        "wal_checkpoint_passive",
     }
 )
 

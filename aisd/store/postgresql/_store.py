@@ -71,6 +71,7 @@ from aisd.store.sqlite._data import (
     FeedMethods,
     PrivacyMethods,
 )
+from aisd.store.sqlite._data_core import scalar
 from aisd.store.sqlite._errors import (
     ConflictError,
     NotFoundError,
@@ -161,6 +162,10 @@ class PostgresStore(
 
     def __repr__(self) -> str:
         return "PostgresStore()"
+
+    async def _empty_log(self) -> bool:
+        # (busy,): what PostgreSQL's WAL keeps is out of aisd's reach (README, "Two hosts").
+        return not await scalar(self._writer, "wal_checkpoint_truncate")
 
     # -- running transactions ------------------------------------------------------------------
 

@@ -95,13 +95,12 @@ class PrivacyMethods:
             (event_id,) = await self._emit(db, [audit], now)
         async with self._lock:
             await self._writer.execute(Q["vacuum"])
-            # (busy, wal pages, checkpointed): busy means a reader kept the WAL from emptying.
-            busy = await scalar(self._writer, "wal_checkpoint_truncate")
+            emptied = await self._empty_log()
         return ForgetOutcome(
             rows_deleted=deleted,
             token_ids=tuple(token_ids),
             event_id=event_id,
-            compacted=not busy,
+            compacted=emptied,
         )
 
     async def purge(

@@ -47,6 +47,7 @@ from aisd.store._records import (
 )
 from aisd.store._requests import Fail, Lease, LeaseEnd, LeaseRenew, LeaseStart, LeaseWrite, Succeed
 from aisd.store.sqlite import _steps as steps
+from aisd.store.sqlite._checkpoint import Checkpointer
 from aisd.store.sqlite._codec import dt_in, json_in
 from aisd.store.sqlite._data import (
     AnalyticsMethods,
@@ -112,6 +113,7 @@ class SqliteStore(
         writer: aiosqlite.Connection,
         reader: aiosqlite.Connection,
         path: Path,
+        checkpointer: Checkpointer,
         *,
         scratch: bool = False,
     ) -> None:
@@ -121,6 +123,7 @@ class SqliteStore(
         # not undo (every commit is "durable" there, and none waits for the disk).
         self._scratch = scratch
         self._reader = reader
+        self._checkpointer = checkpointer
         self._lock = anyio.Lock()
         self._writes = Coalescer(self._write_group, max_batch=MAX_GROUP, lock=self._lock)
         self._intake = GroupCommit(self._run)
@@ -144,11 +147,17 @@ class SqliteStore(
     # -- lifecycle -----------------------------------------------------------------------------
 
     async def close(self) -> None:
-        """Wait for the write in progress, then close both connections."""
+        """Wait for the write in progress, then stop the checkpointer and close the
+        connections (the last to close checkpoints the log and removes it)."""
         with anyio.CancelScope(shield=True):
             async with self._lock:
+                await anyio.to_thread.run_sync(self._checkpointer.close)
                 await self._reader.close()
                 await self._writer.close()
+
+    async def _empty_log(self) -> bool:
+        # On the checkpointer's connection, after any checkpoint it is running.
+        return await anyio.to_thread.run_sync(self._checkpointer.truncate)
 
     async def ping(self) -> None:
         """A trivial read on the reader connection; raises if the database does not answer."""
@@ -176,6 +185,7 @@ class SqliteStore(
                     raise
                 self.health.failed(reason)
                 raise StorageUnavailable(reason) from exc
+            self._checkpointer.wrote()
             self.health.succeeded()
 
     async def _emit(
@@ -273,6 +283,7 @@ class SqliteStore(
             finally:
                 self._lock.release()
         if wrote:
+            self._checkpointer.wrote()
             self.health.succeeded()
         return out
 
@@ -280,6 +291,7 @@ class SqliteStore(
         # The Coalescer holds the write lock meanwhile.
         wrote = await self._on_writer(partial(group_transaction, writes))
         if wrote:
+            self._checkpointer.wrote()
             # Only a write that landed says the disk takes writes again: an idle claim that
             # changed nothing commits even on a full disk.
             self.health.succeeded()
@@ -486,11 +498,12 @@ async def _open(path: Path, *, scratch: bool) -> SqliteStore:
     try:
         await reader.executescript(Q["reader_pragmas"])
         reader.row_factory = sqlite3.Row
+        checkpointer = await anyio.to_thread.run_sync(partial(Checkpointer, path, scratch=scratch))
     except BaseException:
         await reader.close()
         await writer.close()
         raise
-    return SqliteStore(writer, reader, path, scratch=scratch)
+    return SqliteStore(writer, reader, path, checkpointer, scratch=scratch)
 
 
 class _Opening:

@@ -40,10 +40,15 @@ def token_record(row: sqlite3.Row) -> TokenRecord:
         refresh_until=opt_date_out(row["refresh_until"]),
         max_imports=row["max_imports"],
         imports_done=row["imports_done"],
-        warned_days=tuple(sorted(json_out(row["warned_days"]), reverse=True)),
+        warned_days=_warned_days(row["warned_days"]),
         state_reason=row["state_reason"],
         ended_at=opt_dt_out(row["ended_at"]),
     )
+
+
+def _warned_days(value: str) -> tuple[int, ...]:
+    # Most tokens have raised none: a tick converts hundreds of rows, and parsing is the cost.
+    return () if value == "[]" else tuple(sorted(json_out(value), reverse=True))
 
 
 # -- the SQL shell -----------------------------------------------------------------------------

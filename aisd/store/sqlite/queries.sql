@@ -13,6 +13,17 @@ PRAGMA busy_timeout = 5000;
 -- pages spread over the whole tokens and imports tables; with the default most of them are
 -- re-read from the OS at every tick once the database holds 100,000 tokens.
 PRAGMA cache_size = -32768;
+-- No checkpoint inside a commit: the store's checkpointer thread runs them (see _checkpoint).
+PRAGMA wal_autocheckpoint = 0;
+
+-- name: checkpointer_pragmas
+-- A checkpoint fsyncs the log before copying it and the database file after (FULL). Each
+-- checkpoint sets its own busy_timeout (see _checkpoint.Checkpointer).
+PRAGMA synchronous = FULL;
+
+-- name: set_busy_timeout
+-- PRAGMA takes no bound parameters; the caller formats an integer in.
+PRAGMA busy_timeout = {ms}
 
 -- name: scratch_pragmas
 -- A throwaway database (`aisd simulate`): no commit waits for the disk.
@@ -352,12 +363,14 @@ WHERE token_id IN (SELECT value FROM json_each(:token_ids))
 ORDER BY created_at, row_order
 
 -- name: due_token_records
--- A range scan of tokens_due in its own order: the cost grows with the tokens due.
+-- A range scan of tokens_due in its own order: the cost grows with the tokens due. An open
+-- refresh is one not 'done' (queued or running): asked so, the partial index
+-- imports_one_open_refresh answers without reading a token's imports.
 SELECT * FROM token_records AS r
 WHERE r.state = 'active' AND r.next_refresh_at <= :now
   AND NOT EXISTS (
       SELECT 1 FROM imports AS i
-      WHERE i.token_id = r.token_id AND i.kind = 'refresh' AND i.state IN ('queued', 'running')
+      WHERE i.token_id = r.token_id AND i.kind = 'refresh' AND i.phase <> 'done'
   )
 ORDER BY r.next_refresh_at, r.row_order
 LIMIT :limit

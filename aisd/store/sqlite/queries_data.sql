@@ -162,6 +162,9 @@ PRAGMA secure_delete = ON
 -- name: wal_checkpoint_truncate
 PRAGMA wal_checkpoint(TRUNCATE)
 
+-- name: wal_checkpoint_passive
+PRAGMA wal_checkpoint(PASSIVE)
+
 -- name: vacuum
 VACUUM
 

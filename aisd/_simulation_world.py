@@ -138,7 +138,7 @@ class World:
         """Forget the tokens' moments when a token changed state outside a tick (the pipeline
         ends a token whose access upstream refuses)."""
         self._recount = False
-        counts = (await self._store.counts()).get("tokens", {})
+        counts = await self._token_states()
         if counts != self._token_counts:
             self._token_counts = counts
             self._moments = None
@@ -168,8 +168,11 @@ class World:
             moments += [
                 token.expires_at - timedelta(days=d) for d in days if d not in token.warned_days
             ]
-        self._token_counts = (await self._store.counts()).get("tokens", {})
+        self._token_counts = await self._token_states()
         return sorted(moments)
+
+    async def _token_states(self) -> dict[str, int]:
+        return (await self._store.status(now=self._clock.now())).tokens
 
     async def _next_not_before(self, now: datetime) -> datetime:
         """The earliest future ``not_before`` of a waiting import: the daemon's pipeline

@@ -14,6 +14,7 @@ running is polled again, never started again.
 from __future__ import annotations
 
 import contextlib
+import gzip
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -23,6 +24,7 @@ import anyio
 import structlog
 from anyio.abc import TaskGroup, TaskStatus
 
+from aisd import events
 from aisd.clock import Clock
 from aisd.kontomatik import (
     Command,
@@ -38,22 +40,28 @@ from aisd.kontomatik import (
     UnauthorizedError,
     UnexpectedReplyError,
 )
+from aisd.merge import owner_mismatch
 from aisd.phases import Step
 from aisd.polling import Aim, DurationEstimates, backoff, jobs_quota_delay, poll_delay
 from aisd.settings import Settings
 from aisd.store import (
     AccessKind,
     Claim,
+    Fail,
     ImportJob,
     ImportKind,
     ImportPhase,
+    ImportQuery,
+    LeaseEnd,
     LeaseLost,
-    PipelineStore,
+    LeaseRenew,
+    LeaseStart,
     QuotaAnswer,
     QuotaRule,
     StepWrite,
     StorageUnavailable,
-    TokenOutcome,
+    Store,
+    Succeed,
 )
 
 log = structlog.get_logger("aisd.pipeline")
@@ -151,7 +159,7 @@ class Pipeline:
 
     def __init__(
         self,
-        store: PipelineStore,
+        store: Store,
         client: KontomatikClient,
         config: PipelineConfig,
         clock: Clock,
@@ -251,7 +259,7 @@ class Pipeline:
         finally:
             with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
                 if self._claimer is not None:
-                    await self._store.release_claimer(self._claimer, now=self._clock.now())
+                    await self._store.lease(LeaseEnd(self._claimer), now=self._clock.now())
 
     async def _register_until_stored(self) -> None:
         while True:
@@ -266,19 +274,21 @@ class Pipeline:
 
     async def _register(self) -> None:
         started = self._clock.monotonic()
-        self._claimer = await self._store.register_claimer(
+        lease = await self._store.lease(
+            LeaseStart(
+                ttl_seconds=None if self._config.sole_claimer else self._config.lease_seconds,
+                sole=self._config.sole_claimer,
+                max_running=self._config.max_running,
+            ),
             now=self._clock.now(),
-            ttl_seconds=None if self._config.sole_claimer else self._config.lease_seconds,
-            sole=self._config.sole_claimer,
-            max_running=self._config.max_running,
         )
+        self._claimer = lease.claimer
         self._lease_deadline = (
             float("inf")
             if self._config.sole_claimer
             else started + self._config.lease_seconds - self._lease_margin()
         )
-        budget, _ = await self._store.budget()
-        self._limit, self._jobs_quota_strikes = budget.limit, budget.strikes
+        self._limit, self._jobs_quota_strikes = lease.budget.limit, lease.budget.strikes
 
     def _lease_margin(self) -> float:
         return min(1.0, self._config.lease_seconds / 5)
@@ -289,9 +299,8 @@ class Pipeline:
             assert self._claimer is not None
             started = self._clock.monotonic()
             try:
-                renewed = await self._store.renew_claimer(
-                    self._claimer, now=self._clock.now(), ttl_seconds=self._config.lease_seconds
-                )
+                renewal = LeaseRenew(self._claimer, self._config.lease_seconds)
+                renewed = await self._store.lease(renewal, now=self._clock.now())
             except StorageUnavailable:
                 continue  # the deadline runs on; sends stop when it passes
             if renewed:
@@ -431,7 +440,7 @@ class Pipeline:
     ) -> None:
         """The one place an upstream access's outcome is recorded (and the shared budget moved
         by it)."""
-        budget = await self._store.record_access_outcome(
+        budget = await self._store.end_access(
             access, outcome=outcome, error_name=error_name, pressure=pressure
         )
         self._limit, self._jobs_quota_strikes = budget.limit, budget.strikes
@@ -467,30 +476,26 @@ class Pipeline:
             return None
         except TokenDeadError as exc:
             await self._outcome(access, outcome="error", error_name=exc.name)
-            await self._fail(
-                job, CommandFailure(exc.name, exc.message), token=TokenOutcome(reauth_required=True)
-            )
+            dead = events.failed(job, CommandFailure(exc.name, exc.message))
+            reauth = events.token_reauth_required(job, exc.name)
+            await self._end(job, replace(dead, reauth_required=True, token_event=reauth))
             log.warning("refresh.token_dead", error=exc.name)
             return None
         except QuotaError as exc:
             await self._outcome(access, outcome="error", error_name=exc.name)
             now = self._clock.now()
             until = now + timedelta(seconds=self._config.upstream_defer_seconds)
-            await self._fail(
-                job,
-                CommandFailure("MultipleAccessLimitExceeded", ACCESS_LIMIT_MESSAGE),
-                token=TokenOutcome(deferred_until=until),
+            refused = events.failed(
+                job, CommandFailure("MultipleAccessLimitExceeded", ACCESS_LIMIT_MESSAGE)
             )
+            deferred = events.quota_deferred(job, until)
+            await self._end(job, replace(refused, deferred_until=until, token_event=deferred))
             return None
         except UnexpectedReplyError as exc:
             # Retrying would spend another access on the same answer: the token pauses instead.
             await self._outcome(access, outcome="error", error_name=exc.name)
-            await self._store.refuse_reuse_reply(
-                self._claim(job),
-                CommandFailure(exc.name, exc.message),
-                raw_reply=exc.raw,
-                now=self._clock.now(),
-            )
+            failure = CommandFailure(exc.name, exc.message)
+            await self._end(job, events.refused(job, failure, gzip.compress(exc.raw)))
             log.error("refresh.unexpected_reply", error=exc.name)
             return None
         except KontomatikError as exc:
@@ -518,12 +523,17 @@ class Pipeline:
             now=self._clock.now(),
             token_id=job.token_id,
             session_id=session.session_id,
+            event=events.import_started(job) if job.default_import_attempts == 0 else None,
         )
         assert isinstance(access, int)
         # What is left of a handoff (the request) does not need the writer.
         self._handoff_done(job.import_id)
         # Recorded as sent: the import now stands in phase starting.
-        job = replace(job, phase=ImportPhase.STARTING)
+        job = replace(
+            job,
+            phase=ImportPhase.STARTING,
+            default_import_attempts=job.default_import_attempts + 1,
+        )
         self._check_lease(job)
         try:
             command = await self._client.default_import(session, job.since)
@@ -721,14 +731,7 @@ class Pipeline:
     ) -> None:
         if command.state == CommandState.SUCCESSFUL and command.result is not None:
             await self._after_handoffs()
-            refused = await self._store.refuse_foreign_owner(
-                self._claim(job),
-                command.owner_external_id,
-                raw_reply=raw,
-                now=self._clock.now(),
-                polls=polls,
-            )
-            if refused:
+            if await self._refused_owner(job, command.owner_external_id, raw, polls):
                 log.error("import.owner_mismatch", hint="give the widget the same ownerExternalId")
                 return
             for skipped in command.result.skipped[:MAX_SKIPPED_LOGGED]:
@@ -736,14 +739,15 @@ class Pipeline:
                 log.warning("import.element_skipped", path=skipped.path, reason=skipped.reason)
             async with self._storing:
                 await self._after_handoffs()
-                stats = await self._store.finish_success(
-                    self._claim(job),
+                now = self._clock.now()
+                success = Succeed(
                     command.result,
-                    now=self._clock.now(),
                     raw_reply=raw,
                     coverage_start=job.since,
                     polls=polls,
+                    event=events.import_succeeded(job, command.result, polls=polls, now=now),
                 )
+                stats = await self._store.advance(self._claim(job), success, now=now)
             log.info(
                 "import.stored",
                 accounts=stats.accounts,
@@ -760,17 +764,30 @@ class Pipeline:
 
     # -- helpers -----------------------------------------------------------------------------
 
+    async def _end(self, job: ImportJob, write: Fail) -> None:
+        await self._store.advance(self._claim(job), write, now=self._clock.now())
+
     async def _fail(
-        self,
-        job: ImportJob,
-        failure: CommandFailure,
-        *,
-        polls: int | None = None,
-        token: TokenOutcome | None = None,
+        self, job: ImportJob, failure: CommandFailure, *, polls: int | None = None
     ) -> None:
-        await self._store.finish_failure(
-            self._claim(job), failure, now=self._clock.now(), polls=polls, token=token
-        )
+        await self._end(job, events.failed(job, failure, polls))
+
+    async def _refused_owner(
+        self, job: ImportJob, echo: str | None, raw: bytes | None, polls: int
+    ) -> bool:
+        """Refuse a successful result that Kontomatik filed under another owner than the
+        consent's (:func:`aisd.merge.owner_mismatch`) before anything is merged. One read: an
+        import of the right owner costs no write of its own before its result is stored."""
+        found = await self._store.imports(ImportQuery(import_id=job.import_id))
+        if not found:
+            return False
+        record = found[0]
+        echo = echo or record.owner_echo
+        if not owner_mismatch(record.owner_external_id, echo, record.token_echo):
+            return False
+        failure = events.owner_mismatch_failure()
+        await self._end(job, events.refused(job, failure, raw, polls=polls, owner_echo=echo))
+        return True
 
     async def _not_now(self, job: ImportJob, answer: QuotaAnswer) -> None:
         if answer.retry_at is None:

@@ -13,7 +13,7 @@ next 24 h. Then it prints:
 * population time;
 * ``Refresher.tick()`` against the real store when nothing is due and when ~100 and ~500
   tokens are due (ms per tick and per due token, and the tick's CPU time in this process), and
-  ``store.counts()``, which the daemon runs after every tick for its ``STATUS=`` line;
+  ``store.status()``, which the daemon runs after every tick for its ``STATUS=`` line;
 * the daemon (``python -m aisd run --sandbox``): seconds from spawn to ``READY=1`` (a fake
   ``$NOTIFY_SOCKET``) and to the first ``daemon.status`` answer, RSS after start and after a
   few 1 s ticks, one ``daemon.status`` round trip;
@@ -191,7 +191,7 @@ async def measure_ticks(
     path: Path, due_sizes: tuple[int, ...] = (100, 500), *, rounds: int = 3
 ) -> TickFigures:
     """Time ticks with nothing due, then ``rounds`` ticks with each of ``due_sizes`` tokens
-    due (the next ones planned: cold pages and fsyncs vary), and ``store.counts()``. Leaves
+    due (the next ones planned: cold pages and fsyncs vary), and ``store.status()``. Leaves
     the due tokens' refreshes queued."""
     sandbox = Sandbox(SandboxConfig(api_key=DEFAULT_API_KEY))
     transport = httpx.ASGITransport(app=SandboxApp(sandbox))
@@ -226,7 +226,7 @@ async def measure_ticks(
         counts = []
         for _ in range(3):
             began = time.perf_counter()
-            await store.counts()
+            await store.status(now=clock.now())
             counts.append((time.perf_counter() - began) * 1000)
     return TickFigures(
         statistics.median(idle), due_ms, due_cpu_ms, found, queued, statistics.median(counts)
@@ -415,7 +415,7 @@ def _print_population(pop: Population) -> None:
 
 
 def _print_ticks(ticks: TickFigures) -> None:
-    print(f"tick, nothing due: {ticks.idle_ms:.2f} ms; store.counts(): {ticks.counts_ms:.1f} ms")
+    print(f"tick, nothing due: {ticks.idle_ms:.2f} ms; store.status(): {ticks.counts_ms:.1f} ms")
     for k, times in ticks.due_ms.items():
         ms, found = ticks.due_median_ms(k), max(ticks.due_found[k])
         print(
@@ -483,7 +483,7 @@ def _compare(small: SizeFigures, large: SizeFigures) -> None:
             for k in small.ticks.due_ms
             if k in large.ticks.due_ms
         ],
-        ("store.counts() ms", small.ticks.counts_ms, large.ticks.counts_ms),
+        ("store.status() ms", small.ticks.counts_ms, large.ticks.counts_ms),
         ("start to status s", small.busy.status_s, large.busy.status_s),
         ("RSS at start MiB", small.busy.rss_start_mib, large.busy.rss_start_mib),
         ("RSS after ticks MiB", small.busy.rss_after_mib, large.busy.rss_after_mib),

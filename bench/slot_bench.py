@@ -230,6 +230,11 @@ class Figures:
         return self.consents * self.duration / (SLOTS * self.drain)
 
 
+async def _imports(store: Store) -> dict[str, int]:
+    """Imports by state."""
+    return (await store.status(now=datetime.now(UTC))).imports
+
+
 async def run_one(duration: float, consents: int, seed: int) -> Figures:
     """Drain ``consents`` initial imports of ``duration`` seconds each; measure."""
     clock = VirtualClock(START)
@@ -279,12 +284,12 @@ async def run_one(duration: float, consents: int, seed: int) -> Figures:
                 await tg.start(pipeline.run)
                 while True:
                     await finished.wait()
-                    counts = (await raw_store.counts())["imports"]
+                    counts = await _imports(raw_store)
                     if sum(counts.get(s, 0) for s in ("successful", "failed")) >= consents:
                         break
                     finished = anyio.Event()
                 tg.cancel_scope.cancel()
-            counts = (await raw_store.counts())["imports"]
+            counts = await _imports(raw_store)
     return measure(sandbox, duration, consents, max(done_at) - began, counts)
 
 

@@ -28,9 +28,10 @@ from pathlib import Path
 
 import anyio
 
+from aisd.events import import_succeeded
 from aisd.kontomatik._models import Account, ImportResult, MoneyTransaction
 from aisd.phases import Step
-from aisd.store import AccessKind, ConsentIn, StepWrite, open_store
+from aisd.store import AccessKind, ConsentIn, LeaseStart, StepWrite, Succeed, open_store
 from aisd.store.sqlite._codec import tx_values
 
 IBAN = "PL69137013140000049678278112"
@@ -78,8 +79,8 @@ async def run_store(path: Path, txs: tuple[MoneyTransaction, ...]) -> float:
             since=date(2025, 5, 1),
             expires_at=NOW + timedelta(days=180),
         )
-        claimer = await store.register_claimer(now=NOW, ttl_seconds=60, sole=True, max_running=8)
-        [job] = await store.claim_work(claimer, now=NOW)
+        lease = await store.lease(LeaseStart(60, sole=True, max_running=8), now=NOW)
+        [job] = await store.claim_work(lease.claimer, now=NOW)
         assert job.claim is not None
         await store.begin_access(
             job.claim, AccessKind.DEFAULT_IMPORT, now=NOW, token_id=out.token_id
@@ -89,14 +90,9 @@ async def run_store(path: Path, txs: tuple[MoneyTransaction, ...]) -> float:
             accounts=(Account(IBAN, "Konto 0", "PLN", None, None, transactions=txs),)
         )
         started = time.perf_counter()
-        stats = await store.finish_success(
-            job.claim,
-            result,
-            now=NOW,
-            raw_reply=None,
-            coverage_start=date(2025, 5, 1),
-            polls=1,
-        )
+        event = import_succeeded(job, result, polls=1, now=NOW)
+        success = Succeed(result, None, date(2025, 5, 1), 1, event)
+        stats = await store.advance(job.claim, success, now=NOW)
         elapsed = time.perf_counter() - started
     assert stats.added == len(txs)
     return elapsed

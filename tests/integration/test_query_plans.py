@@ -59,7 +59,7 @@ def test_the_owner_echo_check_reads_only_the_token_s_own_imports(tmp_path: Path)
             plan = " | ".join(
                 row[3]
                 for row in conn.execute(
-                    f"EXPLAIN QUERY PLAN {QUERIES['import_owner_echoes']}", {"id": "imp_0"}
+                    f"EXPLAIN QUERY PLAN {QUERIES['import_record']}", {"id": "imp_0"}
                 )
             )
             assert "SEARCH p USING INDEX imports_token" in plan, (analyzed, plan)

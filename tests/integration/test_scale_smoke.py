@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from aisd.store import TokenState, open_store
 from aisd.store.sqlite._codec import dt_in, dt_out
 from aisd.store.sqlite._migrate import migrate
+from tests import store_calls as sc
 
 N = 400
 
@@ -65,14 +66,14 @@ async def test_population_is_what_the_store_expects(
     assert pop.imports == N + pop.accesses_24h  # one initial import each, one per reuse
     assert pop.accesses_24h > 0
     async with open_store(db) as store:
-        counts = await store.counts()
+        counts = await sc.counts(store)
         assert sum(counts["tokens"].values()) == N
         assert counts["tokens"]["active"] == pop.active
         assert counts["imports"]["successful"] == pop.imports
         # Nothing due before the quiet margin; all of it within 24 h.
-        assert await store.due_tokens(now=now + sb.QUIET_MARGIN, limit=N) == []
-        assert len(await store.due_tokens(now=now + sb.DAY, limit=N)) == pop.active
-        assert await store.warnings_due(now=now, days=sb.WARNING_DAYS) == []
+        assert await sc.due_tokens(store, now=now + sb.QUIET_MARGIN, limit=N) == []
+        assert len(await sc.due_tokens(store, now=now + sb.DAY, limit=N)) == pop.active
+        assert await sc.warnings_due(store, now=now, days=sb.WARNING_DAYS) == []
         tokens = await store.list_tokens()
     assert all(t.accounts for t in tokens)
     assert all(t.imports_done >= 1 and t.last_import_at is not None for t in tokens)
@@ -197,9 +198,9 @@ async def test_kept_counts_equal_a_full_count_after_bulk_sql_ticks_and_deletes(
     await sb.measure_ticks(db, due_sizes=(10,), rounds=1)
     async with open_store(db) as store:
         for token in (await store.list_tokens(state=TokenState.ACTIVE))[:7]:
-            await store.end_token(token.token_id, TokenState.REVOKED, now=now, reason="test")
+            await sc.end_token(store, token.token_id, TokenState.REVOKED, now=now, reason="test")
         sb.quiet_until(db, datetime.now(UTC) + timedelta(minutes=5))  # deletes queued imports
-        counts = await store.counts()
+        counts = await sc.counts(store)
     full = _full_counts(db)
     assert _nonzero(counts) == full
     assert full["tokens"]["revoked"] >= 7

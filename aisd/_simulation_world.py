@@ -43,7 +43,9 @@ class World:
         self._box = box
         self._origin = clock.now()
         self._tick = timedelta(seconds=self._settings.planner_tick_seconds)
-        self._changed = anyio.Event()
+        # The planner's wake-up: set by its alarm or by a change (which also sets _changed).
+        self._wake = anyio.Event()
+        self._changed = False
         hooks.on_change = self._changed_set
         self.pipeline = core.pipeline
         self.refresher = core.refresher
@@ -55,7 +57,8 @@ class World:
         self._recount = False  # an import moved on since the token counts were read
 
     def _changed_set(self) -> None:
-        self._changed.set()
+        self._changed = True
+        self._wake.set()
 
     async def consents(self, plans: list[ConsentPlan]) -> None:
         """Mint each consent in the sandbox at its time and submit it as ``consent.submit``
@@ -92,7 +95,7 @@ class World:
             now = self._clock.now()
             if now >= end:
                 return
-            self._changed = changed = anyio.Event()
+            self._wake, self._changed = anyio.Event(), False
             if now >= next_tick:
                 tick = await self.refresher.tick()
                 if tick.ending:
@@ -103,8 +106,10 @@ class World:
                     self._moments = None
                 next_tick = await self._next_tick(tick.next_due_at, now)
             deferred = await self._next_not_before(now)
-            await _nap(self._clock, min(next_tick, end, deferred), changed)
-            if changed.is_set():
+            cancel = self._clock.alarm(min(next_tick, end, deferred), self._wake)
+            await self._wake.wait()
+            cancel()
+            if self._changed:
                 # A finished import makes its token due; the daemon's next periodic tick
                 # finds it.
                 next_tick = min(next_tick, self._after(self._clock.now()))
@@ -133,7 +138,7 @@ class World:
         """Forget the tokens' moments when a token changed state outside a tick (the pipeline
         ends a token whose access upstream refuses)."""
         self._recount = False
-        counts = (await self._store.counts()).get("tokens", {})
+        counts = await self._token_states()
         if counts != self._token_counts:
             self._token_counts = counts
             self._moments = None
@@ -163,8 +168,11 @@ class World:
             moments += [
                 token.expires_at - timedelta(days=d) for d in days if d not in token.warned_days
             ]
-        self._token_counts = (await self._store.counts()).get("tokens", {})
+        self._token_counts = await self._token_states()
         return sorted(moments)
+
+    async def _token_states(self) -> dict[str, int]:
+        return (await self._store.status(now=self._clock.now())).tokens
 
     async def _next_not_before(self, now: datetime) -> datetime:
         """The earliest future ``not_before`` of a waiting import: the daemon's pipeline
@@ -172,19 +180,6 @@ class World:
         jobs = await self._store.open_jobs()
         later = [j.not_before for j in jobs if j.not_before is not None and j.not_before > now]
         return min(later, default=datetime.max.replace(tzinfo=now.tzinfo))
-
-
-async def _nap(clock: VirtualClock, until: datetime, changed: anyio.Event) -> None:
-    """Sleep until ``until`` on ``clock`` or until ``changed`` is set, whichever comes first."""
-    async with anyio.create_task_group() as tg:
-
-        async def alarm() -> None:
-            await clock.sleep_until(until)
-            tg.cancel_scope.cancel()
-
-        tg.start_soon(alarm)
-        await changed.wait()
-        tg.cancel_scope.cancel()
 
 
 class _Watched:

@@ -17,7 +17,7 @@ from anyio.abc import TaskStatus
 
 from aisd.clock import Clock
 from aisd.kontomatik import KontomatikClient, KontomatikError
-from aisd.store import EventRecord, StaleLeader, Store
+from aisd.store import EventRecord, ImportQuery, StaleLeader, Store
 
 log = structlog.get_logger("aisd.analytics")
 
@@ -85,7 +85,8 @@ class Analytics:
         # was given none), which need not be aisd's own.
         upstream = owner
         if event.import_id is not None:
-            upstream = await self._store.kontomatik_owner_id(event.import_id) or owner
+            found = await self._store.imports(ImportQuery(import_id=event.import_id))
+            upstream = (found[0].owner_echo if found else None) or owner
         try:
             scores = await self._client.owner_scores(upstream)
         except KontomatikError as exc:

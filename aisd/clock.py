@@ -112,6 +112,24 @@ class VirtualClock:
         """Wait until :meth:`now` reaches ``moment``."""
         await self.sleep((moment - self.now()).total_seconds())
 
+    def alarm(self, moment: datetime, event: anyio.Event) -> Callable[[], None]:
+        """Set ``event`` once :meth:`now` reaches ``moment`` (at once if it has), as a sleep
+        until then would wake; a task waiting on ``event`` can so wait for time or for
+        something else without a task of its own asleep. Returns a function that cancels
+        the alarm."""
+        deadline = self._elapsed + (moment - self.now()).total_seconds()
+        if deadline <= self._elapsed:
+            event.set()
+            return _nothing
+        sleeper = _Sleeper(deadline, event)
+        heapq.heappush(self._heap, (deadline, next(self._order), sleeper))
+        self._registered.set()
+
+        def cancel() -> None:
+            sleeper.gone = True
+
+        return cancel
+
     @contextmanager
     def external(self) -> Iterator[None]:
         """Mark work in flight off the event loop: time does not move until it is done."""
@@ -162,6 +180,10 @@ class VirtualClock:
                 quiet = 0
             else:
                 quiet += 1
+
+
+def _nothing() -> None:
+    pass
 
 
 def _others_runnable() -> bool:

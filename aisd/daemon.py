@@ -115,7 +115,7 @@ class EventLog:
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Follow the feed from its current end until cancelled."""
-        after = await self._store.last_event_id()
+        after = (await self._store.events(after=0, limit=0)).head
         task_status.started()
         # Bound once, after logging is configured: the lazy proxy would rebuild the logger for
         # every line, a fifth of a line's cost at thousands of events a second.
@@ -126,7 +126,7 @@ class EventLog:
             self._wake = anyio.Event()
             while True:
                 try:
-                    events = await self._store.list_events(after=after, limit=500)
+                    events = (await self._store.events(after=after, limit=500)).events
                 except StorageUnavailable:
                     break  # the store logs it; the next wake-up reads on from `after`
                 for event in events:
@@ -322,7 +322,7 @@ async def _planner(
                         began = time.monotonic()
                         report = await refresher.tick()
                         metrics.planner_ticked(time.monotonic() - began)
-                        counts = await store.counts()
+                        status = await store.status(now=datetime.now(UTC))
                         if report.ending:
                             # Upstream calls: off the tick, so a slow API never stalls it.
                             revocations.start_soon(_end_by_limit, refresher, report.ending)
@@ -340,8 +340,7 @@ async def _planner(
                     continue
                 health.last_tick = time.monotonic()
                 events.wake()
-                tokens = counts.get("tokens", {})
-                imports = counts.get("imports", {})
+                tokens, imports = status.tokens, status.imports
                 systemd.notify(
                     f"STATUS=tokens active={tokens.get('active', 0)}, "
                     f"running={pipeline.running_commands}, queued={imports.get('queued', 0)}"

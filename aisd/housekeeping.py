@@ -68,8 +68,8 @@ async def housekeep(
     """
     tx_before = transaction_cutoff(now, retention_days)
     raw_before = raw_reply_cutoff(now, raw_retention_days)
-    transactions = 0 if tx_before is None else await store.purge_transactions(before=tx_before)
-    raw = 0 if raw_before is None else await store.purge_raw_replies(older_than=raw_before)
+    purged = await store.purge(transactions_before=tx_before, raw_before=raw_before)
+    transactions, raw = purged.transactions, purged.raw_replies
     report = HousekeepingReport(tx_before, transactions, raw_before, raw)
     log.info(
         "housekeeping.done",

@@ -33,7 +33,7 @@ from prometheus_client import (
 
 from aisd import __version__
 from aisd.clock import Clock
-from aisd.store import EventRecord, ImportKind, ImportState, Store, TokenState
+from aisd.store import EventRecord, ImportKind, ImportQuery, ImportState, Store, TokenState
 
 __all__ = ["CONTENT_TYPE", "EXPIRING_WITHIN", "STALE_AFTER", "Metrics", "Runtime", "end_poll_delay"]
 
@@ -297,12 +297,12 @@ class Metrics:
 
     async def _count_finished(self, event: EventRecord, import_id: str) -> None:
         try:
-            record = await self._store.get_import(import_id)
+            found = await self._store.imports(ImportQuery(import_id=import_id))
         except Exception:
             log.exception("metrics.lookup_failed")
             return
         # Forgotten meanwhile: the import is gone, and so is its kind.
-        kind = record.kind.value if record is not None else "unknown"
+        kind = found[0].kind.value if found else "unknown"
         self.imports_finished.labels(kind, _FINAL[event.type].value).inc()
         duration = event.data.get("durationSeconds")
         if event.type == "import.succeeded" and isinstance(duration, int | float):
@@ -314,20 +314,16 @@ class Metrics:
         """Read the gauges afresh and render every metric in the text format."""
         store = self._store
         now = self._clock.now()
-        counts = await store.counts()
-        ops = await store.ops_counts(
-            now=now, expiring_within=EXPIRING_WITHIN, stale_after=STALE_AFTER
-        )
-        last_success, failed = await store.recent_activity(now=now)
-        head = await store.last_event_id()
-        for state, n in counts.get("tokens", {}).items():
+        ops = await store.status(now=now, expiring_within=EXPIRING_WITHIN, stale_after=STALE_AFTER)
+        last_success, failed, head = ops.last_success_at, ops.failed_last_hour, ops.event_head
+        for state, n in ops.tokens.items():
             self.tokens.labels(state).set(n)
         for kind in ImportKind:
             self.queue_depth.labels(kind.value).set(
                 ops.open_imports.get((kind.value, ImportState.QUEUED.value), 0)
             )
-        self.tokens_expiring.set(ops.tokens_expiring)
-        self.tokens_stale.set(ops.tokens_stale)
+        self.tokens_expiring.set(ops.tokens_expiring or 0)
+        self.tokens_stale.set(ops.tokens_stale or 0)
         self.failed_last_hour.set(failed)
         self.last_success.set(0 if last_success is None else last_success.timestamp())
         self.feed_head.set(head)

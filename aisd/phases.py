@@ -7,8 +7,7 @@ Default Import sent on it yet. ``starting``: a Default Import was recorded as se
 id known yet. ``polling``: a command id is known; Get Import Result until a final state.
 
 Also here: the running-commands budget's rule (additive increase, multiplicative decrease
-after ``JobsQuotaExceeded``) and the events an import's steps append, so every backend records
-the same payloads.
+after ``JobsQuotaExceeded``). The events the steps append are built in :mod:`aisd.events`.
 """
 
 from __future__ import annotations
@@ -16,8 +15,6 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
 
 __all__ = [
     "IN_FLIGHT",
@@ -28,13 +25,10 @@ __all__ = [
     "ImportPhase",
     "Step",
     "allowed_from",
-    "failed_event_data",
     "holds_slot",
     "lowered",
     "raised",
-    "started_event_data",
     "state_of",
-    "succeeded_event_data",
     "target",
 ]
 
@@ -151,39 +145,3 @@ def lowered(budget: Budget, held: int) -> Budget:
 def raised(budget: Budget) -> Budget:
     """After a Default Import was accepted: one more slot, up to the ceiling."""
     return Budget(min(budget.ceiling, budget.limit + 1), budget.ceiling, 0)
-
-
-# -- the events an import's steps append ---------------------------------------------------------
-
-
-def started_event_data(kind: str) -> dict[str, Any]:
-    """``import.started``: the first Default Import of an import was recorded."""
-    return {"kind": kind}
-
-
-def succeeded_event_data(
-    *,
-    accounts: int,
-    transactions: int,
-    added: int,
-    modified: int,
-    removed: int,
-    polls: int,
-    started: datetime,
-    now: datetime,
-) -> dict[str, Any]:
-    """``import.succeeded``: what the merge did and how long the import took."""
-    return {
-        "accounts": accounts,
-        "transactions": transactions,
-        "added": added,
-        "modified": modified,
-        "removed": removed,
-        "polls": polls,
-        "durationSeconds": round((now - started).total_seconds(), 3),
-    }
-
-
-def failed_event_data(name: str, message: str, polls: int) -> dict[str, Any]:
-    """``import.failed``: Kontomatik's exception verbatim and the polls made."""
-    return {"errorName": name, "errorMessage": message, "polls": polls}

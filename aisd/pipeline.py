@@ -14,15 +14,17 @@ running is polled again, never started again.
 from __future__ import annotations
 
 import contextlib
+import gzip
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 import anyio
 import structlog
 from anyio.abc import TaskGroup, TaskStatus
 
+from aisd import events
 from aisd.clock import Clock
 from aisd.kontomatik import (
     Command,
@@ -38,8 +40,10 @@ from aisd.kontomatik import (
     UnauthorizedError,
     UnexpectedReplyError,
 )
+from aisd.merge import owner_mismatch
 from aisd.phases import Step
 from aisd.polling import (
+    Aim,
     DurationEstimates,
     backoff,
     jobs_quota_delay,
@@ -50,16 +54,21 @@ from aisd.settings import Settings
 from aisd.store import (
     AccessKind,
     Claim,
+    Fail,
     ImportJob,
     ImportKind,
     ImportPhase,
+    ImportQuery,
+    LeaseEnd,
     LeaseLost,
-    PipelineStore,
+    LeaseRenew,
+    LeaseStart,
     QuotaAnswer,
     QuotaRule,
     StepWrite,
     StorageUnavailable,
-    TokenOutcome,
+    Store,
+    Succeed,
 )
 
 log = structlog.get_logger("aisd.pipeline")
@@ -77,6 +86,8 @@ POLL_DEADLINE_SECONDS = 1800.0
 # doubling while the retries keep failing: every import would fail alike, so no spinning.
 STORAGE_PAUSE_SECONDS = 1.0
 STORAGE_PAUSE_MAX_SECONDS = 30.0
+# A poll sent this much before its aim still counts as the aimed one (clocks round).
+AIM_TOLERANCE_SECONDS = 0.001
 # Unreadable elements of one reply logged one by one at most (all are counted in the event).
 MAX_SKIPPED_LOGGED = 100
 
@@ -125,6 +136,32 @@ class PipelineConfig:
         )
 
 
+@dataclass(slots=True)
+class _Release:
+    """A slot's hand-over running in its own task: done once the slot is freed (and the next
+    imports started), with the error that stopped it, if any."""
+
+    done: anyio.Event = field(default_factory=anyio.Event)
+    error: Exception | None = None
+
+
+def _sends_at_once(job: ImportJob) -> bool:
+    """Whether a claimed import's first step is a write and then a request sent at once (what
+    a handoff waits for): not one adopted mid-poll or waiting for its next step."""
+    return job.phase in (ImportPhase.QUEUED, ImportPhase.READY, ImportPhase.STARTING) and (
+        job.phase == ImportPhase.QUEUED or job.not_before is None
+    )
+
+
+async def _released(release: _Release | None) -> None:
+    """Wait for a begun hand-over (the import's next write must follow it); raise its error."""
+    if release is None:
+        return
+    await release.done.wait()
+    if release.error is not None:
+        raise release.error
+
+
 @dataclass(frozen=True, slots=True)
 class Wait:
     """A step's answer: wait this long holding the slot, then go on with ``job``."""
@@ -138,7 +175,7 @@ class Pipeline:
 
     def __init__(
         self,
-        store: PipelineStore,
+        store: Store,
         client: KontomatikClient,
         config: PipelineConfig,
         clock: Clock,
@@ -162,10 +199,14 @@ class Pipeline:
         # is the store's slot rows).
         self._active: set[str] = set()
         # When each running command's Default Import was answered (monotonic clock).
-        self._accepted_at: dict[str, float] = {}
+        self._accepted_at: dict[str, tuple[float, str | None]] = {}
         # Results are stored one at a time: the store's writer serves its callers in order, and
         # a queue of large results would hold back the short writes that start the next imports.
         self._storing = anyio.Lock()
+        # Imports whose slot is being handed on (the ended one until its slot is freed, the
+        # next one until its first write is done): large results wait for them.
+        self._handoffs: set[str] = set()
+        self._handoffs_changed = anyio.Event()
         self._wake = anyio.Event()
         self._accepting = True
         self._estimates = DurationEstimates()
@@ -234,7 +275,7 @@ class Pipeline:
         finally:
             with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
                 if self._claimer is not None:
-                    await self._store.release_claimer(self._claimer, now=self._clock.now())
+                    await self._store.lease(LeaseEnd(self._claimer), now=self._clock.now())
 
     async def _register_until_stored(self) -> None:
         while True:
@@ -249,19 +290,21 @@ class Pipeline:
 
     async def _register(self) -> None:
         started = self._clock.monotonic()
-        self._claimer = await self._store.register_claimer(
+        lease = await self._store.lease(
+            LeaseStart(
+                ttl_seconds=None if self._config.sole_claimer else self._config.lease_seconds,
+                sole=self._config.sole_claimer,
+                max_running=self._config.max_running,
+            ),
             now=self._clock.now(),
-            ttl_seconds=None if self._config.sole_claimer else self._config.lease_seconds,
-            sole=self._config.sole_claimer,
-            max_running=self._config.max_running,
         )
+        self._claimer = lease.claimer
         self._lease_deadline = (
             float("inf")
             if self._config.sole_claimer
             else started + self._config.lease_seconds - self._lease_margin()
         )
-        budget, _ = await self._store.budget()
-        self._limit, self._jobs_quota_strikes = budget.limit, budget.strikes
+        self._limit, self._jobs_quota_strikes = lease.budget.limit, lease.budget.strikes
 
     def _lease_margin(self) -> float:
         return min(1.0, self._config.lease_seconds / 5)
@@ -272,9 +315,8 @@ class Pipeline:
             assert self._claimer is not None
             started = self._clock.monotonic()
             try:
-                renewed = await self._store.renew_claimer(
-                    self._claimer, now=self._clock.now(), ttl_seconds=self._config.lease_seconds
-                )
+                renewal = LeaseRenew(self._claimer, self._config.lease_seconds)
+                renewed = await self._store.lease(renewal, now=self._clock.now())
             except StorageUnavailable:
                 continue  # the deadline runs on; sends stop when it passes
             if renewed:
@@ -340,6 +382,7 @@ class Pipeline:
             else:
                 self._storage_pause = 0.0
             finally:
+                self._handoff_done(job.import_id)
                 self._active.discard(job.import_id)
                 self._accepted_at.pop(job.import_id, None)
                 self._on_change()
@@ -456,7 +499,7 @@ class Pipeline:
     ) -> None:
         """The one place an upstream access's outcome is recorded (and the shared budget moved
         by it)."""
-        budget = await self._store.record_access_outcome(
+        budget = await self._store.end_access(
             access, outcome=outcome, error_name=error_name, pressure=pressure
         )
         self._limit, self._jobs_quota_strikes = budget.limit, budget.strikes
@@ -472,6 +515,7 @@ class Pipeline:
         granted = await self._store.begin_access(
             claim, AccessKind.REUSE, now=self._clock.now(), token_id=job.token_id, quota=self._gate
         )
+        self._handoff_done(job.import_id)
         if isinstance(granted, QuotaAnswer):
             await self._not_now(job, granted)
             return None
@@ -491,30 +535,26 @@ class Pipeline:
             return None
         except TokenDeadError as exc:
             await self._outcome(access, outcome="error", error_name=exc.name)
-            await self._fail(
-                job, CommandFailure(exc.name, exc.message), token=TokenOutcome(reauth_required=True)
-            )
+            dead = events.failed(job, CommandFailure(exc.name, exc.message))
+            reauth = events.token_reauth_required(job, exc.name)
+            await self._end(job, replace(dead, reauth_required=True, token_event=reauth))
             log.warning("refresh.token_dead", error=exc.name)
             return None
         except QuotaError as exc:
             await self._outcome(access, outcome="error", error_name=exc.name)
             now = self._clock.now()
             until = now + timedelta(seconds=self._config.upstream_defer_seconds)
-            await self._fail(
-                job,
-                CommandFailure("MultipleAccessLimitExceeded", ACCESS_LIMIT_MESSAGE),
-                token=TokenOutcome(deferred_until=until),
+            refused = events.failed(
+                job, CommandFailure("MultipleAccessLimitExceeded", ACCESS_LIMIT_MESSAGE)
             )
+            deferred = events.quota_deferred(job, until)
+            await self._end(job, replace(refused, deferred_until=until, token_event=deferred))
             return None
         except UnexpectedReplyError as exc:
             # Retrying would spend another access on the same answer: the token pauses instead.
             await self._outcome(access, outcome="error", error_name=exc.name)
-            await self._store.refuse_reuse_reply(
-                self._claim(job),
-                CommandFailure(exc.name, exc.message),
-                raw_reply=exc.raw,
-                now=self._clock.now(),
-            )
+            failure = CommandFailure(exc.name, exc.message)
+            await self._end(job, events.refused(job, failure, gzip.compress(exc.raw)))
             log.error("refresh.unexpected_reply", error=exc.name)
             return None
         except KontomatikError as exc:
@@ -542,16 +582,23 @@ class Pipeline:
             now=self._clock.now(),
             token_id=job.token_id,
             session_id=session.session_id,
+            event=events.import_started(job) if job.default_import_attempts == 0 else None,
         )
         assert isinstance(access, int)
+        # What is left of a handoff (the request) does not need the writer.
+        self._handoff_done(job.import_id)
         # Recorded as sent: the import now stands in phase starting.
-        job = replace(job, phase=ImportPhase.STARTING)
+        job = replace(
+            job,
+            phase=ImportPhase.STARTING,
+            default_import_attempts=job.default_import_attempts + 1,
+        )
         self._check_lease(job)
         try:
             command = await self._client.default_import(session, job.since)
             # The command runs from here: polls are timed from this moment, not from after the
             # writes below, which may wait behind other imports' results.
-            self._accepted_at[job.import_id] = self._clock.monotonic()
+            self._accepted_at[job.import_id] = (self._clock.monotonic(), command.target)
         except JobsQuotaExceededError as exc:
             # Refused before it started: the session is still unused (or as unknown as before).
             await self._outcome(access, outcome="error", error_name=exc.name, pressure="lower")
@@ -657,31 +704,52 @@ class Pipeline:
         # Elapsed time is measured from the Default Import (the reference the spacing rule
         # counts from); after a restart, from the last recorded request.
         accepted = self._accepted_at.pop(job.import_id, None)
+        # The bank, when the Default Import's reply named it already.
+        target: str | None = None
         if accepted is not None:
-            t0 = accepted
+            t0, target = accepted
         else:
             # Resumed after a restart: count from the last recorded request.
             reference = job.last_poll_at or job.started_at or self._clock.now()
             elapsed = max(0.0, (self._clock.now() - reference).total_seconds())
             t0 = self._clock.monotonic() - elapsed
         last_request = t0
-        target: str | None = None
+        # This command's aim, taken once its bank is known (the bank's own bracket decides
+        # whether the aim was right); before that, the quickest bank's serves.
+        plan: Aim | None = None
         aimed_hit: bool | None = None
-        aimed_at: float | None = None
         running_at: float | None = None
+
+        def current_aim() -> Aim | None:
+            nonlocal plan
+            if plan is None and target is not None:
+                plan = self._estimates.aim(target)
+            return plan if plan is not None else self._estimates.aim(None)
+
+        # With nothing known, the first poll's phase in the band (see discovery_phase).
+        first_aim = current_aim()
+        phase = self._estimates.next_phase() if first_aim is None else 0.0
+
         polls = job.polls
         first_error_at: float | None = None
+        # The slot's hand-over, begun as soon as a reply shows the command ended.
+        release: _Release | None = None
+
+        def on_final(state: CommandState) -> None:
+            nonlocal release
+            if release is None:
+                release = self._begin_release(job)
+
         with structlog.contextvars.bound_contextvars(commandId=job.command_id):
             while True:
                 since_last = self._clock.monotonic() - last_request
-                expected = self._estimates.expected(target)
-                # Only an estimate of this command's own bank says whether the aim was right.
-                aim = expected if target is not None else None
+                aim = current_aim()
                 delay = poll_delay(
                     last_request - t0,
-                    expected,
+                    None if aim is None else aim.at,
                     min_seconds=cfg.poll_min_seconds,
                     max_seconds=cfg.poll_max_seconds,
+                    phase=phase,
                 )
                 await self._clock.sleep(max(0.0, delay - since_last))
                 # A poll is a request too: none once the lease may have passed to another.
@@ -689,8 +757,13 @@ class Pipeline:
                 last_request = self._clock.monotonic()
                 elapsed = last_request - t0
                 try:
-                    reply = await self._client.get_import_result(job.command_id)
+                    reply = await self._client.get_import_result(
+                        job.command_id, on_final=on_final, pace=self._after_handoffs
+                    )
                 except RetryLaterError as exc:
+                    # A reply cut after its final state: the command did end, and its slot is
+                    # handed on once; polling goes on for the result.
+                    await _released(release)
                     first_error_at = first_error_at or last_request
                     if last_request - first_error_at > POLL_DEADLINE_SECONDS:
                         await self._fail(job, CommandFailure(exc.name, exc.message), polls=polls)
@@ -698,24 +771,26 @@ class Pipeline:
                     log.info("import.poll_retry", error=exc.name)
                     continue
                 except KontomatikError as exc:
+                    await _released(release)
                     await self._fail(job, CommandFailure(exc.name, exc.message), polls=polls)
                     return
                 first_error_at = None
                 polls += 1
                 command = reply.command
                 target = command.target or target
-                if aim is not None and aimed_hit is None:
-                    if running_at is not None and running_at >= aim:
+                if plan is not None and aimed_hit is None:
+                    if running_at is not None and running_at >= plan.at:
                         # A poll placed before the bank was known already passed the aim.
-                        aimed_hit, aimed_at = False, aim
-                    elif elapsed >= aim:
-                        aimed_hit, aimed_at = command.state.is_final, aim
+                        aimed_hit = False
+                    elif elapsed >= plan.at - AIM_TOLERANCE_SECONDS:
+                        aimed_hit = command.state.is_final
                 if not command.state.is_final:
                     running_at = elapsed
                     now = self._clock.now()
+                    aim = current_aim()
                     nxt = poll_delay(
                         elapsed,
-                        self._estimates.expected(target),
+                        None if aim is None else aim.at,
                         min_seconds=cfg.poll_min_seconds,
                         max_seconds=cfg.poll_max_seconds,
                     )
@@ -725,15 +800,17 @@ class Pipeline:
                         now=now,
                     )
                     continue
-                self._on_command_end(elapsed, running_at, expected)
+                self._on_command_end(elapsed, running_at, self._estimates.expected(target))
                 self._estimates.observe(
                     target,
-                    aimed_hit=aimed_hit,
+                    aim=plan if aimed_hit is not None else None,
+                    hit=aimed_hit,
                     finished_at=elapsed,
-                    aimed_at=aimed_at,
                     running_at=running_at,
                 )
-                await self._release_slot(job)
+                if release is None:
+                    release = self._begin_release(job)
+                await _released(release)
                 await self._finish(job, command, reply.raw, polls)
                 return
 
@@ -741,28 +818,24 @@ class Pipeline:
         self, job: ImportJob, command: Command, raw: bytes | None, polls: int
     ) -> None:
         if command.state == CommandState.SUCCESSFUL and command.result is not None:
-            refused = await self._store.refuse_foreign_owner(
-                self._claim(job),
-                command.owner_external_id,
-                raw_reply=raw,
-                now=self._clock.now(),
-                polls=polls,
-            )
-            if refused:
+            await self._after_handoffs()
+            if await self._refused_owner(job, command.owner_external_id, raw, polls):
                 log.error("import.owner_mismatch", hint="give the widget the same ownerExternalId")
                 return
             for skipped in command.result.skipped[:MAX_SKIPPED_LOGGED]:
                 # Where and why, never the value: the element stays in the kept raw reply.
                 log.warning("import.element_skipped", path=skipped.path, reason=skipped.reason)
             async with self._storing:
-                stats = await self._store.finish_success(
-                    self._claim(job),
+                await self._after_handoffs()
+                now = self._clock.now()
+                success = Succeed(
                     command.result,
-                    now=self._clock.now(),
                     raw_reply=raw,
                     coverage_start=job.since,
                     polls=polls,
+                    event=events.import_succeeded(job, command.result, polls=polls, now=now),
                 )
+                stats = await self._store.advance(self._claim(job), success, now=now)
             log.info(
                 "import.stored",
                 accounts=stats.accounts,
@@ -779,17 +852,30 @@ class Pipeline:
 
     # -- helpers -----------------------------------------------------------------------------
 
+    async def _end(self, job: ImportJob, write: Fail) -> None:
+        await self._store.advance(self._claim(job), write, now=self._clock.now())
+
     async def _fail(
-        self,
-        job: ImportJob,
-        failure: CommandFailure,
-        *,
-        polls: int | None = None,
-        token: TokenOutcome | None = None,
+        self, job: ImportJob, failure: CommandFailure, *, polls: int | None = None
     ) -> None:
-        await self._store.finish_failure(
-            self._claim(job), failure, now=self._clock.now(), polls=polls, token=token
-        )
+        await self._end(job, events.failed(job, failure, polls))
+
+    async def _refused_owner(
+        self, job: ImportJob, echo: str | None, raw: bytes | None, polls: int
+    ) -> bool:
+        """Refuse a successful result that Kontomatik filed under another owner than the
+        consent's (:func:`aisd.merge.owner_mismatch`) before anything is merged. One read: an
+        import of the right owner costs no write of its own before its result is stored."""
+        found = await self._store.imports(ImportQuery(import_id=job.import_id))
+        if not found:
+            return False
+        record = found[0]
+        echo = echo or record.owner_echo
+        if not owner_mismatch(record.owner_external_id, echo, record.token_echo):
+            return False
+        failure = events.owner_mismatch_failure()
+        await self._end(job, events.refused(job, failure, raw, polls=polls, owner_echo=echo))
+        return True
 
     async def _not_now(self, job: ImportJob, answer: QuotaAnswer) -> None:
         if answer.retry_at is None:
@@ -848,6 +934,26 @@ class Pipeline:
         self._paused_until = now + self._storage_pause
         log.info("pipeline.paused", reason="storage", seconds=self._storage_pause)
 
+    def _begin_release(self, job: ImportJob) -> _Release:
+        """Hand the ended command's slot on in a task of its own: it runs while the rest of the
+        final reply is still read and parsed. The handoff counts as pending until the next
+        import's first write is done (see :meth:`_after_handoffs`)."""
+        assert self._tg is not None, "imports are driven inside run()"
+        release = _Release()
+        self._handoffs.add(job.import_id)
+
+        async def hand_over() -> None:
+            try:
+                await self._release_slot(job)
+            except Exception as exc:  # raised again in the import's own task
+                release.error = exc
+            finally:
+                self._handoff_done(job.import_id)
+                release.done.set()
+
+        self._tg.start_soon(hand_over, name=f"release {job.import_id}")
+        return release
+
     async def _release_slot(self, job: ImportJob) -> None:
         """The command has ended upstream: its slot serves the next import while this one's
         result is stored (which takes a while for a year of transactions)."""
@@ -855,6 +961,24 @@ class Pipeline:
             self._claim(job), StepWrite(Step.ENDED_UPSTREAM), now=self._clock.now()
         )
         self._active.discard(job.import_id)
-        if self._tg is not None:
-            for other in handed:
-                self._start(self._tg, other)
+        assert self._tg is not None
+        for other in handed:
+            if _sends_at_once(other):
+                self._handoffs.add(other.import_id)
+            self._start(self._tg, other)
+
+    def _handoff_done(self, import_id: str) -> None:
+        if import_id in self._handoffs:
+            self._handoffs.discard(import_id)
+            self._handoffs_changed.set()
+            self._handoffs_changed = anyio.Event()
+
+    async def _after_handoffs(self) -> None:
+        """Wait for the handoffs pending now. Their short writes go before a large result's,
+        which would otherwise hold the writer while a freed slot waits for its next command;
+        and before a large reply's parsing, which would hold the CPU (and so the writer's
+        thread, which needs the GIL between statements). Handoffs begun meanwhile do not extend
+        the wait, so storing and parsing are never starved."""
+        pending = set(self._handoffs)
+        while pending & self._handoffs:
+            await self._handoffs_changed.wait()

@@ -25,7 +25,7 @@ The rules, from the provider and the API reference (docs/api.md):
   steps back never buys an access. Record ledger rows at :func:`effective_now` for the same
   reason.
 
-A tick should call :func:`pick_due` with the tokens that are due: it re-plans each against a
+A tick should call :func:`decide_due` with the tokens that are due: it re-plans each against a
 working ledger that already holds the accesses picked before it, so two tokens sharing an
 account are never both let through on the same room.
 """
@@ -41,6 +41,7 @@ from datetime import UTC, datetime, timedelta
 
 __all__ = [
     "Access",
+    "DuePicks",
     "LedgerIndex",
     "Plan",
     "Reason",
@@ -48,11 +49,11 @@ __all__ = [
     "TokenPlanInput",
     "Usage",
     "backoff_delay",
+    "decide_due",
     "effective_now",
     "ledger_horizon",
     "may_refresh_now",
     "phase",
-    "pick_due",
     "plan",
     "pseudo_account",
     "reach",
@@ -231,16 +232,21 @@ def phase(token_id: str, rules: Rules) -> timedelta:
     return _fraction_of(rules.interval, "phase", token_id)
 
 
-def _slot(token_id: str, k: int, rules: Rules) -> datetime:
-    start = _EPOCH + phase(token_id, rules) + rules.interval * k
-    return start + _fraction_of(rules.jitter, "jitter", token_id, str(k))
-
-
 def _next_slot(token_id: str, not_before: datetime, rules: Rules) -> datetime:
-    k = (not_before - _EPOCH - phase(token_id, rules)) // rules.interval
-    slot = _slot(token_id, k, rules)
+    # In whole microseconds: the same grid as timedelta arithmetic gives, at a fraction of the
+    # cost (a tick plans hundreds of tokens).
+    interval = rules.interval // _MICRO
+    jitter = rules.jitter // _MICRO
+    offset = _hash("phase", token_id) % interval
+    k = ((not_before - _EPOCH) // _MICRO - offset) // interval
+
+    def slot(k: int) -> datetime:
+        shift = _hash("jitter", token_id, str(k)) % jitter if jitter > 0 else 0
+        return _EPOCH + timedelta(microseconds=offset + interval * k + shift)
+
+    first = slot(k)
     # Slot k starts at or before not_before; its jitter may still carry it past.
-    return slot if slot >= not_before else _slot(token_id, k + 1, rules)
+    return first if first >= not_before else slot(k + 1)
 
 
 def _end(token: TokenPlanInput) -> tuple[datetime, Reason]:
@@ -444,18 +450,35 @@ def may_refresh_now(
     return False, at
 
 
-def pick_due(
+@dataclass(frozen=True, slots=True)
+class DuePicks:
+    """A tick's decisions: the refreshes to send now, and the plan of every other candidate.
+
+    Attributes:
+        picked: one access per token to refresh now, at the time to record in the ledger.
+        plans: per candidate not picked, its plan against the ledger as given (this tick's
+            picks not counted: the next tick re-plans it against the ledger they leave).
+    """
+
+    picked: tuple[Access, ...]
+    plans: Mapping[str, Plan]
+
+
+def decide_due(
     tokens: Sequence[TokenPlanInput],
     ledger: Sequence[Access],
     accounts_of: Mapping[str, frozenset[str]],
     rules: Rules,
     now: datetime,
-) -> list[Access]:
-    """The refreshes to send now, each re-planned after those picked before it.
+) -> DuePicks:
+    """The refreshes to send now, each re-planned after those picked before it, and the plan
+    of every candidate left.
 
     Tokens are taken in order of their planned time (then id); each due one adds an access at
     the effective now to a working ledger, so shared accounts are never over-committed within
-    one tick. Cost: tokens x ledger, so pass only tokens whose stored next time has come.
+    one tick. Each token is planned once, and again only when a token picked before it reaches
+    one of its accounts. Cost: tokens x their part of the ledger, so pass only tokens whose
+    stored next time has come.
 
     Args:
         tokens: candidate tokens.
@@ -466,7 +489,7 @@ def pick_due(
         now: the current time.
 
     Returns:
-        One access per token to refresh now, at the time to record in the ledger.
+        The picks and the plans of the others.
     """
     mapping = dict(accounts_of)
     mapping.update({token.token_id: token.accounts for token in tokens})
@@ -490,7 +513,9 @@ def pick_due(
             working.add(access)
             picked.append(access)
             touched |= own
-    return picked
+    chosen = {access.token_id for access in picked}
+    plans = {token_id: p for token_id, p in first.items() if token_id not in chosen}
+    return DuePicks(tuple(picked), plans)
 
 
 class LedgerIndex:

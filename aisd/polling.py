@@ -1,10 +1,15 @@
 """Pure timing rules of the import pipeline: poll spacing, learned command durations, back-off.
 
-Kontomatik asks for Get Import Result every 2-5 s. Within that band, the pipeline places each poll
-just after the moment the command is expected to end, so a slot is handed back as soon as the
-command is done. The expectation is learned per bank (target) as a running quantile of observed
-durations: a poll aimed at the estimate that finds the command finished nudges it down a little,
-one that finds it still running pushes it up more, so most aimed polls land just after the end.
+Kontomatik asks for Get Import Result every 2-5 s. Within that band, the pipeline places one poll
+of each command (the *aimed* poll) just after the moment the command is expected to end, so a
+slot is handed back as soon as the command is done. A poll that lands early costs a whole spacing
+(>= 2 s) more; one that lands late costs only its lateness. So the aim is learned per bank
+(target) as a bracket of the end: ``safe``, an elapsed time at which polls find the command
+finished, and ``floor``, one at which they find it still running. Most commands aim just after
+``safe``; one in ``PROBE_EVERY`` probes the middle of the bracket, so only that one pays for a
+probe that lands early, and the bracket halves with every probe until it is narrower than
+``RESOLUTION_SECONDS``. A miss of a normal aim (the bank got slower) raises ``safe`` by a step
+that doubles while misses go on.
 """
 
 from __future__ import annotations
@@ -13,37 +18,52 @@ import math
 import random
 from dataclasses import dataclass, field
 
-# Aim this long after the expected end: a poll that lands a hair early costs a whole extra
-# spacing (>= 2 s), one that lands a little late costs only the margin.
-AIM_MARGIN_SECONDS = 0.15
-# A miss moves the estimate up HIT_STEP * MISS_FACTOR, a hit moves it down HIT_STEP: the estimate
-# settles where about MISS_FACTOR / (MISS_FACTOR + 1) of aimed polls are hits.
-HIT_STEP_SECONDS = 0.05
-MISS_FACTOR = 9.0
-# The first observation brackets the end between two polls; hits then descend through that
-# bracket in this many steps.
-DESCENT_STEPS = 4.0
+# Normal aims land this long after ``safe``: a hair of jitter (the Default Import's reply time,
+# the event loop's latency) must not turn a hit into a miss.
+AIM_MARGIN_SECONDS = 0.08
+# Probing stops once the end is bracketed this tightly: a probe that lands early costs its
+# command a whole spacing (and, in a drained backlog, leaves its slot a step behind the others),
+# more than a few tenths of a second of lateness cost until the bracket reopens.
+RESOLUTION_SECONDS = 0.3
+# One command in this many probes the bracket (commands of a batch share one aim otherwise).
+PROBE_EVERY = 8
+# Every normal hit lowers ``floor`` this much, so the bracket slowly reopens and probing resumes
+# now and then (after a few hundred commands of a bank): a bank that got quicker is noticed.
+FLOOR_DECAY_SECONDS = 0.0005
+# A normal aim that missed raises ``safe`` by this, doubling with each further miss.
+MISS_STEP_SECONDS = 0.25
+MISS_STEP_MAX_SECONDS = 4.0
 
 
 def poll_delay(
-    elapsed: float, expected: float | None, *, min_seconds: float, max_seconds: float
+    elapsed: float,
+    aim: float | None,
+    *,
+    min_seconds: float,
+    max_seconds: float,
+    phase: float = 0.0,
 ) -> float:
     """Seconds to wait before the next Get Import Result.
 
     Args:
         elapsed: seconds since the Default Import (or the previous poll's reference point) at the
             moment of the previous request: the next poll happens at ``elapsed + delay``.
-        expected: the learned duration of such commands, or None when nothing is known yet.
-        min_seconds: the closest two polls may be.
+        aim: the elapsed time some poll should land on (see :meth:`DurationEstimates.aim`), or
+            None when nothing is known yet.
+        min_seconds: the closest two polls may be (the Default Import counts as a request).
         max_seconds: the furthest apart two polls may be.
+        phase: in ``[0, 1)``, for a first poll with no aim: how far into the band the first
+            poll lands (see :func:`discovery_phase`); later polls with no aim come at the minimum.
 
     Returns:
-        A delay within ``[min_seconds, max_seconds]``, chosen so that, when the expected end lies
-        ahead, some poll lands just after it.
+        A delay within ``[min_seconds, max_seconds]``, chosen so that, when the aim lies ahead,
+        some poll lands on it whenever any sequence of allowed steps can.
     """
-    if expected is None:
-        return min_seconds
-    remaining = expected + AIM_MARGIN_SECONDS - elapsed
+    if aim is None:
+        if elapsed > 0:
+            return min_seconds
+        return min_seconds + phase * min(min_seconds, max_seconds - min_seconds)
+    remaining = aim - elapsed
     if remaining <= min_seconds:
         return min_seconds
     # Split what is left into the fewest equal steps that fit: the last one lands on the aim
@@ -52,70 +72,161 @@ def poll_delay(
     return max(min_seconds, min(max_seconds, remaining / steps))
 
 
+def discovery_phase(n: int) -> float:
+    """The first-poll phase of the ``n``-th command of a bank nothing is known of: the van der
+    Corput sequence (0, 1/2, 1/4, 3/4, 1/8...), so commands started together poll at
+    interleaved times and the first of them to finish brackets the end to a fraction of the
+    spacing, instead of all of them polling at the same 2 s steps."""
+    phase, weight = 0.0, 0.5
+    n = max(0, n)
+    while n:
+        if n & 1:
+            phase += weight
+        n >>= 1
+        weight /= 2
+    return phase
+
+
+@dataclass(frozen=True, slots=True)
+class Aim:
+    """Where one command's aimed poll lands (elapsed seconds), and whether it probes."""
+
+    at: float
+    probe: bool = False
+
+
+@dataclass(slots=True)
+class Bracket:
+    """What is known of one bank's command end: polls at ``safe`` found it finished, polls at
+    ``floor`` found it running (``floor <= safe``)."""
+
+    safe: float
+    floor: float
+    miss_step: float = MISS_STEP_SECONDS
+    aimed: int = 0
+
+
+def learned(bracket: Bracket | None, *, finished_at: float, running_at: float | None) -> Bracket:
+    """The bracket after a command that had no aim (the first of its bank, or a resumed one)."""
+    floor = running_at if running_at is not None else 0.0
+    if bracket is None:
+        return Bracket(safe=finished_at, floor=min(floor, finished_at))
+    safe = min(bracket.safe, finished_at)
+    return Bracket(
+        safe=safe,
+        floor=min(safe, max(bracket.floor, floor)),
+        miss_step=bracket.miss_step,
+        aimed=bracket.aimed,
+    )
+
+
+def after_aimed(
+    bracket: Bracket, aim: Aim, *, hit: bool, finished_at: float, running_at: float | None
+) -> Bracket:
+    """The bracket after a command whose poll aimed at ``aim`` found it finished (``hit``) or
+    still running.
+
+    Moves are taken from the aim, not from the current bracket: commands started together were
+    aimed alike, and their outcomes count as one observation instead of moving it once each.
+    """
+    safe, floor, step = bracket.safe, bracket.floor, bracket.miss_step
+    if aim.probe:
+        if hit:
+            safe = min(safe, aim.at)
+        else:
+            floor = max(floor, aim.at)
+    elif hit:
+        floor = max(0.0, floor - FLOOR_DECAY_SECONDS)
+        step = MISS_STEP_SECONDS
+    else:
+        base = aim.at - AIM_MARGIN_SECONDS
+        seen_running = max(aim.at, running_at if running_at is not None else aim.at)
+        floor = max(floor, seen_running)
+        if base >= safe:
+            # A miss against the current ``safe`` (not one a batch-mate's miss already raised).
+            safe = max(safe, seen_running) + step
+            step = min(MISS_STEP_MAX_SECONDS, 2 * step)
+        # The final poll found it finished: never aim later than that.
+        safe = min(safe, max(finished_at, floor))
+    return Bracket(safe=safe, floor=min(floor, safe), miss_step=step, aimed=bracket.aimed)
+
+
+def next_aim(bracket: Bracket) -> Aim:
+    """The aim of the next command of the bracket's bank (its ``aimed`` count is the command's
+    number): a probe of the bracket's middle for one command in ``PROBE_EVERY`` while the bracket
+    is wider than ``RESOLUTION_SECONDS``, just after ``safe`` otherwise."""
+    width = bracket.safe - bracket.floor
+    if width > RESOLUTION_SECONDS and bracket.aimed % PROBE_EVERY == PROBE_EVERY - 1:
+        return Aim(at=bracket.floor + width / 2, probe=True)
+    return Aim(at=bracket.safe + AIM_MARGIN_SECONDS)
+
+
 @dataclass(slots=True)
 class DurationEstimates:
-    """Learned command durations per target (bank), in seconds. In memory: it is relearned in a
-    few imports after a restart, and a wrong guess only costs poll latency, never a rule."""
+    """Learned command ends per target (bank). In memory: relearned in a few imports after a
+    restart, and a wrong guess only costs poll latency, never a rule."""
 
-    by_target: dict[str, float] = field(default_factory=dict)
-    # How far a hit lowers each estimate: large while descending from the first (upper-bound)
-    # observation, HIT_STEP_SECONDS once an aimed poll has missed.
-    steps: dict[str, float] = field(default_factory=dict)
+    by_target: dict[str, Bracket] = field(default_factory=dict)
+    # Commands polled with nothing known (for their first polls' phases).
+    discovering: int = 0
+
+    def next_phase(self) -> float:
+        """The first-poll phase of one more command with no aim (see :func:`discovery_phase`)."""
+        phase = discovery_phase(self.discovering)
+        self.discovering += 1
+        return phase
 
     def expected(self, target: str | None) -> float | None:
-        """The current estimate for ``target``, or None.
+        """Elapsed seconds at which a command of ``target`` is known to have ended, or None.
 
         With no target (the Default Import's reply names no bank yet), the quickest known
         bank's: a poll placed too early only finds the command still running.
         """
         if target is None:
-            return min(self.by_target.values(), default=None)
-        return self.by_target.get(target)
+            return min((b.safe for b in self.by_target.values()), default=None)
+        bracket = self.by_target.get(target)
+        return None if bracket is None else bracket.safe
+
+    def aim(self, target: str | None) -> Aim | None:
+        """The aim for one more command of ``target`` (counted, for the choice of probes);
+        for an unknown bank, just after the quickest known end, and never a probe."""
+        if target is None:
+            quickest = self.expected(None)
+            return None if quickest is None else Aim(at=quickest + AIM_MARGIN_SECONDS)
+        bracket = self.by_target.get(target)
+        if bracket is None:
+            return None
+        aim = next_aim(bracket)
+        bracket.aimed += 1
+        return aim
 
     def observe(
         self,
         target: str | None,
         *,
-        aimed_hit: bool | None,
+        aim: Aim | None,
+        hit: bool | None,
         finished_at: float,
-        aimed_at: float | None = None,
         running_at: float | None = None,
     ) -> None:
         """Learn from one finished command.
 
         Args:
             target: the bank the command ran against.
-            aimed_hit: True when the poll aimed at the estimate found the command finished, False
-                when it found it still running, None when no poll was aimed (no estimate yet).
+            aim: the aim of its aimed poll (from :meth:`aim` for this bank), None if it had none.
+            hit: whether that poll found it finished (None when no poll was aimed).
             finished_at: elapsed seconds at the poll that saw the final state (an upper bound).
-            aimed_at: the estimate that poll was aimed at; the current one when None.
             running_at: elapsed seconds at the last poll that saw the command running (a lower
                 bound), if any.
         """
         key = target or ""
-        current = self.by_target.get(key)
-        if current is None:
-            self.by_target[key] = finished_at
-            # The end lies between the last running poll and this one: descend through that
-            # bracket in a few hits rather than dozens of HIT_STEP_SECONDS.
-            width = finished_at - running_at if running_at is not None else 0.0
-            self.steps[key] = max(HIT_STEP_SECONDS, width / DESCENT_STEPS)
-        elif aimed_hit is None:
-            self.by_target[key] = min(current, finished_at)
+        bracket = self.by_target.get(key)
+        if bracket is None or aim is None or hit is None:
+            self.by_target[key] = learned(bracket, finished_at=finished_at, running_at=running_at)
         else:
-            # Moves are taken from the aim, not from the current value: commands started
-            # together were aimed at the same value, and their polls count as one observation
-            # instead of pushing the estimate once per command.
-            aim = current if aimed_at is None else aimed_at
-            if aimed_hit:
-                # A hit aimed below the current value says nothing about it: a miss raised it
-                # since (typically a command of the same batch whose poll came a bit earlier).
-                if aim >= current:
-                    step = self.steps.get(key, HIT_STEP_SECONDS)
-                    self.by_target[key] = max(0.0, aim - step)
-            else:
-                self.steps[key] = HIT_STEP_SECONDS
-                self.by_target[key] = max(current, aim + HIT_STEP_SECONDS * MISS_FACTOR)
+            self.by_target[key] = after_aimed(
+                bracket, aim, hit=hit, finished_at=finished_at, running_at=running_at
+            )
 
 
 def backoff(attempt: int, *, base: float, cap: float, rng: random.Random | None = None) -> float:

@@ -15,19 +15,18 @@ from datetime import date, datetime, timedelta
 
 import structlog
 
+from aisd import events
 from aisd.clock import Clock, iso
 from aisd.kontomatik import KontomatikClient, KontomatikError, RetryLaterError, TokenDeadError
 from aisd.planner import (
     Access,
-    LedgerIndex,
     Plan,
     Reason,
     Rules,
     TokenPlanInput,
+    decide_due,
     ledger_horizon,
     may_refresh_now,
-    pick_due,
-    plan,
     reach,
     window_usage,
 )
@@ -37,6 +36,7 @@ from aisd.store import (
     AccessKind,
     ConflictError,
     LedgerEntry,
+    LifecycleWrite,
     NewEvent,
     PlanWrite,
     QuotaAnswer,
@@ -44,8 +44,11 @@ from aisd.store import (
     RevocationInFlight,
     RevocationSent,
     Store,
+    TokenEnd,
     TokenRecord,
     TokenState,
+    TokenWarned,
+    WarningRescheduled,
 )
 
 log = structlog.get_logger("aisd.refresh")
@@ -224,14 +227,7 @@ class Refresher:
         """
         started = time.perf_counter()
         store, now = self._store, self._clock.now()
-        expired = await store.expire_tokens(now=now)
-        warned = 0
-        for token in await store.warnings_due(now=now, days=self._warning_days):
-            for day in self._warning_days:
-                passed = token.expires_at - timedelta(days=day) <= now
-                if passed and day not in token.warned_days:
-                    await store.record_warning(token.token_id, day, now=now)
-                    warned += 1
+        expired, warned = await self._lifecycle(now)
         outcome = await store.plan_tick(now=now, limit=TICK_BATCH, planner=TickRule(self))
         due = outcome.due
         ending = [(t.token_id, r) for t in due if (r := cost_limit_reached(t, now))]
@@ -239,7 +235,7 @@ class Refresher:
         if queued:
             self._wake_pipeline()
         report = TickReport(
-            expired=len(expired),
+            expired=expired,
             warned=warned,
             due=len(due),
             queued=queued,
@@ -283,12 +279,11 @@ class Refresher:
         ledger = _ledger(ledger_rows)
         ending = {t.token_id for t in due if cost_limit_reached(t, now)}
         inputs = [plan_input(t) for t in due if t.token_id not in ending]
-        picked = {a.token_id for a in pick_due(inputs, ledger, accounts_of, self._rules, now)}
-        # Each remaining token is planned against its part of the ledger, at the ledger's
-        # effective now: the same plan as against the whole ledger, without reading it all.
+        # Every due token's accounts as read with it (the ending ones' too: their accesses
+        # still count against the accounts they reach).
         mapping = {**accounts_of, **{t.token_id: t.accounts for t in due}}
-        index = LedgerIndex(ledger, mapping)
-        at = planner_now(now, ledger)
+        decided = decide_due(inputs, ledger, mapping, self._rules, now)
+        picked = {access.token_id for access in decided.picked}
         writes: list[PlanWrite] = []
         for token in due:
             if token.token_id in ending:
@@ -299,9 +294,7 @@ class Refresher:
                 since = refresh_since(token, now.date(), self._overlap_days)
                 writes.append(PlanWrite(token.token_id, queue_since=since))
             else:
-                relevant = index.relevant(token.token_id)
-                p = plan(plan_input(token), relevant, accounts_of, self._rules, at)
-                writes.append(_plan_write(token, p))
+                writes.append(_plan_write(token, decided.plans[token.token_id]))
         return writes
 
     # -- the quota rule inside the store's quota section ---------------------------------------
@@ -403,15 +396,53 @@ class Refresher:
         secret = await store.multiple_access_id(token_id)
         if secret is not None:
             await self._revoke_upstream(token_id, secret)
-        await store.end_token(token_id, TokenState.REVOKED, now=self._clock.now(), reason=reason)
+        revoked = TokenEnd(
+            token_id,
+            TokenState.REVOKED,
+            reason,
+            events.token_ended(tokens[0], TokenState.REVOKED, reason),
+            events.ended_refresh_failure(TokenState.REVOKED),
+        )
+        await store.record_lifecycle([revoked], now=self._clock.now())
         return TokenState.REVOKED
+
+    async def _lifecycle(self, now: datetime) -> tuple[int, int]:
+        """Expire the tokens whose end passed and raise the expiry warnings due, in one
+        transaction; returns how many of each."""
+        due = await self._store.lifecycle_due(now=now)
+        failure = events.ended_refresh_failure(TokenState.EXPIRED)
+        writes: list[LifecycleWrite] = [
+            TokenEnd(t.token_id, TokenState.EXPIRED, "expired", events.token_expired(t), failure)
+            for t in due.expired
+        ]
+        for token in due.warnable:
+            days, _ = events.warning_schedule(
+                token.expires_at, self._warning_days, token.warned_days, now
+            )
+            writes += [
+                TokenWarned(token.token_id, d, events.token_expiring(token, d)) for d in days
+            ]
+            # The threshold after those raised now: nothing is looked at again before it.
+            _, next_at = events.warning_schedule(
+                token.expires_at, self._warning_days, {*token.warned_days, *days}, now
+            )
+            writes.append(WarningRescheduled(token.token_id, next_at))
+        changed = await self._store.record_lifecycle(writes, now=now)
+        expired = sum(
+            1 for w, c in zip(writes, changed, strict=True) if c and isinstance(w, TokenEnd)
+        )
+        warned = sum(
+            1 for w, c in zip(writes, changed, strict=True) if c and isinstance(w, TokenWarned)
+        )
+        return expired, warned
 
     async def _revoke_upstream(self, token_id: str, secret: str) -> None:
         for attempt in range(REVOKE_ATTEMPTS):
             try:
-                access = await self._store.record_access(
-                    AccessKind.REVOKE, now=self._clock.now(), token_id=token_id
+                access = await self._store.begin_access(
+                    None, AccessKind.REVOKE, now=self._clock.now(), token_id=token_id
                 )
+                assert isinstance(access, int), "an access outside imports has no quota"
             except RevocationSent:
                 return  # another daemon's revocation was accepted upstream
             except RevocationInFlight:
@@ -422,22 +453,18 @@ class Refresher:
                 await self._client.revoke_multiple_access(secret)
             except TokenDeadError as exc:
                 # Already dead upstream: the revocation's purpose is met.
-                await self._store.record_access_outcome(
-                    access, outcome="error", error_name=exc.name
-                )
+                await self._store.end_access(access, outcome="error", error_name=exc.name)
                 return
             except RetryLaterError as exc:
-                await self._store.record_access_outcome(
+                await self._store.end_access(
                     access, outcome="error" if exc.sent else "not_sent", error_name=exc.name
                 )
                 log.warning("token.revoke_retry", tokenId=token_id, error=exc.name, attempt=attempt)
                 await self._clock.sleep(2.0**attempt)
                 continue
             except KontomatikError as exc:
-                await self._store.record_access_outcome(
-                    access, outcome="error", error_name=exc.name
-                )
+                await self._store.end_access(access, outcome="error", error_name=exc.name)
                 raise RevokeFailed(exc.name) from None
-            await self._store.record_access_outcome(access, outcome="ok")
+            await self._store.end_access(access, outcome="ok")
             return
         raise RevokeFailed("upstream kept failing")

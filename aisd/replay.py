@@ -32,10 +32,12 @@ async def replay(settings: Settings) -> tuple[int, int]:
     """
     replayed = failed = 0
     async with open_store(settings.db_path) as store:
-        for owner in await store.replay_owners():
+        after: str | None = None
+        while (batch := await store.raw_replies(after_owner=after)) is not None:
+            owner = after = batch.owner_external_id
             results: list[tuple[ImportResult, date]] = []
             last_import: str | None = None
-            for import_id, coverage_start, raw in await store.raw_replies(owner):
+            for import_id, coverage_start, raw in batch.replies:
                 try:
                     _, command = parse_command(
                         gunzip_reply(raw), max_bytes=settings.max_reply_bytes

@@ -44,6 +44,7 @@ from aisd.sandbox import Sandbox
 from aisd.settings import Settings
 from aisd.store import (
     EventRecord,
+    ImportQuery,
     ImportRecord,
     ImportState,
     Store,
@@ -246,9 +247,11 @@ async def _gather(
     real_seconds: float,
 ) -> Simulation:
     tokens = await store.list_tokens()
-    imports = await store.list_imports(limit=_ALL)
+    imports = await store.imports(ImportQuery(limit=_ALL))
     events: list[EventRecord] = []
-    while page := await store.list_events(after=events[-1].id if events else 0, limit=_EVENT_PAGE):
+    while page := (
+        await store.events(after=events[-1].id if events else 0, limit=_EVENT_PAGE)
+    ).events:
         events += page
     ledger, _ = await store.reuse_ledger(
         [t.token_id for t in tokens], since=start - timedelta(days=2)

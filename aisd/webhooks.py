@@ -35,7 +35,17 @@ from anyio.abc import TaskStatus
 from aisd import __version__
 from aisd.clock import Clock, iso
 from aisd.rpc.methods import event_json
-from aisd.store import EventRecord, StaleLeader, StorageUnavailable, Store, WebhookCursor
+from aisd.store import (
+    EventRecord,
+    StaleLeader,
+    StorageUnavailable,
+    Store,
+    WebhookAdvance,
+    WebhookCursor,
+    WebhookFailed,
+    WebhookRegister,
+    WebhookRewind,
+)
 
 __all__ = [
     "RETRY_CAP_SECONDS",
@@ -190,7 +200,7 @@ class Webhooks:
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Deliver to every endpoint until cancelled."""
-        await self._store.webhook_register(self._urls, now=self._clock.now())
+        await self._store.webhook_write(WebhookRegister(tuple(self._urls)), now=self._clock.now())
         headers = {
             "User-Agent": f"aisd/{__version__}",
             "Content-Type": "application/json",
@@ -236,7 +246,7 @@ class Webhooks:
         now = self._clock.now()
         if state.next_attempt_at is not None and state.next_attempt_at > now:
             return (state.next_attempt_at - now).total_seconds()
-        events = await self._store.list_events(after=state.cursor, limit=BATCH)
+        events = (await self._store.events(after=state.cursor, limit=BATCH)).events
         cursor = state.cursor
         for event in events:
             if self._types is not None and event.type not in self._types:
@@ -252,14 +262,14 @@ class Webhooks:
                 attempts = state.attempts + 1 if cursor == state.cursor else 1
                 delay = retry_delay(attempts, base=self._retry_seconds, rng=self._rng)
                 error = attempt.error or "failed"
-                await self._store.webhook_failed(
+                failed = WebhookFailed(
                     url,
-                    expected=cursor,
-                    attempts=attempts,
+                    cursor,
+                    attempts,
                     next_attempt_at=now + timedelta(seconds=delay),
                     error=error,
-                    now=now,
                 )
+                await self._store.webhook_write(failed, now=now)
                 log.warning(
                     "webhook.failed",
                     endpoint=label,
@@ -278,7 +288,8 @@ class Webhooks:
         return 0.0 if len(events) == BATCH else RECHECK_SECONDS
 
     async def _advance(self, url: str, expected: int, cursor: int, now: datetime | None) -> bool:
-        return await self._store.webhook_advance(url, expected=expected, cursor=cursor, now=now)
+        write = WebhookAdvance(url, expected, cursor, delivered=now is not None)
+        return await self._store.webhook_write(write, now=now or self._clock.now())
 
     async def _post(self, http: httpx.AsyncClient, url: str, event: EventRecord) -> _Attempt:
         body = encode_body(event)
@@ -325,15 +336,14 @@ class Webhooks:
     async def status(self) -> list[dict[str, Any]]:
         """Each endpoint's cursor, lag, last success and last error (``webhooks.status``)."""
         now = self._clock.now()
-        head = await self._store.last_event_id()
+        head = (await self._store.events(after=0, limit=0)).head
+        cursors = await self._store.webhook_cursors(self._urls, backlog=True, types=self._types)
         out: list[dict[str, Any]] = []
-        for state in await self._store.webhook_cursors(self._urls):
-            out.append(self._describe(state, head, now, await self._backlog(state)))
+        for state in cursors:
+            assert state.backlog is not None
+            backlog = (state.backlog.events, state.backlog.oldest_at)
+            out.append(self._describe(state, head, now, backlog))
         return out
-
-    async def _backlog(self, state: WebhookCursor) -> tuple[int, datetime | None]:
-        backlog = await self._store.webhook_backlog(state.cursor, types=self._types)
-        return backlog.events, backlog.oldest_at
 
     def _describe(
         self,
@@ -378,7 +388,8 @@ class Webhooks:
         urls = self._matching(endpoint)
         if not urls:
             raise LookupError("no such webhook endpoint")
-        await self._store.webhook_rewind(urls, cursor=max(0, from_id - 1))
+        rewind = WebhookRewind(tuple(urls), cursor=max(0, from_id - 1))
+        await self._store.webhook_write(rewind, now=self._clock.now())
         log.info("webhook.redeliver", fromEventId=from_id, endpoints=len(urls))
         self.wake()
         return [s for s in await self.status() if s["endpoint"] in {self._labels[u] for u in urls}]

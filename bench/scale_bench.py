@@ -1,18 +1,19 @@
 """Benchmark of scale: planner ticks, start time, memory and idle CPU with many tokens.
 
-Usage: ``python bench/scale_bench.py [--tokens 100000] [--also 1000000] [--idle-seconds 20]``
+Usage: ``python bench/scale_bench.py [--tokens 100000] [--also 1000000] [--idle-seconds 20]
+[--rounds 3]`` or ``python bench/scale_bench.py --tokens N --ticks-only DB``.
 
-For each size N it builds a fresh database (the real migrations, then direct SQL in one
-transaction) holding N tokens of realistic shape: owners with one or two tokens, one or two bank
-accounts per token (an owner's tokens share them), a successful initial import each, for a
-quarter of the owners' first tokens one to three Reuse accesses (and their refresh imports) in
-the last 24 h, a few final tokens, and ``next_refresh_at`` spread over the next 24 h. Then it
-prints:
+For each size N it builds a fresh database (the real migrations, then ``scale_population.sql``:
+set-based SQL in one transaction) holding N tokens of realistic shape: owners with one or two
+tokens, one or two bank accounts per token (an owner's tokens share them), a successful initial
+import each, for a quarter of the owners' first tokens one to three Reuse accesses (and their
+refresh imports) in the last 24 h, a few final tokens, and ``next_refresh_at`` spread over the
+next 24 h. Then it prints:
 
 * population time;
 * ``Refresher.tick()`` against the real store when nothing is due and when ~100 and ~500
   tokens are due (ms per tick and per due token, and the tick's CPU time in this process), and
-  ``store.counts()``, which the daemon runs after every tick for its ``STATUS=`` line;
+  ``store.status()``, which the daemon runs after every tick for its ``STATUS=`` line;
 * the daemon (``python -m aisd run --sandbox``): seconds from spawn to ``READY=1`` (a fake
   ``$NOTIFY_SOCKET``) and to the first ``daemon.status`` answer, RSS after start and after a
   few 1 s ticks, one ``daemon.status`` round trip;
@@ -20,7 +21,8 @@ prints:
   utime+stime over ``--idle-seconds`` of wall time, and how many ticks it ran meanwhile.
 
 Figures only; nothing is asserted. The default size runs in well under two minutes; a second
-size of 1,000,000 adds a few minutes (population dominates).
+size of 1,000,000 adds a few minutes (population dominates). ``--ticks-only DB`` times the ticks
+alone on a copy of a kept database, so two checkouts can be compared on the same rows.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import logging
 import os
 import random
 import select
+import shutil
 import signal
 import socket
 import sqlite3
@@ -40,16 +43,16 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 import anyio
 import httpx
 import structlog
 
+import aisd
 from aisd.client import Client, DaemonUnavailable
 from aisd.clock import SystemClock
 from aisd.kontomatik import KontomatikClient
@@ -60,145 +63,17 @@ from aisd.store import open_store
 from aisd.store.sqlite._codec import dt_in
 from aisd.store.sqlite._migrate import migrate
 
-ACCESS_DAYS = 180
 WARNING_DAYS = (14, 7, 3, 1)
+# The shape scale_population.sql writes (its own constants): 1.25 tokens an owner, 30 % of
+# tokens with a second account, 5 % final, a Reuse or more in the last 24 h for a quarter of the
+# owners' first tokens.
 TOKENS_PER_OWNER = 1.25
-SECOND_ACCOUNT_SHARE = 0.3
-FINAL_SHARE = 0.05
-REUSED_SHARE = 0.25
-# Tokens written per executemany batch: bounds the population's memory at any size.
-BATCH = 20_000
+POPULATION_SQL = Path(__file__).with_name("scale_population.sql")
 START_DEADLINE_SECONDS = 300.0
 # Tokens planned this soon are moved later before a daemon run, so nothing falls due in it.
 QUIET_MARGIN = timedelta(minutes=10)
 DAY = timedelta(days=1)
-_MASK64 = (1 << 64) - 1
-
-
-def _scramble(i: int, salt: int) -> int:
-    """A bijection of 64-bit integers: unique ids in random-looking (B-tree-unfriendly) order."""
-    return ((i + salt) * 0x9E3779B97F4A7C15) & _MASK64
-
-
-def token_id(i: int) -> str:
-    """The id of the ``i``-th populated token."""
-    return f"tok_{_scramble(i, 1):016x}"
-
-
-def import_id(i: int, k: int) -> str:
-    """The id of the ``k``-th import of the ``i``-th token (0: its initial import)."""
-    return f"imp_{_scramble(i * 4 + k, 2):016x}"
-
-
-def iban(owner: int, j: int) -> str:
-    """A Polish-shaped IBAN for the ``j``-th account of an owner."""
-    return f"PL{(owner * 7 + j) % 90 + 10:02d}1370131400{owner:010d}{j:04d}"
-
-
-@dataclass(slots=True)
-class Rows:
-    """Rows of one population batch, per table, as ``executemany`` takes them."""
-
-    owners: list[tuple[Any, ...]] = field(default_factory=list)
-    consents: list[tuple[Any, ...]] = field(default_factory=list)
-    sessions: list[tuple[Any, ...]] = field(default_factory=list)
-    tokens: list[tuple[Any, ...]] = field(default_factory=list)
-    token_accounts: list[tuple[Any, ...]] = field(default_factory=list)
-    imports: list[tuple[Any, ...]] = field(default_factory=list)
-    accesses: list[tuple[Any, ...]] = field(default_factory=list)
-    events: list[tuple[Any, ...]] = field(default_factory=list)
-
-
-INSERTS = {
-    "owners": "INSERT OR IGNORE INTO owners (id, external_id, created_at) VALUES (?, ?, ?)",
-    "consents": "INSERT INTO consents (id, owner_id, session_id, target, created_at)"
-    " VALUES (?, ?, ?, ?, ?)",
-    "sessions": "INSERT INTO sessions (id, owner_id, session_id, signature, created_at)"
-    " VALUES (?, ?, ?, ?, ?)",
-    "tokens": "INSERT INTO tokens (id, owner_id, consent_id, multiple_access_id, state,"
-    " created_at, expires_at, state_changed_at, next_refresh_at, last_import_at, plan_reason,"
-    " imports_done, last_refresh_at, next_warning_at, state_reason)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    "token_accounts": "INSERT INTO token_accounts (token_id, iban, first_seen_at) VALUES (?, ?, ?)",
-    "imports": "INSERT INTO imports (id, owner_id, token_id, consent_id, session_ref, kind, state,"
-    " phase, since, command_id, polls, created_at, started_at, finished_at, accounts,"
-    " transactions) VALUES (?, ?, ?, ?, ?, ?, 'successful', 'done', ?, ?, 2, ?, ?, ?, ?, ?)",
-    "accesses": "INSERT INTO accesses (kind, token_id, import_id, session_id, sent_at, outcome)"
-    " VALUES (?, ?, ?, ?, ?, 'ok')",
-    "events": "INSERT INTO events (at, type, owner_external_id, token_id, import_id, data)"
-    " VALUES (?, ?, ?, ?, ?, ?)",
-}
-
-
-def add_token(rows: Rows, i: int, rng: random.Random, now: datetime, owners: int) -> None:
-    """Append the rows of the ``i``-th token (and its owner, consent, imports, ledger)."""
-    owner = i % owners + 1
-    owner_ext = f"owner-{owner:08d}"
-    tid = token_id(i)
-    final = rng.random() < FINAL_SHARE
-    state = rng.choice(("revoked", "expired", "reauth_required")) if final else "active"
-    age = (
-        timedelta(days=181 + rng.random() * 20) if state == "expired" else rng.random() * 160 * DAY
-    )
-    created = now - age - timedelta(hours=1)
-    expires = created + timedelta(days=ACCESS_DAYS)
-    ts_created = dt_in(created)
-    consent = i + 1
-    imp0 = import_id(i, 0)
-    finished = created + timedelta(seconds=20 + rng.random() * 40)
-    ts_finished = dt_in(finished)
-    rows.owners.append((owner, owner_ext, ts_created))
-    rows.consents.append((consent, owner, f"sess-{i:09d}", "PkoBp", ts_created))
-    rows.sessions.append(
-        (consent, owner, f"sess-{i:09d}", f"sig-{_scramble(i, 3):016x}", ts_created)
-    )
-    accounts = [iban(owner, 0)] + ([iban(owner, 1)] if rng.random() < SECOND_ACCOUNT_SHARE else [])
-    rows.token_accounts.extend((tid, account, ts_finished) for account in accounts)
-    since = (created - timedelta(days=365)).date().isoformat()
-    rows.imports.append(
-        (imp0, owner, tid, consent, consent, "initial", since, f"cmd-{i}-0", ts_created,
-         ts_created, ts_finished, len(accounts), 40 * len(accounts))
-    )  # fmt: skip
-    rows.accesses.append(("default_import", tid, imp0, f"sess-{i:09d}", ts_created))
-    rows.events.append(
-        (ts_created, "consent.received", owner_ext, tid, imp0, '{"target": "PkoBp"}')
-    )
-    rows.events.append((ts_finished, "import.succeeded", owner_ext, tid, imp0, "{}"))
-    last_import, last_refresh, done = finished, None, 1
-    # Only an owner's first token has recent reuses: the owner's tokens share an account, and
-    # three reuses of one token stay within the four per account a day aisd itself allows.
-    if state == "active" and i < owners and rng.random() < REUSED_SHARE:
-        sent = sorted(now - rng.random() * DAY for _ in range(rng.randint(1, 3)))
-        for k, at in enumerate(sent, start=1):
-            imp, ts_at = import_id(i, k), dt_in(at)
-            last_import = at + timedelta(seconds=30)
-            since = (at - timedelta(days=3)).date().isoformat()
-            rows.imports.append(
-                (imp, owner, tid, None, None, "refresh", since, f"cmd-{i}-{k}", ts_at, ts_at,
-                 dt_in(last_import), len(accounts), 5)
-            )  # fmt: skip
-            rows.accesses.append(("reuse", tid, imp, f"reuse-{i}-{k}", ts_at))
-            rows.accesses.append(("default_import", tid, imp, f"reuse-{i}-{k}", ts_at))
-            rows.events.append((dt_in(last_import), "import.succeeded", owner_ext, tid, imp, "{}"))
-        last_refresh, done = sent[-1], 1 + len(sent)
-    if state == "active":
-        next_refresh = dt_in(now + QUIET_MARGIN + rng.random() * (DAY - QUIET_MARGIN))
-        secret, changed, reason = f"maid-{_scramble(i, 4):016x}", ts_created, None
-        warning = dt_in(expires - timedelta(days=max(WARNING_DAYS)))
-    else:
-        ended = min(now, created + rng.random() * (expires - created))
-        secret, next_refresh, warning = None, None, None
-        changed, reason = dt_in(expires if state == "expired" else ended), state
-    ts_refresh = None if last_refresh is None else dt_in(last_refresh)
-    rows.tokens.append(
-        (tid, owner, consent, secret, state, ts_created, dt_in(expires), changed, next_refresh,
-         dt_in(last_import), "scheduled", done, ts_refresh, warning, reason)
-    )  # fmt: skip
-
-
-def _flush(conn: sqlite3.Connection, rows: Rows) -> None:
-    for table, sql in INSERTS.items():
-        conn.executemany(sql, getattr(rows, table))
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,23 +92,23 @@ def populate(path: Path, n: int, *, now: datetime, seed: int = 7) -> Population:
     """Create a migrated database at ``path`` holding ``n`` tokens of realistic shape.
 
     Every active token is planned between ``now`` + :data:`QUIET_MARGIN` and ``now`` + 24 h.
+    The rows are written set-based by :data:`POPULATION_SQL` in one transaction.
     """
     started = time.perf_counter()
     migrate(path)
-    rng = random.Random(seed)
     owners = max(1, int(n / TOKENS_PER_OWNER))
     with closing(sqlite3.connect(path, isolation_level=None)) as conn:
-        # Bulk load only: the daemon's own connections run with synchronous=FULL.
-        conn.executescript("PRAGMA synchronous = OFF; PRAGMA cache_size = -262144;")
-        conn.execute("BEGIN IMMEDIATE")
-        rows = Rows()
-        for i in range(n):
-            add_token(rows, i, rng, now, owners)
-            if len(rows.tokens) >= BATCH:
-                _flush(conn, rows)
-                rows = Rows()
-        _flush(conn, rows)
-        conn.execute("COMMIT")
+        # Bulk load only, into a new file nobody else has open: no rollback journal and no
+        # fsync (the daemon's own connections run in WAL mode with synchronous=FULL).
+        conn.executescript(
+            "PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF;"
+            " PRAGMA cache_size = -524288; PRAGMA temp_store = MEMORY;"
+            " CREATE TEMP TABLE p (n INTEGER, owners INTEGER, now_us INTEGER, seed INTEGER);"
+        )
+        now_us = (now - _EPOCH) // timedelta(microseconds=1)
+        conn.execute("INSERT INTO temp.p VALUES (?, ?, ?, ?)", (n, owners, now_us, seed))
+        conn.executescript(f"BEGIN IMMEDIATE;\n{POPULATION_SQL.read_text()}\nCOMMIT;")
+        conn.execute("PRAGMA journal_mode = WAL")
         active = conn.execute("SELECT COUNT(*) FROM tokens WHERE state = 'active'").fetchone()[0]
         reuses = conn.execute("SELECT COUNT(*) FROM accesses WHERE kind = 'reuse'").fetchone()[0]
         imports = conn.execute("SELECT COUNT(*) FROM imports").fetchone()[0]
@@ -316,7 +191,7 @@ async def measure_ticks(
     path: Path, due_sizes: tuple[int, ...] = (100, 500), *, rounds: int = 3
 ) -> TickFigures:
     """Time ticks with nothing due, then ``rounds`` ticks with each of ``due_sizes`` tokens
-    due (the next ones planned: cold pages and fsyncs vary), and ``store.counts()``. Leaves
+    due (the next ones planned: cold pages and fsyncs vary), and ``store.status()``. Leaves
     the due tokens' refreshes queued."""
     sandbox = Sandbox(SandboxConfig(api_key=DEFAULT_API_KEY))
     transport = httpx.ASGITransport(app=SandboxApp(sandbox))
@@ -351,7 +226,7 @@ async def measure_ticks(
         counts = []
         for _ in range(3):
             began = time.perf_counter()
-            await store.counts()
+            await store.status(now=clock.now())
             counts.append((time.perf_counter() - began) * 1000)
     return TickFigures(
         statistics.median(idle), due_ms, due_cpu_ms, found, queued, statistics.median(counts)
@@ -531,18 +406,16 @@ class SizeFigures:
     idle: DaemonFigures
 
 
-def measure_size(n: int, idle_seconds: float, workdir: Path) -> SizeFigures:
-    """Populate ``n`` tokens in ``workdir`` and take every measurement."""
-    db = workdir / "aisd.db"
-    print(f"\n== {n:,} tokens", flush=True)
-    pop = populate(db, n, now=datetime.now(UTC))
+def _print_population(pop: Population) -> None:
     print(
         f"population: {pop.seconds:.1f} s ({pop.tokens:,} tokens, {pop.active:,} active, "
         f"{pop.accesses_24h:,} reuses in 24 h, {pop.imports:,} imports, {pop.megabytes:.0f} MiB)",
         flush=True,
     )
-    ticks = anyio.run(measure_ticks, db, backend="asyncio")
-    print(f"tick, nothing due: {ticks.idle_ms:.2f} ms; store.counts(): {ticks.counts_ms:.1f} ms")
+
+
+def _print_ticks(ticks: TickFigures) -> None:
+    print(f"tick, nothing due: {ticks.idle_ms:.2f} ms; store.status(): {ticks.counts_ms:.1f} ms")
     for k, times in ticks.due_ms.items():
         ms, found = ticks.due_median_ms(k), max(ticks.due_found[k])
         print(
@@ -551,6 +424,37 @@ def measure_size(n: int, idle_seconds: float, workdir: Path) -> SizeFigures:
             f"CPU {statistics.median(ticks.due_cpu_ms[k]):.0f} ms median",
             flush=True,
         )
+
+
+def ticks_only(db: Path, n: int, rounds: int) -> None:
+    """Measure the ticks alone on a copy of the database at ``db``, populating it with ``n``
+    tokens first if it does not exist: a kept database lets two versions of aisd be timed on
+    the same rows, run after run (each on a fresh copy, so none sees the other's ticks)."""
+    # Which checkout runs is part of the figures (PYTHONPATH may pick another one).
+    print(f"aisd from {Path(aisd.__file__).parent}; load {os.getloadavg()[0]:.2f}", flush=True)
+    if not db.exists():
+        db.parent.mkdir(parents=True, exist_ok=True)
+        _print_population(populate(db, n, now=datetime.now(UTC)))
+    work = db.with_name(db.name + ".run")
+    shutil.copyfile(db, work)
+    # Tokens whose plan came while the database was kept would be due before those made due.
+    quiet_until(work, datetime.now(UTC) + QUIET_MARGIN)
+    try:
+        _print_ticks(anyio.run(partial(measure_ticks, work, rounds=rounds), backend="asyncio"))
+    finally:
+        for path in work.parent.glob(work.name + "*"):
+            path.unlink()
+    print(f"load {os.getloadavg()[0]:.2f}", flush=True)
+
+
+def measure_size(n: int, idle_seconds: float, workdir: Path, rounds: int = 3) -> SizeFigures:
+    """Populate ``n`` tokens in ``workdir`` and take every measurement."""
+    db = workdir / "aisd.db"
+    print(f"\n== {n:,} tokens", flush=True)
+    pop = populate(db, n, now=datetime.now(UTC))
+    _print_population(pop)
+    ticks = anyio.run(partial(measure_ticks, db, rounds=rounds), backend="asyncio")
+    _print_ticks(ticks)
     quiet_until(db, datetime.now(UTC) + QUIET_MARGIN + timedelta(seconds=idle_seconds))
     busy = run_daemon(db, workdir, tick_seconds=1.0, window=5.0)
     print(
@@ -579,7 +483,7 @@ def _compare(small: SizeFigures, large: SizeFigures) -> None:
             for k in small.ticks.due_ms
             if k in large.ticks.due_ms
         ],
-        ("store.counts() ms", small.ticks.counts_ms, large.ticks.counts_ms),
+        ("store.status() ms", small.ticks.counts_ms, large.ticks.counts_ms),
         ("start to status s", small.busy.status_s, large.busy.status_s),
         ("RSS at start MiB", small.busy.rss_start_mib, large.busy.rss_start_mib),
         ("RSS after ticks MiB", small.busy.rss_after_mib, large.busy.rss_after_mib),
@@ -598,16 +502,26 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--tokens", type=int, default=100_000)
     parser.add_argument("--also", type=int, default=None, help="a second size, for comparison")
     parser.add_argument("--idle-seconds", type=float, default=20.0)
+    parser.add_argument(
+        "--ticks-only",
+        type=Path,
+        metavar="DB",
+        help="only the ticks, on the database DB (populated with --tokens tokens if missing)",
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="ticks per due size")
     args = parser.parse_args(argv)
     # The in-process ticks log each planned batch; the figures are what this script prints.
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    if args.ticks_only is not None:
+        ticks_only(args.ticks_only, args.tokens, args.rounds)
+        return
     sizes = [args.tokens] + ([args.also] if args.also else [])
     if max(sizes) >= 500_000:
         print(f"{max(sizes):,} tokens: expect several minutes (population dominates)")
     figures = []
     for n in sizes:
         with tempfile.TemporaryDirectory(prefix="aisd-scale-") as tmp:
-            figures.append(measure_size(n, args.idle_seconds, Path(tmp)))
+            figures.append(measure_size(n, args.idle_seconds, Path(tmp), args.rounds))
     if len(figures) == 2:
         _compare(*figures)
 

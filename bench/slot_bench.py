@@ -199,10 +199,15 @@ class TimedSandbox(Sandbox):
 
 
 def naive_poll_delay(
-    elapsed: float, expected: float | None, *, min_seconds: float, max_seconds: float
+    elapsed: float,
+    aim: float | None,
+    *,
+    min_seconds: float,
+    max_seconds: float,
+    phase: float = 0.0,
 ) -> float:
     """The straightforward poller: every gap uniform in ``[min, max]``, nothing learned."""
-    del elapsed, expected
+    del elapsed, aim, phase
     return random.uniform(min_seconds, max_seconds)
 
 
@@ -223,6 +228,11 @@ class Figures:
     def slot_use(self) -> float:
         """Upstream command time over the pool's capacity during the drain."""
         return self.consents * self.duration / (SLOTS * self.drain)
+
+
+async def _imports(store: Store) -> dict[str, int]:
+    """Imports by state."""
+    return (await store.status(now=datetime.now(UTC))).imports
 
 
 async def run_one(duration: float, consents: int, seed: int) -> Figures:
@@ -274,12 +284,12 @@ async def run_one(duration: float, consents: int, seed: int) -> Figures:
                 await tg.start(pipeline.run)
                 while True:
                     await finished.wait()
-                    counts = (await raw_store.counts())["imports"]
+                    counts = await _imports(raw_store)
                     if sum(counts.get(s, 0) for s in ("successful", "failed")) >= consents:
                         break
                     finished = anyio.Event()
                 tg.cancel_scope.cancel()
-            counts = (await raw_store.counts())["imports"]
+            counts = await _imports(raw_store)
     return measure(sandbox, duration, consents, max(done_at) - began, counts)
 
 

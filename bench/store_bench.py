@@ -4,7 +4,9 @@ Usage: ``python bench/store_bench.py [N ...]`` (default ``10000 100000``).
 
 The floor is the least any store must do: turn the same transactions into rows and
 ``executemany`` them into a same-shaped table in one transaction, with the same pragmas
-(WAL, synchronous=FULL). Each measurement runs in a fresh child process so that ``ru_maxrss``
+(WAL, synchronous=FULL, and no checkpoint inside the commit: the store's writer leaves them to
+its checkpointer thread, so the floor's connection runs with ``wal_autocheckpoint = 0`` too).
+Each measurement runs in a fresh child process so that ``ru_maxrss``
 (the process's peak resident set) belongs to that measurement alone; time is measured without
 tracemalloc (which slows Python down) and the Python heap peak in a second, traced run.
 """
@@ -26,9 +28,10 @@ from pathlib import Path
 
 import anyio
 
+from aisd.events import import_succeeded
 from aisd.kontomatik._models import Account, ImportResult, MoneyTransaction
 from aisd.phases import Step
-from aisd.store import AccessKind, ConsentIn, StepWrite, open_store
+from aisd.store import AccessKind, ConsentIn, LeaseStart, StepWrite, Succeed, open_store
 from aisd.store.sqlite._codec import tx_values
 
 IBAN = "PL69137013140000049678278112"
@@ -76,8 +79,8 @@ async def run_store(path: Path, txs: tuple[MoneyTransaction, ...]) -> float:
             since=date(2025, 5, 1),
             expires_at=NOW + timedelta(days=180),
         )
-        claimer = await store.register_claimer(now=NOW, ttl_seconds=60, sole=True, max_running=8)
-        [job] = await store.claim_work(claimer, now=NOW)
+        lease = await store.lease(LeaseStart(60, sole=True, max_running=8), now=NOW)
+        [job] = await store.claim_work(lease.claimer, now=NOW)
         assert job.claim is not None
         await store.begin_access(
             job.claim, AccessKind.DEFAULT_IMPORT, now=NOW, token_id=out.token_id
@@ -87,14 +90,9 @@ async def run_store(path: Path, txs: tuple[MoneyTransaction, ...]) -> float:
             accounts=(Account(IBAN, "Konto 0", "PLN", None, None, transactions=txs),)
         )
         started = time.perf_counter()
-        stats = await store.finish_success(
-            job.claim,
-            result,
-            now=NOW,
-            raw_reply=None,
-            coverage_start=date(2025, 5, 1),
-            polls=1,
-        )
+        event = import_succeeded(job, result, polls=1, now=NOW)
+        success = Succeed(result, None, date(2025, 5, 1), 1, event)
+        stats = await store.advance(job.claim, success, now=NOW)
         elapsed = time.perf_counter() - started
     assert stats.added == len(txs)
     return elapsed
@@ -102,7 +100,10 @@ async def run_store(path: Path, txs: tuple[MoneyTransaction, ...]) -> float:
 
 def run_floor(path: Path, txs: tuple[MoneyTransaction, ...]) -> float:
     with closing(sqlite3.connect(path, isolation_level=None)) as conn:
-        conn.executescript("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;" + FLOOR_TABLE)
+        conn.executescript(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA wal_autocheckpoint = 0;"
+            + FLOOR_TABLE
+        )
         started = time.perf_counter()
         conn.execute("BEGIN IMMEDIATE")
         rows = [(1, *tx_values(tx), "imp", "imp", seq) for seq, tx in enumerate(txs, start=1)]

@@ -134,8 +134,22 @@ class KontomatikClient:
             raise _redact_error(exc, secrets) from None
         return _redact_command(command, secrets)
 
-    async def get_import_result(self, command_id: str) -> ImportReply:
+    async def get_import_result(
+        self,
+        command_id: str,
+        *,
+        on_final: Callable[[CommandState], None] | None = None,
+        pace: Callable[[], Awaitable[None]] | None = None,
+    ) -> ImportReply:
         """Poll a command; the body is parsed and gzip-compressed while it streams in.
+
+        Args:
+            command_id: the command's id.
+            on_final: called once, as soon as the reply shows the command in a final state:
+                before the rest of the body (a result may take a while to read), so the caller
+                can hand the command's slot on meanwhile.
+            pace: awaited after each slice of the body is parsed: the caller may hold a large
+                reply's parsing back while more urgent work needs the CPU.
 
         Returns:
             The command, and the compressed body when the command ended ``successful``.
@@ -146,11 +160,20 @@ class KontomatikClient:
         reader = ReplyReader(max_bytes=self._max_reply_bytes)
         writer = GzipWriter()
 
+        told = on_final is None
+
         def sink(chunk: bytes) -> None:
+            nonlocal told
             reader.feed(chunk)
             writer.write(chunk)
+            if not told:
+                state = reader.command_state()
+                if state is not None and state.is_final:
+                    told = True
+                    assert on_final is not None
+                    on_final(state)
 
-        await self._call("GET", _paths.command_result(command_id), sink=sink)
+        await self._call("GET", _paths.command_result(command_id), sink=sink, pace=pace)
         secrets = (self._api_key,)
         try:
             command = _redact_command(reader.command(reader.close()), secrets)
@@ -238,13 +261,15 @@ class KontomatikClient:
         form: dict[str, str] | None = None,
         params: dict[str, str] | None = None,
         sink: Callable[[bytes], None] | None = None,
+        pace: Callable[[], Awaitable[None]] | None = None,
         secrets: Iterable[str] = (),
     ) -> bytes:
-        """Send one request; stream a 2xx body into ``sink`` (or return it), raise otherwise."""
+        """Send one request; stream a 2xx body into ``sink`` (or return it), raise otherwise.
+        ``pace`` is awaited after each slice handed to ``sink``."""
         began = time.monotonic()
         try:
             body = await self._exchange(
-                method, path, form=form, params=params, sink=sink, secrets=secrets
+                method, path, form=form, params=params, sink=sink, pace=pace, secrets=secrets
             )
         except KontomatikError as exc:
             self._tell(path, exc.name, began)
@@ -264,6 +289,7 @@ class KontomatikClient:
         form: dict[str, str] | None,
         params: dict[str, str] | None,
         sink: Callable[[bytes], None] | None,
+        pace: Callable[[], Awaitable[None]] | None,
         secrets: Iterable[str],
     ) -> bytes:
         secrets = (self._api_key, *secrets)
@@ -280,6 +306,8 @@ class KontomatikClient:
                     # the event loop, and other imports' polls, for its whole length.
                     for start in range(0, len(chunk), SLICE_BYTES):
                         sink(chunk[start : start + SLICE_BYTES])
+                        if pace is not None:
+                            await pace()
                         if len(chunk) > SLICE_BYTES:
                             await anyio.lowlevel.checkpoint()
                 return b""

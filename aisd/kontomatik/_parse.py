@@ -157,6 +157,22 @@ class ReplyReader:
             failure=None if exception is None else el.failure(exception),
         )
 
+    def command_state(self) -> CommandState | None:
+        """The command's state as soon as its start tag has been read (before its result), or
+        None while it is not (or is not a known state): lets a caller act on a final state
+        while the rest of a large body is still being read."""
+        stack = self._stack
+        if len(stack) >= 2 and stack[1].tag == "command":
+            element = stack[1]
+        elif self._commands:
+            element = self._commands[0]
+        else:
+            return None
+        try:
+            return CommandState(element.attrib.get("state", ""))
+        except ValueError:
+            return None
+
     def result(self) -> ImportResult:
         """Owners, accounts and credit cards read so far, over every ``result`` or ``target``."""
         return ImportResult(

@@ -26,6 +26,7 @@ from aisd.sandbox import Sandbox
 from aisd.store import (
     ConsentIn,
     EventRecord,
+    ImportQuery,
     ImportRecord,
     ImportState,
     StorageUnavailable,
@@ -165,70 +166,65 @@ def core_methods(services: Services) -> dict[str, Handler]:
         return {"importId": outcome.import_id, "tokenId": outcome.token_id}
 
     async def import_get(params: Params, peer: Peer) -> object:
-        record = await store.get_import(params[P.IMPORT_ID])
-        if record is None:
+        found = await store.imports(ImportQuery(import_id=params[P.IMPORT_ID]))
+        if not found:
             raise RpcError(NOT_FOUND, "import not found")
-        return import_json(record)
+        return import_json(found[0])
 
     async def import_list(params: Params, peer: Peer) -> object:
         state = params[P.IMPORT_STATE.optional()]
-        records = await store.list_imports(
+        query = ImportQuery(
             owner_external_id=params[P.OWNER.optional()],
             token_id=params[P.TOKEN_ID.optional()],
             state=ImportState(state) if state else None,
             limit=params[P.IMPORT_LIMIT],
         )
+        records = await store.imports(query)
         return {"imports": [import_json(r) for r in records]}
 
     async def owner_data(params: Params, peer: Peer) -> object:
         owner = params[P.OWNER]
-        if not await store.owner_exists(owner):
+        view = await store.owner(owner)
+        if view is None:
             raise RpcError(NOT_FOUND, "owner not found")
-        accounts = []
-        owners_of = await store.account_owners(owner)
-        for account in await store.accounts(owner):
-            iban = str(account["iban"])
-            txs = await store.transactions(owner, iban)
-            accounts.append(
-                {
-                    **{key: _jsonable(value) for key, value in account.items()},
-                    "owners": owners_of.get(iban, []),
-                    "transactions": [transaction_json(t) for t in txs],
-                }
-            )
-        cards = []
-        for card in await store.credit_cards(owner):
-            key = str(card.pop("key"))
-            txs = await store.card_transactions(owner, key)
-            cards.append(
-                {
-                    **{k: _jsonable(value) for k, value in card.items()},
-                    "transactions": [transaction_json(t) for t in txs],
-                }
-            )
+        accounts = [
+            {
+                **{key: _jsonable(value) for key, value in account.details.items()},
+                "owners": list(account.owners),
+                "transactions": [transaction_json(t) for t in account.transactions],
+            }
+            for account in view.accounts
+        ]
+        cards = [
+            {
+                **{k: _jsonable(value) for k, value in card.details.items()},
+                "transactions": [transaction_json(t) for t in card.transactions],
+            }
+            for card in view.cards
+        ]
         result: dict[str, object] = {
             "ownerExternalId": owner,
-            "owners": await store.owner_details(owner),
+            "owners": list(view.owners),
             "accounts": accounts,
             "creditCards": cards,
         }
-        scores = await store.owner_scores(owner)
-        if scores:
-            result["analytics"] = {"scores": [score_json(s) for s in scores]}
+        if view.scores:
+            result["analytics"] = {"scores": [score_json(s) for s in view.scores]}
         return result
 
     async def events_list(params: Params, peer: Peer) -> object:
         after = params[P.AFTER.or_default(0)]
         limit = params[P.EVENTS_LIMIT]
-        events = await store.list_events(after=after, limit=limit)
+        events = (await store.events(after=after, limit=limit)).events
         return {
             "events": [event_json(e) for e in events],
             "next": events[-1].id if events else after,
         }
 
     async def daemon_status(params: Params, peer: Peer) -> object:
-        counts = await store.counts()
-        last_import, failed = await store.recent_activity(now=services.clock.now())
+        status = await store.status(now=services.clock.now())
+        counts = {"tokens": status.tokens, "imports": status.imports}
+        last_import, failed = status.last_success_at, status.failed_last_hour
         return {
             "lastImportAt": iso(last_import) if last_import else None,
             "failedLastHour": failed,

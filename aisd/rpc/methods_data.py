@@ -114,14 +114,14 @@ def data_methods(
                 after = decode_cursor(cursor)
             except ValueError:
                 raise _bad_cursor() from None
-            # A position past the newest change comes from another database: reading on
-            # would silently skip that many future changes.
-            if after > await store.feed_head():
-                raise _bad_cursor()
         try:
             page = await store.feed_changes(after=after, limit=limit, owner_external_id=owner)
         except LookupError:
             raise RpcError(NOT_FOUND, "owner not found") from None
+        # A position past the newest change comes from another database: reading on would
+        # silently skip that many future changes.
+        if after > page.head:
+            raise _bad_cursor()
         return {
             "added": [feed_transaction_json(t) for t in page.added],
             "modified": [feed_transaction_json(t) for t in page.modified],

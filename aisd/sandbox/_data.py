@@ -365,6 +365,7 @@ def day_entries(seed: int, iban: str, day: date) -> tuple[Entry, ...]:
     return tuple(entries)
 
 
+@lru_cache(maxsize=65536)
 def _booked_cents(seed: int, iban: str, day: date) -> int:
     return sum(int(e.amount.scaleb(2)) for e in day_entries(seed, iban, day) if not e.ghost)
 
@@ -379,20 +380,29 @@ def _month_cents(seed: int, iban: str, year: int, month: int) -> int:
     return total
 
 
+@lru_cache(maxsize=4096)
+def _month_starts(seed: int, iban: str) -> list[int]:
+    """The account's balance at the start of each month from its opening month on, extended
+    by :func:`_balance_cents_before` as far as it is asked (each import would otherwise add
+    up every month since the opening again)."""
+    return [account_profile(seed, iban).opening_cents]
+
+
 def _balance_cents_before(seed: int, iban: str, day: date) -> int:
     """Balance at the start of ``day``, counting every non-ghost entry before it.
 
     Valid only for days whose earlier entries are all past their booking window, where
     non-ghost entries are exactly the visible ones.
     """
-    profile = account_profile(seed, iban)
-    total = profile.opening_cents
-    cursor = date(profile.opened_on.year, profile.opened_on.month, 1)
-    month_start = date(day.year, day.month, 1)
-    while cursor < month_start:
-        total += _month_cents(seed, iban, cursor.year, cursor.month)
-        cursor = (cursor + timedelta(days=32)).replace(day=1)
-    cursor = month_start
+    opened = account_profile(seed, iban).opened_on
+    first = opened.year * 12 + opened.month - 1
+    starts = _month_starts(seed, iban)
+    wanted = day.year * 12 + day.month - 1 - first
+    while len(starts) <= wanted:
+        year, month = divmod(first + len(starts) - 1, 12)
+        starts.append(starts[-1] + _month_cents(seed, iban, year, month + 1))
+    total = starts[max(0, wanted)]
+    cursor = date(day.year, day.month, 1)
     while cursor < day:
         total += _booked_cents(seed, iban, cursor)
         cursor += timedelta(days=1)

@@ -1,45 +1,62 @@
 """The storage interface: every byte of durable state goes through it.
 
-The pipeline, planner and socket talk to a :class:`Store`; the SQLite backend implements it with
-SQL kept in ``.sql`` files (a PostgreSQL backend will follow behind the same interface). Every
-method that changes state does so in one transaction, together with the events it reports, so a
-crash between two calls never leaves half a change behind. Callers pass ``now`` explicitly: the
-store never reads the clock, which keeps virtual-clock simulations and tests exact.
+The pipeline, planner and socket talk to a :class:`Store`; the SQLite backend
+(:mod:`aisd.store.sqlite`) and the PostgreSQL one (:mod:`aisd.store.postgresql`) implement it
+with SQL kept in ``.sql`` files. The domain decides, the store records: every write is a typed
+value the domain computed (the step, its events, what a failure does to its token) and every
+read a typed query. Every method that changes state does so in one transaction, together with
+the events it reports, so a crash between two calls never leaves half a change behind.
+Callers pass ``now`` explicitly: the store never reads the clock, which keeps virtual-clock
+simulations and tests exact.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from datetime import date, datetime, timedelta
-from typing import Any, Protocol
+from typing import Protocol, overload
 
 from aisd.billing import BilledImport, TokenLife
-from aisd.kontomatik._models import CommandFailure, ImportResult, ModelScore
+from aisd.kontomatik._models import ImportResult, ModelScore
 from aisd.phases import Budget
 from aisd.store._data_records import FeedPage, ForgetOutcome
 from aisd.store._health import StorageHealth
-from aisd.store._ops_records import OpsCounts, WebhookBacklog, WebhookCursor
+from aisd.store._ops_records import WebhookCursor
 from aisd.store._records import (
     AccessKind,
     Claim,
     ConsentIn,
-    EventRecord,
     ImportJob,
-    ImportKind,
     ImportRecord,
-    ImportState,
     LedgerEntry,
     MergeStats,
+    NewEvent,
     QuotaAnswer,
     QuotaRule,
     StepWrite,
-    StoredTransaction,
     SubmitOutcome,
     TickOutcome,
     TickPlanner,
-    TokenOutcome,
     TokenRecord,
     TokenState,
+)
+from aisd.store._requests import (
+    EventPage,
+    Fail,
+    ImportQuery,
+    Lease,
+    LeaseEnd,
+    LeaseRenew,
+    LeaseStart,
+    LeaseWrite,
+    LifecycleDue,
+    LifecycleWrite,
+    OwnerView,
+    PurgeOutcome,
+    ReplayBatch,
+    StoreStatus,
+    Succeed,
+    WebhookWrite,
 )
 
 
@@ -49,15 +66,11 @@ class IntakeStore(Protocol):
     # Whether writes succeed, as the last one found out (daemon.status's "storage").
     health: StorageHealth
 
-    # -- lifecycle -----------------------------------------------------------------------------
-
     async def close(self) -> None:
         """Close the connection(s); pending writes are committed or rolled back first."""
 
     async def ping(self) -> None:
         """Prove the database answers (a trivial read); raises if it does not."""
-
-    # -- intake --------------------------------------------------------------------------------
 
     async def submit_consent(
         self, consent: ConsentIn, *, now: datetime, since: date, expires_at: datetime
@@ -75,27 +88,21 @@ class IntakeStore(Protocol):
 
 
 class PipelineStore(Protocol):
-    """What the import pipeline needs: leases, claims, the budget, fenced steps."""
+    """The import pipeline's steps: leases, claims, the ledger and the budget, fenced steps."""
 
-    # -- claims and the import pipeline's fenced steps ----------------------------------------
+    @overload
+    async def lease(self, write: LeaseStart, *, now: datetime) -> Lease: ...
 
-    async def register_claimer(
-        self, *, now: datetime, ttl_seconds: float | None, sole: bool, max_running: int
-    ) -> str:
-        """Start a lease (``now + ttl_seconds``; None: until released or ended by a sole
-        claimer) for a new claimer and return its id; ensure ``max_running`` slot rows and make
-        it the budget's ceiling. With ``sole`` (one host holding the instance lock) every other
-        lease ends at once, so what a killed predecessor held is adopted by the next
-        :meth:`claim_work`."""
-        ...
+    @overload
+    async def lease(self, write: LeaseRenew, *, now: datetime) -> bool: ...
 
-    async def renew_claimer(self, claimer: str, *, now: datetime, ttl_seconds: float) -> bool:
-        """Extend the lease; False when it was ended or forgotten (never renewed then)."""
-        ...
+    @overload
+    async def lease(self, write: LeaseEnd, *, now: datetime) -> None: ...
 
-    async def release_claimer(self, claimer: str, *, now: datetime) -> None:
-        """End the lease: queued imports it claimed free their slots; in-flight ones keep them
-        and are adopted by the next claimer."""
+    async def lease(self, write: LeaseWrite, *, now: datetime) -> Lease | bool | None:
+        """Start, renew or end a claimer's lease. A start returns the new lease with the
+        shared budget as it found it; a renewal returns False when the lease was ended or
+        forgotten meanwhile (it is never renewed then); an end returns None."""
         ...
 
     async def claim_work(self, claimer: str, *, now: datetime) -> list[ImportJob]:
@@ -110,36 +117,32 @@ class PipelineStore(Protocol):
         """Every import not ended yet (queued or in flight), oldest first."""
         ...
 
-    async def budget(self) -> tuple[Budget, int]:
-        """The shared running-commands budget and the slots held now."""
-        ...
-
     async def begin_access(
         self,
-        claim: Claim,
+        claim: Claim | None,
         kind: AccessKind,
         *,
         now: datetime,
         token_id: str | None,
         session_id: str | None = None,
         quota: QuotaRule | None = None,
+        event: NewEvent | None = None,
     ) -> int | QuotaAnswer:
-        """Write the ledger row of a Reuse or Default Import of a claimed import *before* it is
-        sent, and move the import by the step table (``reusing``; ``starting``, with
-        ``import.started`` the first time), fenced on the claim. With ``quota`` this is the quota
-        section: in the same transaction, holding what the token reaches, the ledger is read and
-        ``quota`` decides; a refusal is returned and nothing is written. Returns the ledger id.
+        """Write the ledger row of an upstream access *before* it is sent; returns its id.
+
+        For a claimed import (a Reuse or a Default Import) the import moves by the step table
+        (``reusing``; ``starting``), fenced on the claim, with ``event`` (``import.started`` for
+        its first Default Import). With ``quota`` this is the quota section: in the same
+        transaction, holding what the token reaches, the ledger is read and ``quota`` decides;
+        a refusal is returned and nothing is written. Without a claim it is an access outside
+        imports (a Revoke).
 
         Raises:
             LeaseLost: the claim is lost or the import moved meanwhile; nothing was written.
         """
         ...
 
-    async def record_access(self, kind: AccessKind, *, now: datetime, token_id: str | None) -> int:
-        """A ledger row for an access outside imports (Revoke), committed before it is sent."""
-        ...
-
-    async def record_access_outcome(
+    async def end_access(
         self,
         access_id: int,
         *,
@@ -153,159 +156,34 @@ class PipelineStore(Protocol):
         accepted Default Import. Returns the budget afterwards."""
         ...
 
-    async def advance(self, claim: Claim, write: StepWrite, *, now: datetime) -> list[ImportJob]:
-        """Record one step of a claimed import (session, command, poll, wait, requeue, its
-        command's end upstream, letting it go), fenced on the claim and on the phases the step
-        table allows. A requeue lets the claim and the slot go; letting go keeps an in-flight
-        import's slot for whoever claims it next. The end upstream frees the slot while the
-        result is stored and, in the same transaction, claims the next work for the same
-        claimer (as :meth:`claim_work`): those jobs are returned (none for other steps).
+    @overload
+    async def advance(self, claim: Claim, write: Succeed, *, now: datetime) -> MergeStats: ...
+
+    @overload
+    async def advance(
+        self, claim: Claim, write: StepWrite | Fail, *, now: datetime
+    ) -> list[ImportJob]: ...
+
+    async def advance(
+        self, claim: Claim, write: StepWrite | Succeed | Fail, *, now: datetime
+    ) -> list[ImportJob] | MergeStats:
+        """Record one step of a claimed import, fenced on the claim and on the phases the step
+        table allows: a :class:`StepWrite` (session, command, poll, wait, requeue, its
+        command's end upstream, letting it go), its result (:class:`Succeed`, returning what
+        the merge changed) or its failure (:class:`Fail`). A requeue lets the claim and the
+        slot go; letting go keeps an in-flight import's slot for whoever claims it next. The
+        end upstream frees the slot while the result is stored and, in the same transaction,
+        claims the next work for the same claimer (as :meth:`claim_work`): those jobs are
+        returned (none for other steps).
 
         Raises:
             LeaseLost: the write changed no row.
         """
         ...
 
-    async def finish_success(
-        self,
-        claim: Claim,
-        result: ImportResult,
-        *,
-        now: datetime,
-        raw_reply: bytes | None,
-        coverage_start: date,
-        polls: int,
-    ) -> MergeStats:
-        """In one transaction, fenced on the claim: owners' and accounts' latest details, the
-        merge of the result's transactions into the merged view (``coverage_start`` is where
-        this import's truth begins), the compressed raw reply, the import's end
-        (``successful``, its slot freed), the token's last import time and its accounts, and the
-        event ``import.succeeded``."""
-        ...
-
-    async def finish_failure(
-        self,
-        claim: Claim,
-        failure: CommandFailure,
-        *,
-        now: datetime,
-        polls: int | None = None,
-        token: TokenOutcome | None = None,
-    ) -> None:
-        """End a claimed import as ``failed`` with the exception kept verbatim (event
-        ``import.failed``, slot freed). An import of a token adds to its failure streak and has
-        it re-planned; ``token`` says what else the failure does to it: ``reauth_required``
-        (and ``token.reauth_required`` once), or ``deferred_until`` after an upstream quota
-        refusal (and ``quota.deferred``)."""
-        ...
-
-    async def refuse_foreign_owner(
-        self,
-        claim: Claim,
-        owner_echo: str | None,
-        *,
-        raw_reply: bytes | None,
-        now: datetime,
-        polls: int,
-    ) -> bool:
-        """Check a successful result's echoed owner before it is merged. When it names another
-        owner than the consent's (:func:`aisd.merge.owner_mismatch`), in one transaction: the
-        import fails as ``OwnerMismatch`` (``import.failed``), the raw reply is kept as refused,
-        and the token's refreshes pause (``token.refresh_paused``); returns True. Otherwise
-        nothing is written; returns False."""
-        ...
-
-    async def refuse_reuse_reply(
-        self, claim: Claim, failure: CommandFailure, *, raw_reply: bytes, now: datetime
-    ) -> None:
-        """A Reuse Multiple Access answered with a reply of unknown shape: the import fails
-        with ``failure``, the reply is kept as refused, and the token's refreshes pause
-        (``token.refresh_paused``) instead of spending more accesses on the same answer."""
-        ...
-
-
-class ReadStore(Protocol):
-    """Reads for the socket, raw replies and replay."""
-
-    # -- reads for the socket ------------------------------------------------------------------
-
-    async def get_import(self, import_id: str) -> ImportRecord | None:
-        """One import, or None."""
-        ...
-
-    async def list_imports(
-        self,
-        *,
-        owner_external_id: str | None = None,
-        token_id: str | None = None,
-        state: ImportState | None = None,
-        kind: ImportKind | None = None,
-        limit: int = 100,
-    ) -> list[ImportRecord]:
-        """Imports newest first, filtered."""
-        ...
-
-    async def owner_exists(self, owner_external_id: str) -> bool:
-        """Whether any consent of this owner is stored."""
-        ...
-
-    async def owner_details(self, owner_external_id: str) -> list[dict[str, str | None]]:
-        """The owners list of the newest successful import: name, kind, address and every
-        other field Kontomatik sent for each owner."""
-        ...
-
-    async def accounts(self, owner_external_id: str) -> list[dict[str, object]]:
-        """The owner's accounts with their latest details (iban, name, currencyName,
-        currencyBalance, currencyFundsAvailable, updatedAt)."""
-        ...
-
-    async def transactions(self, owner_external_id: str, iban: str) -> list[StoredTransaction]:
-        """The merged transactions of one account, newest first."""
-        ...
-
-    async def last_event_id(self) -> int:
-        """The newest event's id (0 for an empty feed)."""
-        ...
-
-    async def list_events(self, *, after: int, limit: int) -> list[EventRecord]:
-        """Events with ``id > after``, ascending."""
-        ...
-
-    async def counts(self) -> dict[str, dict[str, int]]:
-        """``{"tokens": {state: n}, "imports": {state: n}}`` for ``daemon.status``."""
-        ...
-
-    async def recent_activity(self, *, now: datetime) -> tuple[datetime | None, int]:
-        """For ``daemon.status``: the newest successful import's end (within 30 days) and the
-        number of imports that failed in the last hour."""
-        ...
-
-    async def replay_owners(self) -> list[str]:
-        """Owners with at least one kept raw reply."""
-        ...
-
-    async def raw_replies(self, owner_external_id: str) -> list[tuple[str, date, bytes]]:
-        """``(import_id, coverage_start, compressed_reply)`` of the owner's kept replies, in the
-        order their imports finished."""
-        ...
-
-    async def replay_result(
-        self, import_id: str, result: ImportResult, *, coverage_start: date
-    ) -> MergeStats:
-        """Merge ``result`` into the merged view as ``finish_success`` does, without touching the
-        import row, the token or the event feed (``aisd replay`` passes a rebuilt view with
-        ``coverage_start=date.min``)."""
-        ...
-
-    async def purge_raw_replies(self, *, older_than: datetime) -> int:
-        """Delete raw replies of imports finished before ``older_than``; returns how many."""
-        ...
-
 
 class PlannerStore(Protocol):
-    """Tokens and the planner: the tick's and the on-demand refresh's quota sections."""
-
-    # -- tokens and the planner ----------------------------------------------------------------
+    """Tokens and the planner: the quota sections, a token's life."""
 
     async def list_tokens(
         self,
@@ -330,9 +208,10 @@ class PlannerStore(Protocol):
         ...
 
     async def plan_tick(self, *, now: datetime, limit: int, planner: TickPlanner) -> TickOutcome:
-        """The tick's quota section, one transaction: the due tokens (as :meth:`due_tokens`)
-        and their ledger are read, ``planner`` decides, and every plan, queued refresh and
-        event it returns is written."""
+        """The tick's quota section, one transaction: the due tokens (active, no refresh open,
+        ``next_refresh_at`` passed, earliest first, at most ``limit``) and their ledger are
+        read, ``planner`` decides, and every plan, queued refresh and event it returns is
+        written."""
         ...
 
     async def queue_refresh(
@@ -349,26 +228,20 @@ class PlannerStore(Protocol):
         """
         ...
 
-    async def expire_tokens(self, *, now: datetime) -> list[str]:
-        """Active tokens whose ``expires_at`` has passed become ``expired`` (event
-        ``token.expired`` each; their queued refreshes fail); returns their ids."""
+    async def lifecycle_due(self, *, now: datetime) -> LifecycleDue:
+        """Active tokens past their end, and those whose next expiry warning has passed."""
         ...
 
-    async def warnings_due(self, *, now: datetime, days: Sequence[int]) -> list[TokenRecord]:
-        """Active tokens with a ``token.expiring`` threshold (``expires_at - d days <= now``)
-        not raised yet."""
-        ...
+    async def record_lifecycle(
+        self, writes: Sequence[LifecycleWrite], *, now: datetime
+    ) -> list[bool]:
+        """Record a token's end, a raised expiry warning or the warning schedule, all in one
+        transaction; per write, whether it changed anything (an end or a warning of a token no
+        longer active changes nothing). A token's end leaves imports past the queue to finish.
 
-    async def record_warning(self, token_id: str, day: int, *, now: datetime) -> None:
-        """Raise ``token.expiring`` for threshold ``day`` (once: a repeat does nothing)."""
-        ...
-
-    async def end_token(
-        self, token_id: str, state: TokenState, *, now: datetime, reason: str
-    ) -> bool:
-        """Move an active token to a final state (``revoked`` here; ``reauth_required`` and
-        ``expired`` have their own paths): queued refreshes fail, event ``token.<state>`` with
-        the reason. Returns False when it was not active (idempotent)."""
+        Raises:
+            NotFoundError: a token is unknown.
+        """
         ...
 
     async def multiple_access_id(self, token_id: str) -> str | None:
@@ -376,13 +249,20 @@ class PlannerStore(Protocol):
         ...
 
 
-class DataStore(Protocol):
-    """Data out and privacy: change feed, billing, erasure, retention, analytics."""
+class ReadStore(Protocol):
+    """Reads for the socket, status and metrics, and replay."""
 
-    # -- data out: change feed, billing, erasure, retention ------------------------------------
+    async def imports(self, query: ImportQuery) -> list[ImportRecord]:
+        """Imports newest first as ``query`` filters them (one import by its id: with the
+        echo of its token's earlier imports)."""
+        ...
 
-    async def feed_head(self) -> int:
-        """The newest value of the change sequence (0 when nothing was ever written)."""
+    async def owner(self, owner_external_id: str) -> OwnerView | None:
+        """What is kept about an owner, or None when no consent of theirs is stored."""
+        ...
+
+    async def events(self, *, after: int, limit: int) -> EventPage:
+        """Events with ``id > after``, ascending, at most ``limit``, and the feed's head."""
         ...
 
     async def feed_changes(
@@ -391,10 +271,40 @@ class DataStore(Protocol):
         """Merged-transaction changes with a sequence value above ``after``, at most ``limit``
         of them, folded per row (added then modified is added with the latest values; added
         then removed is nothing). The page's ``last_seq`` is the ``after`` of the next call:
-        across pages no change is skipped or repeated. With ``owner_external_id`` only that
-        owner's changes count (a sequence position then belongs to that filter); an unknown
-        owner raises ``LookupError``."""
+        across pages no change is skipped or repeated; its ``head`` is the newest sequence
+        value. With ``owner_external_id`` only that owner's changes count (a sequence position
+        then belongs to that filter); an unknown owner raises ``LookupError``."""
         ...
+
+    async def status(
+        self,
+        *,
+        now: datetime,
+        expiring_within: timedelta | None = None,
+        stale_after: timedelta | None = None,
+    ) -> StoreStatus:
+        """The counts of ``daemon.status`` and /metrics: tokens and imports by state, recent
+        activity, open imports by kind and state, and, when asked for (/metrics), active
+        tokens expiring before ``now + expiring_within`` and those without an import since
+        ``now - stale_after``."""
+        ...
+
+    async def raw_replies(self, *, after_owner: str | None) -> ReplayBatch | None:
+        """The kept raw replies of the first owner (by id) after ``after_owner`` that has any
+        (None: from the first), or None when no owner is left."""
+        ...
+
+    async def replay_result(
+        self, import_id: str, result: ImportResult, *, coverage_start: date
+    ) -> MergeStats:
+        """Merge ``result`` into the merged view as a success does, without touching the
+        import row, the token or the event feed (``aisd replay`` passes a rebuilt view with
+        ``coverage_start=date.min``)."""
+        ...
+
+
+class PrivacyStore(Protocol):
+    """Data out and operations: billing, erasure, retention, analytics, webhook cursors."""
 
     async def billing_inputs(
         self, *, start: datetime | None = None, end: datetime | None = None
@@ -415,12 +325,13 @@ class DataStore(Protocol):
         nothing) while a token of the owner is active or an import is queued or running."""
         ...
 
-    async def purge_transactions(self, *, before: date) -> int:
-        """Delete merged transactions dated (``transactionOn``) before ``before``; returns how
-        many (retention: no tombstones, downstream copies follow their own retention)."""
+    async def purge(
+        self, *, transactions_before: date | None, raw_before: datetime | None
+    ) -> PurgeOutcome:
+        """Retention: delete merged transactions dated (``transactionOn``) before
+        ``transactions_before`` (no tombstones: downstream copies follow their own retention)
+        and raw replies of imports finished before ``raw_before``; None keeps them."""
         ...
-
-    # -- analytics -------------------------------------------------------------------------------
 
     async def save_owner_scores(
         self,
@@ -433,93 +344,26 @@ class DataStore(Protocol):
         """Keep the owner's latest score per model (``AISD_ANALYTICS=scores``)."""
         ...
 
-    async def owner_scores(self, owner_external_id: str) -> list[ModelScore]:
-        """The owner's kept scores, by model id."""
+    async def webhook_cursors(
+        self,
+        urls: Sequence[str],
+        *,
+        backlog: bool = False,
+        types: Collection[str] | None = None,
+    ) -> list[WebhookCursor]:
+        """The delivery state of the registered endpoints among ``urls``, in that order; with
+        ``backlog``, how many events after each cursor (of ``types``, or of any type) are
+        waiting and when the oldest of them was appended."""
         ...
 
-    # -- the data side: cards, owner ids, refused replies ----------------------------------------
-
-    async def credit_cards(self, owner_external_id: str) -> list[dict[str, object]]:
-        """The owner's credit cards with their latest details (cardId, name, number, iban,
-        currencyName, currencyBalance, currencyFundsAvailable, limit, interest, dueDate, owner,
-        owners, partialDueToTimeout, updatedAt, and ``key``: what identifies it)."""
-        ...
-
-    async def card_transactions(self, owner_external_id: str, key: str) -> list[StoredTransaction]:
-        """The merged transactions of one credit card (by its ``key``), newest first."""
-        ...
-
-    async def account_owners(self, owner_external_id: str) -> dict[str, list[Any]]:
-        """Every owner block of each account of the owner, by IBAN."""
-        ...
-
-    async def kontomatik_owner_id(self, import_id: str) -> str | None:
-        """The ``ownerExternalId`` Kontomatik echoed for an import (None when it echoed none)."""
-        ...
-
-    async def refused_reply(self, import_id: str) -> tuple[str, bytes] | None:
-        """``(reason, gzip-compressed reply)`` of an import whose reply was refused."""
-        ...
-
-
-class OpsStore(Protocol):
-    """Operations: webhook cursors, metric counts."""
-
-    # -- operations: webhook cursors, metric counts ----------------------------------------------
-
-    async def webhook_register(self, urls: Sequence[str], *, now: datetime) -> None:
-        """Give each endpoint not seen before a cursor at the feed's current end (a new
-        endpoint is not flooded with the history; a known one keeps its cursor)."""
-        ...
-
-    async def webhook_cursors(self, urls: Sequence[str]) -> list[WebhookCursor]:
-        """The delivery state of the registered endpoints among ``urls``, in that order."""
-        ...
-
-    async def webhook_advance(
-        self, url: str, *, expected: int, cursor: int, now: datetime | None
-    ) -> bool:
-        """Move an endpoint's cursor from ``expected`` to ``cursor`` and clear its retry state;
-        ``now`` (a 2xx answer) becomes its last success, None when events were only passed
-        over. False, changing nothing, when the cursor is no longer at ``expected`` (a
+    async def webhook_write(self, write: WebhookWrite, *, now: datetime) -> bool:
+        """Register endpoints, move a cursor on, record a failed attempt or rewind cursors.
+        False, changing nothing, when a cursor is no longer where the write expected it (a
         redelivery moved it)."""
         ...
 
-    async def webhook_failed(
-        self,
-        url: str,
-        *,
-        expected: int,
-        attempts: int,
-        next_attempt_at: datetime,
-        error: str,
-        now: datetime,
-    ) -> bool:
-        """Record a failed attempt at the event after cursor ``expected``; False, changing
-        nothing, when the cursor moved meanwhile."""
-        ...
 
-    async def webhook_rewind(self, urls: Sequence[str], *, cursor: int) -> None:
-        """Move the endpoints' cursors back to ``cursor`` (never forward) and clear their retry
-        state: the events after it are delivered again."""
-        ...
-
-    async def webhook_backlog(
-        self, cursor: int, *, types: Collection[str] | None
-    ) -> WebhookBacklog:
-        """How many events after ``cursor`` (of ``types``, or of any type) are waiting, and
-        when the oldest of them was appended."""
-        ...
-
-    async def ops_counts(
-        self, *, now: datetime, expiring_within: timedelta, stale_after: timedelta
-    ) -> OpsCounts:
-        """For /metrics: open imports by kind and state, active tokens expiring before
-        ``now + expiring_within`` and those without an import since ``now - stale_after``."""
-        ...
-
-
-class Store(IntakeStore, PipelineStore, ReadStore, PlannerStore, DataStore, OpsStore, Protocol):
+class Store(IntakeStore, PipelineStore, PlannerStore, ReadStore, PrivacyStore, Protocol):
     """Durable state of the daemon, grouped by purpose. All methods are safe to call
     concurrently from many tasks; every guarantee (claims, fencing, the slot budget, the quota,
     uniqueness, feed order) is kept by the backend's transactions, not by the caller."""

@@ -1,4 +1,4 @@
-"""Values of the operations side of the store: webhook cursors and the counts /metrics reads."""
+"""Values of the operations side of the store: webhook cursors and their backlog."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ class WebhookCursor:
         last_success_at: the last 2xx answer.
         last_error: what the last failed attempt got (status or transport error).
         last_error_at: when.
+        backlog: the events it still has to receive, when asked for.
     """
 
     url: str
@@ -27,6 +28,7 @@ class WebhookCursor:
     last_success_at: datetime | None
     last_error: str | None
     last_error_at: datetime | None
+    backlog: WebhookBacklog | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,18 +37,3 @@ class WebhookBacklog:
 
     events: int
     oldest_at: datetime | None
-
-
-@dataclass(frozen=True, slots=True)
-class OpsCounts:
-    """Counts /metrics reads at each scrape, each served by an index.
-
-    Attributes:
-        open_imports: ``{(kind, state): n}`` of queued and running imports.
-        tokens_expiring: active tokens whose access ends within the window asked for.
-        tokens_stale: active tokens without a successful import within the age asked for.
-    """
-
-    open_imports: dict[tuple[str, str], int]
-    tokens_expiring: int
-    tokens_stale: int

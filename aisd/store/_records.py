@@ -153,15 +153,6 @@ class StepWrite:
 
 
 @dataclass(frozen=True, slots=True)
-class TokenOutcome:
-    """What a failed import does to its token: upstream declared it dead (``reauth_required``)
-    or refused the Reuse on the account's limit (``deferred_until``)."""
-
-    reauth_required: bool = False
-    deferred_until: datetime | None = None
-
-
-@dataclass(frozen=True, slots=True)
 class QuotaView:
     """What the quota rule sees in the quota section, read under the section's lock: the
     token (None when unknown), the Reuse ledger of every token sharing an account with it, and
@@ -221,6 +212,10 @@ class ImportRecord:
     transactions: int | None
     error: ImportError_ | None
     since: date
+    # The ``ownerExternalId`` Kontomatik echoed for it (None when it echoed none), and, read
+    # for one import only, the newest echo of an earlier successful import of its token.
+    owner_echo: str | None = None
+    token_echo: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

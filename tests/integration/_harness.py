@@ -20,6 +20,7 @@ from aisd.settings import Settings
 from aisd.store import ConsentIn, ImportState, SqliteStore
 from aisd.store.postgresql import PostgresStore
 from aisd.wiring import Core, open_core
+from tests import store_calls as sc
 
 FINAL = (ImportState.SUCCESSFUL, ImportState.FAILED)
 FAST = PipelineConfig(
@@ -113,7 +114,7 @@ async def run_until_done(env: Env, pipeline: Pipeline, ids: list[str], limit: fl
         await tg.start(pipeline.run)
         with anyio.fail_after(limit):
             while True:
-                records = [await env.store.get_import(i) for i in ids]
+                records = [await sc.get_import(env.store, i) for i in ids]
                 if all(
                     r and r.state in (ImportState.SUCCESSFUL, ImportState.FAILED) for r in records
                 ):

@@ -14,6 +14,7 @@ from aisd.refresh import Refresher, RevokeFailed
 from aisd.rpc import Handler, Params, Peer
 from aisd.rpc.methods_data import data_methods
 from aisd.store import ConsentIn, SqliteStore, TokenState
+from tests import store_calls as sc
 from tests.integration.steps_helpers import succeed
 
 PEER = Peer(pid=1, uid=0, gid=0, groups=frozenset())
@@ -134,8 +135,8 @@ class StubRefresher:
         if self.fail:
             raise RevokeFailed("UpstreamDown")
         self.revoked.append(token_id)
-        await self.store.end_token(
-            token_id, TokenState.REVOKED, now=self.clock.now(), reason=reason
+        await sc.end_token(
+            self.store, token_id, TokenState.REVOKED, now=self.clock.now(), reason=reason
         )
         return TokenState.REVOKED
 

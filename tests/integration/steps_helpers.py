@@ -8,12 +8,13 @@ from datetime import UTC, date, datetime
 from aisd.kontomatik import ImportResult
 from aisd.phases import Step
 from aisd.store import AccessKind, Claim, ImportJob, ImportPhase, SqliteStore, StepWrite
+from tests import store_calls as sc
 
 
 async def claim(store: SqliteStore, import_id: str, *, now: datetime | None = None) -> ImportJob:
     """Claim ``import_id`` under a claimer of its own (other imports claimed with it are let go)."""
     now = now or datetime.now(UTC)
-    claimer = await store.register_claimer(now=now, ttl_seconds=3600, sole=False, max_running=8)
+    claimer = await sc.register_claimer(store, now=now, ttl_seconds=3600, sole=False, max_running=8)
     jobs = await store.claim_work(claimer, now=now)
     for other in jobs:
         if other.import_id != import_id and other.claim is not None:
@@ -24,7 +25,7 @@ async def claim(store: SqliteStore, import_id: str, *, now: datetime | None = No
 
 async def stop(store: SqliteStore, job_claim: Claim, *, now: datetime | None = None) -> None:
     """The claimer stops (as a killed one's lease ends): the import stays as recorded."""
-    await store.release_claimer(job_claim.claimer, now=now or datetime.now(UTC))
+    await sc.release_claimer(store, job_claim.claimer, now=now or datetime.now(UTC))
 
 
 def claim_of(job: ImportJob) -> Claim:
@@ -39,7 +40,8 @@ async def to_polling(
     """Claim an initial import, record its Default Import and its command: it polls now."""
     job = await claim(store, import_id, now=now)
     c = claim_of(job)
-    await store.begin_access(
+    await sc.begin_access(
+        store,
         c,
         AccessKind.DEFAULT_IMPORT,
         now=now,
@@ -63,8 +65,8 @@ async def succeed(
 ) -> None:
     """Drive an import (initial or refresh) to success at ``now``."""
     c = await to_polling(store, import_id, now=now)
-    await store.finish_success(
-        c, res, now=now, raw_reply=raw, coverage_start=coverage_start, polls=polls
+    await sc.finish_success(
+        store, c, res, now=now, raw_reply=raw, coverage_start=coverage_start, polls=polls
     )
     await stop(store, c, now=now)
 

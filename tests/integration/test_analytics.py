@@ -10,6 +10,7 @@ from aisd.analytics import Analytics
 from aisd.rpc import Params, Peer
 from aisd.rpc.methods import Services, core_methods
 from aisd.store import ImportState
+from tests import store_calls as sc
 from tests.integration._harness import Env, run_until_done
 
 pytestmark = pytest.mark.anyio
@@ -31,22 +32,24 @@ def services(env: Env) -> Services:
 async def test_scores_follow_a_successful_import_into_owner_data(env: Env) -> None:
     import_id = await env.submit("scored")
     await run_until_done(env, env.pipeline(), [import_id])
-    record = await env.store.get_import(import_id)
+    record = await sc.get_import(env.store, import_id)
     assert record is not None
     assert record.state == ImportState.SUCCESSFUL
     [event] = [
-        e for e in await env.store.list_events(after=0, limit=50) if e.type == "import.succeeded"
+        e
+        for e in await sc.list_events(env.store, after=0, limit=50)
+        if e.type == "import.succeeded"
     ]
     analytics = Analytics(env.store, env.client, env.clock, frozenset({"scores"}))
     async with anyio.create_task_group() as tg:
         await tg.start(analytics.run)
         analytics.observe(event)
         for _ in range(500):
-            if await env.store.owner_scores("scored"):
+            if await sc.owner_scores(env.store, "scored"):
                 break
             await anyio.sleep(0.02)
         tg.cancel_scope.cancel()
-    [score] = await env.store.owner_scores("scored")
+    [score] = await sc.owner_scores(env.store, "scored")
     assert score.model_id == "common-2023-03-07"
     assert score.score is not None
     assert 0.0 <= score.score <= 1.0
@@ -58,13 +61,13 @@ async def test_scores_follow_a_successful_import_into_owner_data(env: Env) -> No
     assert data["analytics"]["scores"][0]["modelId"] == "common-2023-03-07"
     assert data["analytics"]["scores"][0]["tier"] == score.tier
     await env.store.forget_owner("scored", now=env.clock.now())
-    assert await env.store.owner_scores("scored") == []
+    assert await sc.owner_scores(env.store, "scored") == []
 
 
 async def test_analytics_are_off_by_default_and_ignore_other_events(env: Env) -> None:
     import_id = await env.submit("unscored")
     await run_until_done(env, env.pipeline(), [import_id])
-    events = await env.store.list_events(after=0, limit=50)
+    events = await sc.list_events(env.store, after=0, limit=50)
     analytics = Analytics(env.store, env.client, env.clock, frozenset())
     for event in events:
         analytics.observe(event)
@@ -77,7 +80,7 @@ async def test_analytics_are_off_by_default_and_ignore_other_events(env: Env) ->
         await tg.start(on.run)
         await anyio.sleep(0.2)
         tg.cancel_scope.cancel()
-    assert await env.store.owner_scores("unscored") == []
+    assert await sc.owner_scores(env.store, "unscored") == []
     data = await core_methods(services(env))["owner.data"](
         Params({"ownerExternalId": "unscored"}), PEER
     )

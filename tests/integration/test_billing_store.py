@@ -11,6 +11,7 @@ import pytest
 
 from aisd.rpc import RpcError
 from aisd.store import SqliteStore, TokenState
+from tests import store_calls as sc
 from tests.integration.backends import BACKENDS, open_backend
 from tests.integration.data_helpers import (
     FixedClock,
@@ -53,7 +54,7 @@ async def build(store: SqliteStore) -> tuple[str, str]:
     await refresh_import(store, a, ONE, now=at(2, 10))
     await refresh_import(store, a, ONE, now=at(3, 5))
     await refresh_import(store, b, ONE, now=at(3, 20))
-    assert await store.end_token(b, TokenState.REVOKED, now=at(4, 1, 12), reason="test")
+    assert await sc.end_token(store, b, TokenState.REVOKED, now=at(4, 1, 12), reason="test")
     return a, b
 
 

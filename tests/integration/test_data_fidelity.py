@@ -21,6 +21,7 @@ from aisd.sandbox import DEFAULT_API_KEY, SandboxApp
 from aisd.settings import Settings
 from aisd.store import ImportState
 from aisd.store.postgresql import PostgresStore
+from tests import store_calls as sc
 from tests.integration._harness import Env, make_env, run_until_done
 from tests.integration.backends import BACKENDS
 
@@ -79,16 +80,18 @@ async def test_one_unreadable_transaction_is_quarantined_counted_and_logged_by_p
         import_id = await broken.submit("quinn", accounts=1)
         with capture_logs() as logs:
             await run_until_done(broken, broken.pipeline(), [import_id])
-    record = await env.store.get_import(import_id)
+    record = await sc.get_import(env.store, import_id)
     assert record is not None
     assert record.state == ImportState.SUCCESSFUL
     [served] = env.sandbox.stats.served
     [account] = served.result.accounts
-    stored = await env.store.transactions("quinn", account.iban)
+    stored = await sc.transactions(env.store, "quinn", account.iban)
     # The rest is imported: everything but the newest row, whose amount was unreadable.
     assert len(stored) == len(account.transactions) - 1
     [succeeded] = [
-        e for e in await env.store.list_events(after=0, limit=100) if e.type == "import.succeeded"
+        e
+        for e in await sc.list_events(env.store, after=0, limit=100)
+        if e.type == "import.succeeded"
     ]
     assert succeeded.data["skipped"] == 1
     [skipped] = [line for line in logs if line["event"] == "import.element_skipped"]
@@ -96,7 +99,7 @@ async def test_one_unreadable_transaction_is_quarantined_counted_and_logged_by_p
     assert "decimal" in skipped["reason"]
     assert not any(BAD_AMOUNT.decode() in repr(line) for line in logs)
     # The element is kept in the raw reply, for a replay by a better parser.
-    [(_, _, raw)] = await env.store.raw_replies("quinn")
+    [(_, _, raw)] = await sc.raw_replies(env.store, "quinn")
     assert BAD_AMOUNT in gzip.decompress(raw)
 
 
@@ -111,7 +114,7 @@ async def test_an_unknown_command_state_is_polled_for_a_bounded_time_then_named(
     async for odd in _client(env, hatching):
         import_id = await odd.submit("ursula", accounts=1)
         await run_until_done(odd, odd.pipeline(), [import_id])
-    record = await env.store.get_import(import_id)
+    record = await sc.get_import(env.store, import_id)
     assert record is not None
     assert record.state == ImportState.FAILED
     assert record.error is not None
@@ -137,13 +140,13 @@ async def test_cards_are_merged_across_imports_by_card_id(env: Env) -> None:
     env.sandbox.config = replace(env.sandbox.config, cards_per_owner=1)
     first = await env.submit("cara", accounts=1)
     await run_until_done(env, env.pipeline(), [first])
-    [card] = await env.store.credit_cards("cara")
-    before = {t.id: t for t in await env.store.card_transactions("cara", str(card["key"]))}
+    [card] = await sc.credit_cards(env.store, "cara")
+    before = {t.id: t for t in await sc.card_transactions(env.store, "cara", str(card["key"]))}
     # The same card again (a new consent, overlapping history): nothing doubles.
     second = await env.submit("cara", accounts=1)
     await run_until_done(env, env.pipeline(), [second])
-    [again] = await env.store.credit_cards("cara")
-    after = {t.id: t for t in await env.store.card_transactions("cara", str(again["key"]))}
+    [again] = await sc.credit_cards(env.store, "cara")
+    after = {t.id: t for t in await sc.card_transactions(env.store, "cara", str(again["key"]))}
     assert again["cardId"] == card["cardId"]
     assert set(before) <= set(after)
     served = env.sandbox.stats.served[-1].result.credit_cards[0]
@@ -154,20 +157,20 @@ async def test_a_result_echoed_for_another_owner_is_refused_and_kept_apart(env: 
     env.sandbox.config = replace(env.sandbox.config, owner_echo_by_owner={"ann": "bob"})
     import_id = await env.submit("ann", multiple=True, accounts=1)
     await run_until_done(env, env.pipeline(), [import_id])
-    record = await env.store.get_import(import_id)
+    record = await sc.get_import(env.store, import_id)
     assert record is not None
     assert record.error is not None
     assert record.error.name == "OwnerMismatch"
-    assert await env.store.accounts("ann") == []
-    assert await env.store.owner_details("ann") == []
-    assert await env.store.kontomatik_owner_id(import_id) == "bob"
-    refused = await env.store.refused_reply(import_id)
+    assert await sc.accounts(env.store, "ann") == []
+    assert await sc.owner_details(env.store, "ann") == []
+    assert await sc.kontomatik_owner_id(env.store, import_id) == "bob"
+    refused = await sc.refused_reply(env.store, import_id)
     assert refused is not None
     reason, reply = refused
     assert reason == "OwnerMismatch"
     assert b"<accounts>" in gzip.decompress(reply)
     # Kept for inspection, never for replay.
-    assert await env.store.replay_owners() == []
+    assert await sc.replay_owners(env.store) == []
 
 
 async def test_an_unexpected_reuse_reply_is_kept_and_the_token_paused(env: Env) -> None:
@@ -180,13 +183,13 @@ async def test_an_unexpected_reuse_reply_is_kept_and_the_token_paused(env: Env) 
     )
     assert isinstance(refresh, str)
     await run_until_done(env, env.pipeline(), [refresh])
-    record = await env.store.get_import(refresh)
+    record = await sc.get_import(env.store, refresh)
     assert record is not None
     assert record.error is not None
     assert record.error.name == "UnexpectedReply"
-    refused = await env.store.refused_reply(refresh)
+    refused = await sc.refused_reply(env.store, refresh)
     assert refused is not None
     assert b"<surprise>" in gzip.decompress(refused[1])
     [paused] = await env.store.list_tokens(owner_external_id="gus")
     assert (paused.next_refresh_at, paused.plan_reason) == (None, "refresh_paused")
-    assert await env.store.due_tokens(now=env.clock.now() + timedelta(days=30), limit=10) == []
+    assert await sc.due_tokens(env.store, now=env.clock.now() + timedelta(days=30), limit=10) == []

@@ -24,6 +24,7 @@ from aisd.refresh import Refresher, RefreshRefused
 from aisd.sandbox import Sandbox, SandboxConfig
 from aisd.settings import Settings
 from aisd.store import ImportKind, ImportState
+from tests import store_calls as sc
 from tests.integration._harness import FAST, Env, ManualClock, make_env
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
@@ -90,7 +91,7 @@ async def unfinished(env: Env) -> list[str]:
     return [
         i.import_id
         for state in (ImportState.QUEUED, ImportState.RUNNING)
-        for i in await env.store.list_imports(state=state, limit=1000)
+        for i in await sc.list_imports(env.store, state=state, limit=1000)
     ]
 
 
@@ -152,7 +153,7 @@ async def test_every_import_ends_and_no_rule_is_broken_under_upstream_faults(
                 await settle(env)
             tg.cancel_scope.cancel()
 
-    imports = await env.store.list_imports(limit=1000)
+    imports = await sc.list_imports(env.store, limit=1000)
     assert {i.import_id for i in imports} >= set(initial)
     refreshes = [i for i in imports if i.kind == ImportKind.REFRESH]
     assert len(refreshes) >= 10, "the campaign ran too few refreshes to mean anything"
@@ -161,7 +162,7 @@ async def test_every_import_ends_and_no_rule_is_broken_under_upstream_faults(
     assert not stuck, [
         (j.phase, j.not_before, j.attempts, env.clock.now())
         for j in (await env.store.open_jobs())[:9]
-    ] + [await env.store.get_import(i) for i in stuck]
+    ] + [await sc.get_import(env.store, i) for i in stuck]
     failures = {i.error.name for i in imports if i.error is not None}
     assert failures <= EXPECTED_FAILURES, failures
     assert all(i.error is not None for i in imports if i.state == ImportState.FAILED)

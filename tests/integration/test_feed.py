@@ -18,6 +18,7 @@ from aisd.rpc.methods_data import decode_cursor, encode_cursor
 from aisd.store import SqliteStore
 from aisd.store.sqlite import LATEST_VERSION, migrate
 from aisd.store.sqlite._feed import fold
+from tests import store_calls as sc
 from tests.integration.backends import BACKENDS, open_backend
 from tests.integration.data_helpers import (
     FixedClock,
@@ -217,7 +218,7 @@ async def test_paging_never_skips_or_repeats(store: SqliteStore, limit: int) -> 
             replica[item["transactionId"]] = item
         for item in page["removed"]:
             replica.pop(item["transactionId"], None)
-    live = await store.transactions("owner-a", IBAN_A)
+    live = await sc.transactions(store, "owner-a", IBAN_A)
     assert sorted(replica) == sorted(str(t.id) for t in live)
     assert {r["title"]: r["status"] for r in replica.values()} == {
         "Biedronka zakupy": "DONE",

@@ -11,6 +11,7 @@ from structlog.testing import capture_logs
 
 from aisd.housekeeping import housekeep, raw_reply_cutoff, transaction_cutoff
 from aisd.store import SqliteStore, open_store
+from tests import store_calls as sc
 from tests.integration.data_helpers import FixedClock, call, consent_import, handlers, result, tx
 
 IBAN = "PL61109010140000071219812874"
@@ -44,7 +45,7 @@ async def test_housekeeping_purges_what_retention_says(store: SqliteStore) -> No
     with capture_logs() as logs:
         kept = await housekeep(store, now=T0, retention_days=None, raw_retention_days=0)
     assert (kept.transactions_purged, kept.raw_replies_purged) == (0, 0)
-    assert len(await store.transactions("owner-a", IBAN)) == 3
+    assert len(await sc.transactions(store, "owner-a", IBAN)) == 3
     assert [entry["event"] for entry in logs] == ["housekeeping.done"]
 
     with capture_logs() as logs:
@@ -54,14 +55,14 @@ async def test_housekeeping_purges_what_retention_says(store: SqliteStore) -> No
     # Today is 2026-05-21: 51 days back is 2026-03-31, the first date kept.
     assert report.transactions_before == date(2026, 3, 31)
     assert report.transactions_purged == 1
-    assert sorted(t.title for t in await store.transactions("owner-a", IBAN)) == [
+    assert sorted(t.title for t in await sc.transactions(store, "owner-a", IBAN)) == [
         "Graniczna",
         "Nowa",
     ]
     # The first import finished 20 days ago, the second 5 minutes ago.
     assert report.raw_replies_purged == 1
-    assert [reply for _, _, reply in await store.raw_replies("owner-b")] == [b"new reply"]
-    assert await store.replay_owners() == ["owner-b"]
+    assert [reply for _, _, reply in await sc.raw_replies(store, "owner-b")] == [b"new reply"]
+    assert await sc.replay_owners(store) == ["owner-b"]
     assert logs == [
         {
             "event": "housekeeping.done",

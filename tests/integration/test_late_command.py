@@ -31,6 +31,7 @@ from aisd.store import (
     Store,
 )
 from aisd.wiring import Core, open_core
+from tests import store_calls as sc
 
 pytestmark = pytest.mark.anyio
 
@@ -70,7 +71,7 @@ class Reach:
 
         @functools.wraps(target)
         async def call(*args: Any, **kwargs: Any) -> Any:
-            command = name == "advance" and args[1].step == Step.COMMAND
+            command = name == "advance" and getattr(args[1], "step", None) == Step.COMMAND
             if self._outage.on:
                 if command:
                     self._outage.command_refused.set()
@@ -135,7 +136,7 @@ class World:
 
     async def until_final(self, import_id: str) -> ImportRecord:
         while True:
-            record = await self.core.store.get_import(import_id)
+            record = await sc.get_import(self.core.store, import_id)
             assert record is not None
             if record.state in (ImportState.SUCCESSFUL, ImportState.FAILED):
                 return record

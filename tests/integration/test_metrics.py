@@ -17,6 +17,7 @@ from aisd.clock import SystemClock
 from aisd.metrics import Metrics, Runtime
 from aisd.metrics_server import serve_metrics
 from aisd.store import ConsentIn, EventRecord, SqliteStore, open_store
+from tests import store_calls as sc
 
 pytestmark = pytest.mark.anyio
 
@@ -73,7 +74,7 @@ async def test_scrape_reads_the_store_and_the_hooks(store: SqliteStore) -> None:
     metrics.planner_ticked(0.01)
     async with anyio.create_task_group() as tg:
         await tg.start(metrics.run)
-        for event in await store.list_events(after=0, limit=10):
+        for event in await sc.list_events(store, after=0, limit=10):
             metrics.observe(event)
         metrics.observe(
             EventRecord(
@@ -143,7 +144,8 @@ async def test_stale_tokens_count_active_ones_without_a_recent_import(store: Sql
     metrics = Metrics(store, SystemClock(), max_running_commands=8)
     await consent(store, 1, expires_in=timedelta(days=100))
     # A day later the token still has no import.
-    counts = await store.ops_counts(
+    counts = await sc.ops_counts(
+        store,
         now=datetime.now(UTC) + timedelta(days=2),
         expiring_within=timedelta(days=7),
         stale_after=timedelta(days=1),

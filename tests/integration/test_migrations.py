@@ -14,6 +14,7 @@ from aisd.kontomatik._models import Account, ImportResult, MoneyTransaction
 from aisd.store import ConsentIn, DatabaseTooNewError, ImportState, TokenState, open_store
 from aisd.store.sqlite import LATEST_VERSION, migrate
 from aisd.store.sqlite._migrate import MIGRATIONS, split_statements
+from tests import store_calls as sc
 from tests.integration.steps_helpers import to_polling
 
 IBAN = "PL69137013140000049678278112"
@@ -97,27 +98,27 @@ async def test_every_earlier_version_migrates_with_its_data(tmp_path: Path, vers
             assert plain.execute("PRAGMA foreign_key_check").fetchall() == []
         assert "change_seq" in columns(path, "transactions")
         if version == 0:
-            assert await store.list_imports() == []
+            assert await sc.list_imports(store) == []
             return
         # The data survived, readable through the store.
-        [record] = await store.list_imports()
+        [record] = await sc.list_imports(store)
         assert (record.import_id, record.state, record.polls) == (
             "imp_00000000000000aa",
             ImportState.SUCCESSFUL,
             3,
         )
         assert record.finished_at == datetime(2026, 5, 1, 8, tzinfo=UTC)
-        assert await store.token_state("tok_00000000000000aa") == TokenState.ACTIVE
-        assert await store.owner_details("owner-1") == [
+        assert await sc.token_state(store, "tok_00000000000000aa") == TokenState.ACTIVE
+        assert await sc.owner_details(store, "owner-1") == [
             {"name": "Maria", "kind": "OWNER", "address": None}
         ]
-        txs = await store.transactions("owner-1", IBAN)
+        txs = await sc.transactions(store, "owner-1", IBAN)
         assert [(t.id, t.title, t.labels) for t in txs] == [(1, "Zwrot", ("x",)), (2, "WPLATA", ())]
-        assert [e.type for e in await store.list_events(after=0, limit=10)] == [
+        assert [e.type for e in await sc.list_events(store, after=0, limit=10)] == [
             "consent.received",
             "import.succeeded",
         ]
-        assert [(i, c) for i, c, _ in await store.raw_replies("owner-1")] == [
+        assert [(i, c) for i, c, _ in await sc.raw_replies(store, "owner-1")] == [
             ("imp_00000000000000aa", date(2025, 5, 1))
         ]
         # ... and the migrated rows merge with a new import: the pending one books in place, and
@@ -139,7 +140,8 @@ async def test_every_earlier_version_migrates_with_its_data(tmp_path: Path, vers
             accounts=(Account(IBAN, "Konto 0", "PLN", None, None, transactions=(booked, kept)),)
         )
         claim = await to_polling(store, out.import_id, now=datetime(2026, 5, 2, tzinfo=UTC))
-        stats = await store.finish_success(
+        stats = await sc.finish_success(
+            store,
             claim,
             result,
             now=datetime(2026, 5, 2, tzinfo=UTC),

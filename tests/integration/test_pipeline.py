@@ -17,7 +17,9 @@ from aisd.store import (
     ImportJob,
     ImportState,
     StepWrite,
+    Succeed,
 )
+from tests import store_calls as sc
 from tests.integration._harness import FAST, Env, run_until_done
 from tests.integration.steps_helpers import claim, claim_of, stop
 
@@ -27,7 +29,7 @@ pytestmark = pytest.mark.anyio
 async def test_initial_import_stores_what_the_sandbox_served(env: Env) -> None:
     import_id = await env.submit("owner-1")
     await run_until_done(env, env.pipeline(), [import_id])
-    record = await env.store.get_import(import_id)
+    record = await sc.get_import(env.store, import_id)
     assert record is not None
     assert record.state == ImportState.SUCCESSFUL
     assert record.polls >= 1
@@ -36,7 +38,7 @@ async def test_initial_import_stores_what_the_sandbox_served(env: Env) -> None:
     assert record.accounts == len(served.result.accounts)
     assert record.transactions == served.result.transaction_count
     for account in served.result.accounts:
-        stored = await env.store.transactions("owner-1", account.iban)
+        stored = await sc.transactions(env.store, "owner-1", account.iban)
         assert len(stored) == len(account.transactions) > 100
         got = sorted((t.transaction_on, t.amount, t.title, t.status) for t in stored)
         want = sorted((t.transaction_on, t.amount, t.title, t.status) for t in account.transactions)
@@ -50,7 +52,7 @@ async def test_running_commands_never_exceed_the_budget(env: Env) -> None:
     assert env.sandbox.stats.max_running <= 3
     assert env.sandbox.stats.commands_created == 10
     for i in ids:
-        record = await env.store.get_import(i)
+        record = await sc.get_import(env.store, i)
         assert record is not None
         assert record.state == ImportState.SUCCESSFUL
 
@@ -61,9 +63,9 @@ async def test_polls_are_spaced_within_bounds(env: Env) -> None:
     times: list[float] = []
     original = env.client.get_import_result
 
-    async def spy(command_id: str):  # type: ignore[no-untyped-def]
+    async def spy(command_id: str, **kwargs):  # type: ignore[no-untyped-def]
         times.append(anyio.current_time())
-        return await original(command_id)
+        return await original(command_id, **kwargs)
 
     env.client.get_import_result = spy  # type: ignore[method-assign]
     import_id = await env.submit("owner-spacing")
@@ -79,7 +81,8 @@ async def recorded_default_import(env: Env, import_id: str) -> tuple[ImportJob, 
     job = await claim(env.store, import_id)
     assert job.import_id == import_id
     assert job.session is not None
-    await env.store.begin_access(
+    await sc.begin_access(
+        env.store,
         claim_of(job),
         AccessKind.DEFAULT_IMPORT,
         now=datetime.now(UTC),
@@ -99,7 +102,7 @@ async def test_a_command_that_was_running_is_polled_not_started_again(env: Env) 
     await env.store.advance(claim_of(job), write, now=now)
     await stop(env.store, claim_of(job))
     await run_until_done(env, env.pipeline(), [import_id])
-    record = await env.store.get_import(import_id)
+    record = await sc.get_import(env.store, import_id)
     assert record is not None
     assert record.state == ImportState.SUCCESSFUL
     assert record.command_id == command.id
@@ -112,7 +115,7 @@ async def test_a_lost_default_import_reply_is_resolved_not_repeated_blindly(env:
     await env.client.default_import(session, job.since)  # its reply "lost" in a crash
     await stop(env.store, claim_of(job))
     await run_until_done(env, env.pipeline(), [import_id])
-    record = await env.store.get_import(import_id)
+    record = await sc.get_import(env.store, import_id)
     assert record is not None
     assert record.state == ImportState.FAILED
     assert record.error is not None
@@ -127,7 +130,7 @@ async def test_a_default_import_that_never_left_is_simply_sent(env: Env) -> None
     job, _ = await recorded_default_import(env, import_id)
     await stop(env.store, claim_of(job))
     await run_until_done(env, env.pipeline(), [import_id])
-    record = await env.store.get_import(import_id)
+    record = await sc.get_import(env.store, import_id)
     assert record is not None
     assert record.state == ImportState.SUCCESSFUL
 
@@ -136,7 +139,7 @@ async def test_upstream_error_keeps_kontomatiks_exception(env: Env) -> None:
     env.sandbox.config = replace(env.sandbox.config, rate_import_error=1.0)
     import_id = await env.submit("owner-error")
     await run_until_done(env, env.pipeline(), [import_id])
-    record = await env.store.get_import(import_id)
+    record = await sc.get_import(env.store, import_id)
     assert record is not None
     assert record.state == ImportState.FAILED
     assert record.error is not None
@@ -152,7 +155,7 @@ async def test_a_dead_session_fails_the_import_clearly(env: Env) -> None:
         expires_at=now + timedelta(days=1),
     )
     await run_until_done(env, env.pipeline(), [outcome.import_id])
-    record = await env.store.get_import(outcome.import_id)
+    record = await sc.get_import(env.store, outcome.import_id)
     assert record is not None
     assert record.state == ImportState.FAILED
     assert record.error is not None
@@ -165,7 +168,7 @@ async def test_transient_faults_are_retried_until_success(env: Env) -> None:
     ids = [await env.submit(f"owner-flaky-{i}") for i in range(4)]
     await run_until_done(env, env.pipeline(), ids, limit=30)
     for i in ids:
-        record = await env.store.get_import(i)
+        record = await sc.get_import(env.store, i)
         assert record is not None
         assert record.state == ImportState.SUCCESSFUL, record.error
     assert env.sandbox.stats.commands_created == 4
@@ -179,7 +182,7 @@ async def test_replies_cut_after_processing_never_start_a_second_command(env: En
     await run_until_done(env, env.pipeline(), ids, limit=30)
     outcomes = []
     for i in ids:
-        record = await env.store.get_import(i)
+        record = await sc.get_import(env.store, i)
         assert record is not None
         assert record.state in (ImportState.SUCCESSFUL, ImportState.FAILED)
         if record.state == ImportState.FAILED:
@@ -206,9 +209,39 @@ async def test_two_pipelines_sharing_a_store_keep_one_budget_and_never_both_driv
         await tg.start(first.run)
         await run_until_done(env, second, ids, limit=60)
         tg.cancel_scope.cancel()
-    records = [await env.store.get_import(i) for i in ids]
+    records = [await sc.get_import(env.store, i) for i in ids]
     assert all(r is not None and r.state == ImportState.SUCCESSFUL for r in records)
     stats = env.sandbox.stats
     assert stats.max_running <= 2
     assert stats.commands_created == len(ids)
     assert set(stats.imports_by_session.values()) == {1}
+
+
+async def test_a_freed_slot_starts_the_next_import_before_the_result_is_stored(env: Env) -> None:
+    # One slot, two imports: the second Default Import goes out once the first command is seen
+    # ended, before its result is stored (and within the budget: never two running).
+    config = replace(FAST, max_running=1)
+    env.sandbox.config = replace(env.sandbox.config, command_seconds=0.2, max_running_commands=1)
+    order: list[str] = []
+    original_import = env.client.default_import
+    original_store = env.store.advance
+
+    async def default_import(*args, **kwargs):  # type: ignore[no-untyped-def]
+        order.append("default_import")
+        return await original_import(*args, **kwargs)
+
+    async def advance(claim, write, **kwargs):  # type: ignore[no-untyped-def]
+        if isinstance(write, Succeed):
+            order.append("finish_success")
+        return await original_store(claim, write, **kwargs)
+
+    env.client.default_import = default_import  # type: ignore[method-assign]
+    env.store.advance = advance  # type: ignore[method-assign]
+    ids = [await env.submit(f"owner-handoff-{i}") for i in range(2)]
+    await run_until_done(env, env.pipeline(config), ids)
+    assert order == ["default_import", "default_import", "finish_success", "finish_success"]
+    assert env.sandbox.stats.max_running == 1
+    for i in ids:
+        record = await sc.get_import(env.store, i)
+        assert record is not None
+        assert record.state == ImportState.SUCCESSFUL

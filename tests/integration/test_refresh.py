@@ -12,6 +12,7 @@ import pytest
 from aisd.planner import Rules
 from aisd.refresh import Refresher, RefreshRefused
 from aisd.store import ImportKind, ImportState, TokenRecord, TokenState
+from tests import store_calls as sc
 from tests.integration._harness import Env, run_until_done
 
 pytestmark = pytest.mark.anyio
@@ -38,7 +39,7 @@ async def consented(env: Env, owner: str, **kwargs: object) -> TokenRecord:
 
 
 async def event_types(env: Env) -> list[str]:
-    return [e.type for e in await env.store.list_events(after=0, limit=1000)]
+    return [e.type for e in await sc.list_events(env.store, after=0, limit=1000)]
 
 
 async def test_a_due_token_is_refreshed_through_reuse(env: Env) -> None:
@@ -52,9 +53,9 @@ async def test_a_due_token_is_refreshed_through_reuse(env: Env) -> None:
     env.clock.advance(token.next_refresh_at - env.clock.now() + timedelta(seconds=1))
     report = await r.tick()
     assert report.queued == 1
-    [queued] = await env.store.list_imports(token_id=token.token_id, kind=ImportKind.REFRESH)
+    [queued] = await sc.list_imports(env.store, token_id=token.token_id, kind=ImportKind.REFRESH)
     await run_until_done(env, env.pipeline(gate=r), [queued.import_id])
-    done = await env.store.get_import(queued.import_id)
+    done = await sc.get_import(env.store, queued.import_id)
     assert done is not None
     assert done.state == ImportState.SUCCESSFUL
     # The reuse session returns at most 90 days, and since covers the overlap only.
@@ -91,7 +92,7 @@ async def test_a_dead_token_asks_for_reauthorization_and_stops(env: Env) -> None
     env.sandbox.kill_token(minted_secret)
     import_id = await r.refresh_now(token.token_id)
     await run_until_done(env, env.pipeline(gate=r), [import_id])
-    record = await env.store.get_import(import_id)
+    record = await sc.get_import(env.store, import_id)
     assert record is not None
     assert record.error is not None
     assert record.error.name == "InvalidMultipleAccessId"
@@ -114,7 +115,7 @@ async def test_another_company_using_the_quota_defers_without_a_storm(env: Env) 
         env.sandbox.reuse(secret)
     import_id = await r.refresh_now(token.token_id)
     await run_until_done(env, env.pipeline(gate=r), [import_id])
-    record = await env.store.get_import(import_id)
+    record = await sc.get_import(env.store, import_id)
     assert record is not None
     assert record.error is not None
     assert record.error.name == "MultipleAccessLimitExceeded"
@@ -122,7 +123,7 @@ async def test_another_company_using_the_quota_defers_without_a_storm(env: Env) 
     assert after.upstream_deferred_until is not None
     assert after.upstream_deferred_until >= env.clock.now() + timedelta(hours=5)
     [deferred] = [
-        e for e in await env.store.list_events(after=0, limit=100) if e.type == "quota.deferred"
+        e for e in await sc.list_events(env.store, after=0, limit=100) if e.type == "quota.deferred"
     ]
     assert deferred.data["reason"] == "upstream_limit"
     report = await r.tick()
@@ -145,7 +146,7 @@ async def test_tokens_sharing_an_account_share_its_quota(env: Env) -> None:
     a = await r.refresh_now(first.token_id)
     b = await r.refresh_now(second.token_id)
     await run_until_done(env, env.pipeline(gate=r), [a])
-    deferred = await env.store.get_import(b)
+    deferred = await sc.get_import(env.store, b)
     assert deferred is not None
     assert deferred.state == ImportState.QUEUED
     assert len(env.sandbox.stats.reuses_by_account[shared[0]]) == 1
@@ -195,7 +196,7 @@ async def test_a_consents_import_limit_revokes_the_token_itself(env: Env) -> Non
     [after] = await env.store.list_tokens(token_ids=[token.token_id])
     assert after.state == TokenState.REVOKED
     revoked = [
-        e for e in await env.store.list_events(after=0, limit=100) if e.type == "token.revoked"
+        e for e in await sc.list_events(env.store, after=0, limit=100) if e.type == "token.revoked"
     ]
     assert revoked[0].data["reason"] == "maxImports reached"
 
@@ -205,7 +206,7 @@ async def test_a_failed_first_import_brings_the_first_refresh_forward(env: Env) 
     env.sandbox.config = replace(env.sandbox.config, rate_import_error=1.0)
     import_id = await env.submit("ivy", multiple=True)
     await run_until_done(env, env.pipeline(), [import_id])
-    record = await env.store.get_import(import_id)
+    record = await sc.get_import(env.store, import_id)
     assert record is not None
     assert record.state == ImportState.FAILED
     [token] = await env.store.list_tokens(owner_external_id="ivy")
@@ -219,8 +220,8 @@ async def test_a_failed_first_import_brings_the_first_refresh_forward(env: Env) 
     env.sandbox.config = replace(env.sandbox.config, rate_import_error=0.0)
     env.clock.advance(planned.next_refresh_at - env.clock.now() + timedelta(seconds=1))
     assert (await r.tick()).queued == 1
-    [refresh] = await env.store.list_imports(token_id=token.token_id, kind=ImportKind.REFRESH)
+    [refresh] = await sc.list_imports(env.store, token_id=token.token_id, kind=ImportKind.REFRESH)
     await run_until_done(env, env.pipeline(gate=r), [refresh.import_id])
-    done = await env.store.get_import(refresh.import_id)
+    done = await sc.get_import(env.store, refresh.import_id)
     assert done is not None
     assert done.state == ImportState.SUCCESSFUL

@@ -12,6 +12,7 @@ from aisd.replay import main as replay_main
 from aisd.replay import replay
 from aisd.settings import Settings, load_settings
 from aisd.store import ConsentIn, open_store
+from tests import store_calls as sc
 from tests.integration._harness import Env, run_until_done
 
 pytestmark = pytest.mark.anyio
@@ -25,11 +26,11 @@ def _settings(db: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
 async def _snapshot(db: Path, owner: str) -> dict[str, list[tuple[Any, ...]]]:
     async with open_store(db) as store:
         out: dict[str, list[tuple[Any, ...]]] = {}
-        for account in await store.accounts(owner):
+        for account in await sc.accounts(store, owner):
             iban = str(account["iban"])
             out[iban] = [
                 (t.id, t.transaction_on, t.booked_on, t.amount, t.title, t.status, t.labels)
-                for t in await store.transactions(owner, iban)
+                for t in await sc.transactions(store, owner, iban)
             ]
         return out
 
@@ -53,8 +54,8 @@ async def test_replay_rebuilds_the_same_merged_data(
     await run_until_done(env, env.pipeline(), [second.import_id])
     before = await _snapshot(env.tmp / "aisd.db", "owner-replay")
     assert sum(len(v) for v in before.values()) > 100
-    events_before = await env.store.last_event_id()
-    feed_before = await env.store.feed_head()
+    events_before = await sc.last_event_id(env.store)
+    feed_before = await sc.feed_head(env.store)
     await env.store.close()
 
     replayed, failed = await replay(_settings(env.tmp / "aisd.db", monkeypatch))
@@ -62,8 +63,8 @@ async def test_replay_rebuilds_the_same_merged_data(
     # Same rows under the same ids: a replay of unchanged replies is no change at all.
     assert await _snapshot(env.tmp / "aisd.db", "owner-replay") == before
     async with open_store(env.tmp / "aisd.db") as store:
-        assert await store.last_event_id() == events_before  # the event feed is left alone
-        assert await store.feed_head() == feed_before  # and the change feed saw nothing
+        assert await sc.last_event_id(store) == events_before  # the event feed is left alone
+        assert await sc.feed_head(store) == feed_before  # and the change feed saw nothing
     assert len(env.sandbox.stats.served) == 2  # no bank access
 
 

@@ -4,6 +4,7 @@ and planner expect, its tick measurement drives the real tick, and its daemon ru
 from __future__ import annotations
 
 import importlib.util
+import re
 import sqlite3
 import sys
 import tempfile
@@ -18,8 +19,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aisd.store import TokenState, open_store
-from aisd.store.sqlite._codec import dt_in
+from aisd.store.sqlite._codec import dt_in, dt_out
 from aisd.store.sqlite._migrate import migrate
+from tests import store_calls as sc
 
 N = 400
 
@@ -64,14 +66,14 @@ async def test_population_is_what_the_store_expects(
     assert pop.imports == N + pop.accesses_24h  # one initial import each, one per reuse
     assert pop.accesses_24h > 0
     async with open_store(db) as store:
-        counts = await store.counts()
+        counts = await sc.counts(store)
         assert sum(counts["tokens"].values()) == N
         assert counts["tokens"]["active"] == pop.active
         assert counts["imports"]["successful"] == pop.imports
         # Nothing due before the quiet margin; all of it within 24 h.
-        assert await store.due_tokens(now=now + sb.QUIET_MARGIN, limit=N) == []
-        assert len(await store.due_tokens(now=now + sb.DAY, limit=N)) == pop.active
-        assert await store.warnings_due(now=now, days=sb.WARNING_DAYS) == []
+        assert await sc.due_tokens(store, now=now + sb.QUIET_MARGIN, limit=N) == []
+        assert len(await sc.due_tokens(store, now=now + sb.DAY, limit=N)) == pop.active
+        assert await sc.warnings_due(store, now=now, days=sb.WARNING_DAYS) == []
         tokens = await store.list_tokens()
     assert all(t.accounts for t in tokens)
     assert all(t.imports_done >= 1 and t.last_import_at is not None for t in tokens)
@@ -84,6 +86,52 @@ async def test_population_is_what_the_store_expects(
         dt_in(now - sb.DAY),
     )
     assert 1 <= busiest <= 4
+
+
+def test_population_rows_have_the_stores_formats_and_agree_with_each_other(
+    populated: Populated,
+) -> None:
+    db, now, _ = populated
+    with closing(sqlite3.connect(db)) as conn:
+        ids = [
+            row[0] for row in conn.execute("SELECT id FROM tokens UNION ALL SELECT id FROM imports")
+        ]
+        assert all(re.fullmatch(r"(tok|imp)_[0-9a-f]{16}", i) for i in ids)
+        times = [
+            value
+            for row in conn.execute(
+                "SELECT created_at, expires_at, state_changed_at, next_refresh_at, last_import_at,"
+                " last_refresh_at, next_warning_at FROM tokens"
+                " UNION ALL SELECT created_at, started_at, finished_at, NULL, NULL, NULL, NULL"
+                " FROM imports UNION ALL SELECT sent_at, NULL, NULL, NULL, NULL, NULL, NULL"
+                " FROM accesses UNION ALL SELECT at, NULL, NULL, NULL, NULL, NULL, NULL FROM events"
+            )
+            for value in row
+            if value is not None
+        ]
+        assert all(dt_in(dt_out(t)) == t for t in times)  # the store's fixed-width form
+        # What the store keeps per token is what its imports and ledger say.
+        disagreeing = conn.execute(
+            "SELECT COUNT(*) FROM tokens AS t WHERE t.imports_done <> (SELECT COUNT(*) FROM"
+            " imports AS i WHERE i.token_id = t.id AND i.state = 'successful')"
+            " OR t.last_import_at IS NOT (SELECT MAX(finished_at) FROM imports AS i"
+            " WHERE i.token_id = t.id)"
+            " OR t.last_refresh_at IS NOT (SELECT MAX(sent_at) FROM accesses AS a"
+            " WHERE a.token_id = t.id AND a.kind = 'reuse')"
+        ).fetchone()[0]
+        assert disagreeing == 0
+        # No access before its token's consent, none in the future.
+        early = conn.execute(
+            "SELECT COUNT(*) FROM accesses AS a JOIN tokens AS t ON t.id = a.token_id"
+            " WHERE a.sent_at < t.created_at OR a.sent_at > ?",
+            (dt_in(now),),
+        ).fetchone()[0]
+        assert early == 0
+        # Each import has its Default Import access and each refresh its Reuse before it.
+        counts = dict(conn.execute("SELECT kind, COUNT(*) FROM accesses GROUP BY kind"))
+        refreshes = conn.execute("SELECT COUNT(*) FROM imports WHERE kind = 'refresh'").fetchone()
+        assert counts["default_import"] == len([i for i in ids if i.startswith("imp_")])
+        assert counts["reuse"] == refreshes[0]
 
 
 @pytest.mark.anyio
@@ -150,9 +198,9 @@ async def test_kept_counts_equal_a_full_count_after_bulk_sql_ticks_and_deletes(
     await sb.measure_ticks(db, due_sizes=(10,), rounds=1)
     async with open_store(db) as store:
         for token in (await store.list_tokens(state=TokenState.ACTIVE))[:7]:
-            await store.end_token(token.token_id, TokenState.REVOKED, now=now, reason="test")
+            await sc.end_token(store, token.token_id, TokenState.REVOKED, now=now, reason="test")
         sb.quiet_until(db, datetime.now(UTC) + timedelta(minutes=5))  # deletes queued imports
-        counts = await store.counts()
+        counts = await sc.counts(store)
     full = _full_counts(db)
     assert _nonzero(counts) == full
     assert full["tokens"]["revoked"] >= 7

@@ -115,6 +115,31 @@ async def test_a_cancelled_sleep_holds_no_deadline() -> None:
     assert advances == [500.0]
 
 
+@pytest.mark.anyio
+async def test_an_alarm_sets_its_event_at_its_moment_and_a_cancelled_one_never() -> None:
+    clock = VirtualClock(START)
+    advances: list[float] = []
+    woke: list[float] = []
+
+    async def body() -> None:
+        passed = anyio.Event()
+        clock.alarm(START - timedelta(seconds=1), passed)
+        assert passed.is_set()  # a moment already reached rings at once
+        cancelled, rung = anyio.Event(), anyio.Event()
+        cancel = clock.alarm(START + timedelta(seconds=50), cancelled)
+        clock.alarm(START + timedelta(seconds=200), rung)
+        cancel()
+        await rung.wait()
+        woke.append(clock.monotonic())
+        assert not cancelled.is_set()
+        await clock.sleep(100.0)
+
+    await _with_driver(clock, body, on_advance=lambda: advances.append(clock.monotonic()))
+    # The cancelled alarm's moment held no time back; the other rang exactly at its own.
+    assert woke == [200.0]
+    assert advances == [200.0, 300.0]
+
+
 # -- the pure rules ----------------------------------------------------------------------------
 
 

@@ -39,11 +39,12 @@ from aisd.store import (
     NotFoundError,
     SqliteStore,
     StepWrite,
-    TokenOutcome,
     TokenState,
     open_store,
 )
+from tests import store_calls as sc
 from tests.integration.steps_helpers import held, in_flight, queued, to_polling
+from tests.store_calls import TokenOutcome
 
 T0 = datetime(2026, 5, 1, 8, 0, tzinfo=UTC)
 IBAN = "PL69137013140000049678278112"
@@ -132,7 +133,7 @@ async def start_initial(store: SqliteStore, n: int = 1, *, now: datetime = T0) -
 
 
 async def all_events(store: SqliteStore) -> list[tuple[int, str]]:
-    return [(e.id, e.type) for e in await store.list_events(after=0, limit=1000)]
+    return [(e.id, e.type) for e in await sc.list_events(store, after=0, limit=1000)]
 
 
 # -- intake ------------------------------------------------------------------------------------
@@ -158,13 +159,13 @@ async def test_submit_is_idempotent_per_session(store: SqliteStore) -> None:
     assert again.token_id == first.token_id
     assert not again.created
     assert await all_events(store) == events_before == [(1, "consent.received")]
-    assert [r.import_id for r in await store.list_imports()] == [first.import_id]
-    assert await store.counts() == {
+    assert [r.import_id for r in await sc.list_imports(store)] == [first.import_id]
+    assert await sc.counts(store) == {
         "tokens": {"active": 1, "reauth_required": 0, "revoked": 0, "expired": 0},
         "imports": {"queued": 1, "running": 0, "successful": 0, "failed": 0},
     }
-    assert await store.owner_exists("owner-1")
-    assert not await store.owner_exists("owner-2")
+    assert await sc.owner_exists(store, "owner-1")
+    assert not await sc.owner_exists(store, "owner-2")
 
 
 @pytest.mark.anyio
@@ -173,7 +174,7 @@ async def test_consent_without_token_and_event_data_without_secrets(store: Sqlit
         consent(token=False), now=T0, since=date(2025, 5, 1), expires_at=at(1)
     )
     assert out.token_id is None
-    [event] = await store.list_events(after=0, limit=10)
+    [event] = await sc.list_events(store, after=0, limit=10)
     assert event.type == "consent.received"
     assert event.import_id == out.import_id
     assert event.owner_external_id == "owner-1"
@@ -182,7 +183,7 @@ async def test_consent_without_token_and_event_data_without_secrets(store: Sqlit
     with_token = await store.submit_consent(
         consent(2), now=T0, since=date(2025, 5, 1), expires_at=at(10)
     )
-    events = await store.list_events(after=0, limit=10)
+    events = await sc.list_events(store, after=0, limit=10)
     assert events[1].token_id == with_token.token_id
     assert events[1].data["expiresAt"] == "2026-05-01T08:10:00.000000Z"
     shown = repr(events) + repr(consent()) + repr(await queued(store, now=at(1), limit=10))
@@ -203,7 +204,9 @@ async def test_next_queued_orders_initial_first_then_oldest_and_respects_not_bef
     # import has ended.
     c = await store.submit_consent(consent(3), now=at(0), since=date(2025, 5, 1), expires_at=at(9))
     assert c.token_id is not None
-    await store.finish_failure(await held(store, c.import_id), CommandFailure("X", "y"), now=at(0))
+    await sc.finish_failure(
+        store, await held(store, c.import_id), CommandFailure("X", "y"), now=at(0)
+    )
     refresh_new = await store.queue_refresh(c.token_id, now=at(2), since=date(2026, 2, 1))
     assert await store.queue_refresh(a.token_id, now=at(2), since=date(2026, 2, 1)) is None
     b = await store.submit_consent(consent(2), now=at(3), since=date(2025, 5, 1), expires_at=at(9))
@@ -237,8 +240,13 @@ async def test_next_queued_orders_initial_first_then_oldest_and_respects_not_bef
 async def test_initial_import_phases(store: SqliteStore) -> None:
     out = await store.submit_consent(consent(), now=T0, since=date(2025, 5, 1), expires_at=at(9))
     c = await held(store, out.import_id)
-    access = await store.begin_access(
-        c, AccessKind.DEFAULT_IMPORT, now=at(1), token_id=out.token_id, session_id="session-1"
+    access = await sc.begin_access(
+        store,
+        c,
+        AccessKind.DEFAULT_IMPORT,
+        now=at(1),
+        token_id=out.token_id,
+        session_id="session-1",
     )
     assert isinstance(access, int)
     [job] = await in_flight(store)
@@ -248,10 +256,10 @@ async def test_initial_import_phases(store: SqliteStore) -> None:
         at(1),
     )
     assert await queued(store, now=at(2), limit=5) == []
-    record = await store.get_import(out.import_id)
+    record = await sc.get_import(store, out.import_id)
     assert record is not None
     assert (record.state, record.started_at) == (ImportState.RUNNING, at(1))
-    await store.record_access_outcome(access, outcome="ok")
+    await sc.record_access_outcome(store, access, outcome="ok")
     command = StepWrite(Step.COMMAND, command_id="455026009", not_before=at(1.1))
     await store.advance(c, command, now=at(1))
     await store.advance(c, StepWrite(Step.POLL, not_before=at(1.2)), now=at(1.1))
@@ -264,17 +272,18 @@ async def test_initial_import_phases(store: SqliteStore) -> None:
     # was lost before the command was known: the import is back in phase starting).
     with closing(sqlite3.connect(store.path)) as plain, plain:
         plain.execute("UPDATE imports SET phase = 'starting' WHERE id = ?", (out.import_id,))
-    await store.begin_access(c, AccessKind.DEFAULT_IMPORT, now=at(2), token_id=out.token_id)
+    await sc.begin_access(store, c, AccessKind.DEFAULT_IMPORT, now=at(2), token_id=out.token_id)
     [job] = await in_flight(store)
     assert job.default_import_attempts == 2
     assert job.started_at == at(1)
-    await store.finish_failure(
+    await sc.finish_failure(
+        store,
         await held(store, out.import_id),
         CommandFailure("InvalidSessionId", "Session expired."),
         now=at(3),
     )
     assert await in_flight(store) == []
-    record = await store.get_import(out.import_id)
+    record = await sc.get_import(store, out.import_id)
     assert record is not None
     assert record.state == ImportState.FAILED
     assert record.finished_at == at(3)
@@ -285,15 +294,15 @@ async def test_initial_import_phases(store: SqliteStore) -> None:
         (2, "import.started"),
         (3, "import.failed"),
     ]
-    events = await store.list_events(after=2, limit=5)
+    events = await sc.list_events(store, after=2, limit=5)
     assert events[0].data == {
         "errorName": "InvalidSessionId",
         "errorMessage": "Session expired.",
         "polls": 2,
     }
     with pytest.raises(ConflictError):
-        await store.finish_failure(
-            await held(store, out.import_id), CommandFailure("X", "y"), now=at(4)
+        await sc.finish_failure(
+            store, await held(store, out.import_id), CommandFailure("X", "y"), now=at(4)
         )
 
 
@@ -304,7 +313,7 @@ async def test_refresh_import_phases_and_deferral_back_to_queued(store: SqliteSt
     refresh = await store.queue_refresh(out.token_id, now=at(1), since=date(2026, 2, 1))
     assert isinstance(refresh, str)
     r = await held(store, refresh)
-    await store.begin_access(r, AccessKind.REUSE, now=at(2), token_id=out.token_id)
+    await sc.begin_access(store, r, AccessKind.REUSE, now=at(2), token_id=out.token_id)
     [job] = await in_flight(store)
     assert (job.import_id, job.phase, job.started_at) == (refresh, ImportPhase.REUSING, at(2))
     assert job.multiple_access_id == f"{MAID}-1"
@@ -315,7 +324,7 @@ async def test_refresh_import_phases_and_deferral_back_to_queued(store: SqliteSt
     [_, job] = await queued(store, now=at(5), limit=5)
     assert (job.import_id, job.phase, job.attempts) == (refresh, ImportPhase.QUEUED, 1)
     r = await held(store, refresh)
-    await store.begin_access(r, AccessKind.REUSE, now=at(6), token_id=out.token_id)
+    await sc.begin_access(store, r, AccessKind.REUSE, now=at(6), token_id=out.token_id)
     session = StepWrite(Step.SESSION, session=Session("session-r", "sig-r-SECRET"))
     await store.advance(r, session, now=at(6))
     [job] = await in_flight(store)
@@ -337,8 +346,8 @@ async def test_queue_refresh_refuses_unknown_and_inactive_tokens(
         await store.queue_refresh("tok_0000000000000000", now=at(1), since=date(2026, 1, 1))
     with closing(sqlite3.connect(tmp_path / "aisd.db")) as plain, plain:
         plain.execute("UPDATE tokens SET state = 'revoked' WHERE id = ?", (out.token_id,))
-    assert await store.token_state(out.token_id) == TokenState.REVOKED
-    assert await store.token_state("tok_nope") is None
+    assert await sc.token_state(store, out.token_id) == TokenState.REVOKED
+    assert await sc.token_state(store, "tok_nope") is None
     assert await store.multiple_access_id(out.token_id) == f"{MAID}-1"
     assert await store.multiple_access_id("tok_nope") is None
     with pytest.raises(ConflictError, match="revoked"):
@@ -353,7 +362,8 @@ async def test_record_access_is_durable_before_it_returns(
     store: SqliteStore, tmp_path: Path
 ) -> None:
     out = await store.submit_consent(consent(), now=T0, since=date(2025, 5, 1), expires_at=at(9))
-    access_id = await store.begin_access(
+    access_id = await sc.begin_access(
+        store,
         await held(store, out.import_id),
         AccessKind.DEFAULT_IMPORT,
         now=at(1),
@@ -376,17 +386,17 @@ async def test_record_access_is_durable_before_it_returns(
             "2026-05-01T08:01:00.000000Z",
             None,
         )
-        await store.record_access_outcome(access_id, outcome="not_sent")
+        await sc.record_access_outcome(store, access_id, outcome="not_sent")
         assert plain.execute("SELECT outcome FROM accesses").fetchall() == [("not_sent",)]
         assert plain.execute("PRAGMA journal_mode").fetchone() == ("wal",)
     finally:
         plain.close()
-    revoke = await store.record_access(AccessKind.REVOKE, now=at(2), token_id=out.token_id)
+    revoke = await sc.record_access(store, AccessKind.REVOKE, now=at(2), token_id=out.token_id)
     assert revoke == access_id + 1
     with pytest.raises(sqlite3.IntegrityError):
-        await store.record_access_outcome(revoke, outcome="maybe")
+        await sc.record_access_outcome(store, revoke, outcome="maybe")
     with pytest.raises(NotFoundError):
-        await store.record_access_outcome(999, outcome="ok")
+        await sc.record_access_outcome(store, 999, outcome="ok")
 
 
 # -- merge through the store -------------------------------------------------------------------
@@ -417,7 +427,8 @@ async def test_finish_success_with_overlapping_second_import(
     vanishing = real[2]  # 2023-05-19, inside the second import's window
     first_txs = (pending, *real[:2], twin, twin, *real[2:])
     first = await start_initial(store, 1)
-    stats = await store.finish_success(
+    stats = await sc.finish_success(
+        store,
         await held(store, first),
         result_of(first_txs),
         now=at(2),
@@ -427,7 +438,7 @@ async def test_finish_success_with_overlapping_second_import(
     )
     assert (stats.accounts, stats.transactions, stats.added) == (1, len(first_txs), len(first_txs))
     assert (stats.modified, stats.removed) == (0, 0)
-    before = {t.id: t for t in await store.transactions("owner-1", IBAN)}
+    before = {t.id: t for t in await sc.transactions(store, "owner-1", IBAN)}
     assert len(before) == len(first_txs)
 
     window = date(2023, 5, 15)
@@ -435,7 +446,8 @@ async def test_finish_success_with_overlapping_second_import(
                      balance=Decimal("259302.61"), labels=("shopping",))  # fmt: skip
     newest = (booked, *real[:2], twin, twin, *(t for t in real[3:] if t.transaction_on >= window))
     second = await start_initial(store, 2, now=at(3))
-    stats = await store.finish_success(
+    stats = await sc.finish_success(
+        store,
         await held(store, second),
         result_of(newest, balance="1.00"),
         now=at(4),
@@ -444,7 +456,7 @@ async def test_finish_success_with_overlapping_second_import(
         polls=0,
     )
     assert (stats.added, stats.modified, stats.removed) == (0, 1, 1)
-    after = await store.transactions("owner-1", IBAN)
+    after = await sc.transactions(store, "owner-1", IBAN)
     assert len(after) == len(first_txs) - 1
     by_title = {t.title: t for t in after}
     # The pending row booked: same local id, new values, not a duplicate.
@@ -465,16 +477,17 @@ async def test_finish_success_with_overlapping_second_import(
         (t.transaction_on for t in after), reverse=True
     )
     assert {t.currency_name for t in after} == {"PLN"}
-    [account] = await store.accounts("owner-1")
+    [account] = await sc.accounts(store, "owner-1")
     assert account["currencyBalance"] == Decimal("1.00")
     assert account["updatedAt"] == at(4)
-    assert await store.owner_details("owner-1") == [
+    assert await sc.owner_details(store, "owner-1") == [
         {"name": "Tadeusz Krajowy", "kind": "CO_OWNER", "address": None},
         {"name": "Maria Sochacka", "kind": "OWNER", "address": "Stolarska 15/2 33-543 Jaworzno"},
     ]
     # A repeat of the same import changes nothing.
     third = await start_initial(store, 3, now=at(5))
-    stats = await store.finish_success(
+    stats = await sc.finish_success(
+        store,
         await held(store, third),
         result_of(newest, balance="1.00"),
         now=at(6),
@@ -483,10 +496,10 @@ async def test_finish_success_with_overlapping_second_import(
         polls=0,
     )
     assert (stats.added, stats.modified, stats.removed) == (0, 0, 0)
-    assert await store.transactions("owner-1", IBAN) == after
+    assert await sc.transactions(store, "owner-1", IBAN) == after
 
     succeeded = [
-        e for e in await store.list_events(after=0, limit=100) if e.type == "import.succeeded"
+        e for e in await sc.list_events(store, after=0, limit=100) if e.type == "import.succeeded"
     ]
     assert [e.import_id for e in succeeded] == [first, second, third]
     assert succeeded[1].data == {
@@ -501,7 +514,7 @@ async def test_finish_success_with_overlapping_second_import(
         "partialAccounts": [],
         "skipped": 0,
     }
-    record = await store.get_import(second)
+    record = await sc.get_import(store, second)
     assert record is not None
     assert (record.state, record.accounts, record.transactions) == (
         ImportState.SUCCESSFUL,
@@ -509,7 +522,8 @@ async def test_finish_success_with_overlapping_second_import(
         len(newest),
     )
     with pytest.raises(ConflictError):
-        await store.finish_success(
+        await sc.finish_success(
+            store,
             await held(store, second),
             result_of(newest),
             now=at(7),
@@ -524,7 +538,8 @@ async def test_change_sequence_and_tombstones(store: SqliteStore, tmp_path: Path
     a = MoneyTransaction(date(2026, 4, 1), None, Decimal("1.00"), None, "a", status="PENDING")
     b = MoneyTransaction(date(2026, 4, 2), None, Decimal("2.00"), None, "b")
     first = await start_initial(store, 1)
-    await store.finish_success(
+    await sc.finish_success(
+        store,
         await held(store, first),
         result_of((a, b)),
         now=at(1),
@@ -533,7 +548,8 @@ async def test_change_sequence_and_tombstones(store: SqliteStore, tmp_path: Path
         polls=0,
     )
     second = await start_initial(store, 2)
-    await store.finish_success(
+    await sc.finish_success(
+        store,
         await held(store, second),
         result_of((replace(a, status="DONE"),)),
         now=at(2),
@@ -555,8 +571,9 @@ async def test_change_sequence_and_tombstones(store: SqliteStore, tmp_path: Path
 @pytest.mark.anyio
 async def test_token_bookkeeping_on_success(store: SqliteStore, tmp_path: Path) -> None:
     import_id = await start_initial(store)
-    [record] = await store.list_imports()
-    await store.finish_success(
+    [record] = await sc.list_imports(store)
+    await sc.finish_success(
+        store,
         await held(store, import_id),
         result_of(()),
         now=at(9),
@@ -585,16 +602,16 @@ async def test_list_imports_filters_and_order(store: SqliteStore) -> None:
     assert a.token_id is not None
     r = await store.queue_refresh(a.token_id, now=at(2), since=date(2026, 1, 1))
     assert isinstance(r, str)
-    assert [x.import_id for x in await store.list_imports()] == [r, b.import_id, a.import_id]
-    assert [x.import_id for x in await store.list_imports(owner_external_id="owner-1")] == [
+    assert [x.import_id for x in await sc.list_imports(store)] == [r, b.import_id, a.import_id]
+    assert [x.import_id for x in await sc.list_imports(store, owner_external_id="owner-1")] == [
         r,
         a.import_id,
     ]
-    assert [x.import_id for x in await store.list_imports(kind=ImportKind.REFRESH)] == [r]
-    assert [x.import_id for x in await store.list_imports(token_id=b.token_id)] == [b.import_id]
-    assert [x.import_id for x in await store.list_imports(limit=1)] == [r]
-    assert await store.list_imports(state=ImportState.RUNNING) == []
-    record = await store.get_import(r)
+    assert [x.import_id for x in await sc.list_imports(store, kind=ImportKind.REFRESH)] == [r]
+    assert [x.import_id for x in await sc.list_imports(store, token_id=b.token_id)] == [b.import_id]
+    assert [x.import_id for x in await sc.list_imports(store, limit=1)] == [r]
+    assert await sc.list_imports(store, state=ImportState.RUNNING) == []
+    record = await sc.get_import(store, r)
     assert record is not None
     assert (record.kind, record.state, record.since, record.owner_external_id) == (
         ImportKind.REFRESH,
@@ -602,22 +619,24 @@ async def test_list_imports_filters_and_order(store: SqliteStore) -> None:
         date(2026, 1, 1),
         "owner-1",
     )
-    assert await store.get_import("imp_nope") is None
+    assert await sc.get_import(store, "imp_nope") is None
 
 
 @pytest.mark.anyio
 async def test_event_ids_ascend_without_gaps_across_failures(store: SqliteStore) -> None:
-    ids = await store.append_events(
+    ids = await sc.append_events(
+        store,
         [NewEvent("token.expiring", "owner-1", data={"days": 14}), NewEvent("quota.deferred")],
         now=T0,
     )
     assert ids == [1, 2]
     import_id = await start_initial(store)
     with pytest.raises(NotFoundError):
-        await store.finish_failure(
-            await held(store, "imp_nope"), CommandFailure("X", "y"), now=at(1)
+        await sc.finish_failure(
+            store, await held(store, "imp_nope"), CommandFailure("X", "y"), now=at(1)
         )
-    await store.finish_success(
+    await sc.finish_success(
+        store,
         await held(store, import_id),
         result_of(()),
         now=at(1),
@@ -626,7 +645,8 @@ async def test_event_ids_ascend_without_gaps_across_failures(store: SqliteStore)
         polls=0,
     )
     with pytest.raises(ConflictError):
-        await store.finish_success(
+        await sc.finish_success(
+            store,
             await held(store, import_id),
             result_of(()),
             now=at(2),
@@ -634,8 +654,8 @@ async def test_event_ids_ascend_without_gaps_across_failures(store: SqliteStore)
             coverage_start=date(2026, 1, 1),
             polls=0,
         )
-    more = await store.append_events([NewEvent("token.expired")], now=at(3))
-    events = await store.list_events(after=0, limit=1000)
+    more = await sc.append_events(store, [NewEvent("token.expired")], now=at(3))
+    events = await sc.list_events(store, after=0, limit=1000)
     assert [e.id for e in events] == list(range(1, len(events) + 1))
     assert more == [len(events)]
     assert [e.type for e in events] == [
@@ -647,7 +667,7 @@ async def test_event_ids_ascend_without_gaps_across_failures(store: SqliteStore)
         "token.expired",
     ]
     assert events[0].data == {"days": 14}
-    assert [e.id for e in await store.list_events(after=2, limit=2)] == [3, 4]
+    assert [e.id for e in await sc.list_events(store, after=2, limit=2)] == [3, 4]
 
 
 @pytest.mark.anyio
@@ -671,7 +691,7 @@ async def test_awaitable_form_and_reopen_keeps_data(tmp_path: Path) -> None:
     finally:
         await store.close()
     async with open_store(tmp_path / "x.db") as again:
-        record = await again.get_import(out.import_id)
+        record = await sc.get_import(again, out.import_id)
         assert record is not None
         assert record.created_at == T0
 
@@ -688,7 +708,8 @@ async def test_replay_rebuilds_the_same_merged_data(store: SqliteStore, fixtures
     for n, (txs, cov) in enumerate(imports, start=1):
         import_id = await start_initial(store, n, now=at(n))
         raw = gzip.compress(f"<reply n='{n}'/>".encode())
-        await store.finish_success(
+        await sc.finish_success(
+            store,
             await held(store, import_id),
             result_of(txs),
             now=at(n + 0.5),
@@ -697,9 +718,9 @@ async def test_replay_rebuilds_the_same_merged_data(store: SqliteStore, fixtures
             polls=0,
         )
         finished.append(import_id)
-    merged = await store.transactions("owner-1", IBAN)
-    assert await store.replay_owners() == ["owner-1"]
-    replies = await store.raw_replies("owner-1")
+    merged = await sc.transactions(store, "owner-1", IBAN)
+    assert await sc.replay_owners(store) == ["owner-1"]
+    replies = await sc.raw_replies(store, "owner-1")
     assert [(i, c) for i, c, _ in replies] == [
         (i, c) for i, (_, c) in zip(finished, imports, strict=True)
     ]
@@ -709,17 +730,18 @@ async def test_replay_rebuilds_the_same_merged_data(store: SqliteStore, fixtures
     rebuilt_view = rebuild((result_of(txs), cov) for txs, cov in imports)
     stats = await store.replay_result(finished[-1], rebuilt_view, coverage_start=date.min)
     assert (stats.added, stats.modified, stats.removed) == (0, 0, 0)
-    assert await store.transactions("owner-1", IBAN) == merged  # same rows, same ids
-    assert len(await store.list_events(after=0, limit=100)) == 3 * 3  # replay emits nothing
+    assert await sc.transactions(store, "owner-1", IBAN) == merged  # same rows, same ids
+    assert len(await sc.list_events(store, after=0, limit=100)) == 3 * 3  # replay emits nothing
 
-    assert await store.purge_raw_replies(older_than=at(2.6)) == 2
-    assert [i for i, _, _ in await store.raw_replies("owner-1")] == [finished[2]]
+    assert await sc.purge_raw_replies(store, older_than=at(2.6)) == 2
+    assert [i for i, _, _ in await sc.raw_replies(store, "owner-1")] == [finished[2]]
 
 
 @pytest.mark.anyio
 async def test_final_poll_count_is_kept(store: SqliteStore) -> None:
     import_id = await start_initial(store)
-    await store.finish_success(
+    await sc.finish_success(
+        store,
         await held(store, import_id),
         result_of(()),
         now=at(1),
@@ -727,19 +749,19 @@ async def test_final_poll_count_is_kept(store: SqliteStore) -> None:
         coverage_start=date(2026, 1, 1),
         polls=7,
     )
-    record = await store.get_import(import_id)
+    record = await sc.get_import(store, import_id)
     assert record is not None
     assert record.polls == 7
     failing = await start_initial(store, 2)
-    await store.finish_failure(
-        await held(store, failing), CommandFailure("Fatal", "boom"), now=at(2), polls=3
+    await sc.finish_failure(
+        store, await held(store, failing), CommandFailure("Fatal", "boom"), now=at(2), polls=3
     )
-    record = await store.get_import(failing)
+    record = await sc.get_import(store, failing)
     assert record is not None
     assert record.polls == 3
     [_, event] = [
         e
-        for e in await store.list_events(after=0, limit=50)
+        for e in await sc.list_events(store, after=0, limit=50)
         if e.type.startswith("import.") and e.type != "import.started"
     ]
     assert event.data["polls"] == 3
@@ -755,10 +777,10 @@ async def test_token_reauth_required_fails_import_and_flags_token_once(store: Sq
     r2 = out.import_id
     dead = CommandFailure("InvalidMultipleAccessId", "Multiple access id is invalid.")
     reauth = TokenOutcome(reauth_required=True)
-    await store.finish_failure(await held(store, r1), dead, now=at(2), token=reauth)
-    await store.finish_failure(await held(store, r2), dead, now=at(3), token=reauth)
-    assert await store.token_state(out.token_id) == TokenState.REAUTH_REQUIRED
-    events = await store.list_events(after=1, limit=10)
+    await sc.finish_failure(store, await held(store, r1), dead, now=at(2), token=reauth)
+    await sc.finish_failure(store, await held(store, r2), dead, now=at(3), token=reauth)
+    assert await sc.token_state(store, out.token_id) == TokenState.REAUTH_REQUIRED
+    events = await sc.list_events(store, after=1, limit=10)
     assert [(e.type, e.import_id) for e in events] == [
         ("import.failed", r1),
         ("token.reauth_required", r1),
@@ -766,34 +788,34 @@ async def test_token_reauth_required_fails_import_and_flags_token_once(store: Sq
     ]
     assert events[1].token_id == out.token_id
     assert events[1].data == {"errorName": "InvalidMultipleAccessId"}
-    record = await store.get_import(r1)
+    record = await sc.get_import(store, r1)
     assert record is not None
     assert record.state == ImportState.FAILED
     assert record.error is not None
     assert record.error.name == "InvalidMultipleAccessId"
-    assert await store.last_event_id() == 4
+    assert await sc.last_event_id(store) == 4
 
 
 @pytest.mark.anyio
 async def test_upstream_quota_exceeded_fails_import_and_records_refusal(
     store: SqliteStore, tmp_path: Path
 ) -> None:
-    assert await store.last_event_id() == 0
+    assert await sc.last_event_id(store) == 0
     out = await store.submit_consent(consent(), now=T0, since=date(2025, 5, 1), expires_at=at(9))
     assert out.token_id is not None
     refresh = await store.queue_refresh(out.token_id, now=at(1), since=date(2026, 2, 1))
     assert isinstance(refresh, str)
     refused = CommandFailure("MultipleAccessLimitExceeded", ACCESS_LIMIT_MESSAGE)
     refresh_claim = await held(store, refresh)
-    await store.finish_failure(
-        refresh_claim, refused, now=at(2), token=TokenOutcome(deferred_until=at(62))
+    await sc.finish_failure(
+        store, refresh_claim, refused, now=at(2), token=TokenOutcome(deferred_until=at(62))
     )
-    record = await store.get_import(refresh)
+    record = await sc.get_import(store, refresh)
     assert record is not None
     assert record.state == ImportState.FAILED
     assert record.error is not None
     assert record.error.name == "MultipleAccessLimitExceeded"
-    assert await store.token_state(out.token_id) == TokenState.ACTIVE
+    assert await sc.token_state(store, out.token_id) == TokenState.ACTIVE
     with closing(sqlite3.connect(tmp_path / "aisd.db")) as plain:
         assert plain.execute("SELECT quota_refused_at FROM tokens").fetchall() == [
             ("2026-05-01T08:02:00.000000Z",)
@@ -806,6 +828,6 @@ async def test_upstream_quota_exceeded_fails_import_and_records_refusal(
         0,
     )
     with pytest.raises(ConflictError):
-        await store.finish_failure(
-            refresh_claim, refused, now=at(3), token=TokenOutcome(deferred_until=at(9))
+        await sc.finish_failure(
+            store, refresh_claim, refused, now=at(3), token=TokenOutcome(deferred_until=at(9))
         )

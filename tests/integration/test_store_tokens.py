@@ -10,8 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
 from aisd.kontomatik._models import Account, CommandFailure, ImportResult
 from aisd.phases import Step
@@ -26,15 +24,15 @@ from aisd.store import (
     NotFoundError,
     SqliteStore,
     StepWrite,
-    TokenOutcome,
     TokenRecord,
     TokenState,
     open_store,
 )
 from aisd.store.sqlite import migrate
 from aisd.store.sqlite._queries import QUERIES
-from aisd.store.sqlite._tokens import ended_refresh_failure, warning_schedule
+from tests import store_calls as sc
 from tests.integration.steps_helpers import held, queued, to_polling
+from tests.store_calls import TokenOutcome
 
 T0 = datetime(2026, 5, 1, 8, 0, tzinfo=UTC)
 IBAN_1 = "PL69137013140000049678278112"
@@ -83,7 +81,8 @@ def result(*ibans: str) -> ImportResult:
 
 
 async def succeed(store: SqliteStore, import_id: str, now: datetime, *ibans: str) -> None:
-    await store.finish_success(
+    await sc.finish_success(
+        store,
         await to_polling(store, import_id, now=now),
         result(*ibans),
         now=now,
@@ -99,11 +98,13 @@ async def token(store: SqliteStore, token_id: str) -> TokenRecord:
 
 
 async def events(store: SqliteStore, after: int = 0) -> list[tuple[str, str | None, Any]]:
-    return [(e.type, e.token_id, e.data) for e in await store.list_events(after=after, limit=500)]
+    return [
+        (e.type, e.token_id, e.data) for e in await sc.list_events(store, after=after, limit=500)
+    ]
 
 
 async def last_event(store: SqliteStore) -> int:
-    return await store.last_event_id()
+    return await sc.last_event_id(store)
 
 
 def query_plan(tmp_path: Path, name: str, params: dict[str, Any]) -> str:
@@ -157,28 +158,30 @@ async def test_due_tokens_earliest_first_without_open_refreshes(store: SqliteSto
     a, _ = await new_token(store, 1)
     b, _ = await new_token(store, 2)
     c, _ = await new_token(store, 3)
-    await store.set_plan(a, at=at(30), reason="scheduled", now=at(0))
-    await store.set_plan(b, at=at(10), reason="scheduled", now=at(0))
-    await store.set_plan(c, at=None, reason="ended", now=at(0))
-    assert await store.due_tokens(now=at(9), limit=10) == []
+    await sc.set_plan(store, a, at=at(30), reason="scheduled", now=at(0))
+    await sc.set_plan(store, b, at=at(10), reason="scheduled", now=at(0))
+    await sc.set_plan(store, c, at=None, reason="ended", now=at(0))
+    assert await sc.due_tokens(store, now=at(9), limit=10) == []
     assert await store.next_refresh_due() == at(10)
-    assert [t.token_id for t in await store.due_tokens(now=at(30), limit=10)] == [b, a]
-    assert [t.token_id for t in await store.due_tokens(now=at(30), limit=1)] == [b]
-    [record] = await store.due_tokens(now=at(10), limit=10)
+    assert [t.token_id for t in await sc.due_tokens(store, now=at(30), limit=10)] == [b, a]
+    assert [t.token_id for t in await sc.due_tokens(store, now=at(30), limit=1)] == [b]
+    [record] = await sc.due_tokens(store, now=at(10), limit=10)
     assert (record.next_refresh_at, record.plan_reason) == (at(10), "scheduled")
     # An open refresh (queued, then running) keeps a token out even with a time set.
     refresh = await store.queue_refresh(b, now=at(11), since=date(2026, 4, 1))
     assert isinstance(refresh, str)
-    assert [t.token_id for t in await store.due_tokens(now=at(30), limit=10)] == [a]
-    await store.begin_access(await held(store, refresh), AccessKind.REUSE, now=at(12), token_id=b)
-    assert [t.token_id for t in await store.due_tokens(now=at(30), limit=10)] == [a]
-    await store.finish_failure(
-        await held(store, refresh), CommandFailure("Fatal", "boom"), now=at(13)
+    assert [t.token_id for t in await sc.due_tokens(store, now=at(30), limit=10)] == [a]
+    await sc.begin_access(
+        store, await held(store, refresh), AccessKind.REUSE, now=at(12), token_id=b
     )
-    assert [t.token_id for t in await store.due_tokens(now=at(30), limit=10)] == [b, a]
-    await store.end_token(a, TokenState.REVOKED, now=at(14), reason="operator")
-    await store.end_token(b, TokenState.REVOKED, now=at(14), reason="operator")
-    assert await store.due_tokens(now=at(30), limit=10) == []
+    assert [t.token_id for t in await sc.due_tokens(store, now=at(30), limit=10)] == [a]
+    await sc.finish_failure(
+        store, await held(store, refresh), CommandFailure("Fatal", "boom"), now=at(13)
+    )
+    assert [t.token_id for t in await sc.due_tokens(store, now=at(30), limit=10)] == [b, a]
+    await sc.end_token(store, a, TokenState.REVOKED, now=at(14), reason="operator")
+    await sc.end_token(store, b, TokenState.REVOKED, now=at(14), reason="operator")
+    assert await sc.due_tokens(store, now=at(30), limit=10) == []
     assert await store.next_refresh_due() is None
 
 
@@ -216,20 +219,20 @@ async def test_set_plan_stores_time_reason_and_event_once(store: SqliteStore) ->
     a, _ = await new_token(store, 1)
     before = await last_event(store)
     deferred = NewEvent("quota.deferred", "owner-1", a, data={"reason": "quota"})
-    await store.set_plan(a, at=at(60), reason="quota", now=at(1), event=deferred)
+    await sc.set_plan(store, a, at=at(60), reason="quota", now=at(1), event=deferred)
     record = await token(store, a)
     assert (record.next_refresh_at, record.plan_reason) == (at(60), "quota")
     assert await events(store, before) == [("quota.deferred", a, {"reason": "quota"})]
-    await store.set_plan(a, at=None, reason="ended", now=at(2))
+    await sc.set_plan(store, a, at=None, reason="ended", now=at(2))
     record = await token(store, a)
     assert (record.next_refresh_at, record.plan_reason) == (None, "ended")
     assert await last_event(store) == before + 1
     with pytest.raises(NotFoundError):
-        await store.set_plan("tok_nope", at=at(3), reason="scheduled", now=at(3))
+        await sc.set_plan(store, "tok_nope", at=at(3), reason="scheduled", now=at(3))
     # A final token keeps no plan, and no event is told about it.
-    await store.end_token(a, TokenState.REVOKED, now=at(4), reason="operator")
+    await sc.end_token(store, a, TokenState.REVOKED, now=at(4), reason="operator")
     after_end = await last_event(store)
-    await store.set_plan(a, at=at(90), reason="quota", now=at(5), event=deferred)
+    await sc.set_plan(store, a, at=at(90), reason="quota", now=at(5), event=deferred)
     assert (await token(store, a)).next_refresh_at is None
     assert await last_event(store) == after_end
 
@@ -239,7 +242,7 @@ async def test_queue_planned_refresh_once_per_open_refresh(store: SqliteStore) -
     a, _ = await new_token(store, 1)
     import_id = await store.queue_refresh(a, now=at(5), since=date(2026, 4, 1))
     assert isinstance(import_id, str)
-    record = await store.get_import(import_id)
+    record = await sc.get_import(store, import_id)
     assert record is not None
     assert (record.kind, record.state, record.since, record.token_id) == (
         ImportKind.REFRESH,
@@ -250,14 +253,14 @@ async def test_queue_planned_refresh_once_per_open_refresh(store: SqliteStore) -
     assert (await token(store, a)).next_refresh_at is None
     assert await store.next_refresh_due() is None
     assert await store.queue_refresh(a, now=at(6), since=date(2026, 4, 1)) is None
-    assert len(await store.list_imports(token_id=a, kind=ImportKind.REFRESH)) == 1
+    assert len(await sc.list_imports(store, token_id=a, kind=ImportKind.REFRESH)) == 1
     with pytest.raises(NotFoundError):
         await store.queue_refresh("tok_nope", now=at(6), since=date(2026, 4, 1))
     b, _ = await new_token(store, 2)
-    await store.end_token(b, TokenState.REVOKED, now=at(7), reason="operator")
+    await sc.end_token(store, b, TokenState.REVOKED, now=at(7), reason="operator")
     with pytest.raises(ConflictError, match="revoked"):
         await store.queue_refresh(b, now=at(8), since=date(2026, 4, 1))
-    assert await store.list_imports(token_id=b, kind=ImportKind.REFRESH) == []
+    assert await sc.list_imports(store, token_id=b, kind=ImportKind.REFRESH) == []
 
 
 # -- counters ----------------------------------------------------------------------------------
@@ -272,17 +275,25 @@ async def test_success_and_failure_counters(store: SqliteStore) -> None:
     assert (record.next_refresh_at, record.accounts) == (at(5), frozenset({IBAN_1}))
     r1 = await store.queue_refresh(a, now=at(10), since=date(2026, 4, 1))
     assert isinstance(r1, str)
-    await store.finish_failure(await held(store, r1), CommandFailure("Fatal", "boom"), now=at(11))
+    await sc.finish_failure(
+        store, await held(store, r1), CommandFailure("Fatal", "boom"), now=at(11)
+    )
     r2 = await store.queue_refresh(a, now=at(20), since=date(2026, 4, 1))
     assert isinstance(r2, str)
-    await store.finish_failure(await held(store, r2), CommandFailure("Fatal", "boom"), now=at(21))
+    await sc.finish_failure(
+        store, await held(store, r2), CommandFailure("Fatal", "boom"), now=at(21)
+    )
     record = await token(store, a)
     assert (record.failures, record.next_refresh_at, record.imports_done) == (2, at(21), 1)
     r3 = await store.queue_refresh(a, now=at(30), since=date(2026, 4, 1))
     assert isinstance(r3, str)
     refused = CommandFailure("MultipleAccessLimitExceeded", "Upstream refused the access.")
-    await store.finish_failure(
-        await held(store, r3), refused, now=at(31), token=TokenOutcome(deferred_until=at(400))
+    await sc.finish_failure(
+        store,
+        await held(store, r3),
+        refused,
+        now=at(31),
+        token=TokenOutcome(deferred_until=at(400)),
     )
     record = await token(store, a)
     assert (record.failures, record.next_refresh_at, record.upstream_deferred_until) == (
@@ -299,8 +310,8 @@ async def test_success_and_failure_counters(store: SqliteStore) -> None:
     assert record.accounts == frozenset({IBAN_1, IBAN_2})
     # A failed first import counts too, so the first refresh comes after a short back-off.
     b, initial_b = await new_token(store, 2)
-    await store.finish_failure(
-        await held(store, initial_b), CommandFailure("Fatal", "boom"), now=at(50)
+    await sc.finish_failure(
+        store, await held(store, initial_b), CommandFailure("Fatal", "boom"), now=at(50)
     )
     record = await token(store, b)
     assert (record.failures, record.next_refresh_at) == (1, at(50))
@@ -313,7 +324,7 @@ async def test_reauth_required_ends_the_token_and_drops_its_secret(store: Sqlite
     assert isinstance(refresh, str)
     dead = CommandFailure("InvalidMultipleAccessId", "Multiple access id is invalid.")
     reauth = TokenOutcome(reauth_required=True)
-    await store.finish_failure(await held(store, refresh), dead, now=at(2), token=reauth)
+    await sc.finish_failure(store, await held(store, refresh), dead, now=at(2), token=reauth)
     record = await token(store, a)
     assert record.state == TokenState.REAUTH_REQUIRED
     assert (record.failures, record.next_refresh_at) == (1, None)
@@ -327,22 +338,22 @@ async def test_last_refresh_is_the_newest_reuse_that_may_have_been_sent(
     store: SqliteStore,
 ) -> None:
     a, initial = await new_token(store, 1)
-    await store.begin_access(
-        await held(store, initial), AccessKind.DEFAULT_IMPORT, now=at(1), token_id=a
+    await sc.begin_access(
+        store, await held(store, initial), AccessKind.DEFAULT_IMPORT, now=at(1), token_id=a
     )
     assert (await token(store, a)).last_refresh_at is None
-    first = await store.record_access(AccessKind.REUSE, now=at(2), token_id=a)
-    second = await store.record_access(AccessKind.REUSE, now=at(3), token_id=a)
+    first = await sc.record_access(store, AccessKind.REUSE, now=at(2), token_id=a)
+    second = await sc.record_access(store, AccessKind.REUSE, now=at(3), token_id=a)
     assert (await token(store, a)).last_refresh_at == at(3)
     # A clock stepping back never moves it backwards.
-    third = await store.record_access(AccessKind.REUSE, now=at(2.5), token_id=a)
+    third = await sc.record_access(store, AccessKind.REUSE, now=at(2.5), token_id=a)
     assert (await token(store, a)).last_refresh_at == at(3)
-    await store.record_access_outcome(second, outcome="not_sent")
+    await sc.record_access_outcome(store, second, outcome="not_sent")
     assert (await token(store, a)).last_refresh_at == at(2.5)
-    await store.record_access_outcome(third, outcome="not_sent")
-    await store.record_access_outcome(first, outcome="error", error_name="Fatal")
+    await sc.record_access_outcome(store, third, outcome="not_sent")
+    await sc.record_access_outcome(store, first, outcome="error", error_name="Fatal")
     assert (await token(store, a)).last_refresh_at == at(2)
-    await store.record_access_outcome(first, outcome="not_sent")
+    await sc.record_access_outcome(store, first, outcome="not_sent")
     assert (await token(store, a)).last_refresh_at is None
 
 
@@ -360,16 +371,16 @@ async def test_reuse_ledger_covers_tokens_sharing_an_account(store: SqliteStore)
     await succeed(store, ic, at(1), IBAN_2)  # shares nothing with a
 
     async def reuse(token_id: str, minutes: float, outcome: str) -> None:
-        access = await store.record_access(AccessKind.REUSE, now=at(minutes), token_id=token_id)
-        await store.record_access_outcome(access, outcome=outcome)
+        access = await sc.record_access(store, AccessKind.REUSE, now=at(minutes), token_id=token_id)
+        await sc.record_access_outcome(store, access, outcome=outcome)
 
     await reuse(a, 5, "ok")  # before the horizon
     await reuse(a, 20, "ok")
     await reuse(b, 30, "error")
     await reuse(b, 35, "not_sent")
     await reuse(c, 25, "ok")
-    await store.record_access(AccessKind.REUSE, now=at(40), token_id=b)  # in flight
-    await store.record_access(AccessKind.DEFAULT_IMPORT, now=at(41), token_id=a)
+    await sc.record_access(store, AccessKind.REUSE, now=at(40), token_id=b)  # in flight
+    await sc.record_access(store, AccessKind.DEFAULT_IMPORT, now=at(41), token_id=a)
     ledger, accounts_of = await store.reuse_ledger([a], since=at(10))
     assert ledger == [LedgerEntry(a, at(20)), LedgerEntry(b, at(30)), LedgerEntry(b, at(40))]
     assert accounts_of == {a: frozenset({IBAN_1}), b: frozenset({IBAN_1, IBAN_3})}
@@ -392,18 +403,18 @@ async def test_expire_tokens_fails_queued_refreshes_once(
     a, initial_a = await new_token(store, 1, expires_at=at(60))
     b, _ = await new_token(store, 2, expires_at=at(120))
     c, _ = await new_token(store, 3, expires_at=at(60))
-    await store.end_token(c, TokenState.REVOKED, now=at(1), reason="operator")
+    await sc.end_token(store, c, TokenState.REVOKED, now=at(1), reason="operator")
     queued = await store.queue_refresh(a, now=at(2), since=date(2026, 4, 1))
     assert isinstance(queued, str)
     # One open refresh per token: the import in flight is the consent's own.
     reusing = initial_a
-    await store.begin_access(
-        await held(store, reusing), AccessKind.DEFAULT_IMPORT, now=at(3), token_id=a
+    await sc.begin_access(
+        store, await held(store, reusing), AccessKind.DEFAULT_IMPORT, now=at(3), token_id=a
     )
     before = await last_event(store)
-    assert await store.expire_tokens(now=at(59)) == []
-    assert await store.expire_tokens(now=at(60)) == [a]
-    assert await store.expire_tokens(now=at(61)) == []
+    assert await sc.expire_tokens(store, now=at(59)) == []
+    assert await sc.expire_tokens(store, now=at(60)) == [a]
+    assert await sc.expire_tokens(store, now=at(61)) == []
     record = await token(store, a)
     assert (record.state, record.state_reason, record.ended_at) == (
         TokenState.EXPIRED,
@@ -414,12 +425,12 @@ async def test_expire_tokens_fails_queued_refreshes_once(
     assert await store.multiple_access_id(a) is None
     assert (await token(store, b)).state == TokenState.ACTIVE
     assert (await token(store, c)).state == TokenState.REVOKED  # final stays final
-    failed = await store.get_import(queued)
+    failed = await sc.get_import(store, queued)
     assert failed is not None
     assert failed.state == ImportState.FAILED
     assert failed.error is not None
     assert failed.error.name == "TokenExpired"
-    running = await store.get_import(reusing)
+    running = await sc.get_import(store, reusing)
     assert running is not None
     assert running.state == ImportState.RUNNING  # in flight: left to finish
     feed = await events(store, before)
@@ -438,12 +449,12 @@ async def test_end_token_revokes_once_and_fails_queued_refreshes(store: SqliteSt
     queued = await store.queue_refresh(a, now=at(1), since=date(2026, 4, 1))
     assert isinstance(queued, str)
     with pytest.raises(ValueError, match="final"):
-        await store.end_token(a, TokenState.ACTIVE, now=at(2), reason="x")
+        await sc.end_token(store, a, TokenState.ACTIVE, now=at(2), reason="x")
     with pytest.raises(NotFoundError):
-        await store.end_token("tok_nope", TokenState.REVOKED, now=at(2), reason="x")
+        await sc.end_token(store, "tok_nope", TokenState.REVOKED, now=at(2), reason="x")
     before = await last_event(store)
-    assert await store.end_token(a, TokenState.REVOKED, now=at(2), reason="maxImports reached")
-    assert not await store.end_token(a, TokenState.REVOKED, now=at(3), reason="again")
+    assert await sc.end_token(store, a, TokenState.REVOKED, now=at(2), reason="maxImports reached")
+    assert not await sc.end_token(store, a, TokenState.REVOKED, now=at(3), reason="again")
     assert await events(store, before) == [
         ("token.revoked", a, {"reason": "maxImports reached"}),
         (
@@ -465,7 +476,9 @@ async def test_end_token_revokes_once_and_fails_queued_refreshes(store: SqliteSt
     assert await store.multiple_access_id(a) is None
     # An import failed meanwhile can no longer be sent.
     with pytest.raises(ConflictError, match="already ended"):
-        await store.begin_access(await held(store, queued), AccessKind.REUSE, now=at(4), token_id=a)
+        await sc.begin_access(
+            store, await held(store, queued), AccessKind.REUSE, now=at(4), token_id=a
+        )
 
 
 @pytest.mark.anyio
@@ -479,8 +492,8 @@ async def test_next_queued_hands_out_refreshes_of_ended_tokens_without_the_secre
     [job] = await queued(store, now=at(3), limit=5)
     assert job.multiple_access_id == f"{MAID}-1"
     claim = await held(store, refresh)
-    await store.begin_access(claim, AccessKind.REUSE, now=at(3), token_id=a)
-    await store.end_token(a, TokenState.REVOKED, now=at(4), reason="operator")
+    await sc.begin_access(store, claim, AccessKind.REUSE, now=at(3), token_id=a)
+    await sc.end_token(store, a, TokenState.REVOKED, now=at(4), reason="operator")
     # The Reuse reply was lost: back to the queue, where the pipeline fails it as unavailable.
     await store.advance(claim, StepWrite(Step.REQUEUE, not_before=at(5), attempts=1), now=at(4))
     [job] = await queued(store, now=at(5), limit=5)
@@ -501,43 +514,43 @@ async def test_warnings_are_raised_once_per_threshold(store: SqliteStore, tmp_pa
         return str(value) if value is not None else None
 
     assert next_warning() == "2026-05-01T08:00:00.000000Z"  # evaluated at the first tick
-    assert await store.warnings_due(now=T0, days=DAYS) == []
+    assert await sc.warnings_due(store, now=T0, days=DAYS) == []
     assert next_warning() == "2026-05-07T08:00:00.000000Z"  # expires - 14 days
-    assert await store.warnings_due(now=T0 + timedelta(days=6, minutes=-1), days=DAYS) == []
-    [due] = await store.warnings_due(now=T0 + timedelta(days=6, minutes=1), days=DAYS)
+    assert await sc.warnings_due(store, now=T0 + timedelta(days=6, minutes=-1), days=DAYS) == []
+    [due] = await sc.warnings_due(store, now=T0 + timedelta(days=6, minutes=1), days=DAYS)
     assert (due.token_id, due.warned_days) == (a, ())
     before = await last_event(store)
-    await store.record_warning(a, 14, now=T0 + timedelta(days=6, minutes=1))
-    await store.record_warning(a, 14, now=T0 + timedelta(days=6, minutes=2))
+    await sc.record_warning(store, a, 14, now=T0 + timedelta(days=6, minutes=1))
+    await sc.record_warning(store, a, 14, now=T0 + timedelta(days=6, minutes=2))
     assert await events(store, before) == [
         ("token.expiring", a, {"daysBefore": 14, "expiresAt": "2026-05-21T08:00:00Z"})
     ]
     assert (await token(store, a)).warned_days == (14,)
-    assert await store.warnings_due(now=T0 + timedelta(days=6, minutes=3), days=DAYS) == []
+    assert await sc.warnings_due(store, now=T0 + timedelta(days=6, minutes=3), days=DAYS) == []
     assert next_warning() == "2026-05-14T08:00:00.000000Z"  # expires - 7 days
     for day in (7, 3, 1):
-        await store.record_warning(a, day, now=T0 + timedelta(days=19, hours=12))
-    assert await store.warnings_due(now=T0 + timedelta(days=19, hours=12), days=DAYS) == []
+        await sc.record_warning(store, a, day, now=T0 + timedelta(days=19, hours=12))
+    assert await sc.warnings_due(store, now=T0 + timedelta(days=19, hours=12), days=DAYS) == []
     assert next_warning() is None
     assert (await token(store, a)).warned_days == (14, 7, 3, 1)
     with pytest.raises(NotFoundError):
-        await store.record_warning("tok_nope", 1, now=T0)
+        await sc.record_warning(store, "tok_nope", 1, now=T0)
 
 
 @pytest.mark.anyio
 async def test_thresholds_already_past_at_consent_are_due_at_once(store: SqliteStore) -> None:
     a, _ = await new_token(store, 1, expires_at=T0 + timedelta(days=5))
     b, _ = await new_token(store, 2, expires_at=T0 + timedelta(days=5))
-    await store.end_token(b, TokenState.REVOKED, now=at(1), reason="operator")
-    [due] = await store.warnings_due(now=at(1), days=DAYS)
+    await sc.end_token(store, b, TokenState.REVOKED, now=at(1), reason="operator")
+    [due] = await sc.warnings_due(store, now=at(1), days=DAYS)
     assert due.token_id == a
     for day in (14, 7):
-        await store.record_warning(a, day, now=at(1))
+        await sc.record_warning(store, a, day, now=at(1))
     before = await last_event(store)
-    await store.record_warning(b, 14, now=at(1))  # final: nothing to warn about
+    await sc.record_warning(store, b, 14, now=at(1))  # final: nothing to warn about
     assert await last_event(store) == before
     assert (await token(store, a)).warned_days == (14, 7)
-    assert await store.warnings_due(now=at(2), days=DAYS) == []
+    assert await sc.warnings_due(store, now=at(2), days=DAYS) == []
 
 
 # -- migration ---------------------------------------------------------------------------------
@@ -576,7 +589,7 @@ async def test_tokens_from_earlier_versions_get_planner_values(
     async with open_store(path) as store:
         if version == 0:
             assert await store.list_tokens() == []
-            assert await store.due_tokens(now=T0, limit=10) == []
+            assert await sc.due_tokens(store, now=T0, limit=10) == []
             return
         active, dead = await store.list_tokens(token_ids=["tok_active", "tok_dead"])
         assert active.token_id == "tok_active"
@@ -584,7 +597,7 @@ async def test_tokens_from_earlier_versions_get_planner_values(
         assert active.last_refresh_at == T0 + timedelta(hours=4)
         assert active.accounts == frozenset({IBAN_1})
         assert await store.multiple_access_id("tok_active") == "maid-SECRET-1"
-        assert [t.token_id for t in await store.due_tokens(now=T0, limit=10)] == ["tok_active"]
+        assert [t.token_id for t in await sc.due_tokens(store, now=T0, limit=10)] == ["tok_active"]
         assert (dead.state, dead.state_reason, dead.next_refresh_at) == (
             TokenState.REAUTH_REQUIRED,
             "InvalidMultipleAccessId",
@@ -593,34 +606,7 @@ async def test_tokens_from_earlier_versions_get_planner_values(
         assert dead.ended_at == T0 + timedelta(days=1)
         assert await store.multiple_access_id("tok_dead") is None
         # Warnings of migrated tokens are looked at by the first tick.
-        assert await store.warnings_due(now=T0, days=DAYS) == []
-        assert [t.token_id for t in await store.warnings_due(now=FAR, days=DAYS)] == ["tok_active"]
-
-
-# -- the pure rules ----------------------------------------------------------------------------
-
-
-@given(
-    st.sets(st.integers(min_value=1, max_value=60), max_size=6),
-    st.sets(st.integers(min_value=1, max_value=60), max_size=6),
-    st.integers(min_value=-100 * 24 * 60, max_value=100 * 24 * 60),
-)
-def test_warning_schedule_rule(days: set[int], warned: set[int], offset: int) -> None:
-    now = FAR + timedelta(minutes=offset)
-    due, next_at = warning_schedule(FAR, days, warned, now)
-    pending = days - warned
-    assert due == sorted((d for d in pending if FAR - timedelta(days=d) <= now), reverse=True)
-    if pending:
-        assert next_at == FAR - timedelta(days=max(pending))
-        # Nothing due means the next threshold lies ahead: a candidate is never pushed back.
-        assert bool(due) == (next_at <= now)
-    else:
-        assert next_at is None
-
-
-def test_ended_refresh_failure_names() -> None:
-    assert [ended_refresh_failure(s).name for s in TokenState if s != TokenState.ACTIVE] == [
-        "TokenReauthRequired",
-        "TokenRevoked",
-        "TokenExpired",
-    ]
+        assert await sc.warnings_due(store, now=T0, days=DAYS) == []
+        assert [t.token_id for t in await sc.warnings_due(store, now=FAR, days=DAYS)] == [
+            "tok_active"
+        ]

@@ -10,6 +10,7 @@ import pytest
 from aisd import usecases
 from aisd.refresh import RevokeFailed
 from aisd.store import ConflictError, ConsentIn, TokenState
+from tests import store_calls as sc
 from tests.integration._harness import Env, run_until_done
 
 pytestmark = pytest.mark.anyio
@@ -27,8 +28,8 @@ class Revoker:
         if token_id in self.failing:
             raise RevokeFailed("UpstreamDown")
         self.revoked.append(token_id)
-        await self.env.store.end_token(
-            token_id, TokenState.REVOKED, now=self.env.clock.now(), reason=reason
+        await sc.end_token(
+            self.env.store, token_id, TokenState.REVOKED, now=self.env.clock.now(), reason=reason
         )
         return TokenState.REVOKED
 
@@ -37,7 +38,7 @@ async def consent(env: Env, owner: str) -> str:
     """A consent with multiple access whose first import has finished; its token id."""
     import_id = await env.submit(owner, multiple=True)
     await run_until_done(env, env.pipeline(), [import_id])
-    record = await env.store.get_import(import_id)
+    record = await sc.get_import(env.store, import_id)
     assert record is not None
     assert record.token_id is not None
     return record.token_id
@@ -63,7 +64,7 @@ async def test_submit_sets_the_history_and_the_access_and_a_repeat_creates_nothi
     assert first.created
     assert not again.created
     assert (again.import_id, again.token_id) == (first.import_id, first.token_id)
-    record = await env.store.get_import(first.import_id)
+    record = await sc.get_import(env.store, first.import_id)
     assert record is not None
     assert record.since == now.date() - timedelta(days=30)
     [token] = await env.store.list_tokens(owner_external_id="ann")
@@ -101,12 +102,12 @@ async def test_forget_erases_only_after_every_revocation(env: Env) -> None:
     failing = Revoker(env, failing={token})
     with pytest.raises(usecases.NotRevoked):
         await usecases.forget_owner(env.store, failing, "dan", now=env.clock.now())
-    assert await env.store.owner_exists("dan")
+    assert await sc.owner_exists(env.store, "dan")
 
     done = await usecases.forget_owner(env.store, Revoker(env), "dan", now=env.clock.now())
     assert done.tokens_revoked == 1
     assert done.rows_deleted > 0
-    assert not await env.store.owner_exists("dan")
+    assert not await sc.owner_exists(env.store, "dan")
     with pytest.raises(LookupError):
         await usecases.forget_owner(env.store, Revoker(env), "dan", now=env.clock.now())
 
@@ -116,7 +117,7 @@ async def test_forget_refuses_while_an_import_is_queued(env: Env) -> None:
     with pytest.raises(ConflictError):
         # The queued first import holds the erasure back; its token is revoked meanwhile.
         await usecases.forget_owner(env.store, Revoker(env), "eve", now=env.clock.now())
-    assert await env.store.owner_exists("eve")
+    assert await sc.owner_exists(env.store, "eve")
 
 
 async def test_billing_counts_the_months_own_cycles(env: Env) -> None:
@@ -156,4 +157,4 @@ async def test_a_repeat_with_another_owner_is_a_conflict_naming_the_field(env: E
             env.store, other, now=now, history_days=30, access=timedelta(1)
         )
     assert caught.value.field == "ownerExternalId"
-    assert not await env.store.owner_exists("hal")
+    assert not await sc.owner_exists(env.store, "hal")

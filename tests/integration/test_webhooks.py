@@ -21,8 +21,16 @@ from aisd.clock import SystemClock
 from aisd.rpc import INVALID_PARAMS, NOT_FOUND, Params, Peer, RpcError
 from aisd.rpc.catalog import CATALOG
 from aisd.rpc.methods_ops import webhook_methods
-from aisd.store import NewEvent, SqliteStore, open_store
+from aisd.store import (
+    NewEvent,
+    SqliteStore,
+    WebhookAdvance,
+    WebhookFailed,
+    WebhookWrite,
+    open_store,
+)
 from aisd.webhooks import Webhooks, endpoint_label
+from tests import store_calls as sc
 
 pytestmark = pytest.mark.anyio
 
@@ -41,39 +49,17 @@ class WatchedStore(SqliteStore):
         self.written.set()
         self.written = anyio.Event()
 
-    async def webhook_advance(
-        self, url: str, *, expected: int, cursor: int, now: datetime | None
-    ) -> bool:
-        moved = await super().webhook_advance(url, expected=expected, cursor=cursor, now=now)
-        self._announce()
-        return moved
-
-    async def webhook_failed(
-        self,
-        url: str,
-        *,
-        expected: int,
-        attempts: int,
-        next_attempt_at: datetime,
-        error: str,
-        now: datetime,
-    ) -> bool:
-        recorded = await super().webhook_failed(
-            url,
-            expected=expected,
-            attempts=attempts,
-            next_attempt_at=next_attempt_at,
-            error=error,
-            now=now,
-        )
-        self._announce()
-        return recorded
+    async def webhook_write(self, write: WebhookWrite, *, now: datetime) -> bool:
+        done = await super().webhook_write(write, now=now)
+        if isinstance(write, WebhookAdvance | WebhookFailed):
+            self._announce()
+        return done
 
 
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[WatchedStore]:
     async with open_store(tmp_path / "aisd.db") as opened:
-        yield WatchedStore(opened._writer, opened._reader, opened.path)
+        yield WatchedStore(opened._writer, opened._reader, opened.path, opened._checkpointer)
 
 
 class Receiver:
@@ -105,7 +91,7 @@ class Receiver:
 
 async def append(store: SqliteStore, *types: str) -> list[int]:
     events = [NewEvent(t, "owner-1", None, None, {"n": i}) for i, t in enumerate(types)]
-    return await store.append_events(events, now=datetime.now(UTC))
+    return await sc.append_events(store, events, now=datetime.now(UTC))
 
 
 async def wait_cursor(store: WatchedStore, url: str, cursor: int) -> None:
@@ -259,7 +245,7 @@ async def test_endpoints_told_apart_only_by_a_query_get_distinct_labels(
 ) -> None:
     first, second = "https://h.test/in?tenant=1", "https://h.test/in?tenant=2"
     hooks = Webhooks(store, SystemClock(), urls=(first, second), keys=[KEY])
-    await store.webhook_register([first, second], now=datetime.now(UTC))
+    await sc.webhook_register(store, [first, second], now=datetime.now(UTC))
     labels = [s["endpoint"] for s in await hooks.status()]
     assert labels == ["https://h.test/in", "https://h.test/in#2"]
     moved = await hooks.redeliver(1, "https://h.test/in#2")
@@ -296,7 +282,7 @@ async def test_socket_methods_validate_their_params(store: WatchedStore) -> None
             bound("webhooks.redeliver", {"from": 1, "endpoint": "http://no.test/"}), peer
         )
     assert info.value.code == NOT_FOUND
-    await store.webhook_register([URL], now=datetime.now(UTC))
+    await sc.webhook_register(store, [URL], now=datetime.now(UTC))
     moved = await methods["webhooks.redeliver"](
         bound("webhooks.redeliver", {"from": 1, "endpoint": "http://hooks.test/in"}), peer
     )
@@ -372,7 +358,7 @@ def test_any_sequence_of_failures_delivers_the_filtered_feed_in_order_exactly(
 
     async def scenario(directory: str) -> list[int]:
         async with open_store(Path(directory) / "aisd.db") as opened:
-            store = WatchedStore(opened._writer, opened._reader, opened.path)
+            store = WatchedStore(opened._writer, opened._reader, opened.path, opened._checkpointer)
             hooks = Webhooks(
                 store,
                 SystemClock(),

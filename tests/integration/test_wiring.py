@@ -13,6 +13,7 @@ from aisd.sandbox import DEFAULT_API_KEY, Sandbox, SandboxConfig
 from aisd.settings import Settings
 from aisd.store import ImportState, Store
 from aisd.wiring import Hooks, embedded_sandbox, open_core
+from tests import store_calls as sc
 from tests.integration._harness import FAST, ManualClock
 
 pytestmark = pytest.mark.anyio
@@ -52,7 +53,7 @@ async def test_a_consent_through_the_methods_runs_its_import_and_calls_every_hoo
             await tg.start(core.pipeline.run)
             with anyio.fail_after(20):
                 while True:
-                    record = await core.store.get_import(submitted["importId"])
+                    record = await sc.get_import(core.store, submitted["importId"])
                     assert record is not None
                     if record.state == ImportState.SUCCESSFUL:
                         break

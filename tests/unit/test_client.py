@@ -105,6 +105,47 @@ async def test_import_result_streams_and_keeps_the_gzip_body() -> None:
 
 
 @pytest.mark.anyio
+async def test_a_final_state_is_told_before_the_result_is_read() -> None:
+    told: list[tuple[CommandState, int]] = []
+    fed = 0
+
+    async def counted(data: bytes) -> AsyncIterator[bytes]:
+        nonlocal fed
+        async for chunk in _chunked(data, 200):
+            fed += len(chunk)
+            yield chunk
+
+    paced = 0
+
+    async def pace() -> None:
+        nonlocal paced
+        paced += 1
+
+    recorder = Recorder(lambda _: httpx.Response(200, content=counted(SUCCESS)))
+    async with _client(recorder) as client:
+        reply = await client.get_import_result(
+            "455026009", on_final=lambda state: told.append((state, fed)), pace=pace
+        )
+    # Once, from the first chunks: long before the whole body had arrived.
+    ((state, at),) = told
+    assert state is CommandState.SUCCESSFUL
+    assert at < len(SUCCESS) // 4
+    assert reply.command.result is not None
+    # The caller was given a say after every slice of the body.
+    assert paced >= len(SUCCESS) // 200
+
+
+@pytest.mark.anyio
+async def test_a_running_command_is_not_told_final() -> None:
+    told: list[CommandState] = []
+    recorder = Recorder(lambda _: httpx.Response(200, content=SETUP))
+    async with _client(recorder) as client:
+        reply = await client.get_import_result("455026009", on_final=told.append)
+    assert reply.command.state is CommandState.SETUP
+    assert told == []
+
+
+@pytest.mark.anyio
 async def test_unfinished_command_keeps_no_body() -> None:
     recorder = Recorder(lambda _: httpx.Response(200, content=SETUP))
     async with _client(recorder) as client:

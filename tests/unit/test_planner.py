@@ -14,17 +14,18 @@ from hypothesis import strategies as st
 
 from aisd.planner import (
     Access,
+    LedgerIndex,
     Plan,
     Reason,
     Rules,
     TokenPlanInput,
     Usage,
     backoff_delay,
+    decide_due,
     effective_now,
     ledger_horizon,
     may_refresh_now,
     phase,
-    pick_due,
     plan,
     pseudo_account,
     reach,
@@ -44,6 +45,41 @@ def token(token_id: str = "tok", **changes: object) -> TokenPlanInput:
         accounts=frozenset({"PL01"}),
     )
     return replace(base, **changes)  # type: ignore[arg-type]
+
+
+def pick_due(
+    tokens: list[TokenPlanInput],
+    ledger: list[Access],
+    accounts_of: dict[str, frozenset[str]],
+    rules: Rules,
+    now: datetime,
+) -> list[Access]:
+    """The tick's picks alone."""
+    return list(decide_due(tokens, ledger, accounts_of, rules, now).picked)
+
+
+def replanning_picks(
+    tokens: list[TokenPlanInput],
+    ledger: list[Access],
+    accounts_of: dict[str, frozenset[str]],
+    rules: Rules,
+    now: datetime,
+) -> list[Access]:
+    """The rule written plainly: in order of first plans, every token re-planned against the
+    working ledger before it is let through."""
+    mapping = {**accounts_of, **{t.token_id: t.accounts for t in tokens}}
+    working = LedgerIndex(ledger, mapping)
+    now = effective_now(now, ledger)
+    far = datetime.max.replace(tzinfo=UTC)
+    first = {t.token_id: plan(t, ledger, mapping, rules, now) for t in tokens}
+    picked: list[Access] = []
+    for tok in sorted(tokens, key=lambda t: (first[t.token_id].at or far, t.token_id)):
+        current = plan(tok, working.relevant(tok.token_id), mapping, rules, now)
+        if current.at is not None and current.at <= now:
+            access = Access(tok.token_id, now)
+            working.add(access)
+            picked.append(access)
+    return picked
 
 
 def max_in_any_window(times: list[datetime], window: timedelta) -> int:
@@ -379,6 +415,65 @@ def test_pick_due_lets_tokens_on_separate_accounts_through_together() -> None:
     ]
     picked = pick_due(tokens, [], {}, rules, T0)
     assert sorted(a.token_id for a in picked) == ["a", "b", "c"]
+
+
+@st.composite
+def due_candidates(
+    draw: st.DrawFn,
+) -> tuple[Rules, list[TokenPlanInput], list[Access], dict[str, frozenset[str]], datetime]:
+    rules = Rules(refreshes_per_day=draw(st.integers(min_value=1, max_value=4)))
+    ibans = [f"PL{i:02d}" for i in range(draw(st.integers(min_value=1, max_value=4)))]
+    now = T0 + timedelta(days=3)
+    tokens = [
+        token(
+            f"t{i}",
+            created_at=now - timedelta(minutes=draw(st.integers(0, 3 * 24 * 60))),
+            accounts=draw(st.frozensets(st.sampled_from(ibans))),
+            failures=draw(st.integers(0, 2)),
+        )
+        for i in range(draw(st.integers(min_value=1, max_value=8)))
+    ]
+    others = {f"o{i}": draw(st.frozensets(st.sampled_from(ibans))) for i in range(3)}
+    ledger = sorted(
+        draw(
+            st.lists(
+                st.builds(
+                    Access,
+                    st.sampled_from([t.token_id for t in tokens] + list(others)),
+                    st.integers(0, 30 * 60).map(lambda m: now - timedelta(minutes=m)),
+                ),
+                max_size=12,
+            )
+        ),
+        key=lambda a: (a.at, a.token_id),
+    )
+    return rules, tokens, ledger, others, now
+
+
+@given(due_candidates())
+@settings(max_examples=200, deadline=None)
+def test_decide_due_picks_as_replanning_every_token_does_and_plans_the_rest(
+    case: tuple[Rules, list[TokenPlanInput], list[Access], dict[str, frozenset[str]], datetime],
+) -> None:
+    rules, tokens, ledger, others, now = case
+    decided = decide_due(tokens, ledger, others, rules, now)
+    assert list(decided.picked) == replanning_picks(tokens, ledger, others, rules, now)
+    picked = {a.token_id for a in decided.picked}
+    assert len(picked) == len(decided.picked)
+    assert set(decided.plans) == {t.token_id for t in tokens} - picked
+    mapping = {**others, **{t.token_id: t.accounts for t in tokens}}
+    at = effective_now(now, ledger)
+    for tok in tokens:
+        if tok.token_id not in picked:
+            assert decided.plans[tok.token_id] == plan(tok, ledger, mapping, rules, at)
+    # However the candidates share accounts, the picks never overfill a window.
+    for iban in {a for t in tokens for a in t.accounts}:
+        reaching = {t for t, accounts in mapping.items() if iban in accounts}
+        times = [a.at for a in [*ledger, *decided.picked] if a.token_id in reaching]
+        assert max_in_any_window(times, rules.span) <= max(
+            rules.refreshes_per_day,
+            max_in_any_window([a.at for a in ledger if a.token_id in reaching], rules.span),
+        )
 
 
 # -- spread --------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ SQLITE_ONLY = frozenset(
         "rollback",
         "writer_pragmas",
         "reader_pragmas",
+        "scratch_pragmas",
         "migration_pragmas",
         "get_user_version",
         "set_user_version",
@@ -27,6 +28,9 @@ SQLITE_ONLY = frozenset(
         "backup_counts",
         "backup_tables",
         "backup_source_pragmas",
+        "checkpointer_pragmas",
+        "set_busy_timeout",
+        "wal_checkpoint_passive",
     }
 )
 

@@ -29,7 +29,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import date, datetime, timedelta
 from functools import partial
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar, cast, overload
 
 import aiosqlite
 import anyio
@@ -38,8 +38,8 @@ import anyio.to_thread
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from aisd.kontomatik._models import CommandFailure, ImportResult
-from aisd.phases import Budget, Step, failed_event_data
+from aisd.kontomatik._models import ImportResult
+from aisd.phases import Budget, Step
 from aisd.store._fence import LeaderTerm, StaleLeader, current_term
 from aisd.store._health import StorageHealth
 from aisd.store._records import (
@@ -55,9 +55,9 @@ from aisd.store._records import (
     SubmitOutcome,
     TickOutcome,
     TickPlanner,
-    TokenOutcome,
     TokenState,
 )
+from aisd.store._requests import Fail, Lease, LeaseEnd, LeaseRenew, LeaseStart, LeaseWrite, Succeed
 from aisd.store.postgresql._connect import connection_kwargs
 from aisd.store.postgresql._dialect import AsyncDb, Row, SyncDb, row_factory
 from aisd.store.postgresql._errors import verdict
@@ -69,10 +69,9 @@ from aisd.store.sqlite._data import (
     AnalyticsMethods,
     BillingMethods,
     FeedMethods,
-    MergeMethods,
     PrivacyMethods,
-    RefusalMethods,
 )
+from aisd.store.sqlite._data_core import scalar
 from aisd.store.sqlite._errors import (
     ConflictError,
     NotFoundError,
@@ -82,10 +81,11 @@ from aisd.store.sqlite._errors import (
 )
 from aisd.store.sqlite._ids import new_id
 from aisd.store.sqlite._intake import GroupCommit
+from aisd.store.sqlite._lifecycle import LifecycleMethods
 from aisd.store.sqlite._ops import OpsMethods
 from aisd.store.sqlite._queries import QUERIES as Q
 from aisd.store.sqlite._reads import ReadMethods
-from aisd.store.sqlite._sync import returning_id, rows
+from aisd.store.sqlite._sync import rows
 from aisd.store.sqlite._tokens import TokenMethods
 
 __all__ = ["PostgresStore", "open_postgres_store"]
@@ -132,9 +132,8 @@ class PostgresStore(
     BillingMethods,
     PrivacyMethods,
     AnalyticsMethods,
-    MergeMethods,
-    RefusalMethods,
     OpsMethods,
+    LifecycleMethods,
 ):
     """The daemon's durable state in a PostgreSQL database. Open it with
     :func:`open_postgres_store`.
@@ -163,6 +162,10 @@ class PostgresStore(
 
     def __repr__(self) -> str:
         return "PostgresStore()"
+
+    async def _empty_log(self) -> bool:
+        # (busy,): what PostgreSQL's WAL keeps is out of aisd's reach (README, "Two hosts").
+        return not await scalar(self._writer, "wal_checkpoint_truncate")
 
     # -- running transactions ------------------------------------------------------------------
 
@@ -267,40 +270,6 @@ class PostgresStore(
         )
         return ids
 
-    async def _fail(
-        self,
-        db: aiosqlite.Connection,
-        import_id: str,
-        failure: CommandFailure,
-        *,
-        now: datetime,
-        polls: int | None,
-    ) -> sqlite3.Row:
-        # An import ended by its token's end (not by the pipeline): no claim to fence on.
-        found = await db.execute_fetchall(Q["import_row"], {"id": import_id})
-        if not found:
-            raise NotFoundError(f"import {import_id} not found")
-        imp = next(iter(found))
-        if imp["state"] in _FINAL_STATES:
-            raise ConflictError(f"import {import_id} already ended ({imp['state']})")
-        params = {
-            "id": import_id,
-            "now": dt_in(now),
-            "polls": polls,
-            "error_name": failure.name,
-            "error_message": failure.message,
-        }
-        await db.execute(Q["finish_import_failure"], params)
-        await db.execute(Q["free_slot"], {"id": import_id})
-        data = failed_event_data(
-            failure.name, failure.message, imp["polls"] if polls is None else polls
-        )
-        event = NewEvent(
-            "import.failed", imp["owner_external_id"], imp["token_id"], import_id, data
-        )
-        await self._emit(db, [event], now)
-        return imp
-
     # -- lifecycle -----------------------------------------------------------------------------
 
     async def close(self) -> None:
@@ -328,34 +297,6 @@ class PostgresStore(
     async def _run_intake(self, fn: Callable[[sqlite3.Connection], None]) -> None:
         # A batch that stored a consent gives the other daemons work to claim.
         await self._run(_notifying(fn))
-
-    # -- the ledger outside imports ------------------------------------------------------------
-
-    async def record_access(self, kind: AccessKind, *, now: datetime, token_id: str | None) -> int:
-        """See :meth:`aisd.store.Store.record_access`; committed before it returns. Two daemons
-        asked to revoke one token send one Revoke between them.
-
-        Raises:
-            RevocationSent: upstream already accepted a revocation of the token.
-            RevocationInFlight: another revocation of it awaits its answer.
-        """
-        params = {
-            "kind": AccessKind(kind).value,
-            "token_id": token_id,
-            "import_id": None,
-            "session_id": None,
-            "now": dt_in(now),
-        }
-
-        def record(db: sqlite3.Connection) -> int:
-            if kind == AccessKind.REVOKE and token_id is not None:
-                _check_revocation(db, token_id, now)
-            access_id = returning_id(db, "insert_access", params)
-            if kind == AccessKind.REUSE and token_id is not None:
-                db.execute(Q["token_reused"], {"id": token_id, "now": params["now"]})
-            return access_id
-
-        return await self._run(record)
 
     # -- quota sections ------------------------------------------------------------------------
 
@@ -405,15 +346,22 @@ class PostgresStore(
 
     async def begin_access(
         self,
-        claim: Claim,
+        claim: Claim | None,
         kind: AccessKind,
         *,
         now: datetime,
         token_id: str | None,
         session_id: str | None = None,
         quota: QuotaRule | None = None,
+        event: NewEvent | None = None,
     ) -> int | QuotaAnswer:
-        """See :meth:`aisd.store.Store.begin_access`."""
+        """See :meth:`aisd.store.Store.begin_access`; committed before it returns. Two
+        daemons asked to revoke one token send one Revoke between them.
+
+        Raises:
+            RevocationSent: upstream already accepted a revocation of the token.
+            RevocationInFlight: another revocation of it awaits its answer.
+        """
 
         def section(db: sqlite3.Connection) -> int | QuotaAnswer:
             answer = None
@@ -424,6 +372,10 @@ class PostgresStore(
                 answer = quota.decide(view)
                 if not answer.allowed:
                     return answer
+            if claim is None:
+                if kind == AccessKind.REVOKE and token_id is not None:
+                    _check_revocation(db, token_id, now)
+                return steps.record_access(db, AccessKind(kind), now=now, token_id=token_id)
             return steps.begin_access(
                 db,
                 claim,
@@ -432,49 +384,41 @@ class PostgresStore(
                 token_id=token_id,
                 session_id=session_id,
                 answer=answer,
+                event=event,
             )
 
         return await self._run(section)
 
     # -- claims and fenced steps ---------------------------------------------------------------
 
-    async def register_claimer(
-        self, *, now: datetime, ttl_seconds: float | None, sole: bool, max_running: int
-    ) -> str:
-        """See :meth:`aisd.store.Store.register_claimer`. The lease runs on the database's
-        clock for ``ttl_seconds`` (None: until released or ended by a sole claimer)."""
-        claimer = new_id("clm_")
-        ttl = _NO_END_SECONDS if ttl_seconds is None else ttl_seconds
-        await self._run(
-            partial(
-                steps.register_claimer,
-                claimer=claimer,
-                now=now,
-                lease_until=now + timedelta(seconds=ttl),
-                host=socket.gethostname(),
-                pid=os.getpid(),
-                sole=sole,
-                max_running=max_running,
-            )
+    @overload
+    async def lease(self, write: LeaseStart, *, now: datetime) -> Lease: ...
+
+    @overload
+    async def lease(self, write: LeaseRenew, *, now: datetime) -> bool: ...
+
+    @overload
+    async def lease(self, write: LeaseEnd, *, now: datetime) -> None: ...
+
+    async def lease(self, write: LeaseWrite, *, now: datetime) -> Lease | bool | None:
+        """See :meth:`aisd.store.Store.lease`. The lease runs on the database's clock (a
+        lapsed one is not renewed); ending it wakes the other daemons."""
+        until: datetime | None = None
+        if isinstance(write, LeaseStart):
+            ttl = _NO_END_SECONDS if write.ttl_seconds is None else write.ttl_seconds
+            until = now + timedelta(seconds=ttl)
+        elif isinstance(write, LeaseRenew):
+            until = now + timedelta(seconds=write.ttl_seconds)
+        step = partial(
+            steps.lease,
+            write=write,
+            now=now,
+            new_claimer=new_id("clm_"),
+            until=until,
+            host=socket.gethostname(),
+            pid=os.getpid(),
         )
-        return claimer
-
-    async def renew_claimer(self, claimer: str, *, now: datetime, ttl_seconds: float) -> bool:
-        """See :meth:`aisd.store.Store.renew_claimer`; a lapsed lease is not renewed."""
-        params = {
-            "id": claimer,
-            "now": dt_in(now),
-            "lease_until": dt_in(now + timedelta(seconds=ttl_seconds)),
-        }
-
-        def renew(db: sqlite3.Connection) -> bool:
-            return db.execute(Q["renew_claimer"], params).rowcount == 1
-
-        return await self._run(renew)
-
-    async def release_claimer(self, claimer: str, *, now: datetime) -> None:
-        """See :meth:`aisd.store.Store.release_claimer`."""
-        await self._run(_notifying(partial(steps.let_go_all, claimer=claimer, now=now)))
+        return await self._run(_notifying(step) if isinstance(write, LeaseEnd) else step)
 
     async def claim_work(self, claimer: str, *, now: datetime) -> list[ImportJob]:
         """See :meth:`aisd.store.Store.claim_work`."""
@@ -485,11 +429,7 @@ class PostgresStore(
         found = await self._reader.execute_fetchall(Q["open_jobs"])
         return [steps.job_of(row) for row in found]
 
-    async def budget(self) -> tuple[Budget, int]:
-        """See :meth:`aisd.store.Store.budget`."""
-        return await self._run(steps.budget_of)
-
-    async def record_access_outcome(
+    async def end_access(
         self,
         access_id: int,
         *,
@@ -497,7 +437,7 @@ class PostgresStore(
         error_name: str | None = None,
         pressure: str | None = None,
     ) -> Budget:
-        """See :meth:`aisd.store.Store.record_access_outcome`.
+        """See :meth:`aisd.store.Store.end_access`.
 
         Raises:
             NotFoundError: no ledger row has this id.
@@ -512,62 +452,31 @@ class PostgresStore(
             )
         )
 
-    async def advance(self, claim: Claim, write: StepWrite, *, now: datetime) -> list[ImportJob]:
+    @overload
+    async def advance(self, claim: Claim, write: Succeed, *, now: datetime) -> MergeStats: ...
+
+    @overload
+    async def advance(
+        self, claim: Claim, write: StepWrite | Fail, *, now: datetime
+    ) -> list[ImportJob]: ...
+
+    async def advance(
+        self, claim: Claim, write: StepWrite | Succeed | Fail, *, now: datetime
+    ) -> list[ImportJob] | MergeStats:
         """See :meth:`aisd.store.Store.advance`. A step that frees a slot or the claim wakes
         the other daemons; the end upstream (a slot handed on) commits without waiting for
         the WAL flush, as a claim does."""
+        if isinstance(write, Succeed):
+            success = partial(steps.finish_success, claim=claim, write=write, now=now)
+            return await self._run(_notifying(success))
+        if isinstance(write, Fail):
+            failure = partial(steps.fail_claimed, claim=claim, write=write, now=now)
+            await self._run(_notifying(failure))
+            return []
         record = partial(steps.record_step, claim=claim, write=write, now=now)
         if write.step == Step.ENDED_UPSTREAM:
             return await self._run(_notifying(_relaxed(record)))
         return await self._run(_notifying(record) if write.step in _FREEING else record)
-
-    async def finish_success(
-        self,
-        claim: Claim,
-        result: ImportResult,
-        *,
-        now: datetime,
-        raw_reply: bytes | None,
-        coverage_start: date,
-        polls: int,
-    ) -> MergeStats:
-        """See :meth:`aisd.store.Store.finish_success`."""
-        return await self._run(
-            _notifying(
-                partial(
-                    steps.finish_success,
-                    claim=claim,
-                    result=result,
-                    now=now,
-                    raw_reply=raw_reply,
-                    coverage_start=coverage_start,
-                    polls=polls,
-                )
-            )
-        )
-
-    async def finish_failure(
-        self,
-        claim: Claim,
-        failure: CommandFailure,
-        *,
-        now: datetime,
-        polls: int | None = None,
-        token: TokenOutcome | None = None,
-    ) -> None:
-        """See :meth:`aisd.store.Store.finish_failure`."""
-        await self._run(
-            _notifying(
-                partial(
-                    steps.finish_failure,
-                    claim=claim,
-                    failure=failure,
-                    now=now,
-                    polls=polls,
-                    token=token,
-                )
-            )
-        )
 
     async def listen(
         self,
@@ -646,21 +555,6 @@ class PostgresStore(
 
     # -- raw replies and replay ----------------------------------------------------------------
 
-    async def replay_owners(self) -> list[str]:
-        """See :meth:`aisd.store.Store.replay_owners`."""
-        found = await self._reader.execute_fetchall(Q["replay_owners"])
-        return [row["external_id"] for row in found]
-
-    async def raw_replies(self, owner_external_id: str) -> list[tuple[str, date, bytes]]:
-        """See :meth:`aisd.store.Store.raw_replies`; replies are gzip-compressed."""
-        found = await self._reader.execute_fetchall(
-            Q["list_raw_replies"], {"external_id": owner_external_id}
-        )
-        return [
-            (row["import_id"], date.fromisoformat(row["coverage_start"]), bytes(row["reply"]))
-            for row in found
-        ]
-
     async def replay_result(
         self, import_id: str, result: ImportResult, *, coverage_start: date
     ) -> MergeStats:
@@ -675,16 +569,6 @@ class PostgresStore(
             return steps.merge(db, imp["owner_id"], import_id, result, coverage_start, ts)
 
         return await self._run(replay)
-
-    async def purge_raw_replies(self, *, older_than: datetime) -> int:
-        """See :meth:`aisd.store.Store.purge_raw_replies`."""
-        params = {"older_than": dt_in(older_than)}
-
-        def purge(db: sqlite3.Connection) -> int:
-            db.execute(Q["purge_refused_replies"], params)
-            return int(db.execute(Q["purge_raw_replies"], params).rowcount)
-
-        return await self._run(purge)
 
 
 def _hold_term(db: SyncDb, term: LeaderTerm) -> None:

@@ -40,11 +40,6 @@ INSERT INTO owners (external_id, created_at) VALUES (%(external_id)s, %(now)s)
 ON CONFLICT (external_id) DO UPDATE SET external_id = excluded.external_id
 RETURNING id
 
--- name: insert_consent
-INSERT INTO consents (owner_id, session_id, target, refresh_until, max_imports, created_at)
-VALUES (%(owner_id)s, %(session_id)s, %(target)s, %(refresh_until)s, %(max_imports)s, %(now)s)
-RETURNING id
-
 -- name: upsert_session
 INSERT INTO sessions (owner_id, session_id, signature, created_at)
 VALUES (%(owner_id)s, %(session_id)s, %(signature)s, %(now)s)
@@ -64,11 +59,6 @@ INSERT INTO imports (id, owner_id, token_id, consent_id, session_ref, kind, stat
                      created_at)
 VALUES (%(id)s, %(owner_id)s, %(token_id)s, %(consent_id)s, %(session_ref)s, %(kind)s, 'queued', 'queued', %(since)s,
         %(now)s)
-
--- name: insert_event
-INSERT INTO events (at, type, owner_external_id, token_id, import_id, data)
-VALUES (%(at)s, %(type)s, %(owner_external_id)s, %(token_id)s, %(import_id)s, %(data)s)
-RETURNING id
 
 -- name: token_owner
 SELECT t.owner_id, t.state FROM tokens AS t WHERE t.id = %(token_id)s
@@ -118,45 +108,16 @@ FROM imports AS i
 LEFT JOIN owners AS o ON o.id = i.owner_id
 WHERE i.id = %(id)s
 
--- name: mark_starting
-UPDATE imports
-SET phase = 'starting', state = 'running', started_at = COALESCE(started_at, %(now)s),
-    default_import_attempts = default_import_attempts + 1, not_before = NULL
-WHERE id = %(id)s
-
--- name: mark_reusing
-UPDATE imports
-SET phase = 'reusing', state = 'running', started_at = COALESCE(started_at, %(now)s),
-    not_before = NULL
-WHERE id = %(id)s
-
--- name: attach_session
-UPDATE imports SET session_ref = %(session_ref)s, phase = 'ready', not_before = NULL
-WHERE id = %(id)s
-
--- name: set_command
-UPDATE imports SET command_id = %(command_id)s, phase = 'polling', not_before = %(next_poll_at)s
-WHERE id = %(id)s
-
--- name: add_poll
-UPDATE imports SET polls = polls + 1, last_poll_at = %(now)s, not_before = %(next_poll_at)s
-WHERE id = %(id)s
-
--- name: defer_import
-UPDATE imports
-SET not_before = %(not_before)s, attempts = %(attempts)s, phase = COALESCE(%(phase)s, phase)
-WHERE id = %(id)s
-
 -- name: finish_import_success
 UPDATE imports
-SET state = 'successful', phase = 'done', finished_at = %(now)s, not_before = NULL, polls = %(polls)s,
+SET state = %(state)s, phase = %(to)s, finished_at = %(now)s, not_before = NULL, polls = %(polls)s,
     accounts = %(accounts)s, transactions = %(transactions)s, added = %(added)s, modified = %(modified)s,
     removed = %(removed)s
 WHERE id = %(id)s
 
 -- name: finish_import_failure
 UPDATE imports
-SET state = 'failed', phase = 'done', finished_at = %(now)s, not_before = NULL,
+SET state = %(state)s, phase = %(to)s, finished_at = %(now)s, not_before = NULL,
     polls = COALESCE(%(polls)s, polls), error_name = %(error_name)s, error_message = %(error_message)s
 WHERE id = %(id)s
 
@@ -226,9 +187,6 @@ SET transaction_on = %s, booked_on = %s, amount = %s, balance = %s, title = %s, 
     change_seq = %s
 WHERE id = %s
 
--- name: touch_transaction
-UPDATE transactions SET last_import_id = %s WHERE id = %s
-
 -- name: insert_tombstone
 INSERT INTO transaction_tombstones (change_seq, transaction_id, account_id, import_id, removed_at)
 VALUES (%s, %s, %s, %s, %s)
@@ -266,9 +224,15 @@ INSERT INTO token_accounts (token_id, iban, first_seen_at) VALUES (%(token_id)s,
 ON CONFLICT (token_id, iban) DO NOTHING
 
 -- name: import_record
+-- With the echo recorded for the import, and the newest one of an earlier successful import of
+-- the same token (what Kontomatik knows that token's owner as).
 SELECT i.id, o.external_id AS owner_external_id, i.token_id, i.kind, i.state, i.command_id,
        i.created_at, i.started_at, i.finished_at, i.polls, i.accounts, i.transactions,
-       i.error_name, i.error_message, i.since
+       i.error_name, i.error_message, i.since, i.kontomatik_owner_id AS owner_echo,
+       (SELECT p.kontomatik_owner_id FROM imports AS p
+        WHERE p.token_id = i.token_id AND p.id <> i.id AND p.state = 'successful'
+          AND p.kontomatik_owner_id IS NOT NULL
+        ORDER BY p.created_at DESC LIMIT 1) AS token_echo
 FROM imports AS i
 LEFT JOIN owners AS o ON o.id = i.owner_id
 WHERE i.id = %(id)s
@@ -276,7 +240,8 @@ WHERE i.id = %(id)s
 -- name: list_import_records
 SELECT i.id, o.external_id AS owner_external_id, i.token_id, i.kind, i.state, i.command_id,
        i.created_at, i.started_at, i.finished_at, i.polls, i.accounts, i.transactions,
-       i.error_name, i.error_message, i.since
+       i.error_name, i.error_message, i.since, i.kontomatik_owner_id AS owner_echo,
+       NULL AS token_echo
 FROM imports AS i
 LEFT JOIN owners AS o ON o.id = i.owner_id
 WHERE (%(owner_external_id)s::text IS NULL OR o.external_id = %(owner_external_id)s)
@@ -322,9 +287,6 @@ SELECT state, n FROM state_counts WHERE kind = 'tokens'
 -- name: count_imports
 SELECT state, n FROM state_counts WHERE kind = 'imports'
 
--- name: token_state
-SELECT state FROM tokens WHERE id = %(id)s
-
 -- name: token_secret
 SELECT multiple_access_id FROM tokens WHERE id = %(id)s
 
@@ -334,12 +296,14 @@ FROM raw_replies AS r JOIN imports AS i ON i.id = r.import_id
 WHERE i.owner_id = (SELECT id FROM owners WHERE external_id = %(external_id)s)
 ORDER BY i.finished_at, r.created_at, r.import_id
 
--- name: replay_owners
-SELECT DISTINCT o.external_id
+-- name: replay_owner_after
+SELECT o.external_id
 FROM raw_replies AS r
 JOIN imports AS i ON i.id = r.import_id
 JOIN owners AS o ON o.id = i.owner_id
+WHERE o.external_id > %(after)s
 ORDER BY o.external_id
+LIMIT 1
 
 -- name: purge_raw_replies
 DELETE FROM raw_replies
@@ -403,15 +367,6 @@ LEFT JOIN token_accounts AS ta ON ta.token_id = r.token_id
 UPDATE tokens SET next_refresh_at = %(at)s, plan_reason = %(reason)s
 WHERE id = %(id)s AND state = 'active'
 
--- name: token_open_refresh
-SELECT t.owner_id, t.state,
-       EXISTS (
-           SELECT 1 FROM imports AS i
-           WHERE i.token_id = t.id AND i.kind = 'refresh' AND i.state IN ('queued', 'running')
-       ) AS open_refresh
-FROM tokens AS t
-WHERE t.id = %(token_id)s
-
 -- name: clear_next_refresh
 UPDATE tokens SET next_refresh_at = NULL WHERE id = %(id)s
 
@@ -423,7 +378,7 @@ WHERE t.state = 'active' AND t.expires_at <= %(now)s
 ORDER BY t.expires_at, t.row_order
 
 -- name: queued_refreshes_of_token
-SELECT id FROM imports
+SELECT id, polls FROM imports
 WHERE token_id = %(token_id)s AND kind = 'refresh' AND phase = 'queued'
 ORDER BY created_at, id
 

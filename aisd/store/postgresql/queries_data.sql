@@ -257,20 +257,6 @@ SELECT a.key, a.owners
 FROM accounts AS a JOIN owners AS o ON o.id = a.owner_id
 WHERE o.external_id = %(external_id)s AND a.kind = 'account'
 
--- name: import_kontomatik_owner
-SELECT kontomatik_owner_id FROM imports WHERE id = %(id)s
-
--- name: import_owner_echoes
--- The echo recorded for an import, and the newest one of an earlier successful import of the
--- same token (what Kontomatik knows that token's owner as).
-SELECT i.kontomatik_owner_id AS echo, o.external_id AS owner_external_id,
-       (SELECT p.kontomatik_owner_id FROM imports AS p
-        WHERE p.token_id = i.token_id AND p.id <> i.id AND p.state = 'successful'
-          AND p.kontomatik_owner_id IS NOT NULL
-        ORDER BY p.finished_at DESC LIMIT 1) AS token_echo
-FROM imports AS i LEFT JOIN owners AS o ON o.id = i.owner_id
-WHERE i.id = %(id)s
-
 -- name: set_import_echo
 UPDATE imports SET kontomatik_owner_id = COALESCE(%(echo)s, kontomatik_owner_id) WHERE id = %(id)s
 

@@ -26,6 +26,11 @@ class DataCore(Protocol):
 
     def _transaction(self) -> AbstractAsyncContextManager[aiosqlite.Connection]: ...
 
+    async def _empty_log(self) -> bool:
+        """Copy the write-ahead log into the database and empty it, under the write lock;
+        false when a reader kept it from emptying."""
+        ...
+
     async def _emit(
         self, db: aiosqlite.Connection, events: Sequence[NewEvent], now: datetime
     ) -> list[int]: ...

@@ -1,6 +1,6 @@
 """The merge of a reply into the stored view (one plain function, run in the writer's
-transaction), and the reads of what only the data side keeps (credit cards, the owner id
-Kontomatik knows), mixed into the SQLite store.
+transaction), and the reads of what only the data side keeps (credit cards, account owners),
+used by both stores.
 
 Accounts and credit cards are rows of the same ``accounts`` table (``kind`` says which, ``key``
 is the IBAN or the card's id), so their transactions share the merge, the change feed, erasure
@@ -14,18 +14,21 @@ import sqlite3
 from datetime import date
 from typing import Any
 
+import aiosqlite
+
 from aisd.kontomatik._models import Account, CreditCard, ImportResult
 from aisd.merge import Coverage, container_key
-from aisd.store._records import MergeStats, StoredTransaction
+from aisd.store._records import MergeStats
+from aisd.store._requests import CardView
 from aisd.store.sqlite._codec import date_in, dec_in, dec_out, dt_out, json_in, json_out
 from aisd.store.sqlite._codec import stored_transaction as _stored_transaction
 from aisd.store.sqlite._data_codec import owners_json
-from aisd.store.sqlite._data_core import DataCore, fetch, one
+from aisd.store.sqlite._data_core import fetch
 from aisd.store.sqlite._queries import QUERIES as Q
 from aisd.store.sqlite._sync import returning_id, rows
 from aisd.store.sqlite._writes import plan_account_writes
 
-__all__ = ["MergeMethods", "container_params", "merge"]
+__all__ = ["account_owners", "container_params", "credit_cards", "merge"]
 
 _CHANGE_SEQ = "change_seq"
 
@@ -132,49 +135,33 @@ def merge(
     )
 
 
-class MergeMethods:
-    """The data side's own reads (credit cards, owner blocks, the owner id Kontomatik knows),
-    mixed into :class:`~aisd.store.sqlite.SqliteStore`."""
+async def credit_cards(db: aiosqlite.Connection, owner_external_id: str) -> list[CardView]:
+    """The owner's credit cards with their latest details and merged transactions."""
+    cards = []
+    for row in await fetch(db, "owner_cards", {"external_id": owner_external_id}):
+        details: dict[str, object] = {
+            "cardId": row["card_id"],
+            "name": row["name"],
+            "number": row["number"],
+            "iban": row["iban"],
+            "currencyName": row["currency_name"],
+            "currencyBalance": dec_out(row["balance"]),
+            "currencyFundsAvailable": dec_out(row["funds_available"]),
+            "limit": dec_out(row["card_limit"]),
+            "interest": dec_out(row["interest"]),
+            "dueDate": row["due_date"],
+            "owner": row["card_owner"],
+            "owners": json_out(row["owners"]),
+            "partialDueToTimeout": bool(row["partial_due_to_timeout"]),
+            "updatedAt": dt_out(row["updated_at"]),
+        }
+        found = await fetch(db, "card_view", {"external_id": owner_external_id, "key": row["key"]})
+        transactions = tuple(_stored_transaction(tx) for tx in found)
+        cards.append(CardView(key=row["key"], details=details, transactions=transactions))
+    return cards
 
-    async def credit_cards(self: DataCore, owner_external_id: str) -> list[dict[str, object]]:
-        """See :meth:`aisd.store.Store.credit_cards`."""
-        rows = await fetch(self._reader, "owner_cards", {"external_id": owner_external_id})
-        return [
-            {
-                "cardId": row["card_id"],
-                "name": row["name"],
-                "number": row["number"],
-                "iban": row["iban"],
-                "currencyName": row["currency_name"],
-                "currencyBalance": dec_out(row["balance"]),
-                "currencyFundsAvailable": dec_out(row["funds_available"]),
-                "limit": dec_out(row["card_limit"]),
-                "interest": dec_out(row["interest"]),
-                "dueDate": row["due_date"],
-                "owner": row["card_owner"],
-                "owners": json_out(row["owners"]),
-                "partialDueToTimeout": bool(row["partial_due_to_timeout"]),
-                "updatedAt": dt_out(row["updated_at"]),
-                "key": row["key"],
-            }
-            for row in rows
-        ]
 
-    async def card_transactions(
-        self: DataCore, owner_external_id: str, key: str
-    ) -> list[StoredTransaction]:
-        """See :meth:`aisd.store.Store.card_transactions`."""
-        rows = await fetch(
-            self._reader, "card_view", {"external_id": owner_external_id, "key": key}
-        )
-        return [_stored_transaction(row) for row in rows]
-
-    async def account_owners(self: DataCore, owner_external_id: str) -> dict[str, list[Any]]:
-        """See :meth:`aisd.store.Store.account_owners`."""
-        rows = await fetch(self._reader, "owner_account_owners", {"external_id": owner_external_id})
-        return {row["key"]: json_out(row["owners"]) for row in rows}
-
-    async def kontomatik_owner_id(self: DataCore, import_id: str) -> str | None:
-        """See :meth:`aisd.store.Store.kontomatik_owner_id`."""
-        row = await one(self._reader, "import_kontomatik_owner", {"id": import_id})
-        return None if row is None else row["kontomatik_owner_id"]
+async def account_owners(db: aiosqlite.Connection, owner_external_id: str) -> dict[str, list[Any]]:
+    """Every owner block of each account of the owner, by IBAN."""
+    rows = await fetch(db, "owner_account_owners", {"external_id": owner_external_id})
+    return {row["key"]: json_out(row["owners"]) for row in rows}

@@ -74,10 +74,6 @@ def _feed_transaction(row: sqlite3.Row) -> FeedTransaction:
 class FeedMethods:
     """``feed_changes``, mixed into :class:`~aisd.store.sqlite.SqliteStore`."""
 
-    async def feed_head(self: DataCore) -> int:
-        """See :meth:`aisd.store.Store.feed_head`."""
-        return int(await scalar(self._reader, "feed_head"))
-
     async def feed_changes(
         self: DataCore, *, after: int, limit: int, owner_external_id: str | None = None
     ) -> FeedPage:

@@ -17,6 +17,7 @@ from datetime import date, datetime
 from functools import partial
 from typing import Any
 
+from aisd import events as built
 from aisd.store._coalesce import Coalescer
 from aisd.store._records import ConsentIn, ImportKind, NewEvent, StoredConsent, SubmitOutcome
 from aisd.store.sqlite._codec import date_in, dt_in
@@ -51,19 +52,6 @@ def _repeat(row: sqlite3.Row) -> SubmitOutcome:
         token_id=row["token_id"],
     )
     return SubmitOutcome(row["import_id"], row["token_id"], created=False, stored=stored)
-
-
-def _received(
-    consent: ConsentIn, since: date, token_id: str | None, import_id: str, expires_at: datetime
-) -> NewEvent:
-    data: dict[str, Any] = {
-        "target": consent.target,
-        "since": since.isoformat(),
-        "multipleAccess": token_id is not None,
-    }
-    if token_id is not None:
-        data["expiresAt"] = dt_in(expires_at)
-    return NewEvent("consent.received", consent.owner_external_id, token_id, import_id, data)
 
 
 def submit_one(
@@ -131,7 +119,7 @@ def submit_one(
             "now": ts,
         },
     )
-    event = _received(consent, since, token_id, import_id, expires_at)
+    event = built.consent_received(consent, since, token_id, import_id, expires_at)
     return SubmitOutcome(import_id, token_id, created=True), [event]
 
 
@@ -232,7 +220,10 @@ def _submit_together(
         )
         item.outcome = SubmitOutcome(import_id, token_id, created=True)
         events.append(
-            (_received(consent, item.since, token_id, import_id, item.expires_at), item.now)
+            (
+                built.consent_received(consent, item.since, token_id, import_id, item.expires_at),
+                item.now,
+            )
         )
     db.executemany(Q["insert_token"], tokens)
     db.executemany(Q["insert_import"], imports)

@@ -10,38 +10,17 @@ bytes are gone from the database file, its WAL and its free pages, not merely un
 
 from __future__ import annotations
 
-import re
-from collections.abc import Mapping
 from datetime import date, datetime
-from typing import Any
 
+from aisd import events as built
 from aisd.store._data_records import ForgetOutcome
-from aisd.store._records import NewEvent
+from aisd.store._requests import PurgeOutcome
 from aisd.store.sqlite._codec import dt_in, json_in, json_out
 from aisd.store.sqlite._data_core import DataCore, fetch, scalar
 from aisd.store.sqlite._errors import ConflictError, NotFoundError
 from aisd.store.sqlite._queries import QUERIES as Q
 
-__all__ = ["PrivacyMethods", "anonymous_event_data"]
-
-# Event data keys that never hold personal data, as long as their values have these shapes.
-_COUNT_KEYS = frozenset(
-    {
-        "accounts",
-        "transactions",
-        "added",
-        "modified",
-        "removed",
-        "polls",
-        "durationSeconds",
-        "day",
-        "multipleAccess",
-        "skipped",
-        "creditCards",
-    }
-)
-_WORD_KEYS = frozenset({"kind", "errorName", "reason"})
-_WORD = re.compile(r"[A-Za-z][A-Za-z_. -]{0,63}")
+__all__ = ["PrivacyMethods"]
 
 # Deleted child first; each one's row count adds to rowsDeleted.
 _DELETES = (
@@ -58,28 +37,8 @@ _DELETES = (
 )
 
 
-def anonymous_event_data(data: Mapping[str, Any]) -> dict[str, Any]:
-    """The part of an event's data that says nothing about a person.
-
-    Args:
-        data: the event's data as stored.
-
-    Returns:
-        Only counts, flags and short enumerated words (import kind, error name, reason); free
-        text, IBANs, amounts and lists are dropped.
-    """
-    return {key: value for key, value in data.items() if _anonymous(key, value)}
-
-
-def _anonymous(key: str, value: Any) -> bool:
-    if key in _COUNT_KEYS:
-        return value is None or isinstance(value, bool | int | float)
-    return key in _WORD_KEYS and isinstance(value, str) and _WORD.fullmatch(value) is not None
-
-
 class PrivacyMethods:
-    """``forget_owner`` and ``purge_transactions``, mixed into
-    :class:`~aisd.store.sqlite.SqliteStore`."""
+    """``forget_owner`` and ``purge``, mixed into both stores."""
 
     async def forget_owner(
         self: DataCore, owner_external_id: str, *, now: datetime
@@ -120,33 +79,44 @@ class PrivacyMethods:
             events = await fetch(db, "forget_events", {**ids, "external_id": owner_external_id})
             await db.executemany(
                 Q["forget_event_update"],
-                [(json_in(anonymous_event_data(json_out(e["data"]))), e["id"]) for e in events],
+                [
+                    (json_in(built.anonymous_event_data(json_out(e["data"]))), e["id"])
+                    for e in events
+                ],
             )
             deleted = 0
             for name in _DELETES:
                 async with db.execute(Q[name], ids) as cursor:
                     deleted += cursor.rowcount
             await db.execute(Q["forget_anonymise_tokens"], ids)
-            audit = NewEvent(
-                "owner.forgotten",
-                data={"rowsDeleted": deleted, "tokenIds": token_ids, "eventsStripped": len(events)},
+            audit = built.owner_forgotten(
+                rows_deleted=deleted, token_ids=token_ids, events_stripped=len(events)
             )
             (event_id,) = await self._emit(db, [audit], now)
         async with self._lock:
             await self._writer.execute(Q["vacuum"])
-            # (busy, wal pages, checkpointed): busy means a reader kept the WAL from emptying.
-            busy = await scalar(self._writer, "wal_checkpoint_truncate")
+            emptied = await self._empty_log()
         return ForgetOutcome(
             rows_deleted=deleted,
             token_ids=tuple(token_ids),
             event_id=event_id,
-            compacted=not busy,
+            compacted=emptied,
         )
 
-    async def purge_transactions(self: DataCore, *, before: date) -> int:
-        """See :meth:`aisd.store.Store.purge_transactions`."""
-        params = {"before": before.isoformat()}
+    async def purge(
+        self: DataCore, *, transactions_before: date | None, raw_before: datetime | None
+    ) -> PurgeOutcome:
+        """See :meth:`aisd.store.Store.purge`."""
+        transactions = raw = 0
         async with self._transaction() as db:
-            await db.execute(Q["purge_transaction_changes"], params)
-            async with db.execute(Q["purge_transactions"], params) as cursor:
-                return int(cursor.rowcount)
+            if transactions_before is not None:
+                params = {"before": transactions_before.isoformat()}
+                await db.execute(Q["purge_transaction_changes"], params)
+                async with db.execute(Q["purge_transactions"], params) as cursor:
+                    transactions = int(cursor.rowcount)
+            if raw_before is not None:
+                raw_params = {"older_than": dt_in(raw_before)}
+                await db.execute(Q["purge_refused_replies"], raw_params)
+                async with db.execute(Q["purge_raw_replies"], raw_params) as cursor:
+                    raw = int(cursor.rowcount)
+        return PurgeOutcome(transactions=transactions, raw_replies=raw)

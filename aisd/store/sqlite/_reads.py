@@ -1,10 +1,11 @@
-"""The read side of the SQLite store (what the socket shows), and the event feed's appends."""
+"""The read side of the stores: what the socket, status, metrics and replay read."""
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
 from datetime import date, datetime, timedelta
+
+import aiosqlite
 
 from aisd.store._records import (
     EventRecord,
@@ -12,10 +13,17 @@ from aisd.store._records import (
     ImportKind,
     ImportRecord,
     ImportState,
-    NewEvent,
-    StoredTransaction,
     TokenState,
 )
+from aisd.store._requests import (
+    AccountView,
+    EventPage,
+    ImportQuery,
+    OwnerView,
+    ReplayBatch,
+    StoreStatus,
+)
+from aisd.store.sqlite._analytics import owner_scores
 from aisd.store.sqlite._codec import (
     dec_out,
     dt_in,
@@ -24,7 +32,8 @@ from aisd.store.sqlite._codec import (
     opt_dt_out,
     stored_transaction,
 )
-from aisd.store.sqlite._data_core import DataCore, one
+from aisd.store.sqlite._data_core import DataCore, fetch, one, scalar
+from aisd.store.sqlite._data_merge import account_owners, credit_cards
 from aisd.store.sqlite._queries import QUERIES as Q
 
 __all__ = ["ReadMethods"]
@@ -53,137 +62,150 @@ def _record(row: sqlite3.Row) -> ImportRecord:
         transactions=row["transactions"],
         error=error,
         since=date.fromisoformat(row["since"]),
+        owner_echo=row["owner_echo"],
+        token_echo=row["token_echo"],
     )
 
 
+def _event(row: sqlite3.Row) -> EventRecord:
+    return EventRecord(
+        id=row["id"],
+        at=dt_out(row["at"]),
+        type=row["type"],
+        owner_external_id=row["owner_external_id"],
+        token_id=row["token_id"],
+        import_id=row["import_id"],
+        data=json_out(row["data"]),
+        origin=row["origin"],
+    )
+
+
+async def _accounts(db: aiosqlite.Connection, owner_external_id: str) -> list[AccountView]:
+    owners_of = await account_owners(db, owner_external_id)
+    out = []
+    for row in await fetch(db, "owner_accounts", {"external_id": owner_external_id}):
+        details: dict[str, object] = {
+            "iban": row["iban"],
+            "name": row["name"],
+            "currencyName": row["currency_name"],
+            "currencyBalance": dec_out(row["balance"]),
+            "currencyFundsAvailable": dec_out(row["funds_available"]),
+            "updatedAt": dt_out(row["updated_at"]),
+        }
+        params = {"external_id": owner_external_id, "iban": row["iban"]}
+        transactions = tuple(
+            stored_transaction(tx) for tx in await fetch(db, "account_view", params)
+        )
+        owners = tuple(owners_of.get(row["iban"], []))
+        out.append(AccountView(details=details, owners=owners, transactions=transactions))
+    return out
+
+
 class ReadMethods:
-    """Reads for the socket and the event feed, mixed into
-    :class:`~aisd.store.sqlite.SqliteStore`."""
+    """Reads for the socket, status, metrics and replay, mixed into both stores."""
 
-    async def get_import(self: DataCore, import_id: str) -> ImportRecord | None:
-        """See :meth:`aisd.store.Store.get_import`."""
-        row = await one(self._reader, "import_record", {"id": import_id})
-        return None if row is None else _record(row)
-
-    async def list_imports(
-        self: DataCore,
-        *,
-        owner_external_id: str | None = None,
-        token_id: str | None = None,
-        state: ImportState | None = None,
-        kind: ImportKind | None = None,
-        limit: int = 100,
-    ) -> list[ImportRecord]:
-        """See :meth:`aisd.store.Store.list_imports`."""
+    async def imports(self: DataCore, query: ImportQuery) -> list[ImportRecord]:
+        """See :meth:`aisd.store.Store.imports`."""
+        if query.import_id is not None:
+            row = await one(self._reader, "import_record", {"id": query.import_id})
+            return [] if row is None else [_record(row)]
         params = {
-            "owner_external_id": owner_external_id,
-            "token_id": token_id,
-            "state": None if state is None else ImportState(state).value,
-            "kind": None if kind is None else ImportKind(kind).value,
-            "limit": limit,
+            "owner_external_id": query.owner_external_id,
+            "token_id": query.token_id,
+            "state": None if query.state is None else ImportState(query.state).value,
+            "kind": None if query.kind is None else ImportKind(query.kind).value,
+            "limit": query.limit,
         }
         rows = await self._reader.execute_fetchall(Q["list_import_records"], params)
         return [_record(row) for row in rows]
 
-    async def owner_exists(self: DataCore, owner_external_id: str) -> bool:
-        """See :meth:`aisd.store.Store.owner_exists`."""
-        row = await one(self._reader, "owner_has_consent", {"external_id": owner_external_id})
-        return row is not None and bool(row[0])
-
-    async def owner_details(self: DataCore, owner_external_id: str) -> list[dict[str, str | None]]:
-        """See :meth:`aisd.store.Store.owner_details`."""
-        row = await one(self._reader, "owner_persons", {"external_id": owner_external_id})
-        if row is None or row["persons"] is None:
-            return []
-        persons: list[dict[str, str | None]] = json_out(row["persons"])
-        return persons
-
-    async def accounts(self: DataCore, owner_external_id: str) -> list[dict[str, object]]:
-        """See :meth:`aisd.store.Store.accounts`. Amounts are ``Decimal``, ``updatedAt`` a
+    async def owner(self: DataCore, owner_external_id: str) -> OwnerView | None:
+        """See :meth:`aisd.store.Store.owner`. Amounts are ``Decimal``, ``updatedAt`` a
         tz-aware UTC ``datetime``."""
-        rows = await self._reader.execute_fetchall(
-            Q["owner_accounts"], {"external_id": owner_external_id}
+        db = self._reader
+        row = await one(db, "owner_has_consent", {"external_id": owner_external_id})
+        if row is None or not row[0]:
+            return None
+        found = await one(db, "owner_persons", {"external_id": owner_external_id})
+        persons: list[dict[str, str | None]] = []
+        if found is not None and found["persons"] is not None:
+            persons = json_out(found["persons"])
+        return OwnerView(
+            owners=tuple(persons),
+            accounts=tuple(await _accounts(db, owner_external_id)),
+            cards=tuple(await credit_cards(db, owner_external_id)),
+            scores=tuple(await owner_scores(db, owner_external_id)),
         )
-        return [
-            {
-                "iban": row["iban"],
-                "name": row["name"],
-                "currencyName": row["currency_name"],
-                "currencyBalance": dec_out(row["balance"]),
-                "currencyFundsAvailable": dec_out(row["funds_available"]),
-                "updatedAt": dt_out(row["updated_at"]),
-            }
-            for row in rows
-        ]
 
-    async def transactions(
-        self: DataCore, owner_external_id: str, iban: str
-    ) -> list[StoredTransaction]:
-        """See :meth:`aisd.store.Store.transactions`."""
-        rows = await self._reader.execute_fetchall(
-            Q["account_view"], {"external_id": owner_external_id, "iban": iban}
-        )
-        return [stored_transaction(row) for row in rows]
-
-    async def append_events(
-        self: DataCore, events: Sequence[NewEvent], *, now: datetime
-    ) -> list[int]:
-        """See :meth:`aisd.store.Store.append_events`."""
-        async with self._transaction() as db:
-            return await self._emit(db, events, now)
-
-    async def last_event_id(self: DataCore) -> int:
-        """The newest event's id, 0 when the feed is empty: where a follower starts."""
-        row = await one(self._reader, "last_event_id")
-        return 0 if row is None else int(row[0])
-
-    async def list_events(self: DataCore, *, after: int, limit: int) -> list[EventRecord]:
-        """See :meth:`aisd.store.Store.list_events`."""
-        rows = await self._reader.execute_fetchall(
+    async def events(self: DataCore, *, after: int, limit: int) -> EventPage:
+        """See :meth:`aisd.store.Store.events`. The head is read first: every event listed
+        is at or below it, or was appended after it was read."""
+        head = await one(self._reader, "last_event_id")
+        found = await self._reader.execute_fetchall(
             Q["list_events"], {"after": after, "limit": limit}
         )
-        out: list[EventRecord] = []
-        for row in rows:
-            out.append(
-                EventRecord(
-                    id=row["id"],
-                    at=dt_out(row["at"]),
-                    type=row["type"],
-                    owner_external_id=row["owner_external_id"],
-                    token_id=row["token_id"],
-                    import_id=row["import_id"],
-                    data=json_out(row["data"]),
-                    origin=row["origin"],
-                )
-            )
-        return out
+        events = tuple(_event(row) for row in found)
+        newest = 0 if head is None or head[0] is None else int(head[0])
+        return EventPage(events, max([newest, *(e.id for e in events)]))
 
-    async def counts(self: DataCore) -> dict[str, dict[str, int]]:
-        """See :meth:`aisd.store.Store.counts`; every state is present, zero when unused."""
+    async def status(
+        self: DataCore,
+        *,
+        now: datetime,
+        expiring_within: timedelta | None = None,
+        stale_after: timedelta | None = None,
+    ) -> StoreStatus:
+        """See :meth:`aisd.store.Store.status`; every state is present, zero when unused."""
+        db = self._reader
         tokens = {state.value: 0 for state in TokenState}
         imports = {state.value: 0 for state in ImportState}
-        for row in await self._reader.execute_fetchall(Q["count_tokens"]):
+        for row in await db.execute_fetchall(Q["count_tokens"]):
             tokens[row["state"]] = row["n"]
-        for row in await self._reader.execute_fetchall(Q["count_imports"]):
+        for row in await db.execute_fetchall(Q["count_imports"]):
             imports[row["state"]] = row["n"]
-        return {"tokens": tokens, "imports": imports}
-
-    async def recent_activity(self: DataCore, *, now: datetime) -> tuple[datetime | None, int]:
-        """See :meth:`aisd.store.Store.recent_activity`."""
         params = {
             "horizon": dt_in(now - timedelta(days=RECENT_DAYS)),
             "hour_ago": dt_in(now - timedelta(hours=1)),
             # An import that failed in the last hour was created at most a day earlier.
             "window": dt_in(now - timedelta(days=1)),
         }
-        row = await one(self._reader, "recent_activity", params)
-        assert row is not None
-        return opt_dt_out(row["last_success"]), int(row["failed_last_hour"])
+        recent = await one(db, "recent_activity", params)
+        assert recent is not None
+        open_imports = {
+            (str(row["kind"]), str(row["state"])): int(row["n"])
+            for row in await fetch(db, "metrics_open_imports")
+        }
+        expiring = stale = None
+        if expiring_within is not None:
+            until = {"until": dt_in(now + expiring_within)}
+            expiring = int(await scalar(db, "metrics_tokens_expiring", until) or 0)
+        if stale_after is not None:
+            cutoff = {"cutoff": dt_in(now - stale_after)}
+            stale = int(await scalar(db, "metrics_tokens_stale", cutoff) or 0)
+        head = await scalar(db, "last_event_id")
+        return StoreStatus(
+            tokens=tokens,
+            imports=imports,
+            last_success_at=opt_dt_out(recent["last_success"]),
+            failed_last_hour=int(recent["failed_last_hour"]),
+            open_imports=open_imports,
+            tokens_expiring=expiring,
+            tokens_stale=stale,
+            event_head=int(head or 0),
+        )
 
-    async def token_state(self: DataCore, token_id: str) -> TokenState | None:
-        """See :meth:`aisd.store.Store.token_state`."""
-        row = await one(self._reader, "token_state", {"id": token_id})
-        return None if row is None else TokenState(row["state"])
+    async def raw_replies(self: DataCore, *, after_owner: str | None) -> ReplayBatch | None:
+        """See :meth:`aisd.store.Store.raw_replies`; replies are gzip-compressed."""
+        db = self._reader
+        owner = await scalar(db, "replay_owner_after", {"after": after_owner or ""})
+        if owner is None:
+            return None
+        found = await fetch(db, "list_raw_replies", {"external_id": owner})
+        replies = tuple(
+            (row["import_id"], date.fromisoformat(row["coverage_start"]), bytes(row["reply"]))
+            for row in found
+        )
+        return ReplayBatch(str(owner), replies)
 
     async def multiple_access_id(self: DataCore, token_id: str) -> str | None:
         """The token's secret, for Revoke Multiple Access Consent; None when unknown."""

@@ -2,9 +2,9 @@
 database thread in one crossing (see :mod:`aisd.store.sqlite._sync`).
 
 Claims, fenced steps, slot rows, the budget and the quota section. Phases come from the pure
-step table :mod:`aisd.phases`; event payloads from its builders. SQLite has one writer, so
-``BEGIN IMMEDIATE`` is the quota section's lock; a backend with concurrent writers locks the
-accounts the token reaches instead.
+step table :mod:`aisd.phases`; events come built with the writes (:mod:`aisd.events`). SQLite
+has one writer, so ``BEGIN IMMEDIATE`` is the quota section's lock; a backend with concurrent
+writers locks the accounts the token reaches instead.
 """
 
 from __future__ import annotations
@@ -14,8 +14,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from datetime import date, datetime
 
-from aisd.clock import iso
-from aisd.kontomatik._models import CommandFailure, ImportResult, Session
+from aisd.kontomatik._models import CommandFailure, Session
 from aisd.merge import coverages
 from aisd.phases import (
     IN_FLIGHT,
@@ -23,12 +22,10 @@ from aisd.phases import (
     ImportPhase,
     Step,
     allowed_from,
-    failed_event_data,
     lowered,
     raised,
-    started_event_data,
     state_of,
-    succeeded_event_data,
+    target,
 )
 from aisd.store._records import (
     AccessKind,
@@ -43,10 +40,10 @@ from aisd.store._records import (
     StepWrite,
     TickOutcome,
     TickPlanner,
-    TokenOutcome,
 )
+from aisd.store._requests import Fail, Lease, LeaseEnd, LeaseRenew, LeaseWrite, Succeed
 from aisd.store.sqlite._codec import dt_in, dt_out, json_in, opt_dt_out
-from aisd.store.sqlite._data_codec import owners_json, success_extras
+from aisd.store.sqlite._data_codec import owners_json
 from aisd.store.sqlite._data_merge import merge
 from aisd.store.sqlite._errors import LeaseLost, NotFoundError
 from aisd.store.sqlite._ids import new_id
@@ -59,14 +56,16 @@ __all__ = [
     "budget_of",
     "claim_work",
     "end_access",
+    "fail_claimed",
     "fail_import",
-    "finish_failure",
     "finish_success",
     "job_of",
+    "lease",
     "let_go_all",
     "merge",
     "parse_ledger",
     "quota_view",
+    "record_access",
     "record_step",
 ]
 
@@ -99,6 +98,12 @@ def _lost(db: sqlite3.Connection, claim: Claim, step: Step) -> LeaseLost | NotFo
 def _changed(db: sqlite3.Connection, cursor: sqlite3.Cursor, claim: Claim, step: Step) -> None:
     if cursor.rowcount != 1:
         raise _lost(db, claim, step)
+
+
+def _ended(step: Step, *, succeeded: bool) -> dict[str, str]:
+    # A final step leads to the same phase from every phase it may start from.
+    to = target(step, next(iter(allowed_from(step))))
+    return {"to": to.value, "state": state_of(to, succeeded=succeeded)}
 
 
 def job_of(row: sqlite3.Row) -> ImportJob:
@@ -199,6 +204,24 @@ def _fenced_row(db: sqlite3.Connection, claim: Claim, step: Step) -> sqlite3.Row
     return found[0]
 
 
+def record_access(
+    db: sqlite3.Connection, kind: AccessKind, *, now: datetime, token_id: str | None
+) -> int:
+    """A ledger row for an access outside imports (a Revoke), before it is sent."""
+    ts = dt_in(now)
+    params = {
+        "kind": kind.value,
+        "token_id": token_id,
+        "import_id": None,
+        "session_id": None,
+        "now": ts,
+    }
+    access_id = returning_id(db, "insert_access", params)
+    if kind == AccessKind.REUSE and token_id is not None:
+        db.execute(Q["token_reused"], {"id": token_id, "now": ts})
+    return access_id
+
+
 def begin_access(
     db: sqlite3.Connection,
     claim: Claim,
@@ -208,9 +231,10 @@ def begin_access(
     token_id: str | None,
     session_id: str | None,
     answer: QuotaAnswer | None,
+    event: NewEvent | None,
 ) -> int:
     """Record a Reuse or Default Import of a claimed import before it is sent (and move the
-    import by the step table); returns the ledger row's id."""
+    import by the step table, appending ``event``); returns the ledger row's id."""
     step = Step.REUSE_SENT if kind == AccessKind.REUSE else Step.IMPORT_SENT
     imp = _fenced_row(db, claim, step)
     at = answer.at if answer is not None else now
@@ -226,19 +250,15 @@ def begin_access(
             "now": ts,
         },
     )
-    to = ImportPhase.REUSING if step == Step.REUSE_SENT else ImportPhase.STARTING
+    to = target(step, ImportPhase(imp["phase"]))
     params = {**_fence(claim, step), "to": to.value, "state": state_of(to), "now": ts}
     if step == Step.REUSE_SENT:
         _changed(db, db.execute(Q["step_reuse_sent"], params), claim, step)
         if token_id is not None:
             db.execute(Q["token_reused"], {"id": token_id, "now": ts})
-        return access_id
-    _changed(db, db.execute(Q["step_import_sent"], params), claim, step)
-    if imp["default_import_attempts"] == 0:
-        data = started_event_data(imp["kind"])
-        event = NewEvent(
-            "import.started", imp["owner_external_id"], imp["token_id"], claim.import_id, data
-        )
+    else:
+        _changed(db, db.execute(Q["step_import_sent"], params), claim, step)
+    if event is not None:
         emit(db, [event], now)
     return access_id
 
@@ -290,7 +310,7 @@ def record_step(
                 "now": ts,
             },
         )
-        params |= {"session_ref": session_ref, "to": ImportPhase.READY.value}
+        params |= {"session_ref": session_ref, "to": target(step, ImportPhase(imp["phase"])).value}
         _changed(db, db.execute(Q["step_session"], params), claim, step)
     elif step == Step.COMMAND:
         ordinal = None
@@ -300,23 +320,23 @@ def record_step(
         params |= {
             "command_id": write.command_id,
             "owner_echo": write.owner_echo,
-            "to": ImportPhase.POLLING.value,
+            "to": target(step, ImportPhase.STARTING).value,
             "ordinal": ordinal,
         }
         _changed(db, db.execute(Q["step_command"], params), claim, step)
     elif step == Step.POLL:
         _changed(db, db.execute(Q["step_poll"], params), claim, step)
     elif step == Step.REQUEUE:
-        to = ImportPhase.QUEUED
+        to = target(step, ImportPhase.QUEUED)
         params |= {"attempts": write.attempts, "to": to.value, "state": state_of(to)}
         _changed(db, db.execute(Q["step_requeue"], params), claim, step)
         db.execute(Q["free_slot"], {"id": claim.import_id})
     elif step == Step.WAIT:
         imp = _fenced_row(db, claim, step)
-        params |= {"attempts": write.attempts, "to": imp["phase"]}
+        params |= {"attempts": write.attempts, "to": target(step, ImportPhase(imp["phase"])).value}
         _changed(db, db.execute(Q["step_wait"], params), claim, step)
     elif step == Step.NOT_STARTED:
-        params |= {"attempts": write.attempts, "to": ImportPhase.READY.value}
+        params |= {"attempts": write.attempts, "to": target(step, ImportPhase.READY).value}
         _changed(db, db.execute(Q["step_wait"], params), claim, step)
     elif step == Step.ENDED_UPSTREAM:
         _fenced_row(db, claim, step)
@@ -362,93 +382,118 @@ def let_go_all(db: sqlite3.Connection, claimer: str, *, now: datetime) -> None:
     db.execute(Q["end_claimer"], {"id": claimer})
 
 
+def lease(
+    db: sqlite3.Connection,
+    write: LeaseWrite,
+    *,
+    now: datetime,
+    new_claimer: str,
+    until: datetime | None,
+    host: str,
+    pid: int,
+) -> Lease | bool | None:
+    """Start, renew or end a lease (see :meth:`aisd.store.Store.lease`). A start takes
+    ``new_claimer`` as the id; ``until`` is when a started or renewed lease runs out."""
+    if isinstance(write, LeaseEnd):
+        let_go_all(db, write.claimer, now=now)
+        return None
+    assert until is not None
+    if isinstance(write, LeaseRenew):
+        params = {"id": write.claimer, "now": dt_in(now), "lease_until": dt_in(until)}
+        return bool(db.execute(Q["renew_claimer"], params).rowcount == 1)
+    register_claimer(
+        db,
+        new_claimer,
+        now=now,
+        lease_until=until,
+        host=host,
+        pid=pid,
+        sole=write.sole,
+        max_running=write.max_running,
+    )
+    budget, held = budget_of(db)
+    return Lease(new_claimer, budget, held)
+
+
 def fail_import(
     db: sqlite3.Connection,
-    imp: sqlite3.Row,
+    import_id: str,
     failure: CommandFailure,
     *,
     now: datetime,
     polls: int | None,
+    event: NewEvent,
 ) -> None:
-    """End an open import as failed (its slot and claim with it) and append ``import.failed``."""
+    """End an open import as failed (its slot and claim with it) and append ``event``."""
     params = {
-        "id": imp["id"],
+        "id": import_id,
         "now": dt_in(now),
         "polls": polls,
         "error_name": failure.name,
         "error_message": failure.message,
+        **_ended(Step.FAIL, succeeded=False),
     }
     db.execute(Q["finish_import_failure"], params)
-    db.execute(Q["free_slot"], {"id": imp["id"]})
-    data = failed_event_data(
-        failure.name, failure.message, imp["polls"] if polls is None else polls
-    )
-    event = NewEvent("import.failed", imp["owner_external_id"], imp["token_id"], imp["id"], data)
+    db.execute(Q["free_slot"], {"id": import_id})
     emit(db, [event], now)
 
 
-def finish_failure(
-    db: sqlite3.Connection,
-    claim: Claim,
-    failure: CommandFailure,
-    *,
-    now: datetime,
-    polls: int | None,
-    token: TokenOutcome | None,
-) -> None:
-    """End a claimed import as failed, with what the failure does to its token."""
+def fail_claimed(db: sqlite3.Connection, claim: Claim, write: Fail, *, now: datetime) -> None:
+    """End a claimed import as the domain's :class:`Fail` says, with what it does to the
+    import's token; the token's event is appended when its row changed."""
     imp = _fenced_row(db, claim, Step.FAIL)
-    fail_import(db, imp, failure, now=now, polls=polls)
+    if write.owner_echo is not None:
+        db.execute(Q["set_import_echo"], {"id": claim.import_id, "echo": write.owner_echo})
+    fail_import(db, claim.import_id, write.failure, now=now, polls=write.polls, event=write.event)
+    ts = dt_in(now)
+    if write.refused_reply is not None:
+        params = {
+            "import_id": claim.import_id,
+            "reason": write.failure.name,
+            "reply": write.refused_reply,
+            "now": ts,
+        }
+        db.execute(Q["insert_refused_reply"], params)
     token_id = imp["token_id"]
     if token_id is None:
         return
-    ts = dt_in(now)
-    if token is not None and token.deferred_until is not None:
-        params = {"id": token_id, "now": ts, "deferred_until": dt_in(token.deferred_until)}
-        db.execute(Q["token_quota_refused"], params)
-        data = {"reason": "upstream_limit", "nextPossibleAt": iso(token.deferred_until)}
-        emit(db, [NewEvent("quota.deferred", imp["owner_external_id"], token_id, None, data)], now)
-        return
-    if token is not None and token.reauth_required:
-        params2 = {"id": token_id, "state": "reauth_required", "reason": failure.name, "now": ts}
-        changed = db.execute(Q["end_token"], params2).rowcount == 1
+    if write.deferred_until is not None:
+        params = {"id": token_id, "now": ts, "deferred_until": dt_in(write.deferred_until)}
+        changed = db.execute(Q["token_quota_refused"], params).rowcount == 1
+    elif write.reauth_required:
+        ending = {"id": token_id, "state": "reauth_required", "reason": write.failure.name}
+        changed = db.execute(Q["end_token"], {**ending, "now": ts}).rowcount == 1
         db.execute(Q["token_refresh_failed"], {"id": token_id, "now": ts})
-        if changed:
-            data = {"errorName": failure.name}
-            event = NewEvent(
-                "token.reauth_required", imp["owner_external_id"], token_id, claim.import_id, data
-            )
-            emit(db, [event], now)
-        return
-    db.execute(Q["token_refresh_failed"], {"id": token_id, "now": ts})
+    else:
+        db.execute(Q["token_refresh_failed"], {"id": token_id, "now": ts})
+        changed = (
+            write.pause_refreshes
+            and db.execute(Q["pause_token_refreshes"], {"id": token_id}).rowcount == 1
+        )
+    if changed and write.token_event is not None:
+        emit(db, [write.token_event], now)
 
 
 def finish_success(
-    db: sqlite3.Connection,
-    claim: Claim,
-    result: ImportResult,
-    *,
-    now: datetime,
-    raw_reply: bytes | None,
-    coverage_start: date,
-    polls: int,
+    db: sqlite3.Connection, claim: Claim, write: Succeed, *, now: datetime
 ) -> MergeStats:
     """Store a claimed import's result and end it as successful, in one transaction."""
     ts = dt_in(now)
     imp = _fenced_row(db, claim, Step.SUCCEED)
+    result = write.result
     persons = owners_json(result.owners)
     db.execute(
         Q["set_owner_persons"], {"id": imp["owner_id"], "persons": json_in(persons), "now": ts}
     )
-    covered = coverages(result, coverage_start)
+    covered = coverages(result, write.coverage_start)
     stats = merge(db, imp["owner_id"], claim.import_id, result, covered, ts)
-    if raw_reply is not None:
+    if write.raw_reply is not None:
         db.execute(
             Q["insert_raw_reply"],
             {
                 "import_id": claim.import_id,
-                "coverage_start": coverage_start.isoformat(),
-                "reply": raw_reply,
+                "coverage_start": write.coverage_start.isoformat(),
+                "reply": write.raw_reply,
                 "now": ts,
             },
         )
@@ -457,7 +502,8 @@ def finish_success(
         {
             "id": claim.import_id,
             "now": ts,
-            "polls": polls,
+            "polls": write.polls,
+            **_ended(Step.SUCCEED, succeeded=True),
             "accounts": stats.accounts,
             "transactions": stats.transactions,
             "added": stats.added,
@@ -473,18 +519,8 @@ def finish_success(
             Q["insert_token_account"],
             [{"token_id": token_id, "iban": a.iban, "now": ts} for a in result.accounts],
         )
-    data = succeeded_event_data(
-        accounts=stats.accounts,
-        transactions=stats.transactions,
-        added=stats.added,
-        modified=stats.modified,
-        removed=stats.removed,
-        polls=polls,
-        started=dt_out(imp["started_at"] or imp["created_at"]),
-        now=now,
-    ) | success_extras(result)
-    event = NewEvent("import.succeeded", imp["owner_external_id"], token_id, claim.import_id, data)
-    emit(db, [event], now)
+    started = dt_out(imp["started_at"] or imp["created_at"])
+    emit(db, [write.event(stats, started)], now)
     return stats
 
 

@@ -14,20 +14,20 @@ from __future__ import annotations
 import os
 import socket
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Generator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Generator, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, date, datetime, timedelta
 from functools import partial
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 import aiosqlite
 import anyio
 import anyio.to_thread
 
-from aisd.kontomatik._models import CommandFailure, ImportResult
-from aisd.phases import Budget, Step, failed_event_data
+from aisd.kontomatik._models import ImportResult
+from aisd.phases import Budget, Step
 from aisd.store._coalesce import Coalescer
 from aisd.store._health import StorageHealth
 from aisd.store._records import (
@@ -35,7 +35,6 @@ from aisd.store._records import (
     Claim,
     ConsentIn,
     ImportJob,
-    ImportState,
     MergeStats,
     NewEvent,
     QuotaAnswer,
@@ -44,20 +43,18 @@ from aisd.store._records import (
     SubmitOutcome,
     TickOutcome,
     TickPlanner,
-    TokenOutcome,
     TokenState,
 )
+from aisd.store._requests import Fail, Lease, LeaseEnd, LeaseRenew, LeaseStart, LeaseWrite, Succeed
 from aisd.store.sqlite import _steps as steps
+from aisd.store.sqlite._checkpoint import Checkpointer
 from aisd.store.sqlite._codec import dt_in, json_in
 from aisd.store.sqlite._data import (
     AnalyticsMethods,
     BillingMethods,
     FeedMethods,
-    MergeMethods,
     PrivacyMethods,
-    RefusalMethods,
 )
-from aisd.store.sqlite._data_core import one
 from aisd.store.sqlite._errors import (
     ConflictError,
     NotFoundError,
@@ -68,6 +65,7 @@ from aisd.store.sqlite._errors import (
 from aisd.store.sqlite._ids import new_id
 from aisd.store.sqlite._inline import connect_inline
 from aisd.store.sqlite._intake import GroupCommit
+from aisd.store.sqlite._lifecycle import LifecycleMethods
 from aisd.store.sqlite._migrate import migrate
 from aisd.store.sqlite._ops import OpsMethods
 from aisd.store.sqlite._queries import QUERIES as Q
@@ -76,7 +74,6 @@ from aisd.store.sqlite._sync import (
     Write,
     group_transaction,
     on_thread,
-    returning_id,
     rows,
     transaction,
 )
@@ -85,11 +82,10 @@ from aisd.store.sqlite._tokens import TokenMethods
 __all__ = ["SqliteStore", "open_store"]
 
 T = TypeVar("T")
-# The lease of a claimer that needs no heartbeat (see register_claimer).
+# The lease of a claimer that needs no heartbeat (see LeaseStart).
 _NO_END = datetime(9999, 12, 31, tzinfo=UTC)
 # Writes committed together at most: one transaction stays short (an intake batch is one).
 MAX_GROUP = 64
-_FINAL_STATES = (ImportState.SUCCESSFUL.value, ImportState.FAILED.value)
 
 
 async def _returning_id(db: aiosqlite.Connection, name: str, params: Any) -> int:
@@ -100,12 +96,6 @@ async def _returning_id(db: aiosqlite.Connection, name: str, params: Any) -> int
     return int(rows[0][0])
 
 
-async def _update(db: aiosqlite.Connection, name: str, params: Mapping[str, Any]) -> None:
-    async with db.execute(Q[name], params) as cursor:
-        if cursor.rowcount != 1:
-            raise NotFoundError(f"import {params.get('id')!s} not found")
-
-
 class SqliteStore(
     ReadMethods,
     TokenMethods,
@@ -113,17 +103,27 @@ class SqliteStore(
     BillingMethods,
     PrivacyMethods,
     AnalyticsMethods,
-    MergeMethods,
-    RefusalMethods,
     OpsMethods,
+    LifecycleMethods,
 ):
     """The daemon's durable state in one SQLite file. Open it with :func:`open_store`."""
 
     def __init__(
-        self, writer: aiosqlite.Connection, reader: aiosqlite.Connection, path: Path
+        self,
+        writer: aiosqlite.Connection,
+        reader: aiosqlite.Connection,
+        path: Path,
+        checkpointer: Checkpointer,
+        *,
+        scratch: bool = False,
     ) -> None:
         self._writer = writer
+        # A scratch database is thrown away, so nothing in it need survive a crash: it runs
+        # with synchronous=OFF, which a claim's toggling back to FULL after its commit must
+        # not undo (every commit is "durable" there, and none waits for the disk).
+        self._scratch = scratch
         self._reader = reader
+        self._checkpointer = checkpointer
         self._lock = anyio.Lock()
         self._writes = Coalescer(self._write_group, max_batch=MAX_GROUP, lock=self._lock)
         self._intake = GroupCommit(self._run)
@@ -147,11 +147,17 @@ class SqliteStore(
     # -- lifecycle -----------------------------------------------------------------------------
 
     async def close(self) -> None:
-        """Wait for the write in progress, then close both connections."""
+        """Wait for the write in progress, then stop the checkpointer and close the
+        connections (the last to close checkpoints the log and removes it)."""
         with anyio.CancelScope(shield=True):
             async with self._lock:
+                await anyio.to_thread.run_sync(self._checkpointer.close)
                 await self._reader.close()
                 await self._writer.close()
+
+    async def _empty_log(self) -> bool:
+        # On the checkpointer's connection, after any checkpoint it is running.
+        return await anyio.to_thread.run_sync(self._checkpointer.truncate)
 
     async def ping(self) -> None:
         """A trivial read on the reader connection; raises if the database does not answer."""
@@ -179,6 +185,7 @@ class SqliteStore(
                     raise
                 self.health.failed(reason)
                 raise StorageUnavailable(reason) from exc
+            self._checkpointer.wrote()
             self.health.succeeded()
 
     async def _emit(
@@ -207,12 +214,6 @@ class SqliteStore(
         )
         return ids
 
-    async def _import_row(self, db: aiosqlite.Connection, import_id: str) -> sqlite3.Row:
-        row = await one(db, "import_row", {"id": import_id})
-        if row is None:
-            raise NotFoundError(f"import {import_id} not found")
-        return row
-
     # -- intake --------------------------------------------------------------------------------
 
     async def submit_consent(
@@ -221,27 +222,6 @@ class SqliteStore(
         """See :meth:`aisd.store.Store.submit_consent`. Committed together with the consents
         other callers submit meanwhile (one transaction, one fsync); answered once durable."""
         return await self._intake.submit(consent, now=now, since=since, expires_at=expires_at)
-
-    # -- the ledger outside imports ------------------------------------------------------------
-
-    async def record_access(self, kind: AccessKind, *, now: datetime, token_id: str | None) -> int:
-        """See :meth:`aisd.store.Store.record_access`. Committed with ``synchronous=FULL``
-        before it returns, so the row survives a crash or power loss right after the send."""
-        params = {
-            "kind": AccessKind(kind).value,
-            "token_id": token_id,
-            "import_id": None,
-            "session_id": None,
-            "now": dt_in(now),
-        }
-
-        def record(db: sqlite3.Connection) -> int:
-            access_id = returning_id(db, "insert_access", params)
-            if kind == AccessKind.REUSE and token_id is not None:
-                db.execute(Q["token_reused"], {"id": token_id, "now": params["now"]})
-            return access_id
-
-        return await self._run(record)
 
     # -- the import pipeline -------------------------------------------------------------------
 
@@ -286,6 +266,8 @@ class SqliteStore(
         before it has.
         """
         with anyio.CancelScope(shield=True):
+            # A scratch database never toggles synchronous (see __init__).
+            durable = durable or self._scratch
             if not bulk:
                 write = Write(fn, durable)
                 await self._writes.join(write)
@@ -301,6 +283,7 @@ class SqliteStore(
             finally:
                 self._lock.release()
         if wrote:
+            self._checkpointer.wrote()
             self.health.succeeded()
         return out
 
@@ -308,6 +291,7 @@ class SqliteStore(
         # The Coalescer holds the write lock meanwhile.
         wrote = await self._on_writer(partial(group_transaction, writes))
         if wrote:
+            self._checkpointer.wrote()
             # Only a write that landed says the disk takes writes again: an idle claim that
             # changed nothing commits even on a full disk.
             self.health.succeeded()
@@ -341,42 +325,34 @@ class SqliteStore(
 
     # -- claims and fenced steps ---------------------------------------------------------------
 
-    async def register_claimer(
-        self, *, now: datetime, ttl_seconds: float | None, sole: bool, max_running: int
-    ) -> str:
-        """See :meth:`aisd.store.Store.register_claimer`."""
-        claimer = new_id("clm_")
-        until = _NO_END if ttl_seconds is None else now + timedelta(seconds=ttl_seconds)
-        await self._run(
-            partial(
-                steps.register_claimer,
-                claimer=claimer,
-                now=now,
-                lease_until=until,
-                host=socket.gethostname(),
-                pid=os.getpid(),
-                sole=sole,
-                max_running=max_running,
-            )
+    @overload
+    async def lease(self, write: LeaseStart, *, now: datetime) -> Lease: ...
+
+    @overload
+    async def lease(self, write: LeaseRenew, *, now: datetime) -> bool: ...
+
+    @overload
+    async def lease(self, write: LeaseEnd, *, now: datetime) -> None: ...
+
+    async def lease(self, write: LeaseWrite, *, now: datetime) -> Lease | bool | None:
+        """See :meth:`aisd.store.Store.lease`. A renewal only extends a row: no send depends
+        on it being durable."""
+        until: datetime | None = None
+        if isinstance(write, LeaseStart):
+            ttl = write.ttl_seconds
+            until = _NO_END if ttl is None else now + timedelta(seconds=ttl)
+        elif isinstance(write, LeaseRenew):
+            until = now + timedelta(seconds=write.ttl_seconds)
+        step = partial(
+            steps.lease,
+            write=write,
+            now=now,
+            new_claimer=new_id("clm_"),
+            until=until,
+            host=socket.gethostname(),
+            pid=os.getpid(),
         )
-        return claimer
-
-    async def renew_claimer(self, claimer: str, *, now: datetime, ttl_seconds: float) -> bool:
-        """See :meth:`aisd.store.Store.renew_claimer`."""
-        params = {
-            "id": claimer,
-            "now": dt_in(now),
-            "lease_until": dt_in(now + timedelta(seconds=ttl_seconds)),
-        }
-
-        def renew(db: sqlite3.Connection) -> bool:
-            return db.execute(Q["renew_claimer"], params).rowcount == 1
-
-        return await self._run(renew, durable=False)
-
-    async def release_claimer(self, claimer: str, *, now: datetime) -> None:
-        """See :meth:`aisd.store.Store.release_claimer`."""
-        await self._run(partial(steps.let_go_all, claimer=claimer, now=now))
+        return await self._run(step, durable=not isinstance(write, LeaseRenew))
 
     async def claim_work(self, claimer: str, *, now: datetime) -> list[ImportJob]:
         """See :meth:`aisd.store.Store.claim_work`."""
@@ -386,25 +362,19 @@ class SqliteStore(
         """See :meth:`aisd.store.Store.open_jobs`."""
         return [steps.job_of(row) for row in await self._reader.execute_fetchall(Q["open_jobs"])]
 
-    async def budget(self) -> tuple[Budget, int]:
-        """See :meth:`aisd.store.Store.budget`."""
-        rows = await self._reader.execute_fetchall(Q["budget"])
-        row = next(iter(rows))
-        ceiling = row["ceiling"]
-        limit = ceiling if row["lowered_to"] is None else min(ceiling, row["lowered_to"])
-        return Budget(limit, ceiling, row["strikes"]), row["held"]
-
     async def begin_access(
         self,
-        claim: Claim,
+        claim: Claim | None,
         kind: AccessKind,
         *,
         now: datetime,
         token_id: str | None,
         session_id: str | None = None,
         quota: QuotaRule | None = None,
+        event: NewEvent | None = None,
     ) -> int | QuotaAnswer:
-        """See :meth:`aisd.store.Store.begin_access`."""
+        """See :meth:`aisd.store.Store.begin_access`. Committed with ``synchronous=FULL``
+        before it returns, so the row survives a crash or power loss right after the send."""
 
         def section(db: sqlite3.Connection) -> int | QuotaAnswer:
             answer = None
@@ -414,6 +384,8 @@ class SqliteStore(
                 answer = quota.decide(view)
                 if not answer.allowed:
                     return answer
+            if claim is None:
+                return steps.record_access(db, AccessKind(kind), now=now, token_id=token_id)
             return steps.begin_access(
                 db,
                 claim,
@@ -422,11 +394,12 @@ class SqliteStore(
                 token_id=token_id,
                 session_id=session_id,
                 answer=answer,
+                event=event,
             )
 
         return await self._run(section)
 
-    async def record_access_outcome(
+    async def end_access(
         self,
         access_id: int,
         *,
@@ -434,7 +407,7 @@ class SqliteStore(
         error_name: str | None = None,
         pressure: str | None = None,
     ) -> Budget:
-        """See :meth:`aisd.store.Store.record_access_outcome`.
+        """See :meth:`aisd.store.Store.end_access`.
 
         Raises:
             NotFoundError: no ledger row has this id.
@@ -450,110 +423,31 @@ class SqliteStore(
             )
         )
 
-    async def advance(self, claim: Claim, write: StepWrite, *, now: datetime) -> list[ImportJob]:
-        """See :meth:`aisd.store.Store.advance`."""
-        # The end upstream only frees a slot and claims: no send depends on it being durable.
+    @overload
+    async def advance(self, claim: Claim, write: Succeed, *, now: datetime) -> MergeStats: ...
+
+    @overload
+    async def advance(
+        self, claim: Claim, write: StepWrite | Fail, *, now: datetime
+    ) -> list[ImportJob]: ...
+
+    async def advance(
+        self, claim: Claim, write: StepWrite | Succeed | Fail, *, now: datetime
+    ) -> list[ImportJob] | MergeStats:
+        """See :meth:`aisd.store.Store.advance`. Storing a result is a bulk transaction (the
+        short writes waiting go first); the end upstream only frees a slot and claims, so no
+        send depends on it being durable."""
+        if isinstance(write, Succeed):
+            success = partial(steps.finish_success, claim=claim, write=write, now=now)
+            return await self._run(success, bulk=True)
+        if isinstance(write, Fail):
+            await self._run(partial(steps.fail_claimed, claim=claim, write=write, now=now))
+            return []
         durable = write.step != Step.ENDED_UPSTREAM
         step = partial(steps.record_step, claim=claim, write=write, now=now)
         return await self._run(step, durable=durable)
 
-    async def finish_success(
-        self,
-        claim: Claim,
-        result: ImportResult,
-        *,
-        now: datetime,
-        raw_reply: bytes | None,
-        coverage_start: date,
-        polls: int,
-    ) -> MergeStats:
-        """See :meth:`aisd.store.Store.finish_success`. ``raw_reply`` is kept as given (the
-        client hands it over gzip-compressed)."""
-        return await self._run(
-            partial(
-                steps.finish_success,
-                claim=claim,
-                result=result,
-                now=now,
-                raw_reply=raw_reply,
-                coverage_start=coverage_start,
-                polls=polls,
-            ),
-            bulk=True,
-        )
-
-    async def finish_failure(
-        self,
-        claim: Claim,
-        failure: CommandFailure,
-        *,
-        now: datetime,
-        polls: int | None = None,
-        token: TokenOutcome | None = None,
-    ) -> None:
-        """See :meth:`aisd.store.Store.finish_failure`. A failed import of a token (a refresh,
-        or the consent's first import) adds to its failure streak and has it re-planned at the
-        next tick: after a failed first import, the first refresh comes after a short back-off
-        instead of a whole refresh interval, since the integrator still has no data."""
-        await self._run(
-            partial(
-                steps.finish_failure,
-                claim=claim,
-                failure=failure,
-                now=now,
-                polls=polls,
-                token=token,
-            )
-        )
-
-    async def _fail(
-        self,
-        db: aiosqlite.Connection,
-        import_id: str,
-        failure: CommandFailure,
-        *,
-        now: datetime,
-        polls: int | None,
-    ) -> sqlite3.Row:
-        # An import ended by its token's end (not by the pipeline): no claim to fence on.
-        imp = await self._import_row(db, import_id)
-        if imp["state"] in _FINAL_STATES:
-            raise ConflictError(f"import {import_id} already ended ({imp['state']})")
-        params = {
-            "id": import_id,
-            "now": dt_in(now),
-            "polls": polls,
-            "error_name": failure.name,
-            "error_message": failure.message,
-        }
-        await _update(db, "finish_import_failure", params)
-        await db.execute(Q["free_slot"], {"id": import_id})
-        data = failed_event_data(
-            failure.name, failure.message, imp["polls"] if polls is None else polls
-        )
-        event = NewEvent(
-            "import.failed", imp["owner_external_id"], imp["token_id"], import_id, data
-        )
-        await self._emit(db, [event], now)
-        return imp
-
     # -- raw replies and replay ----------------------------------------------------------------
-
-    async def replay_owners(self) -> list[str]:
-        """See :meth:`aisd.store.Store.replay_owners`."""
-        rows = await self._reader.execute_fetchall(Q["replay_owners"])
-        return [row["external_id"] for row in rows]
-
-    async def raw_replies(self, owner_external_id: str) -> list[tuple[str, date, bytes]]:
-        """See :meth:`aisd.store.Store.raw_replies`; replies are gzip-compressed."""
-        rows = await self._reader.execute_fetchall(
-            Q["list_raw_replies"], {"external_id": owner_external_id}
-        )
-        out: list[tuple[str, date, bytes]] = []
-        for row in rows:
-            coverage_start = date.fromisoformat(row["coverage_start"])
-            out.append((row["import_id"], coverage_start, bytes(row["reply"])))
-        return out
 
     async def replay_result(
         self, import_id: str, result: ImportResult, *, coverage_start: date
@@ -570,14 +464,6 @@ class SqliteStore(
             return steps.merge(db, imp["owner_id"], import_id, result, coverage_start, ts)
 
         return await self._run(replay, bulk=True)
-
-    async def purge_raw_replies(self, *, older_than: datetime) -> int:
-        """See :meth:`aisd.store.Store.purge_raw_replies`."""
-        params = {"older_than": dt_in(older_than)}
-        async with self._transaction() as db:
-            await db.execute(Q["purge_refused_replies"], params)
-            async with db.execute(Q["purge_raw_replies"], params) as cur:
-                return int(cur.rowcount)
 
 
 def _changing(fn: Callable[[sqlite3.Connection], T], db: sqlite3.Connection) -> tuple[T, bool]:
@@ -602,6 +488,8 @@ async def _open(path: Path, *, scratch: bool) -> SqliteStore:
     writer = await _connect(path, scratch=scratch)
     try:
         await writer.executescript(Q["writer_pragmas"])
+        if scratch:
+            await writer.executescript(Q["scratch_pragmas"])
         writer.row_factory = sqlite3.Row
         reader = await _connect(path, scratch=scratch)
     except BaseException:
@@ -610,11 +498,12 @@ async def _open(path: Path, *, scratch: bool) -> SqliteStore:
     try:
         await reader.executescript(Q["reader_pragmas"])
         reader.row_factory = sqlite3.Row
+        checkpointer = await anyio.to_thread.run_sync(partial(Checkpointer, path, scratch=scratch))
     except BaseException:
         await reader.close()
         await writer.close()
         raise
-    return SqliteStore(writer, reader, path)
+    return SqliteStore(writer, reader, path, checkpointer, scratch=scratch)
 
 
 class _Opening:

@@ -13,6 +13,21 @@ PRAGMA busy_timeout = 5000;
 -- pages spread over the whole tokens and imports tables; with the default most of them are
 -- re-read from the OS at every tick once the database holds 100,000 tokens.
 PRAGMA cache_size = -32768;
+-- No checkpoint inside a commit: the store's checkpointer thread runs them (see _checkpoint).
+PRAGMA wal_autocheckpoint = 0;
+
+-- name: checkpointer_pragmas
+-- A checkpoint fsyncs the log before copying it and the database file after (FULL). Each
+-- checkpoint sets its own busy_timeout (see _checkpoint.Checkpointer).
+PRAGMA synchronous = FULL;
+
+-- name: set_busy_timeout
+-- PRAGMA takes no bound parameters; the caller formats an integer in.
+PRAGMA busy_timeout = {ms}
+
+-- name: scratch_pragmas
+-- A throwaway database (`aisd simulate`): no commit waits for the disk.
+PRAGMA synchronous = OFF;
 
 -- name: reader_pragmas
 PRAGMA foreign_keys = ON;
@@ -64,11 +79,6 @@ INSERT INTO owners (external_id, created_at) VALUES (:external_id, :now)
 ON CONFLICT (external_id) DO UPDATE SET external_id = excluded.external_id
 RETURNING id
 
--- name: insert_consent
-INSERT INTO consents (owner_id, session_id, target, refresh_until, max_imports, created_at)
-VALUES (:owner_id, :session_id, :target, :refresh_until, :max_imports, :now)
-RETURNING id
-
 -- name: upsert_session
 INSERT INTO sessions (owner_id, session_id, signature, created_at)
 VALUES (:owner_id, :session_id, :signature, :now)
@@ -88,11 +98,6 @@ INSERT INTO imports (id, owner_id, token_id, consent_id, session_ref, kind, stat
                      created_at)
 VALUES (:id, :owner_id, :token_id, :consent_id, :session_ref, :kind, 'queued', 'queued', :since,
         :now)
-
--- name: insert_event
-INSERT INTO events (at, type, owner_external_id, token_id, import_id, data)
-VALUES (:at, :type, :owner_external_id, :token_id, :import_id, :data)
-RETURNING id
 
 -- name: token_owner
 SELECT t.owner_id, t.state FROM tokens AS t WHERE t.id = :token_id
@@ -142,45 +147,16 @@ FROM imports AS i
 LEFT JOIN owners AS o ON o.id = i.owner_id
 WHERE i.id = :id
 
--- name: mark_starting
-UPDATE imports
-SET phase = 'starting', state = 'running', started_at = COALESCE(started_at, :now),
-    default_import_attempts = default_import_attempts + 1, not_before = NULL
-WHERE id = :id
-
--- name: mark_reusing
-UPDATE imports
-SET phase = 'reusing', state = 'running', started_at = COALESCE(started_at, :now),
-    not_before = NULL
-WHERE id = :id
-
--- name: attach_session
-UPDATE imports SET session_ref = :session_ref, phase = 'ready', not_before = NULL
-WHERE id = :id
-
--- name: set_command
-UPDATE imports SET command_id = :command_id, phase = 'polling', not_before = :next_poll_at
-WHERE id = :id
-
--- name: add_poll
-UPDATE imports SET polls = polls + 1, last_poll_at = :now, not_before = :next_poll_at
-WHERE id = :id
-
--- name: defer_import
-UPDATE imports
-SET not_before = :not_before, attempts = :attempts, phase = COALESCE(:phase, phase)
-WHERE id = :id
-
 -- name: finish_import_success
 UPDATE imports
-SET state = 'successful', phase = 'done', finished_at = :now, not_before = NULL, polls = :polls,
+SET state = :state, phase = :to, finished_at = :now, not_before = NULL, polls = :polls,
     accounts = :accounts, transactions = :transactions, added = :added, modified = :modified,
     removed = :removed
 WHERE id = :id
 
 -- name: finish_import_failure
 UPDATE imports
-SET state = 'failed', phase = 'done', finished_at = :now, not_before = NULL,
+SET state = :state, phase = :to, finished_at = :now, not_before = NULL,
     polls = COALESCE(:polls, polls), error_name = :error_name, error_message = :error_message
 WHERE id = :id
 
@@ -249,9 +225,6 @@ SET transaction_on = ?, booked_on = ?, amount = ?, balance = ?, title = ?, party
     change_seq = ?
 WHERE id = ?
 
--- name: touch_transaction
-UPDATE transactions SET last_import_id = ? WHERE id = ?
-
 -- name: insert_tombstone
 INSERT INTO transaction_tombstones (change_seq, transaction_id, account_id, import_id, removed_at)
 VALUES (?, ?, ?, ?, ?)
@@ -287,9 +260,17 @@ INSERT INTO token_accounts (token_id, iban, first_seen_at) VALUES (:token_id, :i
 ON CONFLICT (token_id, iban) DO NOTHING
 
 -- name: import_record
+-- With the echo recorded for the import, and that of the token's newest earlier successful
+-- import (what Kontomatik knows that token's owner as). Newest by creation: the token's own
+-- index then yields it after a row or two (`+state` keeps SQLite off the state index, which
+-- would read every successful import of every token; a slowdown that grows with the history).
 SELECT i.id, o.external_id AS owner_external_id, i.token_id, i.kind, i.state, i.command_id,
        i.created_at, i.started_at, i.finished_at, i.polls, i.accounts, i.transactions,
-       i.error_name, i.error_message, i.since
+       i.error_name, i.error_message, i.since, i.kontomatik_owner_id AS owner_echo,
+       (SELECT p.kontomatik_owner_id FROM imports AS p
+        WHERE p.token_id = i.token_id AND p.id <> i.id AND +p.state = 'successful'
+          AND p.kontomatik_owner_id IS NOT NULL
+        ORDER BY p.created_at DESC LIMIT 1) AS token_echo
 FROM imports AS i
 LEFT JOIN owners AS o ON o.id = i.owner_id
 WHERE i.id = :id
@@ -297,7 +278,8 @@ WHERE i.id = :id
 -- name: list_import_records
 SELECT i.id, o.external_id AS owner_external_id, i.token_id, i.kind, i.state, i.command_id,
        i.created_at, i.started_at, i.finished_at, i.polls, i.accounts, i.transactions,
-       i.error_name, i.error_message, i.since
+       i.error_name, i.error_message, i.since, i.kontomatik_owner_id AS owner_echo,
+       NULL AS token_echo
 FROM imports AS i
 LEFT JOIN owners AS o ON o.id = i.owner_id
 WHERE (:owner_external_id IS NULL OR o.external_id = :owner_external_id)
@@ -344,9 +326,6 @@ SELECT state, n FROM state_counts WHERE kind = 'tokens'
 -- name: count_imports
 SELECT state, n FROM state_counts WHERE kind = 'imports'
 
--- name: token_state
-SELECT state FROM tokens WHERE id = :id
-
 -- name: token_secret
 SELECT multiple_access_id FROM tokens WHERE id = :id
 
@@ -356,12 +335,14 @@ FROM raw_replies AS r JOIN imports AS i ON i.id = r.import_id
 WHERE i.owner_id = (SELECT id FROM owners WHERE external_id = :external_id)
 ORDER BY i.finished_at, r.created_at, r.import_id
 
--- name: replay_owners
-SELECT DISTINCT o.external_id
+-- name: replay_owner_after
+SELECT o.external_id
 FROM raw_replies AS r
 JOIN imports AS i ON i.id = r.import_id
 JOIN owners AS o ON o.id = i.owner_id
+WHERE o.external_id > :after
 ORDER BY o.external_id
+LIMIT 1
 
 -- name: purge_raw_replies
 DELETE FROM raw_replies
@@ -382,12 +363,14 @@ WHERE token_id IN (SELECT value FROM json_each(:token_ids))
 ORDER BY created_at, row_order
 
 -- name: due_token_records
--- A range scan of tokens_due in its own order: the cost grows with the tokens due.
+-- A range scan of tokens_due in its own order: the cost grows with the tokens due. An open
+-- refresh is one not 'done' (queued or running): asked so, the partial index
+-- imports_one_open_refresh answers without reading a token's imports.
 SELECT * FROM token_records AS r
 WHERE r.state = 'active' AND r.next_refresh_at <= :now
   AND NOT EXISTS (
       SELECT 1 FROM imports AS i
-      WHERE i.token_id = r.token_id AND i.kind = 'refresh' AND i.state IN ('queued', 'running')
+      WHERE i.token_id = r.token_id AND i.kind = 'refresh' AND i.phase <> 'done'
   )
 ORDER BY r.next_refresh_at, r.row_order
 LIMIT :limit
@@ -425,15 +408,6 @@ LEFT JOIN token_accounts AS ta ON ta.token_id = r.token_id
 UPDATE tokens SET next_refresh_at = :at, plan_reason = :reason
 WHERE id = :id AND state = 'active'
 
--- name: token_open_refresh
-SELECT t.owner_id, t.state,
-       EXISTS (
-           SELECT 1 FROM imports AS i
-           WHERE i.token_id = t.id AND i.kind = 'refresh' AND i.state IN ('queued', 'running')
-       ) AS open_refresh
-FROM tokens AS t
-WHERE t.id = :token_id
-
 -- name: clear_next_refresh
 UPDATE tokens SET next_refresh_at = NULL WHERE id = :id
 
@@ -445,7 +419,7 @@ WHERE t.state = 'active' AND t.expires_at <= :now
 ORDER BY t.expires_at, t.rowid
 
 -- name: queued_refreshes_of_token
-SELECT id FROM imports
+SELECT id, polls FROM imports
 WHERE token_id = :token_id AND kind = 'refresh' AND phase = 'queued'
 ORDER BY created_at, id
 

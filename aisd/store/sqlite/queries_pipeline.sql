@@ -174,9 +174,6 @@ UPDATE imports SET claimed_by = NULL
 WHERE phase <> 'done' AND claimed_by = :claimer
 RETURNING id, phase
 
--- name: import_open_refresh
-SELECT id FROM imports WHERE token_id = :token_id AND kind = 'refresh' AND phase <> 'done'
-
 -- name: insert_refresh_once
 -- The partial unique index imports_one_open_refresh drops a second open refresh of a token.
 INSERT INTO imports (id, owner_id, token_id, consent_id, session_ref, kind, state, phase, since,

@@ -32,6 +32,7 @@ from aisd.store import (
 from aisd.store.postgresql import PostgresStore, open_postgres_store
 from aisd.store.postgresql._dialect import SyncDb, row_factory
 from aisd.store.sqlite._intake import submit_one
+from tests import store_calls as sc
 
 pytestmark = pytest.mark.anyio
 
@@ -112,8 +113,8 @@ async def test_the_cluster_shows_each_claimer_with_its_slots(
             since=T0.date(),
             expires_at=T0 + timedelta(days=1),
         )
-    first = await a.register_claimer(now=T0, ttl_seconds=30, sole=False, max_running=2)
-    second = await b.register_claimer(now=T0, ttl_seconds=30, sole=False, max_running=2)
+    first = await sc.register_claimer(a, now=T0, ttl_seconds=30, sole=False, max_running=2)
+    second = await sc.register_claimer(b, now=T0, ttl_seconds=30, sole=False, max_running=2)
     assert len(await a.claim_work(first, now=T0)) == 2
     assert await b.claim_work(second, now=T0) == []
     daemons = {d["claimer"]: d for d in (await b.cluster())["daemons"]}
@@ -130,15 +131,15 @@ async def test_a_lapsed_claimer_lease_is_not_renewed_and_its_work_is_adopted(
         ConsentIn("o", "s", "sig"), now=T0, since=T0.date(), expires_at=T0 + timedelta(days=1)
     )
     # A lease of no length: lapsed at once on the database's clock, as a frozen daemon's is.
-    frozen = await a.register_claimer(now=T0, ttl_seconds=0, sole=False, max_running=8)
+    frozen = await sc.register_claimer(a, now=T0, ttl_seconds=0, sole=False, max_running=8)
     [job] = await a.claim_work(frozen, now=T0)
     assert job.claim is not None
-    survivor = await b.register_claimer(now=T0, ttl_seconds=30, sole=False, max_running=8)
+    survivor = await sc.register_claimer(b, now=T0, ttl_seconds=30, sole=False, max_running=8)
     daemons = {d["claimer"]: d for d in (await b.cluster())["daemons"]}
     assert (daemons[frozen]["live"], daemons[survivor]["live"]) == (False, True)
     # The database clock ended the lease; renewing it now is refused, and the queued import
     # it held goes back to the queue for the survivor.
-    assert await a.renew_claimer(frozen, now=T0, ttl_seconds=30) is False
+    assert await sc.renew_claimer(a, frozen, now=T0, ttl_seconds=30) is False
     [adopted] = await b.claim_work(survivor, now=T0)
     assert adopted.import_id == job.import_id
     assert adopted.claim is not None
@@ -161,7 +162,9 @@ async def test_two_daemons_revoking_one_token_send_one_revoke(
 
     async def revoke(store: PostgresStore) -> None:
         try:
-            results.append(await store.record_access(AccessKind.REVOKE, now=T0, token_id=token_id))
+            results.append(
+                await sc.record_access(store, AccessKind.REVOKE, now=T0, token_id=token_id)
+            )
         except (RevocationInFlight, RevocationSent) as exc:
             results.append(type(exc))
 
@@ -171,9 +174,9 @@ async def test_two_daemons_revoking_one_token_send_one_revoke(
     sent = [r for r in results if isinstance(r, int)]
     assert len(sent) == 1
     assert RevocationInFlight in results
-    await a.record_access_outcome(sent[0], outcome="ok")
+    await sc.record_access_outcome(a, sent[0], outcome="ok")
     with pytest.raises(RevocationSent):
-        await b.record_access(AccessKind.REVOKE, now=T0, token_id=token_id)
+        await sc.record_access(b, AccessKind.REVOKE, now=T0, token_id=token_id)
     # A revocation whose answer was lost long ago (its daemon died) no longer blocks one.
     other = await a.submit_consent(
         ConsentIn("o2", "s2", "sig", multiple_access_id="maid2"),
@@ -182,10 +185,10 @@ async def test_two_daemons_revoking_one_token_send_one_revoke(
         expires_at=T0 + timedelta(days=1),
     )
     assert other.token_id is not None
-    await a.record_access(AccessKind.REVOKE, now=T0, token_id=other.token_id)
+    await sc.record_access(a, AccessKind.REVOKE, now=T0, token_id=other.token_id)
     later = T0 + timedelta(minutes=10)
     assert isinstance(
-        await b.record_access(AccessKind.REVOKE, now=later, token_id=other.token_id), int
+        await sc.record_access(b, AccessKind.REVOKE, now=later, token_id=other.token_id), int
     )
 
 
@@ -203,7 +206,7 @@ async def test_each_event_names_the_daemon_that_appended_it(
         )
     # Whoever reads the feed sees who appended each event.
     for reader in (a, b):
-        events = await reader.list_events(after=0, limit=10)
+        events = await sc.list_events(reader, after=0, limit=10)
         assert [e.origin for e in events] == [a.origin, b.origin, a.origin]
     host, pid, nonce = a.origin.split(":")
     assert int(pid) == os.getpid()
@@ -245,22 +248,24 @@ async def test_a_stale_leaders_duty_after_takeover_writes_nothing(
         current = stale + 1
         assert await b.take_leadership(b.origin, ttl_seconds=30) == current
         assert leadership.leading()
-        events_before = await a.last_event_id()
+        events_before = await sc.last_event_id(a)
         with leadership.duty():
             # Expiry (the tick's first write) and housekeeping are refused whole.
             with pytest.raises(StaleLeader):
-                await a.expire_tokens(now=later)
+                await sc.expire_tokens(a, now=later)
             with pytest.raises(StaleLeader):
-                await a.purge_raw_replies(older_than=later)
+                await sc.purge_raw_replies(a, older_than=later)
         tg.cancel_scope.cancel()
     [token] = await a.list_tokens(token_ids=[out.token_id])
     assert token.state == "active"
-    assert await a.last_event_id() == events_before
+    assert await sc.last_event_id(a) == events_before
     # The same duty under the current term writes; done again, it finds nothing more to do.
     with under_term(LeaderTerm(b.origin, current)):
-        assert await b.expire_tokens(now=later) == [out.token_id]
-        assert await b.expire_tokens(now=later) == []
-    assert [e.type for e in await a.list_events(after=events_before, limit=10)] == ["token.expired"]
+        assert await sc.expire_tokens(b, now=later) == [out.token_id]
+        assert await sc.expire_tokens(b, now=later) == []
+    assert [e.type for e in await sc.list_events(a, after=events_before, limit=10)] == [
+        "token.expired"
+    ]
 
 
 async def _submit_into(
@@ -293,7 +298,7 @@ async def test_one_session_submitted_on_two_hosts_at_once_gives_both_the_same_id
         assert len({(o.import_id, o.token_id) for o in outcomes}) == 1, outcomes
         assert sorted(o.created for o in outcomes) == [False, False, False, True]
         assert outcomes[0].token_id is not None
-    events = await a.list_events(after=0, limit=100)
+    events = await sc.list_events(a, after=0, limit=100)
     assert [e.type for e in events] == ["consent.received"] * 20
     # Two different consents under one sessionId: one is stored, the other is told what the
     # stored one holds, and the use case refuses it (-32009), whichever host it reached.

@@ -15,6 +15,7 @@ import pytest
 from aisd.kontomatik._models import CreditCard, ImportResult, Owner
 from aisd.store import ConsentIn, SqliteStore
 from aisd.store.postgresql import open_postgres_store
+from tests import store_calls as sc
 from tests.integration.data_helpers import (
     FixedClock,
     StubRefresher,
@@ -90,7 +91,7 @@ async def test_forget_deletes_the_rows_and_keeps_billing_and_the_feed(
             assert again[key] == bill[key], (month, key)
         owners = {line["tokenId"]: line["ownerExternalId"] for line in again["tokens"]}
         assert owners == {gone_token: None, kept_token: KEPT_OWNER}
-    events = await store.list_events(after=0, limit=1000)
+    events = await sc.list_events(store, after=0, limit=1000)
     assert [e.id for e in events] == list(range(1, len(events) + 1))
     assert events[-1].type == "owner.forgotten"
     # The dead row versions are gone from the tables too (VACUUM ran after the erasure).
@@ -123,19 +124,19 @@ async def test_forget_erases_the_owners_cards_and_refused_replies(
     )
     c = await to_polling(store, refused.import_id, now=T0)
     reply = b"refused reply gone"
-    assert await store.refuse_foreign_owner(c, "echo-gone", raw_reply=reply, now=T0, polls=1)
+    assert await sc.refuse_foreign_owner(store, c, "echo-gone", raw_reply=reply, now=T0, polls=1)
     await stop(store, c, now=T0)
     words = ("CARD-GONE", "9876", "Cardholder Gone", "Owner Block Gone", "card title gone")
     before = every_row(postgres_url)
     for word in (*words, "echo-gone"):
         assert word in before  # the check below is not vacuous
-    assert await store.refused_reply(refused.import_id) is not None
+    assert await sc.refused_reply(store, refused.import_id) is not None
 
     await call(table, "owner.forget", ownerExternalId="carded-gone")
 
     after = every_row(postgres_url)
     for word in (*words, "echo-gone", "carded-gone"):
         assert word not in after, word
-    assert await store.refused_reply(refused.import_id) is None
+    assert await sc.refused_reply(store, refused.import_id) is None
     with psycopg.connect(postgres_url) as conn:
         assert conn.execute("SELECT count(*) FROM refused_replies").fetchone() == (0,)

@@ -15,6 +15,7 @@ from aisd.cli import main
 from aisd.kontomatik._models import CreditCard, ImportResult, Owner
 from aisd.store import ConflictError, ConsentIn, open_store
 from aisd.store.postgresql import copy_sqlite, open_postgres_store
+from tests import store_calls as sc
 from tests.integration.data_helpers import consent_import, refresh_import, result, tx
 from tests.integration.steps_helpers import stop, to_polling
 from tests.postgres_server import PostgresServer
@@ -63,7 +64,9 @@ async def _installation(path: Path) -> None:
         c = await to_polling(store, refused.import_id, now=T0)
         # mtime=0: the expected bytes below are compressed again, seconds later.
         kept = gzip.compress(b"<reply/>", mtime=0)
-        assert await store.refuse_foreign_owner(c, "someone-else", raw_reply=kept, now=T0, polls=1)
+        assert await sc.refuse_foreign_owner(
+            store, c, "someone-else", raw_reply=kept, now=T0, polls=1
+        )
         await stop(store, c, now=T0)
         # An import in the queue when the daemon was stopped.
         assert token_id is not None
@@ -84,46 +87,48 @@ async def test_a_copy_reads_the_same_on_postgresql(tmp_path: Path, postgres_url:
     try:
         async with open_store(path) as sqlite_store:
             for store_a, store_b in ((sqlite_store, pg),):
-                assert await store_b.list_events(after=0, limit=1000) == await store_a.list_events(
-                    after=0, limit=1000
+                assert await sc.list_events(store_b, after=0, limit=1000) == await sc.list_events(
+                    store_a, after=0, limit=1000
                 )
                 assert await store_b.list_tokens() == await store_a.list_tokens()
-                assert await store_b.counts() == await store_a.counts()
+                assert await sc.counts(store_b) == await sc.counts(store_a)
                 assert await store_b.feed_changes(after=0, limit=100) == (
                     await store_a.feed_changes(after=0, limit=100)
                 )
                 assert await store_b.billing_inputs() == await store_a.billing_inputs()
                 for n in range(3):
                     owner = f"owner-{n}"
-                    assert await store_b.accounts(owner) == await store_a.accounts(owner)
+                    assert await sc.accounts(store_b, owner) == await sc.accounts(store_a, owner)
                     iban = f"PL0{n}SHARED"
-                    assert await store_b.transactions(owner, iban) == (
-                        await store_a.transactions(owner, iban)
+                    assert await sc.transactions(store_b, owner, iban) == (
+                        await sc.transactions(store_a, owner, iban)
                     )
-                    assert await store_b.raw_replies(owner) == await store_a.raw_replies(owner)
-                assert await store_b.credit_cards("carded") == (
-                    await store_a.credit_cards("carded")
+                    assert await sc.raw_replies(store_b, owner) == await sc.raw_replies(
+                        store_a, owner
+                    )
+                assert await sc.credit_cards(store_b, "carded") == (
+                    await sc.credit_cards(store_a, "carded")
                 )
-                [card] = await store_b.credit_cards("carded")
+                [card] = await sc.credit_cards(store_b, "carded")
                 assert card["cardId"] == "C-1"
-                assert await store_b.card_transactions("carded", "C-1") == (
-                    await store_a.card_transactions("carded", "C-1")
+                assert await sc.card_transactions(store_b, "carded", "C-1") == (
+                    await sc.card_transactions(store_a, "carded", "C-1")
                 )
-                [refused] = await store_b.list_imports(owner_external_id="refused")
-                assert await store_b.refused_reply(refused.import_id) == (
+                [refused] = await sc.list_imports(store_b, owner_external_id="refused")
+                assert await sc.refused_reply(store_b, refused.import_id) == (
                     "OwnerMismatch",
                     gzip.compress(b"<reply/>", mtime=0),
                 )
-                assert await store_b.kontomatik_owner_id(refused.import_id) == "someone-else"
+                assert await sc.kontomatik_owner_id(store_b, refused.import_id) == "someone-else"
                 assert [j.import_id for j in await store_b.open_jobs()] == [
                     j.import_id for j in await store_a.open_jobs()
                 ]
         # New rows continue above the copied ids: the feed goes on without a clash.
-        last = await pg.last_event_id()
-        claimer = await pg.register_claimer(now=T0, ttl_seconds=30, sole=False, max_running=8)
+        last = await sc.last_event_id(pg)
+        claimer = await sc.register_claimer(pg, now=T0, ttl_seconds=30, sole=False, max_running=8)
         [job] = await pg.claim_work(claimer, now=T0 + timedelta(days=1))
         assert job.claim is not None
-        assert (await pg.list_events(after=last, limit=10)) == []
+        assert (await sc.list_events(pg, after=last, limit=10)) == []
     finally:
         await pg.close()
     with pytest.raises(ConflictError):

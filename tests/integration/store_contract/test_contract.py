@@ -9,21 +9,29 @@ from datetime import UTC, datetime, timedelta
 import anyio
 import pytest
 
-from aisd.kontomatik import CommandFailure
+from aisd import events
+from aisd.kontomatik._models import CommandFailure
 from aisd.phases import Step
 from aisd.planner import Rules
 from aisd.refresh import Refresher
 from aisd.store import (
     AccessKind,
     Claim,
+    ConflictError,
     ConsentIn,
     ImportJob,
     LeaseLost,
+    NotFoundError,
     QuotaAnswer,
     SqliteStore,
     StepWrite,
     SubmitOutcome,
+    TokenEnd,
+    TokenState,
+    TokenWarned,
+    WarningRescheduled,
 )
+from tests import store_calls as sc
 from tests.integration.data_helpers import consent_import, result
 from tests.integration.steps_helpers import claim_of
 
@@ -48,7 +56,9 @@ async def _consent(store: SqliteStore, n: int, *, token: bool = False) -> str:
 
 
 async def _claimer(store: SqliteStore, *, sole: bool = False, max_running: int = 3) -> str:
-    return await store.register_claimer(now=T0, ttl_seconds=30, sole=sole, max_running=max_running)
+    return await sc.register_claimer(
+        store, now=T0, ttl_seconds=30, sole=sole, max_running=max_running
+    )
 
 
 async def test_claims_take_slots_up_to_the_budget_and_never_twice(backend: SqliteStore) -> None:
@@ -60,7 +70,7 @@ async def test_claims_take_slots_up_to_the_budget_and_never_twice(backend: Sqlit
     assert all(j.claim is not None and j.claim.claimer == a for j in first)
     # The budget is full and a's lease runs: b gets nothing, not even a's imports.
     assert await backend.claim_work(b, now=T0) == []
-    budget, held = await backend.budget()
+    budget, held = await sc.budget(backend)
     assert (budget.limit, held) == (3, 3)
 
 
@@ -72,8 +82,13 @@ async def test_in_flight_imports_of_a_gone_claimer_are_adopted_with_their_slots(
     jobs = await backend.claim_work(a, now=T0)
     assert len(jobs) == 3
     for job in jobs:
-        await backend.begin_access(
-            claim_of(job), AccessKind.DEFAULT_IMPORT, now=T0, token_id=None, session_id=None
+        await sc.begin_access(
+            backend,
+            claim_of(job),
+            AccessKind.DEFAULT_IMPORT,
+            now=T0,
+            token_id=None,
+            session_id=None,
         )
     # a dies; a sole claimer starts (the restart of a one-host daemon).
     b = await _claimer(backend, sole=True)
@@ -82,7 +97,7 @@ async def test_in_flight_imports_of_a_gone_claimer_are_adopted_with_their_slots(
     assert {j.import_id for j in adopted} == {j.import_id for j in jobs}
     assert set(ids) > {j.import_id for j in adopted}
     assert all(j.claim is not None and j.claim.epoch == 2 for j in adopted)
-    _, held = await backend.budget()
+    _, held = await sc.budget(backend)
     assert held == 3
 
 
@@ -91,15 +106,15 @@ async def test_a_write_under_a_lost_claim_changes_nothing(backend: SqliteStore) 
     a = await _claimer(backend)
     [job] = await backend.claim_work(a, now=T0)
     old = claim_of(job)
-    await backend.begin_access(old, AccessKind.DEFAULT_IMPORT, now=T0, token_id=None)
+    await sc.begin_access(backend, old, AccessKind.DEFAULT_IMPORT, now=T0, token_id=None)
     b = await _claimer(backend, sole=True)
     [adopted] = await backend.claim_work(b, now=T0)
     with pytest.raises(LeaseLost):
         await backend.advance(old, StepWrite(Step.COMMAND, command_id="c-old"), now=T0)
     with pytest.raises(LeaseLost):
-        await backend.begin_access(old, AccessKind.DEFAULT_IMPORT, now=T0, token_id=None)
+        await sc.begin_access(backend, old, AccessKind.DEFAULT_IMPORT, now=T0, token_id=None)
     await backend.advance(claim_of(adopted), StepWrite(Step.COMMAND, command_id="c-new"), now=T0)
-    record = await backend.get_import(job.import_id)
+    record = await sc.get_import(backend, job.import_id)
     assert record is not None
     assert record.command_id == "c-new"
 
@@ -108,10 +123,10 @@ async def _sent_by_a_lapsed_claimer(backend: SqliteStore) -> tuple[Claim, int, I
     """a claims an import and records its Default Import; a's lease lapses (a zero lease, on
     either clock) and b adopts the import: a's claim, a's ledger id, b's job."""
     await _consent(backend, 1)
-    a = await backend.register_claimer(now=T0, ttl_seconds=0, sole=False, max_running=3)
+    a = await sc.register_claimer(backend, now=T0, ttl_seconds=0, sole=False, max_running=3)
     [job] = await backend.claim_work(a, now=T0)
-    access = await backend.begin_access(
-        claim_of(job), AccessKind.DEFAULT_IMPORT, now=T0, token_id=None, session_id=None
+    access = await sc.begin_access(
+        backend, claim_of(job), AccessKind.DEFAULT_IMPORT, now=T0, token_id=None, session_id=None
     )
     assert isinstance(access, int)
     b = await _claimer(backend)
@@ -127,7 +142,7 @@ async def test_the_sender_stores_its_command_id_after_its_claim_lapsed(
     assert adopted.reply_may_arrive
     late = StepWrite(Step.COMMAND, command_id="c-late", not_before=T0, access=access)
     await backend.advance(old, late, now=T0)
-    record = await backend.get_import(adopted.import_id)
+    record = await sc.get_import(backend, adopted.import_id)
     assert record is not None
     assert record.command_id == "c-late"
     # The import stays b's: b polls it, a's claim still writes nothing else.
@@ -146,18 +161,23 @@ async def test_a_late_command_id_is_refused_once_the_import_moved_on(
 ) -> None:
     old, access, adopted = await _sent_by_a_lapsed_claimer(backend)
     # b resolved the import by a second Default Import: a's command id comes too late.
-    await backend.begin_access(
-        claim_of(adopted), AccessKind.DEFAULT_IMPORT, now=T0, token_id=None, session_id=None
+    await sc.begin_access(
+        backend,
+        claim_of(adopted),
+        AccessKind.DEFAULT_IMPORT,
+        now=T0,
+        token_id=None,
+        session_id=None,
     )
     late = StepWrite(Step.COMMAND, command_id="c-late", not_before=T0, access=access)
     with pytest.raises(LeaseLost):
         await backend.advance(old, late, now=T0)
     # Nor after the import ended (failed as lost), nor without the ledger id it belongs to.
     failure = CommandFailure("DefaultImportLost", "lost")
-    await backend.finish_failure(claim_of(adopted), failure, now=T0)
+    await sc.finish_failure(backend, claim_of(adopted), failure, now=T0)
     with pytest.raises(LeaseLost):
         await backend.advance(old, late, now=T0)
-    record = await backend.get_import(adopted.import_id)
+    record = await sc.get_import(backend, adopted.import_id)
     assert record is not None
     assert record.command_id is None
 
@@ -172,7 +192,7 @@ async def test_a_late_command_id_needs_the_ledger_id_of_the_last_default_import(
         await backend.advance(
             old, StepWrite(Step.COMMAND, command_id="c-x", access=access + 1000), now=T0
         )
-    record = await backend.get_import(adopted.import_id)
+    record = await sc.get_import(backend, adopted.import_id)
     assert record is not None
     assert record.command_id is None
 
@@ -181,10 +201,10 @@ async def test_an_import_let_go_cleanly_expects_no_late_reply(backend: SqliteSto
     await _consent(backend, 1)
     a = await _claimer(backend)
     [job] = await backend.claim_work(a, now=T0)
-    await backend.begin_access(
-        claim_of(job), AccessKind.DEFAULT_IMPORT, now=T0, token_id=None, session_id=None
+    await sc.begin_access(
+        backend, claim_of(job), AccessKind.DEFAULT_IMPORT, now=T0, token_id=None, session_id=None
     )
-    await backend.release_claimer(a, now=T0)
+    await sc.release_claimer(backend, a, now=T0)
     [adopted] = await backend.claim_work(await _claimer(backend), now=T0)
     assert adopted.phase.value == "starting"
     assert not adopted.reply_may_arrive
@@ -253,8 +273,8 @@ async def test_the_quota_section_under_20_racing_attempts_records_exactly_the_li
     async def reuse(index: int) -> None:
         job = jobs[index]
         sent.append(
-            await backend.begin_access(
-                claim_of(job), AccessKind.REUSE, now=T0, token_id=job.token_id, quota=rule
+            await sc.begin_access(
+                backend, claim_of(job), AccessKind.REUSE, now=T0, token_id=job.token_id, quota=rule
             )
         )
 
@@ -301,9 +321,9 @@ async def test_feed_ids_ascend_in_commit_order_without_gaps(backend: SqliteStore
     async with anyio.create_task_group() as tg:
         for n in range(50):
             tg.start_soon(_consent, backend, n)
-    events = await backend.list_events(after=0, limit=1000)
+    events = await sc.list_events(backend, after=0, limit=1000)
     assert [e.id for e in events] == list(range(1, 51))
-    assert await backend.last_event_id() == 50
+    assert await sc.last_event_id(backend) == 50
 
 
 async def test_a_bad_consent_fails_alone_in_its_batch(backend: SqliteStore) -> None:
@@ -324,7 +344,7 @@ async def test_a_bad_consent_fails_alone_in_its_batch(backend: SqliteStore) -> N
             tg.start_soon(submit, consent)
     assert isinstance(outcomes["batch-bad"], Exception)
     assert all(not isinstance(outcomes[c.session_id], Exception) for c in good)
-    events = await backend.list_events(after=0, limit=100)
+    events = await sc.list_events(backend, after=0, limit=100)
     assert [e.id for e in events] == list(range(1, 6))
     assert {e.import_id for e in events} == {
         o.import_id for o in outcomes.values() if isinstance(o, SubmitOutcome)
@@ -371,13 +391,13 @@ async def test_a_batch_of_new_consents_and_repeats_gives_what_lone_submits_give(
         out = outcomes[consent.session_id]
         assert out.created
         assert (out.token_id is not None) == (consent.multiple_access_id is not None)
-        record = await backend.get_import(out.import_id)
+        record = await sc.get_import(backend, out.import_id)
         assert record is not None
         assert (record.owner_external_id, record.token_id) == (
             consent.owner_external_id,
             out.token_id,
         )
-    events = await backend.list_events(after=0, limit=100)
+    events = await sc.list_events(backend, after=0, limit=100)
     assert [e.id for e in events] == list(range(1, 12))
     by_import = {e.import_id: e for e in events}
     for consent in fresh:
@@ -385,3 +405,111 @@ async def test_a_batch_of_new_consents_and_repeats_gives_what_lone_submits_give(
         assert event.type == "consent.received"
         assert event.owner_external_id == consent.owner_external_id
         assert event.data["multipleAccess"] is (consent.multiple_access_id is not None)
+
+
+# -- the domain decides, the store records ---------------------------------------------------
+
+
+async def test_lifecycle_writes_apply_once_and_append_what_they_are_given(
+    backend: SqliteStore,
+) -> None:
+    _, token_id = await consent_import(backend, "life", 1, result({"PL01": ()}), now=T0)
+    assert token_id is not None
+    refresh = await backend.queue_refresh(token_id, now=T0, since=T0.date())
+    assert isinstance(refresh, str)
+    [token] = await backend.list_tokens(token_ids=[token_id])
+    head = await sc.last_event_id(backend)
+    warned = TokenWarned(token_id, 7, events.token_expiring(token, 7))
+    moved = WarningRescheduled(token_id, T0 + timedelta(days=100))
+    assert await backend.record_lifecycle([warned, moved, warned], now=T0) == [True, True, False]
+    failure = events.ended_refresh_failure(TokenState.REVOKED)
+    end = TokenEnd(
+        token_id,
+        TokenState.REVOKED,
+        "test",
+        events.token_ended(token, TokenState.REVOKED, "test"),
+        failure,
+    )
+    assert await backend.record_lifecycle([end], now=T0) == [True]
+    assert await backend.record_lifecycle([end, warned], now=T0) == [False, False]
+    appended = await sc.list_events(backend, after=head, limit=10)
+    assert [(e.type, e.import_id) for e in appended] == [
+        ("token.expiring", None),
+        ("token.revoked", None),
+        ("import.failed", refresh),
+    ]
+    assert appended[2].data == {
+        "errorName": "TokenRevoked",
+        "errorMessage": failure.message,
+        "polls": 0,
+    }
+    [ended] = await backend.list_tokens(token_ids=[token_id])
+    assert (ended.state, ended.warned_days) == (TokenState.REVOKED, (7,))
+    with pytest.raises(NotFoundError):
+        await backend.record_lifecycle([replace(end, token_id="tok_nope")], now=T0)
+
+
+async def test_a_refusal_fails_the_import_keeps_the_reply_and_pauses_the_token(
+    backend: SqliteStore,
+) -> None:
+    _, token_id = await consent_import(backend, "fail", 1, result({"PL01": ()}), now=T0)
+    assert token_id is not None
+    claimer = await _claimer(backend)
+    appended_types: list[list[str]] = []
+    for attempt in range(2):
+        refresh = await backend.queue_refresh(token_id, now=T0, since=T0.date())
+        assert isinstance(refresh, str), attempt
+        [job] = await backend.claim_work(claimer, now=T0)
+        head = await sc.last_event_id(backend)
+        write = events.refused(job, CommandFailure("UnexpectedReply", "?"), b"gz-reply")
+        assert await backend.advance(claim_of(job), write, now=T0) == []
+        appended_types.append([e.type for e in await sc.list_events(backend, after=head, limit=9)])
+        assert await sc.refused_reply(backend, refresh) == ("UnexpectedReply", b"gz-reply")
+    assert appended_types == [["import.failed", "token.refresh_paused"]] * 2
+    [token] = await backend.list_tokens(token_ids=[token_id])
+    assert (token.state, token.plan_reason, token.failures) == (
+        TokenState.ACTIVE,
+        "refresh_paused",
+        2,
+    )
+    # A dead token leaves active with its event; nothing refreshes it any more.
+    refresh = await backend.queue_refresh(token_id, now=T0, since=T0.date())
+    assert isinstance(refresh, str)
+    [job] = await backend.claim_work(claimer, now=T0)
+    head = await sc.last_event_id(backend)
+    dead = events.failed(job, CommandFailure("InvalidMultipleAccessId", "dead"))
+    reauth = events.token_reauth_required(job, "InvalidMultipleAccessId")
+    await backend.advance(
+        claim_of(job), replace(dead, reauth_required=True, token_event=reauth), now=T0
+    )
+    types = [e.type for e in await sc.list_events(backend, after=head, limit=9)]
+    assert types == ["import.failed", "token.reauth_required"]
+    [token] = await backend.list_tokens(token_ids=[token_id])
+    assert (token.state, token.state_reason) == (
+        TokenState.REAUTH_REQUIRED,
+        "InvalidMultipleAccessId",
+    )
+    with pytest.raises(ConflictError):
+        await backend.queue_refresh(token_id, now=T0, since=T0.date())
+
+
+async def test_reads_return_the_head_with_their_page(backend: SqliteStore) -> None:
+    for n in range(3):
+        await consent_import(backend, f"reader-{n}", n, result({f"PL0{n}": ()}), now=T0, raw=b"r")
+    page = await backend.events(after=1, limit=2)
+    assert ([e.id for e in page.events], page.head) == ([2, 3], await sc.last_event_id(backend))
+    assert page.head > 3
+    owners = await sc.replay_owners(backend)
+    assert owners == ["reader-0", "reader-1", "reader-2"]
+    batch = await backend.raw_replies(after_owner="reader-0")
+    assert batch is not None
+    assert (batch.owner_external_id, [r[2] for r in batch.replies]) == ("reader-1", [b"r"])
+    status = await backend.status(
+        now=T0 + timedelta(hours=1), expiring_within=timedelta(days=7), stale_after=timedelta(1)
+    )
+    assert (status.tokens["active"], status.imports["successful"]) == (3, 3)
+    assert (status.event_head, status.failed_last_hour) == (page.head, 0)
+    view = await backend.owner("reader-1")
+    assert view is not None
+    assert [a.iban for a in view.accounts] == ["PL01"]
+    assert await backend.owner("nobody") is None

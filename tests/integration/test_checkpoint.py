@@ -1,0 +1,79 @@
+"""The WAL checkpoint off the commit path: the writer never checkpoints, the checkpointer thread
+copies the log back on its own connection, and closing leaves no log behind."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+
+from aisd.store import open_store
+from aisd.store.sqlite._checkpoint import Checkpointer, log_frames
+from aisd.store.sqlite._migrate import migrate
+
+
+def _wal(db: Path) -> Path:
+    return db.with_name(db.name + "-wal")
+
+
+def _fill(db: Path, rows: int) -> sqlite3.Connection:
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("PRAGMA wal_autocheckpoint = 0")
+    conn.execute("CREATE TABLE IF NOT EXISTS filler (x TEXT)")
+    conn.executemany("INSERT INTO filler VALUES (?)", [("x" * 500,) for _ in range(rows)])
+    return conn
+
+
+@pytest.mark.anyio
+async def test_the_writer_leaves_checkpoints_to_the_checkpointer(tmp_path: Path) -> None:
+    db = tmp_path / "aisd.db"
+    async with open_store(db) as store:
+        rows = await store._writer.execute_fetchall("PRAGMA wal_autocheckpoint")
+        assert next(iter(rows))[0] == 0
+    # The last connection to close checkpoints the log and removes it.
+    assert not _wal(db).exists()
+
+
+def test_truncate_copies_the_whole_log_back_and_empties_the_file(tmp_path: Path) -> None:
+    db = tmp_path / "aisd.db"
+    migrate(db)
+    with closing(_fill(db, 5_000)):
+        assert _wal(db).stat().st_size > 1_000_000  # more than the 1,000 pages of autocheckpoint
+        checkpointer = Checkpointer(db)
+        try:
+            assert checkpointer.truncate() is True
+        finally:
+            checkpointer.close()
+        assert _wal(db).stat().st_size == 0
+
+
+def test_a_reported_write_is_checkpointed_by_the_thread(tmp_path: Path) -> None:
+    db = tmp_path / "aisd.db"
+    migrate(db)
+    with closing(_fill(db, 3_000)):
+        # The new pages are in the log only; a checkpoint copies them into the database file.
+        before = db.stat().st_size
+        checkpointer = Checkpointer(db)
+        copied = threading.Event()
+        original = checkpointer._checkpoint
+
+        def watched(name: str, *, wait_ms: int) -> bool:
+            done = original(name, wait_ms=wait_ms)
+            if done:
+                copied.set()
+            return done
+
+        checkpointer._checkpoint = watched  # type: ignore[method-assign]
+        try:
+            assert db.stat().st_size == before  # nothing copied before a write is reported
+            frames, done = log_frames(db.with_name(db.name + "-shm").read_bytes())
+            assert frames > 1000  # past SQLite's own trigger, which the writer has switched off
+            assert done == 0
+            checkpointer.wrote()
+            assert copied.wait(timeout=60)
+        finally:
+            checkpointer.close()
+        assert db.stat().st_size > before + 1_000_000

@@ -4,6 +4,8 @@ copies the log back on its own connection, and closing leaves no log behind."""
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 import threading
 from contextlib import closing
 from pathlib import Path
@@ -47,6 +49,7 @@ def test_truncate_copies_the_whole_log_back_and_empties_the_file(tmp_path: Path)
             assert checkpointer.truncate() is True
         finally:
             checkpointer.close()
+            checkpointer.release()
         assert _wal(db).stat().st_size == 0
 
 
@@ -76,4 +79,40 @@ def test_a_reported_write_is_checkpointed_by_the_thread(tmp_path: Path) -> None:
             assert copied.wait(timeout=60)
         finally:
             checkpointer.close()
+            checkpointer.release()
         assert db.stat().st_size > before + 1_000_000
+
+
+# SQLite's "dead man switch": every connection holds a shared POSIX lock on this byte of the
+# -shm file; a process that gets it exclusively takes itself for the first and rebuilds the file.
+_SHM_DMS_BYTE = 128
+_PROBE = f"""
+import fcntl, os, sys
+fd = os.open(sys.argv[1], os.O_RDWR)
+try:
+    fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, {_SHM_DMS_BYTE})
+except OSError:
+    print("held")
+else:
+    print("free")
+"""
+
+
+def _dms_lock(db: Path) -> str:
+    shm = db.with_name(db.name + "-shm")
+    probe = subprocess.run(
+        [sys.executable, "-c", _PROBE, str(shm)], capture_output=True, text=True, check=True
+    )
+    return probe.stdout.strip()
+
+
+@pytest.mark.anyio
+async def test_reading_the_log_header_keeps_the_processs_shm_locks(tmp_path: Path) -> None:
+    # Closing a descriptor of the -shm file would drop SQLite's locks on it: a backup process
+    # connecting next rebuilt the -shm the daemon had mapped, and the daemon died of SIGBUS.
+    db = tmp_path / "aisd.db"
+    async with open_store(db) as store:
+        assert _dms_lock(db) == "held"
+        for _ in range(3):
+            assert store._checkpointer._frames()[0] >= 0
+        assert _dms_lock(db) == "held"

@@ -14,6 +14,7 @@ copy runs changes nothing about that. :func:`checkpoint_due` is the rule, pure.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import sys
 import threading
@@ -63,10 +64,16 @@ class Checkpointer:
     where it needs the log emptied now (``owner.forget``). Errors (a full disk) are logged once
     per streak and the checkpoint is tried again after the next write; they never reach a
     caller.
+
+    The -shm header is read through one descriptor kept open until :meth:`release`: closing
+    any descriptor of a file drops every POSIX lock the process holds on it, SQLite's -shm
+    locks included, and another process connecting then believes it is the first, rebuilds
+    the -shm this process has mapped and kills it with SIGBUS.
     """
 
     def __init__(self, path: Path, *, scratch: bool = False) -> None:
         self._shm = path.with_name(path.name + "-shm")
+        self._shm_fd: int | None = None
         # Used only while holding _conn_lock; created here so a bad path fails the open.
         self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._conn.executescript(Q["checkpointer_pragmas"])
@@ -96,13 +103,20 @@ class Checkpointer:
 
     def close(self) -> None:
         """Stop the thread (after the checkpoint in progress) and close its connection;
-        blocking."""
+        blocking. Call :meth:`release` once the process's other connections are closed."""
         with self._changed:
             self._stopping = True
             self._changed.notify()
         self._thread.join()
         with self._conn_lock:
             self._conn.close()
+
+    def release(self) -> None:
+        """Close the -shm descriptor: only after every connection of this process to the
+        database is closed (see the class's docstring)."""
+        if self._shm_fd is not None:
+            os.close(self._shm_fd)
+            self._shm_fd = None
 
     def _loop(self) -> None:
         seen = 0
@@ -118,8 +132,9 @@ class Checkpointer:
 
     def _frames(self) -> tuple[int, int]:
         try:
-            with self._shm.open("rb") as shm:
-                return log_frames(shm.read(_HEADER_BYTES))
+            if self._shm_fd is None:
+                self._shm_fd = os.open(self._shm, os.O_RDONLY | os.O_CLOEXEC)
+            return log_frames(os.pread(self._shm_fd, _HEADER_BYTES, 0))
         except OSError:
             return 0, 0
 

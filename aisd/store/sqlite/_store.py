@@ -154,6 +154,7 @@ class SqliteStore(
                 await anyio.to_thread.run_sync(self._checkpointer.close)
                 await self._reader.close()
                 await self._writer.close()
+                self._checkpointer.release()
 
     async def _empty_log(self) -> bool:
         # On the checkpointer's connection, after any checkpoint it is running.

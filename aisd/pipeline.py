@@ -369,6 +369,11 @@ class Pipeline:
                 raise
             except LeaseLost as exc:
                 log.warning("import.claim_lost", reason=str(exc))
+                if job.claim is not None and job.claim.claimer == self._claimer:
+                    # Stopped by this daemon's own deadline, under the lease it still holds:
+                    # if the lease is renewed and nobody adopted the import, letting it go
+                    # (fenced on the claim) lets the next dispatch take it up again.
+                    self._to_let_go[job.claim] = None
             except StorageUnavailable:
                 # The store has logged it; the import stays as recorded and resumes later.
                 self._pause_for_storage()

@@ -51,6 +51,8 @@ class Outage:
     """The database as one daemon reaches it: every call fails while ``on``."""
 
     on: bool = False
+    # Only these store calls fail while ``on`` (empty: every call).
+    only: frozenset[str] = frozenset()
     command_refused: anyio.Event = field(default_factory=anyio.Event)
     late_refused: list[str] = field(default_factory=list)
 
@@ -72,7 +74,7 @@ class Reach:
         @functools.wraps(target)
         async def call(*args: Any, **kwargs: Any) -> Any:
             command = name == "advance" and getattr(args[1], "step", None) == Step.COMMAND
-            if self._outage.on:
+            if self._outage.on and (not self._outage.only or name in self._outage.only):
                 if command:
                     self._outage.command_refused.set()
                 raise StorageUnavailable("server closed the connection unexpectedly")
@@ -247,6 +249,32 @@ async def test_a_sole_claimer_keeps_its_command_id_through_a_long_storage_outage
             held.release.set()
             await outage.command_refused.wait()
             await world.clock.sleep(600.0)
+            outage.on = False
+            record = await world.until_final(import_id)
+        tg.cancel_scope.cancel()
+    assert record.state == ImportState.SUCCESSFUL, record.error
+    assert world.sandbox.stats.imports_by_session == {world.session_id: 1}
+
+
+async def test_a_lease_renewed_after_it_may_have_lapsed_drives_its_imports_again(
+    world: World,
+) -> None:
+    # Renewals fail (a frozen heartbeat) past the daemon's own deadline but not past the
+    # lease in the database: the import tasks stop sending, nobody adopts, and the renewed
+    # lease must take the imports up again instead of leaving them claimed and undriven.
+    import_id = await world.submit()
+    outage = Outage(only=frozenset({"lease"}))
+    a = world.pipeline(Reach(world.core.store, outage), None, CLUSTER)
+    async with anyio.create_task_group() as tg:
+        await tg.start(world.clock.run)
+        with anyio.fail_after(30):
+            await tg.start(a.run)
+            while (seen := await sc.get_import(world.core.store, import_id)) is None or (
+                seen.command_id is None
+            ):
+                await world.clock.sleep(0.5)
+            outage.on = True
+            await world.clock.sleep(LEASE * 1.5)
             outage.on = False
             record = await world.until_final(import_id)
         tg.cancel_scope.cancel()

@@ -42,7 +42,14 @@ from aisd.kontomatik import (
 )
 from aisd.merge import owner_mismatch
 from aisd.phases import Step
-from aisd.polling import Aim, DurationEstimates, backoff, jobs_quota_delay, poll_delay
+from aisd.polling import (
+    Aim,
+    DurationEstimates,
+    backoff,
+    jobs_quota_delay,
+    late_reply_grace,
+    poll_delay,
+)
 from aisd.settings import Settings
 from aisd.store import (
     AccessKind,
@@ -107,6 +114,11 @@ class PipelineConfig:
     # Sole claimer of the database (the daemon, holding the instance lock): every other lease
     # ends when it starts, so what a killed predecessor held is adopted at once.
     sole_claimer: bool = False
+    # How long an import adopted in phase starting from a lapsed claimer waits for that
+    # claimer to store its command id late, before a second Default Import resolves it.
+    reply_grace_seconds: float = late_reply_grace(
+        request_timeout=30.0, storage_retry_max=STORAGE_PAUSE_MAX_SECONDS
+    )
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PipelineConfig:
@@ -117,6 +129,10 @@ class PipelineConfig:
             poll_max_seconds=settings.poll_max_seconds,
             upstream_defer_seconds=86400 / settings.refreshes_per_day,
             sole_claimer=True,
+            reply_grace_seconds=late_reply_grace(
+                request_timeout=settings.http_timeout_seconds,
+                storage_retry_max=STORAGE_PAUSE_MAX_SECONDS,
+            ),
         )
 
 
@@ -353,6 +369,11 @@ class Pipeline:
                 raise
             except LeaseLost as exc:
                 log.warning("import.claim_lost", reason=str(exc))
+                if job.claim is not None and job.claim.claimer == self._claimer:
+                    # Stopped by this daemon's own deadline, under the lease it still holds:
+                    # if the lease is renewed and nobody adopted the import, letting it go
+                    # (fenced on the claim) lets the next dispatch take it up again.
+                    self._to_let_go[job.claim] = None
             except StorageUnavailable:
                 # The store has logged it; the import stays as recorded and resumes later.
                 self._pause_for_storage()
@@ -411,7 +432,28 @@ class Pipeline:
                     now=self._clock.now(),
                 )
                 return
-            elif job.phase in (ImportPhase.READY, ImportPhase.STARTING):
+            elif (
+                job.phase == ImportPhase.STARTING
+                and job.reply_may_arrive
+                and not self._config.sole_claimer
+            ):
+                # A sole claimer's predecessor is dead (the instance lock): no reply can come.
+                fresh = await self._await_late_reply(job)
+                if fresh is None:
+                    return
+                job = fresh
+                continue
+            elif job.phase == ImportPhase.STARTING:
+                try:
+                    step = await self._shielded_default_import(job)
+                except LeaseLost:
+                    # The first Default Import's sender may have stored its command id just
+                    # before this second one was to be recorded: poll that command then.
+                    fresh = await self._reread(job)
+                    if fresh is None or fresh.phase != ImportPhase.POLLING:
+                        raise
+                    step = fresh
+            elif job.phase == ImportPhase.READY:
                 step = await self._shielded_default_import(job)
             elif job.phase == ImportPhase.POLLING:
                 await self._poll_until_final(job)
@@ -424,6 +466,28 @@ class Pipeline:
             if step is None:
                 return
             job = step
+
+    async def _await_late_reply(self, job: ImportJob) -> ImportJob | None:
+        """The claimer that sent this import's Default Import lost its lease, perhaps with the
+        reply in flight: give it time to store the command id (it may, claim or not), then go
+        on from what the store holds (re-read just before a second Default Import)."""
+        log.info("import.awaiting_late_reply", seconds=self._config.reply_grace_seconds)
+        await self._clock.sleep(self._config.reply_grace_seconds)
+        fresh = await self._reread(job)
+        return None if fresh is None else replace(fresh, reply_may_arrive=False)
+
+    async def _reread(self, job: ImportJob) -> ImportJob | None:
+        """The import as stored now, None once it ended.
+
+        Raises:
+            LeaseLost: another claimer holds it now.
+        """
+        for found in await self._store.open_jobs():
+            if found.import_id == job.import_id:
+                if found.claim != job.claim:
+                    raise LeaseLost(f"import {job.import_id}: claimed by another meanwhile")
+                return found
+        return None
 
     async def _shielded_default_import(self, job: ImportJob) -> ImportJob | Wait | None:
         with anyio.CancelScope(shield=True):
@@ -583,7 +647,6 @@ class Pipeline:
             await self._outcome(access, outcome="error", error_name=exc.name)
             await self._fail(job, CommandFailure(exc.name, exc.message))
             return None
-        await self._outcome(access, outcome="ok", pressure="raise")
         now = self._clock.now()
         delay = poll_delay(
             0.0,
@@ -591,16 +654,19 @@ class Pipeline:
             min_seconds=self._config.poll_min_seconds,
             max_seconds=self._config.poll_max_seconds,
         )
-        await self._store.advance(
-            claim,
+        # The command id first: only this process knows it, and the session allows no second
+        # Default Import to find it again.
+        await self._store_command(
+            job,
             StepWrite(
                 Step.COMMAND,
                 command_id=command.id,
                 not_before=now + timedelta(seconds=delay),
                 owner_echo=command.owner_external_id,
+                access=access,
             ),
-            now=now,
         )
+        await self._outcome(access, outcome="ok", pressure="raise")
         log.info("import.command_started", commandId=command.id)
         return replace(
             job,
@@ -609,6 +675,33 @@ class Pipeline:
             started_at=job.started_at or now,
             last_poll_at=now,
         )
+
+    async def _store_command(self, job: ImportJob, write: StepWrite) -> None:
+        """Store the command id a Default Import returned, retrying with the storage back-off
+        while the database refuses it (given up only on a graceful stop). The store takes it
+        from the sender even after its claim lapsed while nobody moved the import on; if
+        another claimer holds the import now, that one polls the command and this one's next
+        lease check gives the import up.
+
+        Raises:
+            LeaseLost: the import moved on (resolved by a second Default Import, or ended)
+                before the command id could be stored.
+        """
+        while True:
+            try:
+                await self._store.advance(self._claim(job), write, now=self._clock.now())
+                return
+            except StorageUnavailable:
+                if not self._accepting:
+                    log.error("import.command_not_stored", commandId=write.command_id)
+                    raise
+                self._pause_for_storage()
+                await self._clock.sleep(self._storage_pause)
+            except LeaseLost:
+                # Only after a freeze longer than the adopters' grace: the import was resolved
+                # (or ended) without this command, which runs on upstream unpolled.
+                log.error("import.command_arrived_late", commandId=write.command_id)
+                raise
 
     async def _poll_until_final(self, job: ImportJob) -> None:
         assert job.command_id is not None

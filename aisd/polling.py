@@ -247,3 +247,24 @@ def jobs_quota_delay(attempt: int, rng: random.Random | None = None) -> float:
     """Wait after ``JobsQuotaExceeded``: 10-15 s, growing with each refusal (at most 2 min)."""
     r = rng.random() if rng is not None else random.random()
     return min(120.0, (10.0 + 5.0 * r) * (1.5 ** max(0, min(attempt, 10))))
+
+
+# What a Default Import's request may take at most: httpx applies the timeout to each of
+# connect, write, read and pool acquisition.
+REQUEST_TIMEOUT_PHASES = 4
+# Beyond the worst case, for the sender's write itself and clock differences between hosts.
+REPLY_GRACE_MARGIN_SECONDS = 5.0
+
+
+def late_reply_grace(*, request_timeout: float, storage_retry_max: float) -> float:
+    """How long an adopter waits before it resolves, by a second Default Import, an import
+    whose first one was sent by a claimer whose lease lapsed (phase ``starting``, no command
+    id): that claimer may still get the reply and store the command id late.
+
+    The sender's request ends at most ``REQUEST_TIMEOUT_PHASES * request_timeout`` after it was
+    sent, which was before the adopter adopted; from then it retries the write at most
+    ``storage_retry_max`` apart while the database refuses it, and the adopter adopts only once
+    the database answers again. Counted from the adoption, so an outage of any length is
+    covered (a sender frozen for longer than this is not).
+    """
+    return REQUEST_TIMEOUT_PHASES * request_timeout + storage_retry_max + REPLY_GRACE_MARGIN_SECONDS

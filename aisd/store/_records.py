@@ -111,6 +111,9 @@ class ImportJob:
     multiple_access_id: str | None = field(default=None, repr=False)
     # Who drives it: every write of a step is fenced on this claim.
     claim: Claim | None = None
+    # Adopted in phase starting from a claimer whose lease lapsed: the reply to its Default
+    # Import may still reach it, and it may store the command id late.
+    reply_may_arrive: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +137,10 @@ class StepWrite:
         not_before: nothing runs for the import before this time.
         attempts: retry-later attempts so far, when it changes.
         owner_echo: the ``ownerExternalId`` the Default Import's reply echoed (``COMMAND``).
+        access: the ledger id of the Default Import that returned ``command_id``
+            (``COMMAND``): its sender may store the command id after its claim lapsed, as long
+            as the import is still in ``starting`` with no command id and no later Default
+            Import was recorded.
     """
 
     step: Step
@@ -142,6 +149,7 @@ class StepWrite:
     not_before: datetime | None = None
     attempts: int | None = None
     owner_echo: str | None = None
+    access: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

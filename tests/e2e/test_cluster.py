@@ -224,9 +224,8 @@ def test_a_postgresql_restart_mid_run_is_waited_out(
         consents[_submit(a, consent)] = consent
     wait_for(lambda: _slots_of(a, a.pid) + _slots_of(a, b.pid) or None, timeout=20)
     # Mid-poll: every command started and its id stored. (A Default Import whose reply is in
-    # flight when the server goes away for longer than the claim lease is lost: its command id
-    # was only in the memory of a daemon whose claim lapsed meanwhile, and the session allows
-    # no second one; it ends as DefaultImportLost.)
+    # flight when the server goes away is stored late by its sender, claim lapsed or not:
+    # tests/integration/test_late_command.py.)
     wait_for(
         lambda: all(a.client.get_import(i)["commandId"] for i in consents) or None,
         timeout=30,

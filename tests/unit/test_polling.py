@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from aisd.pipeline import STORAGE_PAUSE_MAX_SECONDS, PipelineConfig
 from aisd.polling import (
     AIM_MARGIN_SECONDS,
     MISS_STEP_MAX_SECONDS,
@@ -22,10 +23,12 @@ from aisd.polling import (
     backoff,
     discovery_phase,
     jobs_quota_delay,
+    late_reply_grace,
     learned,
     next_aim,
     poll_delay,
 )
+from aisd.settings import Settings
 
 bounds = st.tuples(st.floats(2.0, 5.0), st.floats(2.0, 5.0)).map(sorted)
 phases = st.floats(0.0, 1.0, exclude_max=True)
@@ -263,3 +266,26 @@ def test_jobs_quota_delay_starts_at_10_to_15_s(attempt: int, seed: int) -> None:
         assert 10.0 <= d <= 15.0
     else:
         assert d >= 10.0
+
+
+@given(timeout=st.floats(0.1, 600), retry_max=st.floats(0.1, 600))
+def test_the_reply_grace_outlasts_the_request_and_a_storage_retry(
+    timeout: float, retry_max: float
+) -> None:
+    grace = late_reply_grace(request_timeout=timeout, storage_retry_max=retry_max)
+    # Every phase of the request (pool, connect, write, read) at its timeout, then the
+    # sender's longest pause between two tries of the write, and still a margin.
+    assert grace > 4 * timeout + retry_max
+
+
+def test_the_reply_grace_grows_with_the_http_timeout() -> None:
+    short = late_reply_grace(request_timeout=5.0, storage_retry_max=30.0)
+    long = late_reply_grace(request_timeout=30.0, storage_retry_max=30.0)
+    assert long - short == pytest.approx(4 * 25.0)
+    assert late_reply_grace(request_timeout=30.0, storage_retry_max=30.0) == 155.0
+
+
+def test_the_pipeline_takes_the_reply_grace_from_the_http_timeout() -> None:
+    config = PipelineConfig.from_settings(Settings(http_timeout_seconds=10.0))
+    expected = late_reply_grace(request_timeout=10.0, storage_retry_max=STORAGE_PAUSE_MAX_SECONDS)
+    assert config.reply_grace_seconds == expected

@@ -47,6 +47,14 @@ WHERE phase <> 'done' AND phase IN (SELECT jsonb_array_elements_text(%(in_flight
        AND claimed_by NOT IN (SELECT id FROM claimers WHERE lease_until > clock_timestamp())))
 RETURNING id
 
+-- name: lapsed_starting
+-- Imports adopt_in_flight is about to take in phase starting from a claimer whose lease lapsed:
+-- the reply to their Default Import may still reach that claimer.
+SELECT id FROM imports
+WHERE phase = 'starting' AND command_id IS NULL AND claimed_by IS NOT NULL
+  AND claimed_by <> %(claimer)s
+  AND claimed_by NOT IN (SELECT id FROM claimers WHERE lease_until > clock_timestamp())
+
 -- name: forget_lapsed_claimers
 DELETE FROM claimers
 WHERE lease_until <= clock_timestamp()
@@ -127,11 +135,25 @@ WHERE id = %(id)s AND claimed_by = %(claimer)s AND claim_epoch = %(epoch)s
   AND phase IN (SELECT jsonb_array_elements_text(%(from)s::jsonb))
 
 -- name: step_command
--- With the ownerExternalId the Default Import's reply echoed (kept per import).
+-- With the ownerExternalId the Default Import's reply echoed (kept per import). Also from the
+-- Default Import's sender after its claim lapsed (:ordinal: which Default Import it sent, NULL
+-- when it sent none), while nobody moved the import on: still starting, no command id, no later
+-- Default Import recorded. The check is on the row itself, so a concurrent one is seen.
 UPDATE imports SET command_id = %(command_id)s, phase = %(to)s, not_before = %(not_before)s,
     kontomatik_owner_id = COALESCE(%(owner_echo)s, kontomatik_owner_id)
-WHERE id = %(id)s AND claimed_by = %(claimer)s AND claim_epoch = %(epoch)s
-  AND phase IN (SELECT jsonb_array_elements_text(%(from)s::jsonb))
+WHERE id = %(id)s AND phase IN (SELECT jsonb_array_elements_text(%(from)s::jsonb))
+  AND ((claimed_by = %(claimer)s AND claim_epoch = %(epoch)s)
+       OR (command_id IS NULL AND default_import_attempts = %(ordinal)s::integer))
+
+-- name: access_ordinal
+-- Which Default Import of its import a ledger row is (1 for the first; 0 when the row is not
+-- one of them): the import's count of them is its default_import_attempts, moved in the same
+-- transaction as each ledger row.
+SELECT count(*) AS n FROM accesses
+WHERE import_id = %(id)s AND kind = 'default_import' AND id <= %(access)s::bigint
+  AND EXISTS (SELECT 1 FROM accesses AS own
+              WHERE own.id = %(access)s::bigint AND own.import_id = %(id)s
+                AND own.kind = 'default_import')
 
 -- name: step_poll
 UPDATE imports SET polls = polls + 1, last_poll_at = %(now)s, not_before = %(not_before)s

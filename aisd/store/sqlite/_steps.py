@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import date, datetime
 
 from aisd.kontomatik._models import CommandFailure, Session
@@ -148,6 +149,7 @@ def claim_work(db: sqlite3.Connection, *, claimer: str, now: datetime) -> list[I
     for row in rows(db, "release_gone_queued", {"now": ts, "claimer": claimer}):
         db.execute(Q["free_slot"], {"id": row["id"]})
     params = {"claimer": claimer, "now": ts, "in_flight": _IN_FLIGHT}
+    awaiting = {row["id"] for row in rows(db, "lapsed_starting", params)}
     claimed = [row["id"] for row in rows(db, "adopt_in_flight", params)]
     budget, held = budget_of(db)
     free = budget.limit - held
@@ -161,7 +163,8 @@ def claim_work(db: sqlite3.Connection, *, claimer: str, now: datetime) -> list[I
     db.execute(Q["forget_lapsed_claimers"], {"now": ts})
     if not claimed:
         return []
-    return [job_of(row) for row in rows(db, "claimed_jobs", {"ids": json_in(claimed)})]
+    jobs = [job_of(row) for row in rows(db, "claimed_jobs", {"ids": json_in(claimed)})]
+    return [replace(job, reply_may_arrive=job.import_id in awaiting) for job in jobs]
 
 
 def parse_ledger(
@@ -310,10 +313,15 @@ def record_step(
         params |= {"session_ref": session_ref, "to": target(step, ImportPhase(imp["phase"])).value}
         _changed(db, db.execute(Q["step_session"], params), claim, step)
     elif step == Step.COMMAND:
+        ordinal = None
+        if write.access is not None:
+            found = rows(db, "access_ordinal", {"id": claim.import_id, "access": write.access})
+            ordinal = found[0]["n"]
         params |= {
             "command_id": write.command_id,
             "owner_echo": write.owner_echo,
             "to": target(step, ImportPhase.STARTING).value,
+            "ordinal": ordinal,
         }
         _changed(db, db.execute(Q["step_command"], params), claim, step)
     elif step == Step.POLL:

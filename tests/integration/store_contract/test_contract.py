@@ -16,8 +16,10 @@ from aisd.planner import Rules
 from aisd.refresh import Refresher
 from aisd.store import (
     AccessKind,
+    Claim,
     ConflictError,
     ConsentIn,
+    ImportJob,
     LeaseLost,
     NotFoundError,
     QuotaAnswer,
@@ -115,6 +117,97 @@ async def test_a_write_under_a_lost_claim_changes_nothing(backend: SqliteStore) 
     record = await sc.get_import(backend, job.import_id)
     assert record is not None
     assert record.command_id == "c-new"
+
+
+async def _sent_by_a_lapsed_claimer(backend: SqliteStore) -> tuple[Claim, int, ImportJob]:
+    """a claims an import and records its Default Import; a's lease lapses (a zero lease, on
+    either clock) and b adopts the import: a's claim, a's ledger id, b's job."""
+    await _consent(backend, 1)
+    a = await sc.register_claimer(backend, now=T0, ttl_seconds=0, sole=False, max_running=3)
+    [job] = await backend.claim_work(a, now=T0)
+    access = await sc.begin_access(
+        backend, claim_of(job), AccessKind.DEFAULT_IMPORT, now=T0, token_id=None, session_id=None
+    )
+    assert isinstance(access, int)
+    b = await _claimer(backend)
+    [adopted] = await backend.claim_work(b, now=T0 + timedelta(seconds=1))
+    return claim_of(job), access, adopted
+
+
+async def test_the_sender_stores_its_command_id_after_its_claim_lapsed(
+    backend: SqliteStore,
+) -> None:
+    old, access, adopted = await _sent_by_a_lapsed_claimer(backend)
+    # b is told the reply may still reach a; a let go cleanly would not say so.
+    assert adopted.reply_may_arrive
+    late = StepWrite(Step.COMMAND, command_id="c-late", not_before=T0, access=access)
+    await backend.advance(old, late, now=T0)
+    record = await sc.get_import(backend, adopted.import_id)
+    assert record is not None
+    assert record.command_id == "c-late"
+    # The import stays b's: b polls it, a's claim still writes nothing else.
+    [job] = [j for j in await backend.open_jobs() if j.import_id == adopted.import_id]
+    assert (job.claim, job.phase.value) == (adopted.claim, "polling")
+    await backend.advance(claim_of(adopted), StepWrite(Step.POLL, not_before=T0), now=T0)
+    with pytest.raises(LeaseLost):
+        await backend.advance(old, StepWrite(Step.POLL, not_before=T0), now=T0)
+    # Once a command id is stored, nobody's late one replaces it.
+    with pytest.raises(LeaseLost):
+        await backend.advance(old, replace(late, command_id="c-other"), now=T0)
+
+
+async def test_a_late_command_id_is_refused_once_the_import_moved_on(
+    backend: SqliteStore,
+) -> None:
+    old, access, adopted = await _sent_by_a_lapsed_claimer(backend)
+    # b resolved the import by a second Default Import: a's command id comes too late.
+    await sc.begin_access(
+        backend,
+        claim_of(adopted),
+        AccessKind.DEFAULT_IMPORT,
+        now=T0,
+        token_id=None,
+        session_id=None,
+    )
+    late = StepWrite(Step.COMMAND, command_id="c-late", not_before=T0, access=access)
+    with pytest.raises(LeaseLost):
+        await backend.advance(old, late, now=T0)
+    # Nor after the import ended (failed as lost), nor without the ledger id it belongs to.
+    failure = CommandFailure("DefaultImportLost", "lost")
+    await sc.finish_failure(backend, claim_of(adopted), failure, now=T0)
+    with pytest.raises(LeaseLost):
+        await backend.advance(old, late, now=T0)
+    record = await sc.get_import(backend, adopted.import_id)
+    assert record is not None
+    assert record.command_id is None
+
+
+async def test_a_late_command_id_needs_the_ledger_id_of_the_last_default_import(
+    backend: SqliteStore,
+) -> None:
+    old, access, adopted = await _sent_by_a_lapsed_claimer(backend)
+    with pytest.raises(LeaseLost):
+        await backend.advance(old, StepWrite(Step.COMMAND, command_id="c-x"), now=T0)
+    with pytest.raises(LeaseLost):
+        await backend.advance(
+            old, StepWrite(Step.COMMAND, command_id="c-x", access=access + 1000), now=T0
+        )
+    record = await sc.get_import(backend, adopted.import_id)
+    assert record is not None
+    assert record.command_id is None
+
+
+async def test_an_import_let_go_cleanly_expects_no_late_reply(backend: SqliteStore) -> None:
+    await _consent(backend, 1)
+    a = await _claimer(backend)
+    [job] = await backend.claim_work(a, now=T0)
+    await sc.begin_access(
+        backend, claim_of(job), AccessKind.DEFAULT_IMPORT, now=T0, token_id=None, session_id=None
+    )
+    await sc.release_claimer(backend, a, now=T0)
+    [adopted] = await backend.claim_work(await _claimer(backend), now=T0)
+    assert adopted.phase.value == "starting"
+    assert not adopted.reply_may_arrive
 
 
 async def test_a_step_the_table_does_not_allow_changes_nothing(backend: SqliteStore) -> None:

@@ -8,6 +8,7 @@ from decimal import Decimal
 from hypothesis import given
 from hypothesis import strategies as st
 
+from aisd.events import success_extras
 from aisd.kontomatik._models import (
     Account,
     CreditCard,
@@ -23,7 +24,6 @@ from aisd.store.sqlite._data_codec import (
     fields_json,
     fields_to_json,
     owner_json,
-    success_extras,
 )
 
 tags = st.sampled_from(["a", "b", "variableSymbol", "details"])

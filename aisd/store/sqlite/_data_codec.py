@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from aisd.kontomatik._models import Field, FieldValue, ImportResult, Owner
+from aisd.kontomatik._models import Field, FieldValue, Owner
 
 __all__ = [
     "fields_from_json",
@@ -14,7 +14,6 @@ __all__ = [
     "fields_to_json",
     "owner_json",
     "owners_json",
-    "success_extras",
 ]
 
 
@@ -56,14 +55,3 @@ def fields_from_json(value: Any) -> tuple[Field, ...]:
 def fields_to_json(fields: Sequence[Field]) -> list[Any]:
     """Verbatim fields as stored: ``[[tag, value], ...]``, nesting kept."""
     return [[tag, v if isinstance(v, str) else fields_to_json(v)] for tag, v in fields]
-
-
-def success_extras(result: ImportResult) -> dict[str, Any]:
-    """What ``import.succeeded`` says about the reply beyond the merge's counts: its credit
-    cards, the accounts and cards cut short upstream (``partialAccounts``: IBANs and card
-    keys) and the elements left out as unreadable (``skipped``)."""
-    return {
-        "creditCards": len(result.credit_cards),
-        "partialAccounts": list(result.partial),
-        "skipped": len(result.skipped),
-    }

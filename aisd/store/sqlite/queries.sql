@@ -43,6 +43,10 @@ PRAGMA busy_timeout = 5000;
 -- name: begin_immediate
 BEGIN IMMEDIATE
 
+-- name: begin_read
+-- The reader's: its statements up to COMMIT read one snapshot.
+BEGIN
+
 -- name: commit
 COMMIT
 

@@ -462,17 +462,35 @@ def _cmd_restore(args: argparse.Namespace) -> int:
     from aisd.backup import BackupError, restore
 
     try:
-        summary, aside = restore(Path(args.path), settings.db_path, now=_now())
+        done = restore(Path(args.path), settings.db_path, now=_now())
     except BackupError as exc:
         _fail(f"restore refused, nothing was replaced: {exc}")
         return 1
+    aside, heads = done.previous, done.feed_heads
     if args.json:
         print(
-            json.dumps({**summary.as_json(), "previous": str(aside) if aside else None}, indent=2)
+            json.dumps(
+                {
+                    **done.summary.as_json(),
+                    "previous": str(aside) if aside else None,
+                    "eventIdsAfter": heads["event_id"] if heads else None,
+                },
+                indent=2,
+            )
         )
-    else:
-        print(f"restored {summary.describe()}")
-        print(f"previous database kept at {aside}" if aside else "there was no previous database")
+        return 0
+    print(f"restored {done.summary.describe()}")
+    print(f"previous database kept at {aside}" if aside else "there was no previous database")
+    if heads is not None:
+        print(f"new events take ids after {heads['event_id']}, the previous database's last")
+    elif aside is not None:
+        # Without the previous heads, ids after the backup's last event are handed out
+        # again: receivers that saw them must be told (README, Backups and restore).
+        print(
+            "warning: the previous database could not be read; event ids after the backup's "
+            "last one will be handed out again",
+            file=sys.stderr,
+        )
     return 0
 
 

@@ -11,7 +11,7 @@ backup the same way, copies it beside the database, moves the current database (
 ``-wal`` and ``-shm``) aside and puts the copy in its place: a corrupt or truncated backup is
 refused before anything is touched. The restored copy continues the event and change feeds
 after the last ids the replaced database handed out, so no id a receiver has seen is handed out
-again for another event. On PostgreSQL (a future backend) backups are the server's
+again for another event. On PostgreSQL backups are the server's
 business: ``pg_dump`` or base backups with WAL archiving.
 """
 

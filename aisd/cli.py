@@ -26,7 +26,7 @@ from aisd import _cli_sandbox as sandbox_ctl
 from aisd.client import Client, DaemonUnavailable, ProtocolError, RpcError
 from aisd.logs import configure_logging
 from aisd.sandbox import SandboxConfig
-from aisd.settings import SettingsError, check_database_url, load_settings
+from aisd.settings import Settings, SettingsError, check_database_url, load_settings
 
 __all__ = ["build_parser", "main"]
 
@@ -437,13 +437,19 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     return simulate_main(settings, days=args.days, tokens=args.tokens)
 
 
-def _cmd_backup(args: argparse.Namespace) -> int:
-    settings = load_settings(args.env_file, sandbox=True)
+def _sqlite_only(settings: Settings, command: str) -> None:
+    """Backups and restores are of the SQLite file; with PostgreSQL they belong to its tools."""
     if settings.database_url is not None:
         raise UsageError(
-            "AISD_DATABASE_URL is set: `aisd backup` copies the SQLite database only; back "
-            "PostgreSQL up with its own tools (pg_dump, base backups, WAL archiving)"
+            f"AISD_DATABASE_URL is set: `aisd {command}` works on the SQLite database only; "
+            "back PostgreSQL up and restore it with its own tools (pg_dump, base backups, "
+            "WAL archiving)"
         )
+
+
+def _cmd_backup(args: argparse.Namespace) -> int:
+    settings = load_settings(args.env_file, sandbox=True)
+    _sqlite_only(settings, "backup")
     from aisd.backup import BackupError, take_backup
 
     try:
@@ -459,6 +465,7 @@ def _cmd_backup(args: argparse.Namespace) -> int:
 
 def _cmd_restore(args: argparse.Namespace) -> int:
     settings = load_settings(args.env_file, sandbox=True)
+    _sqlite_only(settings, "restore")
     from aisd.backup import BackupError, restore
 
     try:

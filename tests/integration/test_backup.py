@@ -221,3 +221,24 @@ def test_restoring_an_older_schema_carries_the_heads_through_its_migration(
     with sqlite3.connect(current) as conn:
         value = conn.execute("SELECT value FROM counters WHERE name = 'event_id'").fetchone()[0]
     assert value == 5
+
+
+@pytest.mark.parametrize("command", ["backup", "restore"])
+def test_backup_and_restore_refuse_a_postgresql_daemon(
+    db: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    command: str,
+) -> None:
+    backup = take_backup(db, tmp_path / "b.db", keep=7, now=NOW).path
+    before = _digest(db)
+    monkeypatch.setenv("AISD_DB_PATH", str(db))
+    monkeypatch.setenv("AISD_DATABASE_URL", "postgresql://aisd@db.internal/aisd")
+    target = str(tmp_path / "elsewhere") if command == "backup" else str(backup)
+    assert main([command, target]) == 2
+    err = capsys.readouterr().err
+    assert f"`aisd {command}` works on the SQLite database only" in err
+    assert "pg_dump" in err
+    assert _digest(db) == before
+    assert not (tmp_path / "elsewhere").exists()

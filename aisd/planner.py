@@ -255,12 +255,14 @@ def _next_slot(token_id: str, not_before: datetime, grid: _Grid) -> datetime:
     offset = _hash("phase", token_id) % interval
     floor = (not_before - _EPOCH) // _MICRO
     k = (floor - offset) // interval
-    at = offset + interval * k + (_hash("jitter", token_id, str(k)) % jitter if jitter > 0 else 0)
+    shift = _hash("jitter", token_id, str(k)) % jitter if jitter > 0 else 0
+    at = offset + interval * k + shift
     if at < floor:
         # Slot k starts at or before not_before; its jitter may still carry it past, else the
         # next one is the first.
         k += 1
-        at = offset + interval * k + (_hash("jitter", token_id, str(k)) % jitter if jitter else 0)
+        shift = _hash("jitter", token_id, str(k)) % jitter if jitter > 0 else 0
+        at = offset + interval * k + shift
     return _EPOCH + timedelta(microseconds=at)
 
 

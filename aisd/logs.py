@@ -269,7 +269,7 @@ def configure_logging(
         structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
     ]
     global _direct
-    _direct = _Direct(processors, direct, handler)
+    _direct = _Direct(tuple(processors), direct, handler)
     structlog.configure(
         processors=processors,
         logger_factory=structlog.stdlib.LoggerFactory(),
@@ -291,8 +291,8 @@ class _Direct:
     """What :func:`log_lines` needs of the setup :func:`configure_logging` made."""
 
     # structlog's processors as configured: when they are no longer these (a test capturing
-    # logs), lines take the ordinary way.
-    configured: list[Processor]
+    # logs changes the list in place), lines take the ordinary way.
+    configured: tuple[Processor, ...]
     # The same processors and the formatter's, in the order a line meets them.
     chain: list[Processor]
     handler: logging.StreamHandler[TextIO]
@@ -319,7 +319,7 @@ def log_lines(name: str, lines: Iterable[tuple[int, str, dict[str, Any]]]) -> No
     """
     logger = logging.getLogger(name)
     setup = _direct
-    if setup is None or structlog.get_config()["processors"] is not setup.configured:
+    if setup is None or tuple(structlog.get_config()["processors"]) != setup.configured:
         bound = structlog.get_logger(name)
         for level, event, fields in lines:
             bound.log(level, event, **fields)

@@ -377,6 +377,23 @@ async def test_silent_peer_times_out_while_others_are_served(socket_dir: Path) -
         assert 0.35 <= time.monotonic() - started < 3
 
 
+async def test_a_line_trickled_in_parts_gets_the_idle_timeout_in_all(socket_dir: Path) -> None:
+    # The limit is on one whole line, not on each part of it: a peer sending a byte now and
+    # then without ever ending the line is cut off like a silent one.
+    async with running(socket_dir, idle_timeout=0.4) as path, connect(path) as slow:
+
+        async def trickle() -> None:
+            for _ in range(60):
+                await slow.send(b" ")
+                await anyio.sleep(0.05)
+
+        started = time.monotonic()
+        with pytest.raises((anyio.BrokenResourceError, anyio.ClosedResourceError)):
+            await trickle()
+        assert 0.35 <= time.monotonic() - started < 3
+        assert await slow.closed_by_server()
+
+
 async def test_connections_beyond_the_cap_get_busy(socket_dir: Path) -> None:
     async with running(socket_dir, max_connections=2) as path:
         async with connect(path) as first, connect(path) as second:

@@ -165,8 +165,12 @@ class PostgresServer:
 
     def close(self) -> None:
         """Stop the server and delete its directory."""
+        import time, sys
+        t = time.monotonic()
         try:
             if (self.data / "postmaster.pid").exists():
                 self.stop("immediate")
         finally:
+            t2 = time.monotonic()
             shutil.rmtree(self.root, ignore_errors=True)
+            print(f"\nPGCLOSE stop {t2-t:.2f} rm {time.monotonic()-t2:.2f}", file=sys.stderr)

@@ -62,8 +62,14 @@ alerts: sysdeps
 			&& promtool test rules aisd-alerts.test.yml; \
 	else echo "promtool missing (Debian package prometheus): alert rules not checked"; fi
 
+# Two workers (pytest-xdist), a test file each at a time: most of the suite's wall time is real
+# daemons, sandboxes and PostgreSQL waiting on each other, which overlaps well on 2 cores. Each
+# worker has its own tmp_path tree and, when a test asks, its own PostgreSQL server (one test
+# restarts the server under its daemons). TEST_WORKERS=0 runs everything in one process.
+TEST_WORKERS ?= 2
+
 test: $(STAMP) sysdeps lint types alerts
-	$(BIN)/pytest -q -p no:cacheprovider
+	$(BIN)/pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

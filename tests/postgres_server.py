@@ -27,13 +27,13 @@ import psycopg
 
 from aisd.store.postgresql import connection_kwargs, migrate
 
-__all__ = ["PostgresServer", "PostgresUnavailable"]
+__all__ = ["PostgresServer", "PostgresUnavailable", "memory_dir"]
 
 TEMPLATE = "aisd_template"
 SUPERUSER = "aisd"
 MEMORY_DIR = Path("/dev/shm")
-# The whole suite's databases take about 1 GiB; a smaller /dev/shm (a container's default is
-# 64 MiB) is left alone.
+# The suite's databases take about 1 GiB and its tmp_path files a few hundred MiB; a smaller
+# /dev/shm (a container's default is 64 MiB) is left alone.
 MEMORY_NEEDED_BYTES = 4 << 30
 
 
@@ -69,9 +69,9 @@ def _runner() -> tuple[list[str], pwd.struct_passwd | None]:
     raise PostgresUnavailable("running as root with neither a postgres nor a nobody user")
 
 
-def _scratch_dir(durable: bool) -> Path | None:
-    """Where a server's directory goes: in memory when allowed and roomy, else the default."""
-    if durable or not MEMORY_DIR.is_dir() or not os.access(MEMORY_DIR, os.W_OK):
+def memory_dir() -> Path | None:
+    """``/dev/shm`` when it is writable and has room for the suite's scratch files, else None."""
+    if not MEMORY_DIR.is_dir() or not os.access(MEMORY_DIR, os.W_OK):
         return None
     stats = os.statvfs(MEMORY_DIR)
     return MEMORY_DIR if stats.f_bavail * stats.f_frsize >= MEMORY_NEEDED_BYTES else None
@@ -96,7 +96,7 @@ class PostgresServer:
         self._durable = durable
         self._bin = _bindir()
         self._prefix, self._user = _runner()
-        self.root = Path(tempfile.mkdtemp(prefix="aisd-pg-", dir=_scratch_dir(durable)))
+        self.root = Path(tempfile.mkdtemp(prefix="aisd-pg-", dir=None if durable else memory_dir()))
         self.root.chmod(0o755)
         self.data = self.root / "data"
         self.log = self.root / "server.log"

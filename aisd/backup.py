@@ -9,7 +9,9 @@ version this aisd knows, the core tables and their counts) and only then renamed
 A restore runs while the daemon is stopped (it takes the daemon's instance lock), verifies the
 backup the same way, copies it beside the database, moves the current database (with its
 ``-wal`` and ``-shm``) aside and puts the copy in its place: a corrupt or truncated backup is
-refused before anything is touched. On PostgreSQL (a future backend) backups are the server's
+refused before anything is touched. The restored copy continues the event and change feeds
+after the last ids the replaced database handed out, so no id a receiver has seen is handed out
+again for another event. On PostgreSQL backups are the server's
 business: ``pg_dump`` or base backups with WAL archiving.
 """
 
@@ -25,12 +27,13 @@ from datetime import datetime
 from pathlib import Path
 
 from aisd.instance import InstanceLocked, instance_lock
-from aisd.store.sqlite import LATEST_VERSION
+from aisd.store.sqlite import LATEST_VERSION, migrate
 from aisd.store.sqlite._queries import QUERIES as Q
 
 __all__ = [
     "BackupError",
     "BackupSummary",
+    "Restored",
     "restore",
     "take_backup",
     "verify_backup",
@@ -181,12 +184,48 @@ def _rotate(directory: Path, keep: int) -> None:
         old.unlink(missing_ok=True)
 
 
-def restore(backup: Path, db_path: Path, *, now: datetime) -> tuple[BackupSummary, Path | None]:
-    """Put a verified backup in place of the database; the daemon must be stopped.
+@dataclass(frozen=True, slots=True)
+class Restored:
+    """What a restore did.
 
-    Returns:
-        What the restored database holds, and where the previous one was kept (None when there
-        was none).
+    Attributes:
+        summary: what the restored database holds.
+        previous: where the replaced database was kept (None: there was none).
+        feed_heads: the last event id and change sequence value the replaced database had
+            handed out, which the restored one continues after (None: there was no previous
+            database, or it could not be read, so ids after the backup's may repeat).
+    """
+
+    summary: BackupSummary
+    previous: Path | None
+    feed_heads: dict[str, int] | None
+
+
+def _feed_heads(path: Path) -> dict[str, int] | None:
+    """The feed heads of the database being replaced, if it can still be read."""
+    try:
+        with _read_only(path) as conn:
+            return {str(n): int(v) for n, v in conn.execute(Q["backup_feed_heads"]).fetchall()}
+    except sqlite3.Error:
+        return None
+
+
+def _carry_feed_heads(staging: Path, heads: dict[str, int]) -> None:
+    """Make the restored copy hand out ids after ``heads``. The copy is migrated first: an
+    older schema would otherwise rebuild its counters from its own rows when the daemon
+    migrates it."""
+    migrate(staging)
+    with closing(sqlite3.connect(staging, isolation_level=None)) as conn:
+        conn.execute("BEGIN IMMEDIATE")
+        for name, value in heads.items():
+            conn.execute(Q["restore_carry_head"], {"name": name, "value": value})
+        conn.execute("COMMIT")
+    _fsync(staging)
+
+
+def restore(backup: Path, db_path: Path, *, now: datetime) -> Restored:
+    """Put a verified backup in place of the database; the daemon must be stopped. The
+    restored database continues the event and change feeds after the replaced one's heads.
 
     Raises:
         BackupError: the daemon runs, or the backup is refused; nothing was replaced.
@@ -199,6 +238,9 @@ def restore(backup: Path, db_path: Path, *, now: datetime) -> tuple[BackupSummar
                 with _read_only(backup) as source:
                     _copy(source, staging)
                 verify_backup(staging)
+                heads = _feed_heads(db_path) if db_path.exists() else None
+                if heads is not None:
+                    _carry_feed_heads(staging, heads)
             except BaseException:
                 staging.unlink(missing_ok=True)
                 raise
@@ -218,6 +260,8 @@ def restore(backup: Path, db_path: Path, *, now: datetime) -> tuple[BackupSummar
         raise BackupError(
             f"the daemon is running on {db_path}: stop it first (systemctl stop aisd)"
         ) from None
-    return BackupSummary(
-        db_path, summary.schema_version, db_path.stat().st_size, summary.counts
-    ), aside
+    with _read_only(db_path) as conn:
+        version = int(conn.execute(Q["get_user_version"]).fetchone()[0])
+    return Restored(
+        BackupSummary(db_path, version, db_path.stat().st_size, summary.counts), aside, heads
+    )

@@ -26,7 +26,7 @@ from aisd import _cli_sandbox as sandbox_ctl
 from aisd.client import Client, DaemonUnavailable, ProtocolError, RpcError
 from aisd.logs import configure_logging
 from aisd.sandbox import SandboxConfig
-from aisd.settings import SettingsError, check_database_url, load_settings
+from aisd.settings import Settings, SettingsError, check_database_url, load_settings
 
 __all__ = ["build_parser", "main"]
 
@@ -437,13 +437,19 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     return simulate_main(settings, days=args.days, tokens=args.tokens)
 
 
-def _cmd_backup(args: argparse.Namespace) -> int:
-    settings = load_settings(args.env_file, sandbox=True)
+def _sqlite_only(settings: Settings, command: str) -> None:
+    """Backups and restores are of the SQLite file; with PostgreSQL they belong to its tools."""
     if settings.database_url is not None:
         raise UsageError(
-            "AISD_DATABASE_URL is set: `aisd backup` copies the SQLite database only; back "
-            "PostgreSQL up with its own tools (pg_dump, base backups, WAL archiving)"
+            f"AISD_DATABASE_URL is set: `aisd {command}` works on the SQLite database only; "
+            "back PostgreSQL up and restore it with its own tools (pg_dump, base backups, "
+            "WAL archiving)"
         )
+
+
+def _cmd_backup(args: argparse.Namespace) -> int:
+    settings = load_settings(args.env_file, sandbox=True)
+    _sqlite_only(settings, "backup")
     from aisd.backup import BackupError, take_backup
 
     try:
@@ -459,20 +465,39 @@ def _cmd_backup(args: argparse.Namespace) -> int:
 
 def _cmd_restore(args: argparse.Namespace) -> int:
     settings = load_settings(args.env_file, sandbox=True)
+    _sqlite_only(settings, "restore")
     from aisd.backup import BackupError, restore
 
     try:
-        summary, aside = restore(Path(args.path), settings.db_path, now=_now())
+        done = restore(Path(args.path), settings.db_path, now=_now())
     except BackupError as exc:
         _fail(f"restore refused, nothing was replaced: {exc}")
         return 1
+    aside, heads = done.previous, done.feed_heads
     if args.json:
         print(
-            json.dumps({**summary.as_json(), "previous": str(aside) if aside else None}, indent=2)
+            json.dumps(
+                {
+                    **done.summary.as_json(),
+                    "previous": str(aside) if aside else None,
+                    "eventIdsAfter": heads["event_id"] if heads else None,
+                },
+                indent=2,
+            )
         )
-    else:
-        print(f"restored {summary.describe()}")
-        print(f"previous database kept at {aside}" if aside else "there was no previous database")
+        return 0
+    print(f"restored {done.summary.describe()}")
+    print(f"previous database kept at {aside}" if aside else "there was no previous database")
+    if heads is not None:
+        print(f"new events take ids after {heads['event_id']}, the previous database's last")
+    elif aside is not None:
+        # Without the previous heads, ids after the backup's last event are handed out
+        # again: receivers that saw them must be told (README, Backups and restore).
+        print(
+            "warning: the previous database could not be read; event ids after the backup's "
+            "last one will be handed out again",
+            file=sys.stderr,
+        )
     return 0
 
 

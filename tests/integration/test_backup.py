@@ -4,6 +4,7 @@ replace nothing, rotation and modes."""
 from __future__ import annotations
 
 import hashlib
+import json
 import sqlite3
 import stat
 from datetime import UTC, datetime, timedelta
@@ -16,7 +17,7 @@ from aisd.backup import BackupError, restore, take_backup, verify_backup
 from aisd.cli import main
 from aisd.instance import instance_lock
 from aisd.store import ConsentIn, open_store
-from aisd.store.sqlite import LATEST_VERSION
+from aisd.store.sqlite import LATEST_VERSION, migrate
 
 NOW = datetime(2026, 12, 1, 3, 0, tzinfo=UTC)
 
@@ -30,6 +31,25 @@ async def _database(path: Path, owners: int) -> None:
                 since=NOW.date() - timedelta(days=30),
                 expires_at=NOW + timedelta(days=180),
             )
+
+
+async def _more(path: Path, owners: int) -> None:
+    """Consents of owners not seen before, each one event."""
+    async with open_store(path) as store:
+        base = await store.events(after=0, limit=0)
+        for n in range(owners):
+            await store.submit_consent(
+                ConsentIn(f"more-{base.head}-{n}", f"more-{base.head}-{n}", "sig-more"),
+                now=NOW,
+                since=NOW.date() - timedelta(days=30),
+                expires_at=NOW + timedelta(days=180),
+            )
+
+
+def _create_at(path: Path, *, version: int) -> None:
+    """An empty aisd database at an older schema version, as an old backup is."""
+    migrate(path, target=version)
+    path.chmod(0o600)
 
 
 def _digest(path: Path) -> str:
@@ -82,7 +102,8 @@ def test_restore_replaces_the_database_and_keeps_the_old_one_aside(
     other.parent.mkdir()
     anyio.run(_database, other, 1)
     before = _digest(other)
-    summary, aside = restore(backup, other, now=NOW)
+    done = restore(backup, other, now=NOW)
+    summary, aside = done.summary, done.previous
     assert summary.counts["consents"] == 3
     assert aside is not None
     assert _digest(aside) == before
@@ -153,4 +174,71 @@ def test_cli_backup_and_restore(
     assert main(["restore", str(broken)]) == 1
     assert "restore refused, nothing was replaced" in capsys.readouterr().err
     assert main(["restore", "--json", str(made)]) == 0
-    assert '"previous"' in capsys.readouterr().out
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["previous"]
+    assert shown["eventIdsAfter"] == 3
+    # A previous database that cannot be read: the restore goes on, and says what it costs.
+    db.write_bytes(b"SQLite format 3\x00" + b"\xa5" * 8000)
+    for suffix in ("-wal", "-shm"):
+        Path(f"{db}{suffix}").unlink(missing_ok=True)
+    assert main(["restore", str(made)]) == 0
+    captured = capsys.readouterr()
+    assert "previous database kept at" in captured.out
+    assert "event ids after the backup's last one will be handed out again" in captured.err
+
+
+def test_a_restored_database_never_hands_out_an_id_the_replaced_one_did(
+    db: Path, tmp_path: Path
+) -> None:
+    backup = take_backup(db, tmp_path / "b.db", keep=7, now=NOW).path
+    # Work after the backup: more events, and merged rows that moved the change sequence.
+    anyio.run(_more, db, 4)
+    with sqlite3.connect(db) as conn:
+        heads = dict(conn.execute("SELECT name, value FROM counters").fetchall())
+        handed_out = {int(r[0]) for r in conn.execute("SELECT id FROM events")}
+    assert heads["event_id"] == 3 + 4
+    done = restore(backup, db, now=NOW)
+    assert done.feed_heads == {"event_id": 3 + 4, "change_seq": heads["change_seq"]}
+    anyio.run(_more, db, 2)
+    with sqlite3.connect(db) as conn:
+        after = [int(r[0]) for r in conn.execute("SELECT id FROM events ORDER BY id")]
+    assert after[:3] == [1, 2, 3]
+    # The restored feed jumps once, past every id the replaced database handed out.
+    assert after[3:] == [8, 9]
+    assert not handed_out - {1, 2, 3} & set(after)
+
+
+def test_restoring_an_older_schema_carries_the_heads_through_its_migration(
+    tmp_path: Path,
+) -> None:
+    old = tmp_path / "old.db"
+    _create_at(old, version=9)
+    current = tmp_path / "state" / "aisd.db"
+    current.parent.mkdir()
+    anyio.run(_database, current, 5)
+    done = restore(old, current, now=NOW)
+    assert done.summary.schema_version == LATEST_VERSION
+    with sqlite3.connect(current) as conn:
+        value = conn.execute("SELECT value FROM counters WHERE name = 'event_id'").fetchone()[0]
+    assert value == 5
+
+
+@pytest.mark.parametrize("command", ["backup", "restore"])
+def test_backup_and_restore_refuse_a_postgresql_daemon(
+    db: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    command: str,
+) -> None:
+    backup = take_backup(db, tmp_path / "b.db", keep=7, now=NOW).path
+    before = _digest(db)
+    monkeypatch.setenv("AISD_DB_PATH", str(db))
+    monkeypatch.setenv("AISD_DATABASE_URL", "postgresql://aisd@db.internal/aisd")
+    target = str(tmp_path / "elsewhere") if command == "backup" else str(backup)
+    assert main([command, target]) == 2
+    err = capsys.readouterr().err
+    assert f"`aisd {command}` works on the SQLite database only" in err
+    assert "pg_dump" in err
+    assert _digest(db) == before
+    assert not (tmp_path / "elsewhere").exists()

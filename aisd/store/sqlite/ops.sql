@@ -66,6 +66,17 @@ UNION ALL SELECT 'accounts', COUNT(*) FROM accounts
 UNION ALL SELECT 'transactions', COUNT(*) FROM transactions
 UNION ALL SELECT 'events', COUNT(*) FROM events
 
+-- name: backup_feed_heads
+-- The last event id and change sequence value a database handed out; a restore carries them
+-- into the restored copy so that ids handed out after the backup are never handed out again.
+SELECT 'event_id' AS name, MAX(COALESCE((SELECT value FROM counters WHERE name = 'event_id'), 0),
+                               COALESCE((SELECT MAX(id) FROM events), 0)) AS value
+UNION ALL
+SELECT 'change_seq', COALESCE((SELECT value FROM counters WHERE name = 'change_seq'), 0)
+
+-- name: restore_carry_head
+UPDATE counters SET value = MAX(value, :value) WHERE name = :name
+
 -- name: backup_tables
 SELECT name FROM sqlite_master WHERE type = 'table'
 

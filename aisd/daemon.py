@@ -31,7 +31,7 @@ from aisd.clock import Clock, SystemClock
 from aisd.cluster import Leadership
 from aisd.housekeeping import housekeep
 from aisd.instance import InstanceLocked, instance_lock
-from aisd.logs import event_level
+from aisd.logs import event_level, log_lines
 from aisd.metrics import Metrics
 from aisd.operations import Operations
 from aisd.pipeline import Pipeline
@@ -117,9 +117,6 @@ class EventLog:
         """Follow the feed from its current end until cancelled."""
         after = (await self._store.events(after=0, limit=0)).head
         task_status.started()
-        # Bound once, after logging is configured: the lazy proxy would rebuild the logger for
-        # every line, a fifth of a line's cost at thousands of events a second.
-        elog = structlog.get_logger("aisd.events").bind()
         while True:
             with anyio.move_on_after(EVENT_LOG_RECHECK_SECONDS):
                 await self._wake.wait()
@@ -129,22 +126,24 @@ class EventLog:
                     events = (await self._store.events(after=after, limit=500)).events
                 except StorageUnavailable:
                     break  # the store logs it; the next wake-up reads on from `after`
+                # A page's lines are written together: one write and flush, not one per event.
+                lines = []
                 for event in events:
                     leading = self._leading()
                     if self._logs(event, leading):
-                        elog.log(
-                            event_level(event.type, event.data),
-                            event.type,
-                            eventId=event.id,
-                            ownerExternalId=event.owner_external_id,
-                            tokenId=event.token_id,
-                            importId=event.import_id,
+                        fields = {
+                            "eventId": event.id,
+                            "ownerExternalId": event.owner_external_id,
+                            "tokenId": event.token_id,
+                            "importId": event.import_id,
                             **event.data,
-                        )
+                        }
+                        lines.append((event_level(event.type, event.data), event.type, fields))
                     if leading:
                         for observe in self._observers:
                             observe(event)
                     after = event.id
+                log_lines("aisd.events", lines)
                 if len(events) < 500:
                     break
 

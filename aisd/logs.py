@@ -10,6 +10,8 @@ prefixed with its syslog priority (``<6>``) so journald keeps the level.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import functools
 import logging
 import os
@@ -30,6 +32,7 @@ __all__ = [
     "configure_logging",
     "event_level",
     "get_logger",
+    "log_lines",
     "redact",
     "register_secret",
     "whole_replaced",
@@ -53,7 +56,7 @@ _secrets: set[str] = set()
 # The same, longest first, so that a secret containing another is removed whole.
 _longest_first: tuple[str, ...] = ()
 # Values no secret can hide in, passed through as they are.
-_PLAIN = (int, float, bool, type(None))
+_PLAIN = frozenset({int, float, bool, type(None)})
 
 # httpx/httpcore log full URLs and headers at INFO/DEBUG; APScheduler logs every planner tick
 # twice at INFO. Their warnings still come through.
@@ -89,12 +92,6 @@ def event_level(event_type: str, data: Mapping[str, Any]) -> int:
     return logging.INFO
 
 
-def _is_secret_key(key: object) -> bool:
-    if not isinstance(key, str):
-        return False
-    return _is_secret_name(key)
-
-
 # A line's keys come from a small set of names: each is judged once.
 @functools.lru_cache(maxsize=4096)
 def _is_secret_name(key: str) -> bool:
@@ -103,21 +100,32 @@ def _is_secret_name(key: str) -> bool:
 
 
 def _scrub(value: Any) -> Any:
-    if type(value) in _PLAIN:
+    # Ordered by how often each kind occurs in a line: thousands of lines a second pass here.
+    kind = type(value)
+    if kind is str:
+        return _scrub_text(value) if _longest_first else value
+    if kind in _PLAIN:
         return value
     if isinstance(value, str):
-        for secret in _longest_first:
-            if secret in value:
-                value = whole_replaced(value, secret, REDACTED)
-        return value
+        return _scrub_text(value)
     if isinstance(value, SecretStr):
         return REDACTED
     if isinstance(value, Mapping):
-        return {_scrub(k): REDACTED if _is_secret_key(k) else _scrub(v) for k, v in value.items()}
+        return {
+            _scrub(k): REDACTED if isinstance(k, str) and _is_secret_name(k) else _scrub(v)
+            for k, v in value.items()
+        }
     if isinstance(value, list | tuple | set | frozenset):
         return [_scrub(v) for v in value]
     if isinstance(value, BaseException):
         return _scrub(f"{type(value).__name__}: {value}")
+    return value
+
+
+def _scrub_text(value: str) -> str:
+    for secret in _longest_first:
+        if secret in value:
+            value = whole_replaced(value, secret, REDACTED)
     return value
 
 
@@ -234,6 +242,11 @@ def configure_logging(
     )
     handler = logging.StreamHandler(stream if stream is not None else sys.stdout)
     handler.setFormatter(formatter)
+    direct: list[Processor] = [
+        *shared,
+        structlog.processors.StackInfoRenderer(),
+        *formatter.processors[1:],
+    ]
     root = logging.getLogger()
     for old in root.handlers[:]:
         root.removeHandler(old)
@@ -249,13 +262,16 @@ def configure_logging(
         if name not in _NOISY_LOGGERS:
             third.setLevel(logging.NOTSET)
 
+    processors: list[Processor] = [
+        structlog.stdlib.filter_by_level,
+        *shared,
+        structlog.processors.StackInfoRenderer(),
+        structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+    ]
+    global _direct
+    _direct = _Direct(tuple(processors), direct, handler)
     structlog.configure(
-        processors=[
-            structlog.stdlib.filter_by_level,
-            *shared,
-            structlog.processors.StackInfoRenderer(),
-            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
-        ],
+        processors=processors,
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
         # Not cached: a later configure_logging (tests, `aisd run` after argument parsing) must
@@ -268,3 +284,61 @@ def get_logger(name: str) -> structlog.stdlib.BoundLogger:
     """A structlog logger named ``name`` (usually ``__name__``), routed as configured."""
     logger: structlog.stdlib.BoundLogger = structlog.stdlib.get_logger(name)
     return logger
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Direct:
+    """What :func:`log_lines` needs of the setup :func:`configure_logging` made."""
+
+    # structlog's processors as configured: when they are no longer these (a test capturing
+    # logs changes the list in place), lines take the ordinary way.
+    configured: tuple[Processor, ...]
+    # The same processors and the formatter's, in the order a line meets them.
+    chain: list[Processor]
+    handler: logging.StreamHandler[TextIO]
+
+
+_direct: _Direct | None = None
+
+_METHOD_NAMES = {
+    logging.DEBUG: "debug",
+    logging.INFO: "info",
+    logging.WARNING: "warning",
+    logging.ERROR: "error",
+    logging.CRITICAL: "critical",
+}
+
+
+def log_lines(name: str, lines: Iterable[tuple[int, str, dict[str, Any]]]) -> None:
+    """Log many lines of logger ``name`` at once: each ``(level, event, fields)`` becomes
+    the line ``get_logger(name).log(level, event, **fields)`` would write, redacted alike,
+    and the lines are written to the stream together with one flush.
+
+    Thousands of feed events a second are logged this way: the stdlib record, handler lock and
+    flush of each line cost more than rendering it.
+    """
+    logger = logging.getLogger(name)
+    setup = _direct
+    if setup is None or tuple(structlog.get_config()["processors"]) != setup.configured:
+        bound = structlog.get_logger(name)
+        for level, event, fields in lines:
+            bound.log(level, event, **fields)
+        return
+    rendered: list[str] = []
+    for level, event, fields in lines:
+        if not logger.isEnabledFor(level):
+            continue
+        method = _METHOD_NAMES[level]
+        event_dict: Any = {**fields, "event": event}
+        for process in setup.chain:
+            event_dict = process(logger, method, event_dict)
+        rendered.append(event_dict)
+    if not rendered:
+        return
+    handler = setup.handler
+    with handler.lock or contextlib.nullcontext():
+        try:
+            handler.stream.write(handler.terminator.join(rendered) + handler.terminator)
+            handler.flush()
+        except Exception:
+            handler.handleError(logging.makeLogRecord({"msg": rendered[0]}))

@@ -144,7 +144,7 @@ class Webhooks:
 
     Args:
         store: where events and cursors live.
-        clock: wall time for timestamps and the retry schedule.
+        clock: wall time for timestamps, and the retry schedule's waits.
         urls: the endpoints, as configured.
         keys: the HMAC keys (one per secret; more than one while a secret is rotated).
         types: event types to send; None sends every type.
@@ -237,8 +237,20 @@ class Webhooks:
                 log.exception("webhook.follower_failed", endpoint=label)
                 wait = TROUBLE_PAUSE_SECONDS
             if wait > 0:
-                with anyio.move_on_after(wait):
-                    await signal.wait()
+                await self._rest(signal, wait)
+
+    async def _rest(self, signal: anyio.Event, seconds: float) -> None:
+        """Until ``signal`` is set or ``seconds`` have passed on the clock: the retry schedule
+        is the clock's, so a virtual clock runs it without real waiting."""
+        async with anyio.create_task_group() as tg:
+
+            async def alarm() -> None:
+                await self._clock.sleep(seconds)
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(alarm)
+            await signal.wait()
+            tg.cancel_scope.cancel()
 
     async def _pass(self, http: httpx.AsyncClient, url: str, label: str) -> float:
         """Deliver what is due; returns how long to wait before the next pass."""

@@ -5,7 +5,10 @@ Usage: ``python bench/intake_bench.py [--clients 50] [--requests 5000] [--rate 5
 It starts the real daemon (``python -m aisd run --sandbox``) with its database and socket in a
 temporary directory and JSON logs in a file there, and a trivial JSON-RPC echo server (a separate
 process: it parses each line and answers a result of the same shape, nothing stored) on a second
-Unix socket. The same clients then measure both, in two modes:
+Unix socket, and aisd's own JSON-RPC server (``aisd.rpc.RpcServer``: framing, peer check,
+validation-free dispatch, encoding) answering ``consent.submit`` with a constant, nothing stored,
+on a third: the floor of the socket layer alone. The same clients then measure them, in two
+modes (the RPC floor in the closed loop only):
 
 - closed loop: ``--clients`` connections, each sending its next request as soon as the previous
   answer is received: the throughput;
@@ -257,15 +260,29 @@ async def _echo_connection(reader: asyncio.StreamReader, writer: asyncio.StreamW
         writer.close()
 
 
+async def _rpc_floor_serve(path: str) -> None:
+    # Imported here: the clients' process needs none of aisd.
+    from aisd.rpc import RpcServer, open_listener
+
+    async def submit(params: object, peer: object) -> object:
+        return {"importId": "imp-floor", "tokenId": None}
+
+    listener, _ = await open_listener(path, 0o600)
+    me = frozenset({os.getuid()})
+    server = RpcServer({"consent.submit": submit}, allowed_uids=me, allowed_gids=frozenset())
+    await server.serve(listener)
+
+
 async def _echo_serve(path: str) -> None:
     server = await asyncio.start_unix_server(_echo_connection, path=path, limit=LINE_LIMIT)
     async with server:
         await server.serve_forever()
 
 
-def start_echo(path: Path) -> subprocess.Popen[bytes]:
-    """The echo server, in a process of its own as the daemon is."""
-    return subprocess.Popen([sys.executable, __file__, "--echo-server", str(path)])
+def start_echo(path: Path, kind: str = "--echo-server") -> subprocess.Popen[bytes]:
+    """The echo server (or with ``--rpc-floor-server`` the RPC floor), in a process of its own
+    as the daemon is."""
+    return subprocess.Popen([sys.executable, __file__, kind, str(path)])
 
 
 def start_daemon(tmp: Path, log: IO[bytes]) -> subprocess.Popen[bytes]:
@@ -345,16 +362,25 @@ async def idle(path: Path) -> float:
 
 
 async def measure(
-    args: argparse.Namespace, daemon_sock: Path, echo_sock: Path, daemon: Any, echo: Any
+    args: argparse.Namespace,
+    daemon_sock: Path,
+    echo_sock: Path,
+    floor_sock: Path,
+    daemon: Any,
+    echo: Any,
+    floor: Any,
 ) -> tuple[list[Run], float]:
     """Each mode against the echo server, then at once against the daemon (idle before each
-    of its runs), so each pair runs under the same load of the machine; returns the runs and
-    the seconds the daemon took to become idle between its two."""
+    of its runs), so each pair runs under the same load of the machine, the RPC floor's closed
+    loop between them; returns the runs and the seconds the daemon took to become idle between
+    its two."""
     await wait_ready(daemon_sock, daemon, "daemon.status")
     await wait_ready(echo_sock, echo, "echo")
+    await wait_ready(floor_sock, floor, "consent.submit")
     n, c, rate = args.requests, args.clients, args.rate
     await idle(daemon_sock)
     echo_closed = await closed_loop(echo_sock, c, n, "ce", "echo, closed loop", echo.pid)
+    floor_closed = await closed_loop(floor_sock, c, n, "cf", "rpc floor, closed loop", floor.pid)
     daemon_closed = await closed_loop(daemon_sock, c, n, "cd", "daemon, closed loop", daemon.pid)
     settled = await idle(daemon_sock)
     open_label = f"open {rate:,.0f}/s"
@@ -362,7 +388,7 @@ async def measure(
     daemon_open = await open_loop(
         daemon_sock, c, n, rate, "od", f"daemon, {open_label}", daemon.pid
     )
-    return [echo_closed, daemon_closed, echo_open, daemon_open], settled
+    return [echo_closed, floor_closed, daemon_closed, echo_open, daemon_open], settled
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -372,21 +398,29 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--requests", type=int, default=5000, help="calls per mode and server")
     parser.add_argument("--rate", type=float, default=5000.0, help="open loop: offered calls/s")
     parser.add_argument("--echo-server", metavar="PATH", help=argparse.SUPPRESS)
+    parser.add_argument("--rpc-floor-server", metavar="PATH", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.echo_server:
         asyncio.run(_echo_serve(args.echo_server))
         return
+    if args.rpc_floor_server:
+        asyncio.run(_rpc_floor_serve(args.rpc_floor_server))
+        return
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
-        daemon_sock, echo_sock = tmp / "aisd.sock", tmp / "echo.sock"
+        daemon_sock, echo_sock, floor_sock = tmp / "aisd.sock", tmp / "echo.sock", tmp / "rpc.sock"
         with (tmp / "daemon.log").open("wb") as log:
             daemon = start_daemon(tmp, log)
             echo = start_echo(echo_sock)
+            floor = start_echo(floor_sock, "--rpc-floor-server")
             try:
-                runs, settled = asyncio.run(measure(args, daemon_sock, echo_sock, daemon, echo))
+                runs, settled = asyncio.run(
+                    measure(args, daemon_sock, echo_sock, floor_sock, daemon, echo, floor)
+                )
             finally:
                 code, drain = stop(daemon)
                 stop(echo)
+                stop(floor)
         logged = (tmp / "daemon.log").read_bytes()
         acknowledged = [s for r in runs if r.label.startswith("daemon") for s in r.acknowledged]
         missing = missing_from(tmp / "aisd.db", acknowledged)
@@ -398,12 +432,16 @@ def main(argv: list[str] | None = None) -> None:
         print(run.line())
         if run.errors:
             print(f"  errors by code: {dict(run.errors)}")
-    echo_closed, daemon_closed, echo_open, daemon_open = runs
+    echo_closed, floor_closed, daemon_closed, echo_open, daemon_open = runs
     print(f"the daemon's imports of the closed-loop run ended {settled:.1f} s after it")
     print(
         f"daemon/echo: closed-loop throughput {daemon_closed.rate / echo_closed.rate:.2f}; "
         f"open-loop p99 {_p99(daemon_open) / _p99(echo_open):.1f}x the echo's; "
         f"server cpu/call {daemon_closed.server_cpu / echo_closed.server_cpu:.1f}x the echo's"
+    )
+    print(
+        f"rpc floor/echo: closed-loop throughput {floor_closed.rate / echo_closed.rate:.2f}; "
+        f"server cpu/call {floor_closed.server_cpu / echo_closed.server_cpu:.1f}x the echo's"
     )
     print(f"acknowledged consents missing from the database after the stop: {missing}")
     # Every signature sent starts with "sig-": none may reach a log line.

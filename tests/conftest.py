@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.postgres_server import PostgresServer, PostgresUnavailable
+from tests.postgres_server import PostgresServer, PostgresUnavailable, memory_dir
 
 FIXTURES = Path(__file__).parent / "fixtures" / "kontomatik"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """``tmp_path`` in memory when there is room and no other place was asked for: the
+    databases the tests write are thrown away, and on a shared disk their syncs wait on
+    everyone else's writes."""
+    asked = config.option.basetemp or os.environ.get("PYTEST_DEBUG_TEMPROOT")
+    memory = memory_dir()
+    if not asked and "TMPDIR" not in os.environ and memory is not None:
+        os.environ["PYTEST_DEBUG_TEMPROOT"] = str(memory)
 
 
 @pytest.fixture

@@ -10,8 +10,7 @@ from collections.abc import Awaitable, Callable, Mapping
 
 import anyio
 import structlog
-from anyio.abc import Listener, SocketAttribute, SocketStream
-from anyio.streams.buffered import BufferedByteReceiveStream
+from anyio.abc import Listener, SocketStream
 
 from aisd import __version__
 from aisd.rpc._errors import (
@@ -23,6 +22,7 @@ from aisd.rpc._errors import (
     PEER_NOT_ALLOWED,
     RpcError,
 )
+from aisd.rpc._framing import Framed, Watchdog
 from aisd.rpc._params import Params
 from aisd.rpc._peer import Peer, is_allowed, peer_credentials
 from aisd.rpc._protocol import (
@@ -107,6 +107,7 @@ class RpcServer:
         self._max_connections = max_connections
         self._active = 0
         self._connection_ids = itertools.count(1)
+        self._watchdog = Watchdog(idle_timeout)
 
     @property
     def methods(self) -> frozenset[str]:
@@ -134,80 +135,79 @@ class RpcServer:
             task_status: Signalled once connections are being accepted.
         """
         async with listener, anyio.create_task_group() as connections:
+            connections.start_soon(self._watchdog.run)
             task_status.started()
             await listener.serve(self._connection, task_group=connections)
 
     async def _connection(self, stream: SocketStream) -> None:
         conn = next(self._connection_ids)
         async with stream:
+            io = Framed(stream)
+            self._watchdog.watch(io)
             try:
-                if self._active >= self._max_connections:
-                    _log.warning("rpc.busy", conn=conn, active=self._active)
-                    await self._send(stream, encode_error(None, RpcError(BUSY, "busy")))
-                    return
-                self._active += 1
-                try:
-                    await self._converse(stream, conn)
-                finally:
-                    self._active -= 1
-            except TimeoutError:
-                _log.info("rpc.idle_timeout", conn=conn)
+                with io.scope:
+                    if self._active >= self._max_connections:
+                        _log.warning("rpc.busy", conn=conn, active=self._active)
+                        await io.send(encode_error(None, RpcError(BUSY, "busy")))
+                        return
+                    self._active += 1
+                    try:
+                        await self._converse(io, conn)
+                    finally:
+                        self._active -= 1
+                if io.expired:
+                    _log.info("rpc.idle_timeout", conn=conn)
             except (anyio.BrokenResourceError, anyio.ClosedResourceError):
                 _log.debug("rpc.peer_gone", conn=conn)
             except Exception:
                 _log.exception("rpc.connection_failed", conn=conn)
+            finally:
+                self._watchdog.forget(io)
 
-    async def _converse(self, stream: SocketStream, conn: int) -> None:
-        reader = BufferedByteReceiveStream(stream)
+    async def _converse(self, io: Framed, conn: int) -> None:
         try:
-            # S610 mistakes anyio's typed attributes for Django's QuerySet.extra.
-            peer = peer_credentials(stream.extra(SocketAttribute.raw_socket))  # noqa: S610
+            peer = peer_credentials(io.socket)
         except OSError:
             peer = None
         if peer is None or not is_allowed(peer, self._allowed_uids, self._allowed_gids):
-            await self._refuse(stream, reader, peer)
+            await self._refuse(io, peer)
             return
         with structlog.contextvars.bound_contextvars(rpc_conn=conn, peer_uid=peer.uid):
             while True:
                 try:
-                    line = await self._receive_line(reader)
+                    line = await self._receive_line(io)
                 except anyio.DelimiterNotFound:
-                    await self._answer_too_long(stream)
-                    if not await self._skip_line(reader):
+                    await self._answer_too_long(io)
+                    if not await self._skip_line(io):
                         _log.warning("rpc.protocol_error", code=INVALID_REQUEST, reason="no resync")
                         return
                     continue
                 if line is None:
                     return
                 if len(line) > self._max_line_bytes:
-                    await self._answer_too_long(stream)
+                    await self._answer_too_long(io)
                     continue
                 if not line.strip():
                     continue
                 response = await self._respond(line, peer)
                 if response is not None:
-                    await self._send(stream, response)
+                    await io.send(response)
 
-    async def _refuse(
-        self,
-        stream: SocketStream,
-        reader: BufferedByteReceiveStream,
-        peer: Peer | None,
-    ) -> None:
+    async def _refuse(self, io: Framed, peer: Peer | None) -> None:
         _log.warning(
             "rpc.peer_refused",
             uid=None if peer is None else peer.uid,
             pid=None if peer is None else peer.pid,
         )
         try:
-            line = await self._receive_line(reader)
+            line = await self._receive_line(io)
         except anyio.DelimiterNotFound:
             line = b""
         if line is not None:
             refusal = RpcError(PEER_NOT_ALLOWED, "peer not allowed")
-            await self._send(stream, encode_error(peek_id(line), refusal))
+            await io.send(encode_error(peek_id(line), refusal))
 
-    async def _receive_line(self, reader: BufferedByteReceiveStream) -> bytes | None:
+    async def _receive_line(self, io: Framed) -> bytes | None:
         """The next line (possibly over the limit), or None at end of stream.
 
         Raises:
@@ -215,32 +215,28 @@ class RpcServer:
                 buffered for ``_skip_line``.
         """
         try:
-            with anyio.fail_after(self._idle_timeout):
-                return await reader.receive_until(b"\n", self._max_line_bytes + 1)
+            return await io.line(self._max_line_bytes + 1)
         except anyio.IncompleteRead:
             return None
 
-    async def _skip_line(self, reader: BufferedByteReceiveStream) -> bool:
+    async def _skip_line(self, io: Framed) -> bool:
         """Drop the rest of an oversized line; False when the stream ends or never resyncs."""
         skipped = 0
         while True:
-            buffered = len(reader.buffer)
-            await reader.receive_exactly(buffered)
-            skipped += buffered
+            skipped += io.discard()
             if skipped > _MAX_SKIP_BYTES:
                 return False
             try:
-                with anyio.fail_after(self._idle_timeout):
-                    await reader.receive_until(b"\n", self._max_line_bytes + 1)
+                await io.line(self._max_line_bytes + 1)
             except anyio.DelimiterNotFound:
                 continue
             except anyio.IncompleteRead:
                 return False
             return True
 
-    async def _answer_too_long(self, stream: SocketStream) -> None:
+    async def _answer_too_long(self, io: Framed) -> None:
         _log.warning("rpc.protocol_error", code=INVALID_REQUEST, reason="line too long")
-        await self._send(stream, encode_error(None, _TOO_LONG))
+        await io.send(encode_error(None, _TOO_LONG))
 
     async def _respond(self, line: bytes, peer: Peer) -> bytes | None:
         """The response line to one request line, or None for notifications only."""
@@ -305,8 +301,3 @@ class RpcServer:
         except (TypeError, ValueError, RecursionError):
             _log.exception("rpc.error_unencodable", method=request.method)
             return encode_error(request.id, _INTERNAL)
-
-    async def _send(self, stream: SocketStream, data: bytes) -> None:
-        # A peer that stops reading must not pin the connection's task forever.
-        with anyio.fail_after(self._idle_timeout):
-            await stream.send(data)

@@ -242,6 +242,18 @@ def test_connections_over_the_limit_are_told_busy(running: DaemonProcess) -> Non
         for connection in held:
             connection.close()
 
+    # The held slots come back once the daemon has read each connection's end.
+    def served() -> bool | None:
+        try:
+            running.client.status()
+        except RpcError as exc:
+            if exc.code != -32029:
+                raise
+            return None
+        return True
+
+    assert wait_for(served, timeout=5, interval=0.02, what="a slot after the held ones closed")
+
 
 def test_a_peer_that_hangs_up_mid_request_harms_nothing(running: DaemonProcess) -> None:
     for _ in range(20):

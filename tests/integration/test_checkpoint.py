@@ -83,6 +83,30 @@ def test_a_reported_write_is_checkpointed_by_the_thread(tmp_path: Path) -> None:
         assert db.stat().st_size > before + 1_000_000
 
 
+def test_a_write_below_the_trigger_does_not_wake_the_thread(tmp_path: Path) -> None:
+    db = tmp_path / "aisd.db"
+    migrate(db)
+    with closing(_fill(db, 10)):
+        frames, _ = log_frames(db.with_name(db.name + "-shm").read_bytes())
+        assert 0 < frames < 1000
+        checkpointer = Checkpointer(db)
+        checkpointed: list[str] = []
+
+        def noted(name: str, *, wait_ms: int) -> bool:
+            checkpointed.append(name)
+            return True
+
+        checkpointer._checkpoint = noted  # type: ignore[method-assign]
+        try:
+            checkpointer.wrote()
+            # Nothing was handed to the thread: no write is counted for it to look at.
+            assert checkpointer._writes == 0
+        finally:
+            checkpointer.close()
+            checkpointer.release()
+        assert checkpointed == []
+
+
 # SQLite's "dead man switch": every connection holds a shared POSIX lock on this byte of the
 # -shm file; a process that gets it exclusively takes itself for the first and rebuilds the file.
 _SHM_DMS_BYTE = 128

@@ -68,6 +68,40 @@ def test_a_storage_failure_fails_the_whole_group(tmp_path: Path) -> None:
         assert _stored(db) == []
 
 
+def test_a_write_alone_that_raises_is_rolled_back_and_keeps_its_error(tmp_path: Path) -> None:
+    def half_then_fail(db: sqlite3.Connection) -> None:
+        db.execute("INSERT INTO t (x) VALUES (2)")
+        raise LookupError("no such thing")
+
+    failing = Write(half_then_fail, durable=True)
+    with closing(_table(tmp_path / "g.db")) as db:
+        group_transaction([failing], db)
+        assert not db.in_transaction
+        assert _stored(db) == []
+        # The connection takes the next group as if nothing had happened.
+        alone = _insert(4)
+        assert group_transaction([alone], db) is True
+        assert _stored(db) == [4]
+    assert failing.result is None
+    assert isinstance(failing.error, LookupError)
+    assert alone.result == 4
+    assert alone.error is None
+
+
+def test_a_storage_failure_alone_is_raised_not_kept(tmp_path: Path) -> None:
+    def disk_full(db: sqlite3.Connection) -> None:
+        db.execute("INSERT INTO t (x) VALUES (2)")
+        raise sqlite3.OperationalError("database or disk is full")
+
+    write = Write(disk_full, durable=True)
+    with closing(_table(tmp_path / "g.db")) as db:
+        with pytest.raises(sqlite3.OperationalError, match="disk is full"):
+            group_transaction([write], db)
+        assert not db.in_transaction
+        assert _stored(db) == []
+    assert write.error is None
+
+
 def test_a_group_of_reads_changes_nothing(tmp_path: Path) -> None:
     read = Write(lambda db: db.execute("SELECT count(*) FROM t").fetchone()[0], durable=False)
     with closing(_table(tmp_path / "g.db")) as db:

@@ -62,11 +62,21 @@ async def test_polls_are_spaced_within_bounds(env: Env) -> None:
     env.sandbox.config = replace(env.sandbox.config, command_seconds=1.0)
     times: list[float] = []
     original = env.client.get_import_result
+    # Each poll's time as the pipeline read it just before the request (no await between):
+    # a time read inside the request instead is late by however long the OS took the CPU
+    # away in between, which on a loaded machine shortened a gap below the minimum.
+    read = [0.0]
+    monotonic = env.clock.monotonic
+
+    def reading() -> float:
+        read[0] = monotonic()
+        return read[0]
 
     async def spy(command_id: str, **kwargs):  # type: ignore[no-untyped-def]
-        times.append(anyio.current_time())
+        times.append(read[0])
         return await original(command_id, **kwargs)
 
+    env.clock.monotonic = reading  # type: ignore[method-assign]
     env.client.get_import_result = spy  # type: ignore[method-assign]
     import_id = await env.submit("owner-spacing")
     await run_until_done(env, env.pipeline(config), [import_id])

@@ -366,15 +366,35 @@ async def test_notifications_run_but_get_no_response(socket_dir: Path) -> None:
 
 
 async def test_silent_peer_times_out_while_others_are_served(socket_dir: Path) -> None:
-    async with running(socket_dir, idle_timeout=0.4) as path, connect(path) as silent:
+    # Long enough that the busy peer's calls end well inside it on a loaded machine: 0.4 s
+    # left little room for three round trips there.
+    idle = 2.0
+    async with running(socket_dir, idle_timeout=idle) as path, connect(path) as silent:
         started = time.monotonic()
         async with connect(path) as busy:
             for n in range(3):
                 assert (await busy.call("add", {"a": n, "b": 0}, n))["result"] == n
                 await anyio.sleep(0.05)
-        assert time.monotonic() - started < 0.4
+        assert time.monotonic() - started < idle
         assert await silent.closed_by_server()
+        assert idle - 0.05 <= time.monotonic() - started < idle + 3
+
+
+async def test_a_line_trickled_in_parts_gets_the_idle_timeout_in_all(socket_dir: Path) -> None:
+    # The limit is on one whole line, not on each part of it: a peer sending a byte now and
+    # then without ever ending the line is cut off like a silent one.
+    async with running(socket_dir, idle_timeout=0.4) as path, connect(path) as slow:
+
+        async def trickle() -> None:
+            for _ in range(60):
+                await slow.send(b" ")
+                await anyio.sleep(0.05)
+
+        started = time.monotonic()
+        with pytest.raises((anyio.BrokenResourceError, anyio.ClosedResourceError)):
+            await trickle()
         assert 0.35 <= time.monotonic() - started < 3
+        assert await slow.closed_by_server()
 
 
 async def test_connections_beyond_the_cap_get_busy(socket_dir: Path) -> None:

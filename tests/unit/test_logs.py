@@ -14,7 +14,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
-from aisd.logs import REDACTED, configure_logging, get_logger, redact, register_secret
+from aisd.logs import (
+    REDACTED,
+    configure_logging,
+    get_logger,
+    log_lines,
+    redact,
+    register_secret,
+)
 from aisd.settings import Settings
 
 API_KEY = "apikey-0123456789abcdef"
@@ -148,6 +155,51 @@ def test_console_format_redacts_too() -> None:
     assert "console-secret-1" not in text
     assert "s-1" not in text
     assert "RuntimeError" in text
+
+
+@pytest.mark.parametrize("journal", [False, True])
+def test_lines_logged_together_are_the_lines_logged_one_by_one(
+    monkeypatch: pytest.MonkeyPatch, journal: bool
+) -> None:
+    if journal:
+        monkeypatch.setenv("JOURNAL_STREAM", "8:1234")
+    out = io.StringIO()
+    configure_logging(stream=out, secrets=["batch-secret-99"])
+    entries: list[tuple[int, str, dict[str, Any]]] = [
+        (logging.INFO, "consent.received", {"eventId": 1, "note": "has batch-secret-99 in it"}),
+        (logging.WARNING, "import.failed", {"eventId": 2, "sessionIdSignature": "sig-1"}),
+        (logging.DEBUG, "below.the.level", {"eventId": 3}),
+        (logging.INFO, "nested", {"eventId": 4, "data": {"apiKey": "k-1", "ok": [1, "two"]}}),
+    ]
+    for level, event, fields in entries:
+        get_logger("aisd.events").log(level, event, **fields)
+    one_by_one = out.getvalue().splitlines()
+    out.seek(0)
+    out.truncate()
+    log_lines("aisd.events", entries)
+    together = out.getvalue().splitlines()
+
+    def without_time(line: str) -> tuple[str, dict[str, Any]]:
+        prefix, body = (line[:3], line[3:]) if journal else ("", line)
+        parsed = json.loads(body)
+        assert parsed.pop("timestamp").endswith("Z")
+        return prefix, parsed
+
+    assert len(together) == 3
+    assert [without_time(line) for line in together] == [without_time(x) for x in one_by_one]
+    # Same keys in the same order, not only the same values.
+    assert [list(json.loads(line[3:] if journal else line)) for line in together] == [
+        list(json.loads(line[3:] if journal else line)) for line in one_by_one
+    ]
+    assert "batch-secret-99" not in out.getvalue()
+    assert "sig-1" not in out.getvalue()
+
+
+def test_lines_logged_together_reach_a_capture_too() -> None:
+    configure_logging(stream=io.StringIO())
+    with structlog.testing.capture_logs() as logs:
+        log_lines("aisd.events", [(logging.WARNING, "import.failed", {"eventId": 7})])
+    assert logs == [{"event": "import.failed", "eventId": 7, "log_level": "warning"}]
 
 
 json_leaves = st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=20))

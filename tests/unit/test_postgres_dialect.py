@@ -31,6 +31,8 @@ SQLITE_ONLY = frozenset(
         "restore_carry_head",
         "backup_tables",
         "backup_source_pragmas",
+        "backup_feed_heads",
+        "restore_carry_head",
         "checkpointer_pragmas",
         "set_busy_timeout",
         "wal_checkpoint_passive",

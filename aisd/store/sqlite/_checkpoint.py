@@ -74,6 +74,7 @@ class Checkpointer:
     def __init__(self, path: Path, *, scratch: bool = False) -> None:
         self._shm = path.with_name(path.name + "-shm")
         self._shm_fd: int | None = None
+        self._open_lock = threading.Lock()
         # Used only while holding _conn_lock; created here so a bad path fails the open.
         self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._conn.executescript(Q["checkpointer_pragmas"])
@@ -89,7 +90,11 @@ class Checkpointer:
         self._thread.start()
 
     def wrote(self) -> None:
-        """Report a committed write (cheap: no I/O, never waits for a checkpoint)."""
+        """Report a committed write; never waits for a checkpoint. The thread is woken only
+        when :func:`checkpoint_due`: reading the log's header is one ``pread``, while waking
+        the thread after every commit cost the committing thread more than its statements."""
+        if not checkpoint_due(*self._frames()):
+            return
         with self._changed:
             self._writes += 1
             self._changed.notify()
@@ -133,7 +138,11 @@ class Checkpointer:
     def _frames(self) -> tuple[int, int]:
         try:
             if self._shm_fd is None:
-                self._shm_fd = os.open(self._shm, os.O_RDONLY | os.O_CLOEXEC)
+                # Both the committing thread and this one read the header: one descriptor
+                # only, since closing a second would drop the process's -shm locks.
+                with self._open_lock:
+                    if self._shm_fd is None:
+                        self._shm_fd = os.open(self._shm, os.O_RDONLY | os.O_CLOEXEC)
             return log_frames(os.pread(self._shm_fd, _HEADER_BYTES, 0))
         except OSError:
             return 0, 0

@@ -36,8 +36,6 @@ __all__ = [
 TxRow = tuple[str, str | None, str, str | None, str, str | None, str | None, str | None,
               str | None, str, str]  # fmt: skip
 
-_TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
-
 
 def dt_in(value: datetime) -> str:
     """A tz-aware datetime as stored text (UTC).
@@ -47,7 +45,9 @@ def dt_in(value: datetime) -> str:
     """
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError("naive datetime given to the store; pass a tz-aware UTC datetime")
-    return value.astimezone(UTC).strftime(_TIME_FORMAT)
+    # The fixed-width form 2026-12-01T15:02:25.951174Z: isoformat writes it in about half the
+    # time strftime("%Y-%m-%dT%H:%M:%S.%fZ") takes; an aware UTC time's ends in "+00:00".
+    return value.astimezone(UTC).isoformat(timespec="microseconds")[:-6] + "Z"
 
 
 def dt_out(value: str) -> datetime:

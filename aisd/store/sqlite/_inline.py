@@ -8,13 +8,13 @@ daemon never does: a slow statement there would stall the socket and every other
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
-import anyio.lowlevel
 
 __all__ = ["InlineConnection", "connect_inline"]
 
@@ -27,8 +27,9 @@ class InlineConnection(aiosqlite.Connection):
             raise ValueError("Connection closed")
         result = fn(*args, **kwargs)
         # An awaited crossing lets the other tasks run (and delivers a cancellation) after the
-        # statement has run; so does this.
-        await anyio.lowlevel.checkpoint()
+        # statement has run; so does this. aiosqlite runs on asyncio alone, whose checkpoint
+        # this is (anyio's own asks which event loop runs on every call).
+        await asyncio.sleep(0)
         return result
 
     def __await__(self) -> Generator[Any, None, InlineConnection]:

@@ -110,6 +110,9 @@ def group_transaction(writes: Sequence[Write], db: sqlite3.Connection) -> bool:
     :func:`transaction`).
     """
     before = db.total_changes
+    if len(writes) == 1:
+        _alone(writes[0], db)
+        return db.total_changes != before
 
     def each(db: sqlite3.Connection) -> None:
         for write in writes:
@@ -125,6 +128,26 @@ def group_transaction(writes: Sequence[Write], db: sqlite3.Connection) -> bool:
 
     transaction(each, durable=any(write.durable for write in writes))(db)
     return db.total_changes != before
+
+
+def _alone(write: Write, db: sqlite3.Connection) -> None:
+    """A group of one: its own transaction, no savepoint. One that raises is rolled back and
+    its error kept on it, as under a savepoint, with the same storage failures raised."""
+
+    def body(db: sqlite3.Connection) -> Any:
+        try:
+            return write.fn(db)
+        except Exception as exc:
+            if storage_failure(exc) is None and db.in_transaction:
+                write.error = exc
+            raise
+
+    try:
+        write.result = transaction(body, durable=write.durable)(db)
+    except Exception as exc:
+        if write.error is not exc:
+            write.error = None
+            raise
 
 
 def rows(db: sqlite3.Connection, name: str, params: Any = ()) -> list[sqlite3.Row]:

@@ -27,8 +27,6 @@ SQLITE_ONLY = frozenset(
         "backup_integrity",
         "backup_standalone",
         "backup_counts",
-        "backup_feed_heads",
-        "restore_carry_head",
         "backup_tables",
         "backup_source_pragmas",
         "backup_feed_heads",

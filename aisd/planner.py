@@ -232,21 +232,38 @@ def phase(token_id: str, rules: Rules) -> timedelta:
     return _fraction_of(rules.interval, "phase", token_id)
 
 
-def _next_slot(token_id: str, not_before: datetime, rules: Rules) -> datetime:
+@dataclass(frozen=True, slots=True)
+class _Grid:
+    """The rules' constants the planning of one token uses, derived once per call of
+    :func:`plan` or :func:`decide_due` rather than once per use (a tick plans hundreds)."""
+
+    interval_us: int
+    jitter_us: int
+    half: timedelta
+    span: timedelta
+
+
+def _grid(rules: Rules) -> _Grid:
+    interval = rules.interval
+    return _Grid(interval // _MICRO, rules.jitter // _MICRO, interval / 2, rules.span)
+
+
+def _next_slot(token_id: str, not_before: datetime, grid: _Grid) -> datetime:
     # In whole microseconds: the same grid as timedelta arithmetic gives, at a fraction of the
     # cost (a tick plans hundreds of tokens).
-    interval = rules.interval // _MICRO
-    jitter = rules.jitter // _MICRO
+    interval, jitter = grid.interval_us, grid.jitter_us
     offset = _hash("phase", token_id) % interval
-    k = ((not_before - _EPOCH) // _MICRO - offset) // interval
-
-    def slot(k: int) -> datetime:
+    floor = (not_before - _EPOCH) // _MICRO
+    k = (floor - offset) // interval
+    shift = _hash("jitter", token_id, str(k)) % jitter if jitter > 0 else 0
+    at = offset + interval * k + shift
+    if at < floor:
+        # Slot k starts at or before not_before; its jitter may still carry it past, else the
+        # next one is the first.
+        k += 1
         shift = _hash("jitter", token_id, str(k)) % jitter if jitter > 0 else 0
-        return _EPOCH + timedelta(microseconds=offset + interval * k + shift)
-
-    first = slot(k)
-    # Slot k starts at or before not_before; its jitter may still carry it past.
-    return first if first >= not_before else slot(k + 1)
+        at = offset + interval * k + shift
+    return _EPOCH + timedelta(microseconds=at)
 
 
 def _end(token: TokenPlanInput) -> tuple[datetime, Reason]:
@@ -273,7 +290,7 @@ def _account_times(
     return times
 
 
-def _usage(account: str, counted: list[datetime], rules: Rules) -> Usage:
+def _usage(account: str, counted: list[datetime], rules: Rules, span: timedelta) -> Usage:
     used = len(counted)
     # A token whose accounts are unknown (its first import failed) may share a bank account
     # with another token unseen: one access a window bounds what it can add to that account,
@@ -281,7 +298,7 @@ def _usage(account: str, counted: list[datetime], rules: Rules) -> Usage:
     limit = 1 if account.startswith(_PSEUDO_PREFIX) else rules.refreshes_per_day
     if not counted:
         return Usage(account, 0, limit, None)
-    return Usage(account, used, limit, counted[max(0, used - limit)] + rules.span)
+    return Usage(account, used, limit, counted[max(0, used - limit)] + span)
 
 
 def _usages(
@@ -291,8 +308,9 @@ def _usages(
     now: datetime,
     rules: Rules,
 ) -> tuple[Usage, ...]:
-    times = _account_times(ledger, _lookup(accounts_of), accounts, now - rules.span)
-    return tuple(_usage(account, times[account], rules) for account in sorted(accounts))
+    span = rules.span
+    times = _account_times(ledger, _lookup(accounts_of), accounts, now - span)
+    return tuple(_usage(account, times[account], rules, span) for account in sorted(accounts))
 
 
 def _lookup(accounts_of: Mapping[str, frozenset[str]]) -> Callable[[str], frozenset[str]]:
@@ -370,10 +388,23 @@ def plan(
         ``at=None`` with ``expired``/``ended`` when no refresh is left; plus every window the
         token's accesses count against.
     """
+    return _plan(token, ledger, accounts_of, rules, _grid(rules), now)
+
+
+def _plan(
+    token: TokenPlanInput,
+    ledger: Sequence[Access],
+    accounts_of: Mapping[str, frozenset[str]],
+    rules: Rules,
+    grid: _Grid,
+    now: datetime,
+) -> Plan:
+    """:func:`plan` with the rules' constants derived already."""
     accounts, mapping = _with_self(token, accounts_of)
     now = _now(token, ledger, now)
-    times = _account_times(ledger, mapping, accounts, now - rules.span)
-    usages = tuple(_usage(account, times[account], rules) for account in sorted(accounts))
+    span = grid.span
+    times = _account_times(ledger, mapping, accounts, now - span)
+    usages = tuple(_usage(account, times[account], rules, span) for account in sorted(accounts))
     end, end_reason = _end(token)
     if now >= end:
         return Plan(None, end_reason, usages)
@@ -384,8 +415,8 @@ def plan(
     elif base >= final_at:
         return Plan(None, end_reason, usages)  # the final harvest is done
     else:
-        half = rules.interval / 2
-        slot = _next_slot(token.token_id, base + half, rules)
+        half = grid.half
+        slot = _next_slot(token.token_id, base + half, grid)
         if slot < final_at - half and not _blocks_final(slot, final_at, times, rules):
             at, reason = slot, Reason.SCHEDULED
         else:
@@ -438,8 +469,9 @@ def may_refresh_now(
     accounts, mapping = _with_self(token, accounts_of)
     now = _now(token, ledger, now)
     end, _ = _end(token)
-    times = _account_times(ledger, mapping, accounts, now - rules.span)
-    usages = tuple(_usage(account, times[account], rules) for account in sorted(accounts))
+    span = rules.span
+    times = _account_times(ledger, mapping, accounts, now - span)
+    usages = tuple(_usage(account, times[account], rules, span) for account in sorted(accounts))
     at = max(now, _room_at(usages) or now)
     if token.upstream_deferred_until is not None:
         at = max(at, token.upstream_deferred_until)
@@ -496,9 +528,10 @@ def decide_due(
     working = LedgerIndex(ledger, mapping)
     now = effective_now(now, ledger)
     far = datetime.max.replace(tzinfo=UTC)
+    grid = _grid(rules)
 
     def replan(token: TokenPlanInput) -> Plan:
-        return plan(token, working.relevant(token.token_id), mapping, rules, now)
+        return _plan(token, working.relevant(token.token_id), mapping, rules, grid, now)
 
     first = {token.token_id: replan(token) for token in tokens}
     # Accounts an access picked so far counts against: a token reaching none of them keeps

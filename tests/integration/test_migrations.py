@@ -59,11 +59,21 @@ V2_ROWS = [
 ]
 
 
+# From version 11 an account row has its key (its IBAN), as 0011 backfills it.
+V1_ACCOUNT = next(row for row in V1_ROWS if row.startswith("INSERT INTO accounts"))
+V11_ACCOUNT = V1_ACCOUNT.replace("(id, owner_id, iban,", "(id, owner_id, key, iban,").replace(
+    "(1, 1, '", f"(1, 1, '{IBAN}', '"
+)
+
+
 def seed(path: Path, version: int) -> None:
     assert migrate(path, target=version) == version
     if version >= 1:
+        rows = V1_ROWS + (V2_ROWS if version >= 2 else [])
+        if version >= 11:
+            rows = [V11_ACCOUNT if row == V1_ACCOUNT else row for row in rows]
         with closing(sqlite3.connect(path)) as conn, conn:
-            for statement in V1_ROWS + (V2_ROWS if version >= 2 else []):
+            for statement in rows:
                 conn.execute(statement)
 
 

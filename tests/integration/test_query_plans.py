@@ -3,6 +3,7 @@ without ANALYZE statistics, however many ended imports pile up."""
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from pathlib import Path
 
@@ -64,5 +65,59 @@ def test_the_owner_echo_check_reads_only_the_token_s_own_imports(tmp_path: Path)
             )
             assert "SEARCH p USING INDEX imports_token" in plan, (analyzed, plan)
             assert "TEMP B-TREE" not in plan, (analyzed, plan)
+    finally:
+        conn.close()
+
+
+def test_reads_of_an_owner_s_or_token_s_imports_stay_on_an_index(tmp_path: Path) -> None:
+    """The owner and token indexes hold ended imports only (a tick's queued refreshes do not
+    touch them): every read by owner or token names the ended phase or walks the open imports,
+    so none scans the whole history."""
+    db = tmp_path / "aisd.db"
+    migrate(db)
+    conn = sqlite3.connect(db)
+    try:
+        # 500 owners with ten ended imports each, over 1,000 tokens (with one owner or no
+        # token for them all, ANALYZE would rate those indexes no better than a scan).
+        conn.executemany(
+            "INSERT INTO owners (id, external_id, created_at) VALUES (?, ?, 'x')",
+            [(n, f"o{n}") for n in range(500)],
+        )
+        conn.executemany(
+            "INSERT INTO imports (id, owner_id, token_id, kind, state, phase, since, created_at,"
+            " polls, attempts, default_import_attempts)"
+            " VALUES (?, ?, ?, 'refresh', 'successful', 'done', '2026-01-01', ?, 1, 0, 1)",
+            [
+                (f"imp_{i:016x}", i % 500, f"tok_{i % 1000}", f"2026-01-01T00:00:{i % 60:02d}Z")
+                for i in range(5000)
+            ],
+        )
+        conn.commit()
+        cases = (
+            ("list_raw_replies", {"external_id": "o1"}, ("imports_owner",)),
+            ("replay_owner_after", {"after": ""}, ("imports_owner",)),
+            (
+                "forget_import_ids",
+                {"owner_id": 1, "token_ids": '["tok_1", "tok_501"]'},
+                ("imports_owner", "imports_token"),
+            ),
+            ("forget_blockers", {"owner_id": 1}, ()),
+            ("queued_refreshes_of_token", {"token_id": "t"}, ("imports_one_open_refresh",)),
+        )
+        for analyzed in (False, True):
+            if analyzed:
+                conn.execute("ANALYZE")
+            for name, params, wanted in cases:
+                steps = [
+                    str(row[3])
+                    for row in conn.execute(f"EXPLAIN QUERY PLAN {QUERIES[name]}", params)
+                ]
+                on_imports = [s for s in steps if re.match(r"(SCAN|SEARCH) (imports|i)\b", s)]
+                assert on_imports, (name, analyzed, steps)
+                for step in on_imports:
+                    # A scan of imports is only ever one of the partial index of open imports.
+                    assert step.startswith("SEARCH") or "imports_open" in step, (name, step)
+                for index in wanted:
+                    assert any(index in step for step in on_imports), (name, analyzed, steps)
     finally:
         conn.close()

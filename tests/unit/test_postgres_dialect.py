@@ -13,6 +13,7 @@ from aisd.store.sqlite._queries import QUERIES as SQLITE
 SQLITE_ONLY = frozenset(
     {
         "begin_immediate",
+        "begin_read",
         "commit",
         "rollback",
         "writer_pragmas",

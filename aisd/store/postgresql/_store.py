@@ -208,6 +208,10 @@ class PostgresStore(
                 return out
         raise AssertionError("unreachable: the last attempt returns or raises")
 
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """A backend-neutral read of several statements, in one transaction on one worker."""
+        return await self._run(fn)
+
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run a backend-neutral step function (written against ``sqlite3.Connection``)."""
         return await self._run_db(lambda db: fn(cast(sqlite3.Connection, db)))

@@ -87,8 +87,20 @@ SELECT id FROM owners WHERE external_id = %(external_id)s
 SELECT id FROM tokens WHERE owner_id = %(owner_id)s ORDER BY id
 
 -- name: forget_import_ids
+-- Ended imports on the owner and token indexes (of ended imports), open ones on the partial
+-- index of open imports (none once forget_blockers passed, but asked all the same). The tokens
+-- as an array: an IN over the set-returning function gets a hash join over every ended import.
 SELECT id FROM imports
-WHERE owner_id = %(owner_id)s OR token_id IN (SELECT jsonb_array_elements_text(%(token_ids)s::jsonb))
+WHERE phase = 'done' AND owner_id = %(owner_id)s
+UNION
+SELECT id FROM imports
+WHERE phase = 'done'
+  AND token_id = ANY (ARRAY(SELECT jsonb_array_elements_text(%(token_ids)s::jsonb)))
+UNION
+SELECT id FROM imports
+WHERE phase <> 'done'
+  AND (owner_id = %(owner_id)s
+       OR token_id IN (SELECT jsonb_array_elements_text(%(token_ids)s::jsonb)))
 ORDER BY id
 
 -- name: forget_keep_billing
@@ -188,8 +200,10 @@ DELETE FROM transactions WHERE transaction_on < %(before)s
 -- import the pipeline is still driving.
 SELECT (SELECT COUNT(*) FROM tokens WHERE owner_id = %(owner_id)s AND state = 'active')
            AS active_tokens,
+       -- Queued or running is open (not 'done'): a walk of the few open imports.
        (SELECT COUNT(*) FROM imports
-        WHERE owner_id = %(owner_id)s AND state IN ('queued', 'running')) AS open_imports
+        WHERE phase <> 'done' AND owner_id = %(owner_id)s AND state IN ('queued', 'running'))
+           AS open_imports
 
 -- name: upsert_owner_score
 INSERT INTO owner_scores

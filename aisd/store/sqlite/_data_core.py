@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import aiosqlite
 import anyio
@@ -15,6 +15,8 @@ from aisd.store._records import NewEvent
 from aisd.store.sqlite._queries import QUERIES as Q
 
 __all__ = ["DataCore", "fetch", "one", "scalar"]
+
+T = TypeVar("T")
 
 
 class DataCore(Protocol):
@@ -25,6 +27,10 @@ class DataCore(Protocol):
     _lock: anyio.Lock
 
     def _transaction(self) -> AbstractAsyncContextManager[aiosqlite.Connection]: ...
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """``fn`` on the reader's side in one call, all its statements reading one snapshot."""
+        ...
 
     async def _empty_log(self) -> bool:
         """Copy the write-ahead log into the database and empty it, under the write lock;

@@ -25,7 +25,7 @@ from aisd.store.sqlite._errors import NotFoundError
 from aisd.store.sqlite._queries import QUERIES as Q
 from aisd.store.sqlite._steps import fail_import
 from aisd.store.sqlite._sync import emit, rows
-from aisd.store.sqlite._tokens import token_record
+from aisd.store.sqlite._tokens import token_records
 
 __all__ = ["LifecycleMethods", "record_lifecycle"]
 
@@ -103,8 +103,8 @@ def _due(db: sqlite3.Connection, *, now: datetime) -> LifecycleDue:
         by_id = {row["token_id"]: row for row in rows(db, "token_records_by_ids", params)}
         expired = [by_id[token_id] for token_id in expired_ids if token_id in by_id]
     return LifecycleDue(
-        expired=tuple(token_record(row) for row in expired),
-        warnable=tuple(token_record(row) for row in rows(db, "warning_candidates", {"now": ts})),
+        expired=tuple(token_records(expired)),
+        warnable=tuple(token_records(rows(db, "warning_candidates", {"now": ts}))),
     )
 
 

@@ -49,7 +49,7 @@ from aisd.store.sqlite._errors import LeaseLost, NotFoundError
 from aisd.store.sqlite._ids import new_id
 from aisd.store.sqlite._queries import QUERIES as Q
 from aisd.store.sqlite._sync import emit, returning_id, rows
-from aisd.store.sqlite._tokens import token_record
+from aisd.store.sqlite._tokens import token_record, token_records
 
 __all__ = [
     "begin_access",
@@ -548,10 +548,7 @@ def plan_due(
 ) -> TickOutcome:
     """The planner tick's quota section: the due tokens and their ledger read, the pure
     planner's decisions written (plans, queued refreshes, events), all in one transaction."""
-    due = [
-        token_record(row)
-        for row in rows(db, "due_token_records", {"now": dt_in(now), "limit": limit})
-    ]
+    due = token_records(rows(db, "due_token_records", {"now": dt_in(now), "limit": limit}))
     if not due:
         return TickOutcome((), ())
     params = {"token_ids": json_in([t.token_id for t in due]), "since": dt_in(planner.horizon(now))}

@@ -75,6 +75,7 @@ from aisd.store.sqlite._sync import (
     group_transaction,
     on_thread,
     rows,
+    snapshot,
     transaction,
 )
 from aisd.store.sqlite._tokens import TokenMethods
@@ -296,6 +297,10 @@ class SqliteStore(
             # Only a write that landed says the disk takes writes again: an idle claim that
             # changed nothing commits even on a full disk.
             self.health.succeeded()
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """``fn`` on the reader's thread in one call, its statements one snapshot."""
+        return await on_thread(self._reader, snapshot(fn))
 
     async def _on_writer(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         try:

@@ -29,6 +29,7 @@ __all__ = [
     "on_thread",
     "returning_id",
     "rows",
+    "snapshot",
     "transaction",
 ]
 
@@ -70,6 +71,20 @@ def transaction(
             if not durable:
                 db.execute(Q["commit_with_fsync"])
         return out
+
+    return body
+
+
+def snapshot(fn: Callable[[sqlite3.Connection], T]) -> Callable[[sqlite3.Connection], T]:
+    """``fn`` wrapped in ``BEGIN`` ... ``COMMIT`` on a reader: its statements read one
+    snapshot (and the reader's thread is crossed once for them all)."""
+
+    def body(db: sqlite3.Connection) -> T:
+        db.execute(Q["begin_read"])
+        try:
+            return fn(db)
+        finally:
+            db.execute(Q["commit"])
 
     return body
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import operator
 import sqlite3
 from collections.abc import Sequence
 from datetime import datetime
@@ -15,34 +16,91 @@ from aisd.store.sqlite._codec import dt_in, dt_out, json_in, json_out, opt_date_
 from aisd.store.sqlite._data_core import one
 from aisd.store.sqlite._queries import QUERIES as Q
 
-__all__ = ["TokenMethods", "token_record"]
+__all__ = ["TokenMethods", "token_record", "token_records"]
 
 
 # -- pure rules --------------------------------------------------------------------------------
 
 
+# The token_records columns a record is made of, in _record's order.
+_COLUMNS = (
+    "token_id",
+    "owner_external_id",
+    "state",
+    "created_at",
+    "expires_at",
+    "accounts",
+    "last_import_at",
+    "last_refresh_at",
+    "next_refresh_at",
+    "plan_reason",
+    "failures",
+    "upstream_deferred_until",
+    "refresh_until",
+    "max_imports",
+    "imports_done",
+    "warned_days",
+    "state_reason",
+    "ended_at",
+)
+
+
+def token_records(found: Sequence[sqlite3.Row]) -> list[TokenRecord]:
+    """Rows of the ``token_records`` view as :class:`TokenRecord` objects. Columns are found
+    by name once for all the rows: a name lookup in a row compares it with every column
+    name, and a tick converts hundreds of rows of twenty columns."""
+    if not found:
+        return []
+    names = list(found[0].keys())
+    pick = operator.itemgetter(*(names.index(column) for column in _COLUMNS))
+    return [_record(*pick(row)) for row in found]
+
+
 def token_record(row: sqlite3.Row) -> TokenRecord:
     """A row of the ``token_records`` view as a :class:`TokenRecord`."""
+    return token_records([row])[0]
+
+
+def _record(
+    token_id: str,
+    owner_external_id: str | None,
+    state: str,
+    created_at: str,
+    expires_at: str,
+    accounts: str,
+    last_import_at: str | None,
+    last_refresh_at: str | None,
+    next_refresh_at: str | None,
+    plan_reason: str | None,
+    failures: int,
+    upstream_deferred_until: str | None,
+    refresh_until: str | None,
+    max_imports: int | None,
+    imports_done: int,
+    warned_days: str,
+    state_reason: str | None,
+    ended_at: str | None,
+) -> TokenRecord:
     return TokenRecord(
-        token_id=row["token_id"],
+        token_id=token_id,
         # Empty once the owner is forgotten: the token stays, anonymous, for billing.
-        owner_external_id=row["owner_external_id"] or "",
-        state=TokenState(row["state"]),
-        created_at=dt_out(row["created_at"]),
-        expires_at=dt_out(row["expires_at"]),
-        accounts=frozenset(json_out(row["accounts"])),
-        last_import_at=opt_dt_out(row["last_import_at"]),
-        last_refresh_at=opt_dt_out(row["last_refresh_at"]),
-        next_refresh_at=opt_dt_out(row["next_refresh_at"]),
-        plan_reason=row["plan_reason"],
-        failures=row["failures"],
-        upstream_deferred_until=opt_dt_out(row["upstream_deferred_until"]),
-        refresh_until=opt_date_out(row["refresh_until"]),
-        max_imports=row["max_imports"],
-        imports_done=row["imports_done"],
-        warned_days=_warned_days(row["warned_days"]),
-        state_reason=row["state_reason"],
-        ended_at=opt_dt_out(row["ended_at"]),
+        owner_external_id=owner_external_id or "",
+        state=TokenState(state),
+        created_at=dt_out(created_at),
+        expires_at=dt_out(expires_at),
+        accounts=frozenset(json_out(accounts)),
+        last_import_at=opt_dt_out(last_import_at),
+        last_refresh_at=opt_dt_out(last_refresh_at),
+        next_refresh_at=opt_dt_out(next_refresh_at),
+        plan_reason=plan_reason,
+        failures=failures,
+        upstream_deferred_until=opt_dt_out(upstream_deferred_until),
+        refresh_until=opt_date_out(refresh_until),
+        max_imports=max_imports,
+        imports_done=imports_done,
+        warned_days=_warned_days(warned_days),
+        state_reason=state_reason,
+        ended_at=opt_dt_out(ended_at),
     )
 
 
@@ -80,7 +138,7 @@ class TokenMethods:
             query = Q["token_records_by_ids"]
             params["token_ids"] = json_in(list(token_ids))
         rows = await self._reader.execute_fetchall(query, params)
-        return [token_record(row) for row in rows]
+        return token_records(list(rows))
 
     async def next_refresh_due(self: _Core) -> datetime | None:
         """See :meth:`aisd.store.Store.next_refresh_due`."""

@@ -43,6 +43,10 @@ PRAGMA busy_timeout = 5000;
 -- name: begin_immediate
 BEGIN IMMEDIATE
 
+-- name: begin_read
+-- The reader's: its statements up to COMMIT read one snapshot.
+BEGIN
+
 -- name: commit
 COMMIT
 
@@ -262,13 +266,15 @@ ON CONFLICT (token_id, iban) DO NOTHING
 -- name: import_record
 -- With the echo recorded for the import, and that of the token's newest earlier successful
 -- import (what Kontomatik knows that token's owner as). Newest by creation: the token's own
--- index then yields it after a row or two (`+state` keeps SQLite off the state index, which
--- would read every successful import of every token; a slowdown that grows with the history).
+-- index (of ended imports: a successful one has ended) then yields it after a row or two
+-- (`+state` keeps SQLite off the state index, which would read every successful import of
+-- every token; a slowdown that grows with the history).
 SELECT i.id, o.external_id AS owner_external_id, i.token_id, i.kind, i.state, i.command_id,
        i.created_at, i.started_at, i.finished_at, i.polls, i.accounts, i.transactions,
        i.error_name, i.error_message, i.since, i.kontomatik_owner_id AS owner_echo,
        (SELECT p.kontomatik_owner_id FROM imports AS p
-        WHERE p.token_id = i.token_id AND p.id <> i.id AND +p.state = 'successful'
+        WHERE p.token_id = i.token_id AND p.phase = 'done' AND p.id <> i.id
+          AND +p.state = 'successful'
           AND p.kontomatik_owner_id IS NOT NULL
         ORDER BY p.created_at DESC LIMIT 1) AS token_echo
 FROM imports AS i
@@ -330,17 +336,20 @@ SELECT state, n FROM state_counts WHERE kind = 'imports'
 SELECT multiple_access_id FROM tokens WHERE id = :id
 
 -- name: list_raw_replies
+-- A raw reply is stored as its import ends: on the owner's index of ended imports.
 SELECT r.import_id, r.coverage_start, r.reply
 FROM raw_replies AS r JOIN imports AS i ON i.id = r.import_id
-WHERE i.owner_id = (SELECT id FROM owners WHERE external_id = :external_id)
+WHERE i.phase = 'done' AND i.owner_id = (SELECT id FROM owners WHERE external_id = :external_id)
 ORDER BY i.finished_at, r.created_at, r.import_id
 
 -- name: replay_owner_after
+-- Owners in external id order, each asked for a raw reply through its ended imports (a raw reply is
+-- stored as its import ends), so the walk stops at the first owner with one.
 SELECT o.external_id
-FROM raw_replies AS r
-JOIN imports AS i ON i.id = r.import_id
-JOIN owners AS o ON o.id = i.owner_id
+FROM owners AS o
 WHERE o.external_id > :after
+  AND EXISTS (SELECT 1 FROM imports AS i JOIN raw_replies AS r ON r.import_id = i.id
+              WHERE i.owner_id = o.id AND i.phase = 'done')
 ORDER BY o.external_id
 LIMIT 1
 
@@ -420,7 +429,8 @@ ORDER BY t.expires_at, t.rowid
 
 -- name: queued_refreshes_of_token
 SELECT id, polls FROM imports
-WHERE token_id = :token_id AND kind = 'refresh' AND phase = 'queued'
+-- On the partial index imports_one_open_refresh (a queued refresh is open).
+WHERE token_id = :token_id AND kind = 'refresh' AND phase <> 'done' AND phase = 'queued'
 ORDER BY created_at, id
 
 -- name: warning_candidates

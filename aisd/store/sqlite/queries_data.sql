@@ -87,8 +87,18 @@ SELECT id FROM owners WHERE external_id = :external_id
 SELECT id FROM tokens WHERE owner_id = :owner_id ORDER BY id
 
 -- name: forget_import_ids
+-- Ended imports on the owner and token indexes (of ended imports), open ones on the partial
+-- index of open imports (none once forget_blockers passed, but asked all the same; named, or
+-- the union's ORDER BY leads SQLite to walk every import in id order for it).
 SELECT id FROM imports
-WHERE owner_id = :owner_id OR token_id IN (SELECT value FROM json_each(:token_ids))
+WHERE phase = 'done' AND owner_id = :owner_id
+UNION
+SELECT id FROM imports
+WHERE phase = 'done' AND token_id IN (SELECT value FROM json_each(:token_ids))
+UNION
+SELECT id FROM imports INDEXED BY imports_open
+WHERE phase <> 'done'
+  AND (owner_id = :owner_id OR token_id IN (SELECT value FROM json_each(:token_ids)))
 ORDER BY id
 
 -- name: forget_keep_billing
@@ -180,8 +190,10 @@ DELETE FROM transactions WHERE transaction_on < :before
 -- import the pipeline is still driving.
 SELECT (SELECT COUNT(*) FROM tokens WHERE owner_id = :owner_id AND state = 'active')
            AS active_tokens,
+       -- Queued or running is open (not 'done'): a walk of the few open imports.
        (SELECT COUNT(*) FROM imports
-        WHERE owner_id = :owner_id AND state IN ('queued', 'running')) AS open_imports
+        WHERE phase <> 'done' AND owner_id = :owner_id AND state IN ('queued', 'running'))
+           AS open_imports
 
 -- name: upsert_owner_score
 INSERT INTO owner_scores

@@ -7,10 +7,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from tests.postgres_server import PostgresServer, PostgresUnavailable, memory_dir
 
 FIXTURES = Path(__file__).parent / "fixtures" / "kontomatik"
+
+# Hypothesis's per-example deadline and its too-slow health check are timed assertions: on 2
+# shared cores running three test workers an example can take seconds. Speed is measured in
+# bench/, never asserted; every example still runs, to the same count.
+settings.register_profile("aisd", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("aisd")
 
 
 def pytest_configure(config: pytest.Config) -> None:

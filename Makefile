@@ -19,11 +19,15 @@ $(STAMP): $(RUN_STAMP) pyproject.toml
 	touch $(STAMP)
 
 # The daemon on its embedded defaults: the in-process sandbox API and SQLite under ./var/.
-# Once the socket answers, a line says where it is and what to type next.
+# Once the socket answers, a line says where it is and what to type next (a daemon already
+# answering there is not taken for this one).
 run: $(RUN_STAMP)
 	mkdir -p var
 	@export AISD_DB_PATH=$${AISD_DB_PATH:-var/aisd.db} AISD_SOCKET_PATH=$${AISD_SOCKET_PATH:-var/aisd.sock} \
 		AISD_LOG_FORMAT=$${AISD_LOG_FORMAT:-console}; \
+	if $(BIN)/aisd status --timeout 1 >/dev/null 2>&1; then \
+		echo "an aisd daemon already answers on $$AISD_SOCKET_PATH: stop it first" >&2; exit 1; \
+	fi; \
 	( for i in $$(seq 300); do \
 		if $(BIN)/aisd status --timeout 1 >/dev/null 2>&1; then \
 			printf '\naisd is ready; its socket is %s. In another terminal:\n  export AISD_SOCKET_PATH=%s\n  .venv/bin/aisd submit --demo --owner alice\n\n' \

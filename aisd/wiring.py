@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from aisd.clock import Clock, iso
 from aisd.cluster import LEASE_SECONDS
@@ -25,7 +25,9 @@ from aisd.rpc.methods_data import data_methods
 from aisd.sandbox import DEFAULT_API_KEY, InProcessTransport, Sandbox, SandboxApp, SandboxConfig
 from aisd.settings import Settings
 from aisd.store import StorageHealth, Store, open_configured_store, open_store
-from aisd.store.postgresql import PostgresStore
+
+if TYPE_CHECKING:
+    from aisd.store.postgresql import PostgresStore
 
 __all__ = ["Core", "Hooks", "build", "embedded_sandbox", "open_core", "upstream_client"]
 
@@ -222,13 +224,14 @@ async def open_core(
     """
     async with AsyncExitStack() as stack:
         opened: Store
+        shared: PostgresStore | None = None
         if db_path is None and settings.database_url is not None:
             opened = await stack.enter_async_context(open_configured_store(settings))
+            shared = cast("PostgresStore", opened)
         else:
             opened = await stack.enter_async_context(
                 open_store(db_path or settings.db_path, scratch=scratch_db)
             )
-        shared = opened if isinstance(opened, PostgresStore) else None
         if shared is not None and pipeline_config is None:
             # Other daemons share the database: their leases are theirs to end, and a dead
             # daemon's imports move on within a short lease.

@@ -7,7 +7,6 @@ from contextlib import asynccontextmanager
 
 from aisd.settings import Settings
 from aisd.store._interface import Store
-from aisd.store.postgresql import PostgresStore, open_postgres_store
 from aisd.store.sqlite import open_store
 
 __all__ = ["open_configured_store"]
@@ -25,8 +24,12 @@ async def open_configured_store(settings: Settings) -> AsyncIterator[Store]:
         async with open_store(settings.db_path) as sqlite_store:
             yield sqlite_store
         return
+    # Imported only here: psycopg and its pool take a tenth of a second to import, which every
+    # start of an SQLite daemon, and every CLI command, would pay for nothing.
+    from aisd.store.postgresql import open_postgres_store
+
     password = settings.database_password
-    store: PostgresStore = await open_postgres_store(
+    store = await open_postgres_store(
         settings.database_url.get_secret_value(),
         password=None if password is None else password.get_secret_value(),
     )

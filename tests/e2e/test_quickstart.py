@@ -222,6 +222,11 @@ def test_the_quick_start_from_a_fresh_clone_survives_a_restart_of_make_run(
     second = MakeRun(clone, env, 2)
     try:
         second.wait_ready(timeout=60)
+        # A third `make run` beside it is told so, and never announces the other as its own.
+        third = MakeRun(clone, env, 3)
+        assert third.process.wait(timeout=60) != 0
+        assert "an aisd daemon already answers on var/aisd.sock: stop it first" in third.text()
+        assert "aisd is ready" not in third.text()
         bob = aisd("submit", "--demo", "--owner", "bob")
         assert bob["importId"] != alice["importId"]
         assert bob["tokenId"] != alice["tokenId"]

@@ -214,22 +214,23 @@ def backoff_delay(failures: int, rules: Rules) -> timedelta:
     return min(rules.backoff_base * (1 << doublings), rules.interval)
 
 
-# Pure and asked again for the same parts at every re-plan of a token: a tick plans each due
-# token two or three times.
+# Pure and asked again for the same key at every re-plan of a token: a tick plans each due
+# token two or three times. One string a key (parts joined by ':'): cheaper to hash and cache
+# than a tuple of parts.
 @functools.lru_cache(maxsize=65536)
-def _hash(*parts: str) -> int:
-    digest = hashlib.blake2b(":".join(parts).encode(), digest_size=8).digest()
+def _hash(key: str) -> int:
+    digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big")
 
 
-def _fraction_of(span: timedelta, *parts: str) -> timedelta:
-    micros = span // _MICRO
-    return timedelta(microseconds=_hash(*parts) % micros) if micros > 0 else timedelta(0)
+def _fraction_us(micros: int, key: str) -> int:
+    """The hashed fraction of a span of ``micros`` microseconds, in microseconds."""
+    return _hash(key) % micros if micros > 0 else 0
 
 
 def phase(token_id: str, rules: Rules) -> timedelta:
     """The token's offset on the refresh grid, within one interval; stable for a token id."""
-    return _fraction_of(rules.interval, "phase", token_id)
+    return timedelta(microseconds=_fraction_us(rules.interval // _MICRO, f"phase:{token_id}"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,28 +242,29 @@ class _Grid:
     jitter_us: int
     half: timedelta
     span: timedelta
+    final_margin: timedelta
 
 
 def _grid(rules: Rules) -> _Grid:
     interval = rules.interval
-    return _Grid(interval // _MICRO, rules.jitter // _MICRO, interval / 2, rules.span)
+    return _Grid(
+        interval // _MICRO, rules.jitter // _MICRO, interval / 2, rules.span, rules.final_margin
+    )
 
 
 def _next_slot(token_id: str, not_before: datetime, grid: _Grid) -> datetime:
     # In whole microseconds: the same grid as timedelta arithmetic gives, at a fraction of the
     # cost (a tick plans hundreds of tokens).
     interval, jitter = grid.interval_us, grid.jitter_us
-    offset = _hash("phase", token_id) % interval
+    offset = _hash(f"phase:{token_id}") % interval
     floor = (not_before - _EPOCH) // _MICRO
     k = (floor - offset) // interval
-    shift = _hash("jitter", token_id, str(k)) % jitter if jitter > 0 else 0
-    at = offset + interval * k + shift
+    at = offset + interval * k + _fraction_us(jitter, f"jitter:{token_id}:{k}")
     if at < floor:
         # Slot k starts at or before not_before; its jitter may still carry it past, else the
         # next one is the first.
         k += 1
-        shift = _hash("jitter", token_id, str(k)) % jitter if jitter > 0 else 0
-        at = offset + interval * k + shift
+        at = offset + interval * k + _fraction_us(jitter, f"jitter:{token_id}:{k}")
     return _EPOCH + timedelta(microseconds=at)
 
 
@@ -279,11 +281,16 @@ def _account_times(
     since: datetime,
 ) -> dict[str, list[datetime]]:
     times: dict[str, list[datetime]] = {account: [] for account in accounts}
+    # A token's accesses share its reach: each token's is looked up once.
+    shared: dict[str, frozenset[str]] = {}
     for access in ledger:
         if access.at <= since:
             continue
-        reached = reach(access.token_id, accounts_of(access.token_id))
-        for account in reached & accounts:
+        hit = shared.get(access.token_id)
+        if hit is None:
+            hit = reach(access.token_id, accounts_of(access.token_id)) & accounts
+            shared[access.token_id] = hit
+        for account in hit:
             times[account].append(access.at)
     for values in times.values():
         values.sort()
@@ -409,7 +416,8 @@ def _plan(
     if now >= end:
         return Plan(None, end_reason, usages)
     base = token.last_refresh_at or token.created_at
-    final_at = end - rules.final_margin - _fraction_of(rules.jitter, "final", token.token_id)
+    final_jitter = _fraction_us(grid.jitter_us, f"final:{token.token_id}")
+    final_at = end - grid.final_margin - timedelta(microseconds=final_jitter)
     if token.failures > 0:
         at, reason = base + backoff_delay(token.failures, rules), Reason.BACKOFF
     elif base >= final_at:

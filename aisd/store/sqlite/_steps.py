@@ -174,13 +174,15 @@ def parse_ledger(
     accounts (an empty set while unknown)."""
     ledger: list[LedgerEntry] = []
     accounts: dict[str, set[str]] = {}
-    for row in found:
-        if row["what"] == "access":
-            ledger.append(LedgerEntry(row["token_id"], dt_out(row["value"])))
+    # By position (what, token_id, value): a name lookup in a row compares it with every column
+    # name, and a tick reads a thousand rows.
+    for what, token_id, value in found:
+        if what == "access":
+            ledger.append(LedgerEntry(token_id, dt_out(value)))
             continue
-        ibans = accounts.setdefault(row["token_id"], set())
-        if row["value"] is not None:
-            ibans.add(row["value"])
+        ibans = accounts.setdefault(token_id, set())
+        if value is not None:
+            ibans.add(value)
     ledger.sort(key=lambda entry: (entry.at, entry.token_id))
     return ledger, {token_id: frozenset(ibans) for token_id, ibans in accounts.items()}
 

@@ -35,6 +35,9 @@ MISS_STEP_SECONDS = 0.25
 MISS_STEP_MAX_SECONDS = 4.0
 
 
+_SLOP = 1e-9
+
+
 def poll_delay(
     elapsed: float,
     aim: float | None,
@@ -68,7 +71,9 @@ def poll_delay(
         return min_seconds
     # Split what is left into the fewest equal steps that fit: the last one lands on the aim
     # whenever any sequence of allowed steps can.
-    steps = math.ceil(remaining / max_seconds)
+    # A nanosecond of float rounding (an aim a hair past a whole number of maximal steps) must
+    # not cost a whole extra step and a poll that misses the aim.
+    steps = max(1, math.ceil(remaining / max_seconds - _SLOP))
     return max(min_seconds, min(max_seconds, remaining / steps))
 
 

@@ -256,10 +256,19 @@ def test_connections_over_the_limit_are_told_busy(running: DaemonProcess) -> Non
 
 
 def test_a_peer_that_hangs_up_mid_request_harms_nothing(running: DaemonProcess) -> None:
+    sent = 0
     for _ in range(20):
         quitter = RawPeer(str(running.client.socket_path))
-        quitter.request(1, "events.list", {"after": 0})
-        quitter.close()
+        try:
+            quitter.request(1, "events.list", {"after": 0})
+            sent += 1
+        except (BrokenPipeError, ConnectionResetError):
+            # Accepted while the slots of the quitters before it were not yet free: told busy
+            # and closed before it could write (slots free as the daemon reads each end).
+            pass
+        finally:
+            quitter.close()
+    assert sent > 0
 
     # Each hung-up connection holds its slot only until its answer fails to send.
     def answered() -> int | None:

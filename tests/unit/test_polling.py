@@ -65,6 +65,13 @@ def test_some_poll_lands_on_the_aim(aim: float, mm: list[float]) -> None:
         assert first_after - aim < lo
 
 
+def test_an_aim_a_rounding_error_past_one_maximal_step_is_reached_in_one() -> None:
+    # Found by the property above: ceil(5.0 / 4.999999999999999) is 2, whose steps of 2.5 fall
+    # below the minimum, so the polls came at 3 s and 6 s and missed the aim.
+    delay = poll_delay(0.0, 5.0, min_seconds=3.0, max_seconds=4.999999999999999)
+    assert delay == 4.999999999999999
+
+
 def test_no_estimate_polls_at_the_minimum_after_a_phased_first_poll() -> None:
     assert poll_delay(0.0, None, min_seconds=2.0, max_seconds=5.0) == 2.0
     assert poll_delay(0.0, None, min_seconds=2.0, max_seconds=5.0, phase=0.5) == 3.0

@@ -4,13 +4,11 @@ counts (open imports, tokens near a boundary, a webhook backlog), not the whole 
 from __future__ import annotations
 
 import re
-import sqlite3
 from pathlib import Path
 
 import pytest
 
-from aisd.store.sqlite import migrate
-from aisd.store.sqlite._queries import QUERIES
+from tests.integration.plan_db import history, plan_steps
 
 # (query, params, the index each table access must use, in order; a SCAN of the partial index
 # of open imports reads open imports only)
@@ -31,17 +29,7 @@ _ACCESS = re.compile(r"(?:SEARCH|SCAN) (?:imports|tokens|events)\b.*")
 def test_scrape_queries_use_their_index(
     tmp_path: Path, name: str, params: dict[str, object], wanted: list[str]
 ) -> None:
-    db = tmp_path / "aisd.db"
-    migrate(db)
-    conn = sqlite3.connect(db)
-    try:
-        conn.execute("INSERT INTO owners (id, external_id, created_at) VALUES (1, 'o', 'x')")
-        conn.executemany(
-            "INSERT INTO imports (id, owner_id, kind, state, phase, since, created_at,"
-            " polls, attempts, default_import_attempts)"
-            " VALUES (?, 1, 'refresh', 'successful', 'done', '2026-01-01', ?, 1, 0, 1)",
-            [(f"imp_{i:016x}", f"2026-01-01T00:00:{i % 60:02d}Z") for i in range(5000)],
-        )
+    with history(tmp_path / "aisd.db") as conn:
         conn.executemany(
             "INSERT INTO events (id, at, type)"
             " VALUES (?, '2026-01-01T00:00:00Z', 'import.started')",
@@ -51,13 +39,7 @@ def test_scrape_queries_use_their_index(
         for analyzed in (False, True):
             if analyzed:
                 conn.execute("ANALYZE")
-            steps = [
-                str(row[3])
-                for row in conn.execute(f"EXPLAIN QUERY PLAN {QUERIES[name]}", params)
-                if _ACCESS.fullmatch(str(row[3]))
-            ]
+            steps = [s for s in plan_steps(conn, name, params) if _ACCESS.fullmatch(s)]
             assert len(steps) == len(wanted), (name, analyzed, steps)
             for step, index in zip(steps, wanted, strict=True):
                 assert index in step, (name, analyzed, step)
-    finally:
-        conn.close()

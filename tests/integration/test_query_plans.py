@@ -8,21 +8,11 @@ import sqlite3
 from pathlib import Path
 
 from aisd.store.sqlite import migrate
-from aisd.store.sqlite._queries import QUERIES
+from tests.integration.plan_db import history, plan_steps
 
 
 def test_open_import_queries_use_the_partial_index(tmp_path: Path) -> None:
-    db = tmp_path / "aisd.db"
-    migrate(db)
-    conn = sqlite3.connect(db)
-    try:
-        conn.execute("INSERT INTO owners (id, external_id, created_at) VALUES (1, 'o', 'x')")
-        conn.executemany(
-            "INSERT INTO imports (id, owner_id, kind, state, phase, since, created_at,"
-            " polls, attempts, default_import_attempts)"
-            " VALUES (?, 1, 'refresh', 'successful', 'done', '2026-01-01', ?, 1, 0, 1)",
-            [(f"imp_{i:016x}", f"2026-01-01T00:00:{i % 60:02d}Z") for i in range(5000)],
-        )
+    with history(tmp_path / "aisd.db") as conn:
         conn.commit()
         for analyzed in (False, True):
             if analyzed:
@@ -31,42 +21,21 @@ def test_open_import_queries_use_the_partial_index(tmp_path: Path) -> None:
                 ("queued_jobs", {"now": "2026-02-01T00:00:00Z", "limit": 8}),
                 ("in_flight_jobs", {}),
             ):
-                plan = " | ".join(
-                    row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {QUERIES[name]}", params)
-                )
+                plan = " | ".join(plan_steps(conn, name, params))
                 assert "USING INDEX imports_open" in plan, (name, analyzed, plan)
-    finally:
-        conn.close()
 
 
 def test_the_owner_echo_check_reads_only_the_token_s_own_imports(tmp_path: Path) -> None:
     """Run at every successful import: on the state index it would read every successful
     import of every token, a cost that grew with the history (``aisd simulate``'s days)."""
-    db = tmp_path / "aisd.db"
-    migrate(db)
-    conn = sqlite3.connect(db)
-    try:
-        conn.execute("INSERT INTO owners (id, external_id, created_at) VALUES (1, 'o', 'x')")
-        conn.executemany(
-            "INSERT INTO imports (id, owner_id, kind, state, phase, since, created_at,"
-            " polls, attempts, default_import_attempts)"
-            " VALUES (?, 1, 'refresh', 'successful', 'done', '2026-01-01', ?, 1, 0, 1)",
-            [(f"imp_{i:016x}", f"2026-01-01T00:00:{i % 60:02d}Z") for i in range(5000)],
-        )
+    with history(tmp_path / "aisd.db") as conn:
         conn.commit()
         for analyzed in (False, True):
             if analyzed:
                 conn.execute("ANALYZE")
-            plan = " | ".join(
-                row[3]
-                for row in conn.execute(
-                    f"EXPLAIN QUERY PLAN {QUERIES['import_record']}", {"id": "imp_0"}
-                )
-            )
+            plan = " | ".join(plan_steps(conn, "import_record", {"id": "imp_0"}))
             assert "SEARCH p USING INDEX imports_token" in plan, (analyzed, plan)
             assert "TEMP B-TREE" not in plan, (analyzed, plan)
-    finally:
-        conn.close()
 
 
 def test_reads_of_an_owner_s_or_token_s_imports_stay_on_an_index(tmp_path: Path) -> None:
@@ -108,10 +77,7 @@ def test_reads_of_an_owner_s_or_token_s_imports_stay_on_an_index(tmp_path: Path)
             if analyzed:
                 conn.execute("ANALYZE")
             for name, params, wanted in cases:
-                steps = [
-                    str(row[3])
-                    for row in conn.execute(f"EXPLAIN QUERY PLAN {QUERIES[name]}", params)
-                ]
+                steps = plan_steps(conn, name, params)
                 on_imports = [s for s in steps if re.match(r"(SCAN|SEARCH) (imports|i)\b", s)]
                 assert on_imports, (name, analyzed, steps)
                 for step in on_imports:

@@ -266,9 +266,16 @@ class Pipeline:
                 while True:
                     self.last_dispatch_at = self._clock.monotonic()
                     if self._accepting and self._clock.monotonic() >= self._paused_until:
-                        # The store logs an outage, rate-limited; the next round claims again.
-                        with contextlib.suppress(StorageUnavailable):
+                        try:
                             await self._dispatch(tg)
+                        except StorageUnavailable:
+                            # The store logs an outage, rate-limited; the next round claims again.
+                            pass
+                        except Exception:
+                            # E.g. another process holding a write transaction past busy_timeout:
+                            # the next round claims again, instead of the error ending this task
+                            # group and with it every import it drives and the daemon.
+                            log.exception("pipeline.dispatch_failed")
                     with anyio.move_on_after(self._config.idle_recheck_seconds):
                         await self._wake.wait()
                     self._wake = anyio.Event()

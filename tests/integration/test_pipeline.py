@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import itertools
+import sqlite3
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 import anyio
 import pytest
+from structlog.testing import capture_logs
 
 from aisd.kontomatik import Session
 from aisd.phases import Step
@@ -255,3 +258,27 @@ async def test_a_freed_slot_starts_the_next_import_before_the_result_is_stored(e
         record = await sc.get_import(env.store, i)
         assert record is not None
         assert record.state == ImportState.SUCCESSFUL
+
+
+async def test_a_dispatch_that_fails_is_logged_and_the_next_round_claims(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Another process holding a write transaction past busy_timeout: SQLite's own error, not
+    # a storage outage. It once ended the pipeline's task group, and the daemon with it.
+    claim_work = env.store.claim_work
+    failures = [sqlite3.OperationalError("database is locked")]
+
+    async def locked_once(*args: Any, **kwargs: Any) -> Any:
+        if failures:
+            raise failures.pop()
+        return await claim_work(*args, **kwargs)
+
+    monkeypatch.setattr(env.store, "claim_work", locked_once)
+    import_id = await env.submit("owner-locked")
+    with capture_logs() as logs:
+        await run_until_done(env, env.pipeline(), [import_id])
+    assert failures == []
+    assert [e["event"] for e in logs].count("pipeline.dispatch_failed") == 1
+    record = await sc.get_import(env.store, import_id)
+    assert record is not None
+    assert record.state == ImportState.SUCCESSFUL

@@ -494,11 +494,13 @@ def card_view(
     number = f"5100 **** **** {rng.randrange(10_000):04d}"
     today = now.date()
     # The debt is a function of the days since the last repayment only, so every import
-    # agrees on each row's balance: start the day after the repayment before ``since``'s.
+    # agrees on each row's balance: a cycle runs from one 20th (repaid first, then that day's
+    # purchases) to the next. Start with no debt at the repayment before ``since``'s, so that
+    # one (on or before ``since``) is listed.
     last = since.replace(day=_REPAY_DAY)
     if since.day < _REPAY_DAY:
         last = _month_back(last)
-    day = _month_back(last) + timedelta(days=1)
+    day = _month_back(last)
     debt = 0
     listed: list[MoneyTransaction] = []
     while day <= today:

@@ -6,7 +6,7 @@ from collections import Counter
 from datetime import UTC, date, datetime, timedelta
 from itertools import pairwise
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from aisd.sandbox._data import (
@@ -132,6 +132,9 @@ def test_personal_fields_and_co_owners_are_settings_that_keep_who_the_owners_are
 
 @settings(max_examples=30, deadline=None)
 @given(seeds, owners, st.integers(min_value=1, max_value=400), st.integers(0, 60))
+# Found in CI: a window starting on a 20th missed that day's purchases from the next cycle's
+# debt, so the repayment row a month later differed from a wider window's.
+@example(seed=0, owner="0", back=8, later=0)
 def test_a_card_is_the_same_in_every_import_that_sees_it(
     seed: int, owner: str, back: int, later: int
 ) -> None:

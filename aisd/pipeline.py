@@ -65,6 +65,7 @@ from aisd.store import (
     LeaseStart,
     QuotaAnswer,
     QuotaRule,
+    StepAfter,
     StepWrite,
     StorageUnavailable,
     Store,
@@ -207,6 +208,8 @@ class Pipeline:
         # next one until its first write is done): large results wait for them.
         self._handoffs: set[str] = set()
         self._handoffs_changed = anyio.Event()
+        # Imports whose slot was handed on by their command's end (its claim of the next work).
+        self._handed_on: set[str] = set()
         self._wake = anyio.Event()
         self._accepting = True
         self._estimates = DurationEstimates()
@@ -362,6 +365,8 @@ class Pipeline:
         tg.start_soon(self._drive, job, name=f"import {job.import_id}")
 
     async def _drive(self, job: ImportJob) -> None:
+        # Whether its end leaves anything for a dispatch to look at (see below).
+        settled = False
         with structlog.contextvars.bound_contextvars(
             importId=job.import_id, ownerExternalId=job.owner_external_id, tokenId=job.token_id
         ):
@@ -393,12 +398,17 @@ class Pipeline:
                 await self._let_go(job, self._clock.now() + delay)
             else:
                 self._storage_pause = 0.0
+                # Its slot was handed on when its command ended, in the transaction that claimed
+                # the next work: a dispatch now would find nothing that did not wake it anyway.
+                settled = job.import_id in self._handed_on
             finally:
+                self._handed_on.discard(job.import_id)
                 self._handoff_done(job.import_id)
                 self._active.discard(job.import_id)
                 self._accepted_at.pop(job.import_id, None)
                 self._on_change()
-                self._wake.set()
+                if not settled:
+                    self._wake.set()
 
     async def _let_go(self, job: ImportJob, not_before: datetime | None) -> None:
         if job.claim is None:
@@ -508,11 +518,12 @@ class Pipeline:
         outcome: str,
         error_name: str | None = None,
         pressure: str | None = None,
+        step: StepAfter | None = None,
     ) -> None:
         """The one place an upstream access's outcome is recorded (and the shared budget moved
-        by it)."""
+        by it), with the ``step`` its answer leads to in the same transaction."""
         budget = await self._store.end_access(
-            access, outcome=outcome, error_name=error_name, pressure=pressure
+            access, outcome=outcome, error_name=error_name, pressure=pressure, step=step
         )
         self._limit, self._jobs_quota_strikes = budget.limit, budget.strikes
         if pressure == "lower":
@@ -576,10 +587,10 @@ class Pipeline:
             else:
                 await self._fail(job, CommandFailure(exc.name, exc.message))
             return None
-        await self._outcome(access, outcome="ok")
-        await self._store.advance(
-            claim, StepWrite(Step.SESSION, session=session), now=self._clock.now()
-        )
+        # The session is written with the access's end, one commit for both (a crash before it
+        # leaves the access's outcome unknown, which the quota counts as sent, as it does ok).
+        write = StepWrite(Step.SESSION, session=session)
+        await self._outcome(access, outcome="ok", step=StepAfter(claim, write, self._clock.now()))
         return replace(job, phase=ImportPhase.READY, session=session)
 
     async def _default_import(self, job: ImportJob) -> ImportJob | Wait | None:
@@ -662,7 +673,8 @@ class Pipeline:
             max_seconds=self._config.poll_max_seconds,
         )
         # The command id first: only this process knows it, and the session allows no second
-        # Default Import to find it again.
+        # Default Import to find it again. The access's end (and the budget's raise) is
+        # written with it.
         await self._store_command(
             job,
             StepWrite(
@@ -673,7 +685,6 @@ class Pipeline:
                 access=access,
             ),
         )
-        await self._outcome(access, outcome="ok", pressure="raise")
         log.info("import.command_started", commandId=command.id)
         return replace(
             job,
@@ -684,8 +695,9 @@ class Pipeline:
         )
 
     async def _store_command(self, job: ImportJob, write: StepWrite) -> None:
-        """Store the command id a Default Import returned, retrying with the storage back-off
-        while the database refuses it (given up only on a graceful stop). The store takes it
+        """Store the command id a Default Import returned with its access's end (``ok``, the
+        budget raised), retrying with the storage back-off while the database refuses it
+        (given up only on a graceful stop). The store takes it
         from the sender even after its claim lapsed while nobody moved the import on; if
         another claimer holds the import now, that one polls the command and this one's next
         lease check gives the import up.
@@ -694,9 +706,11 @@ class Pipeline:
             LeaseLost: the import moved on (resolved by a second Default Import, or ended)
                 before the command id could be stored.
         """
+        assert write.access is not None
         while True:
             try:
-                await self._store.advance(self._claim(job), write, now=self._clock.now())
+                step = StepAfter(self._claim(job), write, self._clock.now())
+                await self._outcome(write.access, outcome="ok", pressure="raise", step=step)
                 return
             except StorageUnavailable:
                 if not self._accepting:
@@ -972,6 +986,7 @@ class Pipeline:
         handed = await self._store.advance(
             self._claim(job), StepWrite(Step.ENDED_UPSTREAM), now=self._clock.now()
         )
+        self._handed_on.add(job.import_id)
         self._active.discard(job.import_id)
         assert self._tg is not None
         for other in handed:

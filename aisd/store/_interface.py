@@ -33,6 +33,7 @@ from aisd.store._records import (
     NewEvent,
     QuotaAnswer,
     QuotaRule,
+    StepAfter,
     StepWrite,
     SubmitOutcome,
     TickOutcome,
@@ -149,11 +150,20 @@ class PipelineStore(Protocol):
         outcome: str,
         error_name: str | None = None,
         pressure: str | None = None,
+        step: StepAfter | None = None,
     ) -> Budget:
         """Set a ledger row's outcome (``ok``, ``error``, ``not_sent``; a ``not_sent`` access
         provably never left the process and counts against no quota), and move the shared
         budget by :mod:`aisd.phases`' rule: ``lower`` after JobsQuotaExceeded, ``raise`` after an
-        accepted Default Import. Returns the budget afterwards."""
+        accepted Default Import. Returns the budget afterwards.
+
+        With ``step``, the step the answer leads to (a Reuse's session, a Default Import's
+        command) is recorded in the same transaction, fenced as :meth:`advance` records it:
+        one commit for both, and never one without the other.
+
+        Raises:
+            LeaseLost: ``step``'s write changed no row; nothing was written.
+        """
         ...
 
     @overload

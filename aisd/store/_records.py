@@ -153,6 +153,22 @@ class StepWrite:
 
 
 @dataclass(frozen=True, slots=True)
+class StepAfter:
+    """A fenced step of a claimed import that an access's answer leads to, recorded with the
+    access's end in one transaction (see :meth:`aisd.store.Store.end_access`).
+
+    Attributes:
+        claim: the claim the step is fenced on.
+        write: the step (``SESSION`` after a Reuse, ``COMMAND`` after a Default Import).
+        now: when the step is recorded.
+    """
+
+    claim: Claim
+    write: StepWrite
+    now: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class QuotaView:
     """What the quota rule sees in the quota section, read under the section's lock: the
     token (None when unknown), the Reuse ledger of every token sharing an account with it, and

@@ -27,6 +27,7 @@ from aisd.store import (
     ImportRecord,
     ImportState,
     LeaseLost,
+    StepWrite,
     StorageUnavailable,
     Store,
 )
@@ -73,22 +74,34 @@ class Reach:
 
         @functools.wraps(target)
         async def call(*args: Any, **kwargs: Any) -> Any:
-            command = name == "advance" and getattr(args[1], "step", None) == Step.COMMAND
+            command = _command_write(name, args, kwargs)
             if self._outage.on and (not self._outage.only or name in self._outage.only):
-                if command:
+                if command is not None:
                     self._outage.command_refused.set()
                 raise StorageUnavailable("server closed the connection unexpectedly")
             try:
                 result = await target(*args, **kwargs)
             except LeaseLost:
-                if command:
-                    self._outage.late_refused.append(args[1].command_id)
+                if command is not None and command.command_id is not None:
+                    self._outage.late_refused.append(command.command_id)
                 raise
             if name == "claim_work" and any(job.reply_may_arrive for job in result):
                 self.adopted.set()
             return result
 
         return call
+
+
+def _command_write(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> StepWrite | None:
+    """The command id's write in a store call: an ``advance`` of it, or the access's end it
+    is recorded with (the pipeline's way)."""
+    if name == "advance":
+        write = args[1]
+    elif name == "end_access" and kwargs.get("step") is not None:
+        write = kwargs["step"].write
+    else:
+        return None
+    return write if getattr(write, "step", None) == Step.COMMAND else None
 
 
 class HeldReply:

@@ -51,6 +51,7 @@ from aisd.store._records import (
     NewEvent,
     QuotaAnswer,
     QuotaRule,
+    StepAfter,
     StepWrite,
     SubmitOutcome,
     TickOutcome,
@@ -440,11 +441,13 @@ class PostgresStore(
         outcome: str,
         error_name: str | None = None,
         pressure: str | None = None,
+        step: StepAfter | None = None,
     ) -> Budget:
         """See :meth:`aisd.store.Store.end_access`.
 
         Raises:
             NotFoundError: no ledger row has this id.
+            LeaseLost: ``step``'s write changed no row; nothing was written.
         """
         return await self._run(
             partial(
@@ -453,6 +456,7 @@ class PostgresStore(
                 outcome=outcome,
                 error_name=error_name,
                 pressure=pressure,
+                step=step,
             )
         )
 

@@ -37,6 +37,7 @@ from aisd.store._records import (
     NewEvent,
     QuotaAnswer,
     QuotaView,
+    StepAfter,
     StepWrite,
     TickOutcome,
     TickPlanner,
@@ -272,9 +273,14 @@ def end_access(
     outcome: str,
     error_name: str | None,
     pressure: str | None,
+    step: StepAfter | None = None,
 ) -> Budget:
     """Set a ledger row's outcome and, with ``pressure`` (``lower`` after JobsQuotaExceeded,
-    ``raise`` after an accepted Default Import), move the shared budget by its rule."""
+    ``raise`` after an accepted Default Import), move the shared budget by its rule; with
+    ``step``, record that fenced step first (its lost fence raises before anything is set)."""
+    if step is not None:
+        assert step.write.step != Step.ENDED_UPSTREAM, "a step that claims returns its jobs"
+        record_step(db, step.claim, step.write, now=step.now)
     params = {"id": access_id, "outcome": outcome, "error_name": error_name}
     if db.execute(Q["set_access_outcome"], params).rowcount != 1:
         raise NotFoundError(f"access {access_id} not found")

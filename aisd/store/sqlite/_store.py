@@ -39,6 +39,7 @@ from aisd.store._records import (
     NewEvent,
     QuotaAnswer,
     QuotaRule,
+    StepAfter,
     StepWrite,
     SubmitOutcome,
     TickOutcome,
@@ -412,11 +413,13 @@ class SqliteStore(
         outcome: str,
         error_name: str | None = None,
         pressure: str | None = None,
+        step: StepAfter | None = None,
     ) -> Budget:
         """See :meth:`aisd.store.Store.end_access`.
 
         Raises:
             NotFoundError: no ledger row has this id.
+            LeaseLost: ``step``'s write changed no row; nothing was written.
             sqlite3.IntegrityError: ``outcome`` is not ``ok``, ``error`` or ``not_sent``.
         """
         return await self._run(
@@ -426,6 +429,7 @@ class SqliteStore(
                 outcome=outcome,
                 error_name=error_name,
                 pressure=pressure,
+                step=step,
             )
         )
 

@@ -10,7 +10,7 @@ import anyio
 import pytest
 
 from aisd import events
-from aisd.kontomatik._models import CommandFailure
+from aisd.kontomatik._models import CommandFailure, Session
 from aisd.phases import Step
 from aisd.planner import Rules
 from aisd.refresh import Refresher
@@ -24,6 +24,7 @@ from aisd.store import (
     NotFoundError,
     QuotaAnswer,
     SqliteStore,
+    StepAfter,
     StepWrite,
     SubmitOutcome,
     TokenEnd,
@@ -195,6 +196,37 @@ async def test_a_late_command_id_needs_the_ledger_id_of_the_last_default_import(
     record = await sc.get_import(backend, adopted.import_id)
     assert record is not None
     assert record.command_id is None
+
+
+async def test_an_access_ends_with_the_step_it_leads_to_or_not_at_all(
+    backend: SqliteStore,
+) -> None:
+    _, token_id = await consent_import(backend, "step-after", 1, result({"PL01": ()}), now=T0)
+    assert token_id is not None
+    await backend.queue_refresh(token_id, now=T0, since=T0.date())
+    claimer = await _claimer(backend)
+    [job] = await backend.claim_work(claimer, now=T0)
+    claim = claim_of(job)
+    access = await sc.begin_access(
+        backend, claim, AccessKind.REUSE, now=T0, token_id=token_id, quota=None
+    )
+    assert isinstance(access, int)
+    session = StepWrite(Step.SESSION, session=Session("s-after", "sig-after"))
+    # Under a lost claim neither is written: the access is not marked unsent (it still counts
+    # against the quota) and the import stays in phase reusing.
+    stale = replace(claim, epoch=claim.epoch + 1)
+    with pytest.raises(LeaseLost):
+        await backend.end_access(access, outcome="not_sent", step=StepAfter(stale, session, T0))
+    ledger, _ = await backend.reuse_ledger([token_id], since=T0 - timedelta(days=1))
+    assert len(ledger) == 1
+    [reusing] = [j for j in await backend.open_jobs() if j.import_id == job.import_id]
+    assert (reusing.phase.value, reusing.session) == ("reusing", None)
+    # Under the claim both are, in one transaction.
+    budget = await backend.end_access(access, outcome="ok", step=StepAfter(claim, session, T0))
+    assert budget == (await sc.budget(backend))[0]
+    [ready] = [j for j in await backend.open_jobs() if j.import_id == job.import_id]
+    assert (ready.phase.value, ready.session) == ("ready", session.session)
+    assert ready.claim == claim
 
 
 async def test_an_import_let_go_cleanly_expects_no_late_reply(backend: SqliteStore) -> None:

@@ -16,7 +16,7 @@ from aisd import usecases
 from aisd._simulation import ConsentPlan, next_on_grid
 from aisd.clock import VirtualClock
 from aisd.sandbox import MintedConsent, Sandbox
-from aisd.store import ConsentIn, Store, TokenState
+from aisd.store import ConsentIn, ImportPhase, Store, TokenState
 from aisd.wiring import Core, Hooks
 
 __all__ = ["World", "watched"]
@@ -55,6 +55,9 @@ class World:
         self._moments: list[datetime] | None = None
         self._token_counts: dict[str, int] = {}
         self._recount = False  # an import moved on since the token counts were read
+        # The earliest future not_before of the queue, None once it may have changed: only a
+        # tick that queued or ended something, a consent or an import moving on change it.
+        self._deferred: datetime | None = None
 
     def _changed_set(self) -> None:
         self._changed = True
@@ -83,6 +86,7 @@ class World:
                 access=plan.access,
             )
             self._moments = None
+            self._deferred = None
             if outcome.created:
                 self._core.services.wake_pipeline()
 
@@ -105,7 +109,11 @@ class World:
                 if tick.expired or tick.warned or tick.ending:
                     self._moments = None
                 next_tick = await self._next_tick(tick.next_due_at, now)
-            deferred = await self._next_not_before(now)
+                if tick.queued or tick.ending:
+                    self._deferred = None
+            if self._deferred is None or self._deferred <= now:
+                self._deferred = await self._next_not_before(now)
+            deferred = self._deferred
             cancel = self._clock.alarm(min(next_tick, end, deferred), self._wake)
             await self._wake.wait()
             cancel()
@@ -114,7 +122,8 @@ class World:
                 # finds it.
                 next_tick = min(next_tick, self._after(self._clock.now()))
                 self._recount = True
-            elif self._clock.now() >= deferred:
+                self._deferred = None
+            if self._clock.now() >= deferred:
                 self.pipeline.wake()
 
     async def drain(self, until: datetime) -> None:
@@ -175,10 +184,16 @@ class World:
         return (await self._store.status(now=self._clock.now())).tokens
 
     async def _next_not_before(self, now: datetime) -> datetime:
-        """The earliest future ``not_before`` of a waiting import: the daemon's pipeline
-        re-checks its queue every second, which virtual time must not jump over."""
+        """The earliest future ``not_before`` of a queued import: the daemon's pipeline
+        re-checks its queue every second, which virtual time must not jump over. An import in
+        flight waits for its next step in its own task (and is adopted whatever its
+        ``not_before``), so its time wakes nobody."""
         jobs = await self._store.open_jobs()
-        later = [j.not_before for j in jobs if j.not_before is not None and j.not_before > now]
+        later = [
+            j.not_before
+            for j in jobs
+            if j.phase == ImportPhase.QUEUED and j.not_before is not None and j.not_before > now
+        ]
         return min(later, default=datetime.max.replace(tzinfo=now.tzinfo))
 
 

@@ -9,6 +9,7 @@ writers locks the accounts the token reaches instead.
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import replace
@@ -74,7 +75,9 @@ _CHANGE_SEQ = "change_seq"
 _IN_FLIGHT = json_in(sorted(p.value for p in IN_FLIGHT))
 
 
+@functools.cache
 def _from(step: Step) -> str:
+    # Asked by every fenced write: the step table is fixed, so each step's list is built once.
     return json_in(sorted(p.value for p in allowed_from(step)))
 
 

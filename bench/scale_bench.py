@@ -1,7 +1,7 @@
 """Benchmark of scale: planner ticks, start time, memory and idle CPU with many tokens.
 
 Usage: ``python bench/scale_bench.py [--tokens 100000] [--also 1000000] [--idle-seconds 20]
-[--rounds 3]`` or ``python bench/scale_bench.py --tokens N --ticks-only DB``.
+[--rounds 3]`` or ``python bench/scale_bench.py --tokens N --ticks-only DB [--warm-ticks 40]``.
 
 For each size N it builds a fresh database (the real migrations, then ``scale_population.sql``:
 set-based SQL in one transaction) holding N tokens of realistic shape: owners with one or two
@@ -187,12 +187,22 @@ async def _timed_tick(refresher: Refresher) -> tuple[float, float, TickReport]:
     return (time.perf_counter() - began) * 1000, (time.process_time() - cpu) * 1000, report
 
 
+def drop_open_refreshes(path: Path) -> None:
+    """Drop the refreshes queued or running (the warm-up ticks' backlog)."""
+    with closing(sqlite3.connect(path, isolation_level=None, timeout=10)) as conn:
+        conn.execute("DELETE FROM imports WHERE kind = 'refresh' AND state IN ('queued', 'running')")
+
+
 async def measure_ticks(
-    path: Path, due_sizes: tuple[int, ...] = (100, 500), *, rounds: int = 3
+    path: Path, due_sizes: tuple[int, ...] = (100, 500), *, rounds: int = 3, warm_ticks: int = 0
 ) -> TickFigures:
     """Time ticks with nothing due, then ``rounds`` ticks with each of ``due_sizes`` tokens
     due (the next ones planned: cold pages and fsyncs vary), and ``store.status()``. Leaves
-    the due tokens' refreshes queued."""
+    the due tokens' refreshes queued.
+
+    ``warm_ticks`` untimed ticks of 500 due tokens run first (their refreshes dropped after),
+    so the process is in the state of a daemon that has planned for a while (its allocator
+    and any cache the planner keeps), not one that has just started."""
     sandbox = Sandbox(SandboxConfig(api_key=DEFAULT_API_KEY))
     transport = httpx.ASGITransport(app=SandboxApp(sandbox))
     async with (
@@ -210,6 +220,11 @@ async def measure_ticks(
             wake_pipeline=lambda: None,
         )
         await refresher.tick()  # warm the page cache, as a running daemon's is
+        for _ in range(warm_ticks):
+            await anyio.to_thread.run_sync(partial(make_due, path, 500, now=clock.now()))
+            await refresher.tick()
+        if warm_ticks:
+            await anyio.to_thread.run_sync(partial(drop_open_refreshes, path))
         idle = [(await _timed_tick(refresher))[0] for _ in range(5)]
         due_ms: dict[int, list[float]] = {k: [] for k in due_sizes}
         due_cpu_ms: dict[int, list[float]] = {k: [] for k in due_sizes}
@@ -426,7 +441,7 @@ def _print_ticks(ticks: TickFigures) -> None:
         )
 
 
-def ticks_only(db: Path, n: int, rounds: int) -> None:
+def ticks_only(db: Path, n: int, rounds: int, warm_ticks: int = 0) -> None:
     """Measure the ticks alone on a copy of the database at ``db``, populating it with ``n``
     tokens first if it does not exist: a kept database lets two versions of aisd be timed on
     the same rows, run after run (each on a fresh copy, so none sees the other's ticks)."""
@@ -440,7 +455,8 @@ def ticks_only(db: Path, n: int, rounds: int) -> None:
     # Tokens whose plan came while the database was kept would be due before those made due.
     quiet_until(work, datetime.now(UTC) + QUIET_MARGIN)
     try:
-        _print_ticks(anyio.run(partial(measure_ticks, work, rounds=rounds), backend="asyncio"))
+        measure = partial(measure_ticks, work, rounds=rounds, warm_ticks=warm_ticks)
+        _print_ticks(anyio.run(measure, backend="asyncio"))
     finally:
         for path in work.parent.glob(work.name + "*"):
             path.unlink()
@@ -509,11 +525,17 @@ def main(argv: list[str]) -> None:
         help="only the ticks, on the database DB (populated with --tokens tokens if missing)",
     )
     parser.add_argument("--rounds", type=int, default=3, help="ticks per due size")
+    parser.add_argument(
+        "--warm-ticks",
+        type=int,
+        default=0,
+        help="with --ticks-only: untimed ticks of 500 due tokens first, as a daemon running a while",
+    )
     args = parser.parse_args(argv)
     # The in-process ticks log each planned batch; the figures are what this script prints.
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     if args.ticks_only is not None:
-        ticks_only(args.ticks_only, args.tokens, args.rounds)
+        ticks_only(args.ticks_only, args.tokens, args.rounds, args.warm_ticks)
         return
     sizes = [args.tokens] + ([args.also] if args.also else [])
     if max(sizes) >= 500_000:

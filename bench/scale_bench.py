@@ -116,14 +116,16 @@ def populate(path: Path, n: int, *, now: datetime, seed: int = 7) -> Population:
     return Population(n, active, reuses, imports, time.perf_counter() - started, size / 2**20)
 
 
-def make_due(path: Path, k: int, *, now: datetime) -> list[str]:
-    """Make the ``k`` tokens planned soonest due one second ago; returns their ids."""
+def make_due(path: Path, k: int, *, now: datetime, latest: bool = False) -> list[str]:
+    """Make the ``k`` tokens planned soonest (or, ``latest``, last) due one second ago;
+    returns their ids."""
+    order = "DESC" if latest else "ASC"
     with closing(sqlite3.connect(path, isolation_level=None, timeout=10)) as conn:
         ids = [
             row[0]
             for row in conn.execute(
                 "SELECT id FROM tokens WHERE state = 'active' AND next_refresh_at > ?"
-                " ORDER BY next_refresh_at LIMIT ?",
+                f" ORDER BY next_refresh_at {order} LIMIT ?",
                 (dt_in(now), k),
             )
         ]
@@ -187,10 +189,20 @@ async def _timed_tick(refresher: Refresher) -> tuple[float, float, TickReport]:
     return (time.perf_counter() - began) * 1000, (time.process_time() - cpu) * 1000, report
 
 
-def drop_open_refreshes(path: Path) -> None:
-    """Drop the refreshes queued or running (the warm-up ticks' backlog)."""
+def park(path: Path, token_ids: list[str], *, until: datetime) -> None:
+    """Plan ``token_ids`` at ``until`` and drop the refreshes queued for them: the warm-up
+    ticks' tokens stay out of the timed ticks."""
     with closing(sqlite3.connect(path, isolation_level=None, timeout=10)) as conn:
-        conn.execute("DELETE FROM imports WHERE kind = 'refresh' AND state IN ('queued', 'running')")
+        conn.execute("BEGIN IMMEDIATE")
+        conn.executemany(
+            "UPDATE tokens SET next_refresh_at = ? WHERE id = ?",
+            [(dt_in(until), token_id) for token_id in token_ids],
+        )
+        conn.executemany(
+            "DELETE FROM imports WHERE token_id = ? AND kind = 'refresh' AND phase <> 'done'",
+            [(token_id,) for token_id in token_ids],
+        )
+        conn.execute("COMMIT")
 
 
 async def measure_ticks(
@@ -200,9 +212,10 @@ async def measure_ticks(
     due (the next ones planned: cold pages and fsyncs vary), and ``store.status()``. Leaves
     the due tokens' refreshes queued.
 
-    ``warm_ticks`` untimed ticks of 500 due tokens run first (their refreshes dropped after),
-    so the process is in the state of a daemon that has planned for a while (its allocator
-    and any cache the planner keeps), not one that has just started."""
+    ``warm_ticks`` untimed ticks of 500 due tokens run first, so the process is in the state
+    of a daemon that has planned for a while (its allocator and any cache the planner keeps),
+    not one that has just started. They take the tokens planned last and are planned two
+    days later afterwards: the timed ticks find the same tokens due as without them."""
     sandbox = Sandbox(SandboxConfig(api_key=DEFAULT_API_KEY))
     transport = httpx.ASGITransport(app=SandboxApp(sandbox))
     async with (
@@ -220,11 +233,14 @@ async def measure_ticks(
             wake_pipeline=lambda: None,
         )
         await refresher.tick()  # warm the page cache, as a running daemon's is
+        warmed: list[str] = []
         for _ in range(warm_ticks):
-            await anyio.to_thread.run_sync(partial(make_due, path, 500, now=clock.now()))
+            warm = partial(make_due, path, 500, now=clock.now(), latest=True)
+            warmed += await anyio.to_thread.run_sync(warm)
             await refresher.tick()
-        if warm_ticks:
-            await anyio.to_thread.run_sync(partial(drop_open_refreshes, path))
+        if warmed:
+            parked = partial(park, path, warmed, until=clock.now() + 2 * DAY)
+            await anyio.to_thread.run_sync(parked)
         idle = [(await _timed_tick(refresher))[0] for _ in range(5)]
         due_ms: dict[int, list[float]] = {k: [] for k in due_sizes}
         due_cpu_ms: dict[int, list[float]] = {k: [] for k in due_sizes}
@@ -529,7 +545,7 @@ def main(argv: list[str]) -> None:
         "--warm-ticks",
         type=int,
         default=0,
-        help="with --ticks-only: untimed ticks of 500 due tokens first, as a daemon running a while",
+        help="with --ticks-only: untimed ticks of 500 due tokens first (a daemon running a while)",
     )
     args = parser.parse_args(argv)
     # The in-process ticks log each planned batch; the figures are what this script prints.

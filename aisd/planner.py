@@ -215,8 +215,9 @@ def backoff_delay(failures: int, rules: Rules) -> timedelta:
 
 # Not cached: a tick plans each due token once (again only when a pick touches its accounts),
 # and the token falls due again hours later, long after a bounded cache has let its keys go
-# once there are 100,000 tokens or more: a daemon's full cache bought no hits, only its own
-# bookkeeping. One string a key (parts joined by ':'): cheaper to hash than a tuple of parts.
+# once there are 100,000 tokens or more: a daemon's full cache bought few hits and cost its
+# bookkeeping at every call. One string a key (parts joined by ':'): cheaper to hash than a
+# tuple of parts.
 def _hash(key: str) -> int:
     digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big")

@@ -206,16 +206,22 @@ def park(path: Path, token_ids: list[str], *, until: datetime) -> None:
 
 
 async def measure_ticks(
-    path: Path, due_sizes: tuple[int, ...] = (100, 500), *, rounds: int = 3, warm_ticks: int = 0
+    path: Path,
+    due_sizes: tuple[int, ...] = (100, 500),
+    *,
+    rounds: int = 3,
+    warm_ticks: int = 0,
+    warm_due: int = 500,
 ) -> TickFigures:
     """Time ticks with nothing due, then ``rounds`` ticks with each of ``due_sizes`` tokens
     due (the next ones planned: cold pages and fsyncs vary), and ``store.status()``. Leaves
     the due tokens' refreshes queued.
 
-    ``warm_ticks`` untimed ticks of 500 due tokens run first, so the process is in the state
-    of a daemon that has planned for a while (its allocator and any cache the planner keeps),
-    not one that has just started. They take the tokens planned last and are planned two
-    days later afterwards: the timed ticks find the same tokens due as without them."""
+    ``warm_ticks`` untimed ticks of ``warm_due`` due tokens run first, so the process is in
+    the state of a daemon that has planned for a while (its allocator and any cache the
+    planner keeps), not one that has just started. They take the tokens planned last and are
+    planned two days later afterwards: the timed ticks find the same tokens due as without
+    them."""
     sandbox = Sandbox(SandboxConfig(api_key=DEFAULT_API_KEY))
     transport = httpx.ASGITransport(app=SandboxApp(sandbox))
     async with (
@@ -235,7 +241,7 @@ async def measure_ticks(
         await refresher.tick()  # warm the page cache, as a running daemon's is
         warmed: list[str] = []
         for _ in range(warm_ticks):
-            warm = partial(make_due, path, 500, now=clock.now(), latest=True)
+            warm = partial(make_due, path, warm_due, now=clock.now(), latest=True)
             warmed += await anyio.to_thread.run_sync(warm)
             await refresher.tick()
         if warmed:

@@ -33,7 +33,6 @@ account are never both let through on the same room.
 from __future__ import annotations
 
 import enum
-import functools
 import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -214,10 +213,11 @@ def backoff_delay(failures: int, rules: Rules) -> timedelta:
     return min(rules.backoff_base * (1 << doublings), rules.interval)
 
 
-# Pure and asked again for the same key at every re-plan of a token: a tick plans each due
-# token two or three times. One string a key (parts joined by ':'): cheaper to hash and cache
-# than a tuple of parts.
-@functools.lru_cache(maxsize=65536)
+# Not cached: a tick plans each due token once (again only when a pick touches its accounts),
+# and the token falls due again hours later, long after a bounded cache has let its keys go
+# once there are 100,000 tokens or more: a daemon's full cache bought few hits and cost its
+# bookkeeping at every call. One string a key (parts joined by ':'): cheaper to hash than a
+# tuple of parts.
 def _hash(key: str) -> int:
     digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big")

@@ -23,11 +23,16 @@ the client process used meanwhile, per call: a load-independent view of where th
 
 Every answer is counted only once it is received. Each call has its own ``sessionId`` (made-up
 sessions: their imports fail upstream, which is the daemon's load meanwhile but not what is
-measured). Afterwards the daemon is stopped with SIGTERM and its database is read: every
-acknowledged ``sessionId`` must be there (acknowledged means durable). Prints requests/s, p50,
-p99 and max latency of each server in each mode, CPU microseconds per call of the server and
-of the client, the daemon/echo ratios (throughput, p99, server CPU per call), errors by code, the
-daemon's log lines and how many hold a signature (0 expected), the exit code and stop time.
+measured). Then, unless ``--made-up-only``, both modes once more against a second daemon whose
+upstream is a stand-alone sandbox (``python -m aisd sandbox``, its own process, commands of the
+sandbox's normal length) and whose consents were minted there beforehand: sessions the sandbox
+knows, so their imports queue and run as in production instead of all failing at once.
+Afterwards each daemon is stopped with SIGTERM and its database is read: every acknowledged
+``sessionId`` must be there (acknowledged means durable). Prints requests/s, p50, p99 and max
+latency of each server in each mode, CPU microseconds per call of the server and of the client,
+the daemon/echo ratios (throughput, p99, server CPU per call), errors by code, the daemons' log
+lines and how many hold a secret (a signature, a minted ``multipleAccessId``: 0 expected), the
+exit codes and stop times.
 """
 
 from __future__ import annotations
@@ -36,7 +41,9 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import signal
+import socket
 import sqlite3
 import statistics
 import subprocess
@@ -44,14 +51,19 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
+
+import httpx
 
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 60.0
 IDLE_TIMEOUT = 300.0
 LINE_LIMIT = 1 << 20
+SANDBOX_KEY = "bench-sandbox-key"
+MINTERS = 8
 
 
 @dataclass
@@ -63,6 +75,8 @@ class Run:
     latencies: list[float] = field(default_factory=list)
     errors: Counter[str] = field(default_factory=Counter)
     acknowledged: list[str] = field(default_factory=list)
+    # The minted consents' secrets it sent, which no log line may hold.
+    secrets: set[str] = field(default_factory=set)
     # CPU seconds the server process and this client process used during the run.
     server_cpu: float = 0.0
     client_cpu: float = 0.0
@@ -114,22 +128,28 @@ class Metered:
         self._run.client_cpu = time.process_time() - self._client
 
 
-def requests_of(number: int, count: int, tag: str) -> list[tuple[str, bytes]]:
+Minted = dict[str, Any]
+
+
+def requests_of(
+    number: int, count: int, tag: str, minted: list[Minted] | None = None
+) -> list[tuple[str, bytes]]:
     """Client ``number``'s ``count`` ``consent.submit`` lines (encoded before the clock starts),
-    each with a session of its own, and that session."""
+    each with a session of its own, and that session: made up, or the ``minted`` consents'
+    params (``consent.submit``'s, as the sandbox's mint answered them)."""
     out = []
     for index in range(count):
-        session = f"bench-{tag}-{number}-{index}"
-        body = {
-            "jsonrpc": "2.0",
-            "id": index,
-            "method": "consent.submit",
-            "params": {
+        if minted is None:
+            session = f"bench-{tag}-{number}-{index}"
+            params: dict[str, Any] = {
                 "ownerExternalId": f"bench-{number}",
                 "sessionId": session,
                 "sessionIdSignature": f"sig-{tag}-{number}-{index}-0123456789",
-            },
-        }
+            }
+        else:
+            params = minted[index]
+            session = params["sessionId"]
+        body = {"jsonrpc": "2.0", "id": index, "method": "consent.submit", "params": params}
         out.append((session, json.dumps(body).encode() + b"\n"))
     return out
 
@@ -198,13 +218,32 @@ def _close(conns: list[Conn]) -> None:
         writer.close()
 
 
+def _secrets_of(minted: list[list[Minted]] | None) -> set[str]:
+    params = [m for share in minted or [] for m in share]
+    return {m["sessionIdSignature"] for m in params} | {m["multipleAccessId"] for m in params}
+
+
+def shares_of(requests: int, clients: int) -> list[int]:
+    """How many of ``requests`` calls each client sends (the same split in both modes)."""
+    return [requests // clients + (1 if n < requests % clients else 0) for n in range(clients)]
+
+
 async def closed_loop(
-    path: Path, clients: int, requests: int, tag: str, label: str, pid: int
+    path: Path,
+    clients: int,
+    requests: int,
+    tag: str,
+    label: str,
+    pid: int,
+    minted: list[list[Minted]] | None = None,
 ) -> Run:
-    """Every client at once, as fast as answered; the CPU of the server ``pid`` is metered."""
-    run = Run(label)
-    shares = [requests // clients + (1 if n < requests % clients else 0) for n in range(clients)]
-    calls = [requests_of(n, share, tag) for n, share in enumerate(shares)]
+    """Every client at once, as fast as answered; the CPU of the server ``pid`` is metered.
+    ``minted``: each client's consents to submit (see :func:`mint`) instead of made-up ones."""
+    run = Run(label, secrets=_secrets_of(minted))
+    calls = [
+        requests_of(n, share, tag, minted[n] if minted else None)
+        for n, share in enumerate(shares_of(requests, clients))
+    ]
     conns = await _connect(path, clients)
     began = time.perf_counter()
     try:
@@ -219,13 +258,23 @@ async def closed_loop(
 
 
 async def open_loop(
-    path: Path, clients: int, requests: int, rate: float, tag: str, label: str, pid: int
+    path: Path,
+    clients: int,
+    requests: int,
+    rate: float,
+    tag: str,
+    label: str,
+    pid: int,
+    minted: list[list[Minted]] | None = None,
 ) -> Run:
     """``requests`` in all at ``rate``/s: call ``k`` of the run is scheduled ``k / rate`` after
-    the start and sent by client ``k % clients``."""
-    run = Run(label)
+    the start and sent by client ``k % clients``. ``minted`` as for :func:`closed_loop`."""
+    run = Run(label, secrets=_secrets_of(minted))
+    # Client n sends calls n, n + clients, ...: as many as shares_of gives it.
     counts = [len(range(n, requests, clients)) for n in range(clients)]
-    calls = [requests_of(n, count, tag) for n, count in enumerate(counts)]
+    calls = [
+        requests_of(n, count, tag, minted[n] if minted else None) for n, count in enumerate(counts)
+    ]
     conns = await _connect(path, clients)
     start = time.perf_counter() + 0.05
     schedules = [[start + k / rate for k in range(n, requests, clients)] for n in range(clients)]
@@ -285,21 +334,68 @@ def start_echo(path: Path, kind: str = "--echo-server") -> subprocess.Popen[byte
     return subprocess.Popen([sys.executable, __file__, kind, str(path)])
 
 
-def start_daemon(tmp: Path, log: IO[bytes]) -> subprocess.Popen[bytes]:
-    """``python -m aisd run --sandbox`` with its state in ``tmp``, stdout to ``log``."""
+def start_daemon(tmp: Path, log: IO[bytes], upstream: str | None = None) -> subprocess.Popen[bytes]:
+    """``python -m aisd run --sandbox`` with its state in ``tmp``, stdout to ``log``; with
+    ``upstream`` (a stand-alone sandbox's URL) ``aisd run`` against it instead."""
     env = {
         **os.environ,
         "AISD_DB_PATH": str(tmp / "aisd.db"),
         "AISD_SOCKET_PATH": str(tmp / "aisd.sock"),
         "AISD_LOG_FORMAT": "json",
     }
-    return subprocess.Popen(
-        [sys.executable, "-m", "aisd", "run", "--sandbox"],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=tmp,
-    )
+    command = [sys.executable, "-m", "aisd", "run"]
+    if upstream is None:
+        command.append("--sandbox")
+    else:
+        env.update(AISD_API_URL=upstream, AISD_API_KEY=SANDBOX_KEY)
+    return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp)
+
+
+def start_sandbox(tmp: Path, log: IO[bytes]) -> tuple[subprocess.Popen[bytes], str]:
+    """``python -m aisd sandbox`` on a free port of 127.0.0.1, its commands of the sandbox's
+    default length, no state file; returns it and its URL once it listens."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("AISD_")}
+    env.update(AISD_API_KEY=SANDBOX_KEY, AISD_LOG_FORMAT="json")
+    command = [sys.executable, "-m", "aisd", "sandbox", "--port", str(port)]
+    process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp)
+    deadline = time.monotonic() + START_TIMEOUT
+    while b"sandbox listening on" not in Path(log.name).read_bytes():
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit(f"the sandbox did not start (exit code {process.poll()})")
+        time.sleep(0.05)
+    return process, f"http://127.0.0.1:{port}"
+
+
+async def mint(url: str, shares: list[int]) -> list[list[Minted]]:
+    """``shares[n]`` consents with a token for owner ``bench-n``, minted in the sandbox at
+    ``url`` (its control endpoint, as the widget would get them): each client's
+    ``consent.submit`` params."""
+    todo = [n for n, share in enumerate(shares) for _ in range(share)]
+    out: list[list[Minted]] = [[] for _ in shares]
+    headers = {"X-Api-Key": SANDBOX_KEY}
+
+    async def minter(client: httpx.AsyncClient) -> None:
+        while todo:
+            n = todo.pop()
+            form = {"ownerExternalId": f"bench-{n}", "multipleAccess": "true"}
+            reply = await client.post("/sandbox/mint", data=form, headers=headers)
+            reply.raise_for_status()
+            body = reply.json()
+            out[n].append(
+                {
+                    "ownerExternalId": body["ownerExternalId"],
+                    "sessionId": body["sessionId"],
+                    "sessionIdSignature": body["sessionIdSignature"],
+                    "multipleAccessId": body["multipleAccessId"],
+                }
+            )
+
+    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+        await asyncio.gather(*(minter(client) for _ in range(MINTERS)))
+    return out
 
 
 async def wait_ready(path: Path, process: subprocess.Popen[bytes], probe: str) -> None:
@@ -361,42 +457,86 @@ async def idle(path: Path) -> float:
     return time.perf_counter() - began
 
 
-async def measure(
-    args: argparse.Namespace,
-    daemon_sock: Path,
-    echo_sock: Path,
-    floor_sock: Path,
-    daemon: Any,
-    echo: Any,
-    floor: Any,
-) -> tuple[list[Run], float]:
+@dataclass
+class Servers:
+    """The processes measured (``real``: the daemon on the stand-alone sandbox, if any) and
+    their sockets."""
+
+    daemon: subprocess.Popen[bytes]
+    echo: subprocess.Popen[bytes]
+    floor: subprocess.Popen[bytes]
+    daemon_sock: Path
+    echo_sock: Path
+    floor_sock: Path
+    real: subprocess.Popen[bytes] | None = None
+    real_sock: Path | None = None
+    sandbox_url: str | None = None
+
+
+async def measure(args: argparse.Namespace, s: Servers) -> tuple[list[Run], float]:
     """Each mode against the echo server, then at once against the daemon (idle before each
     of its runs), so each pair runs under the same load of the machine, the RPC floor's closed
-    loop between them; returns the runs and the seconds the daemon took to become idle between
-    its two."""
-    await wait_ready(daemon_sock, daemon, "daemon.status")
-    await wait_ready(echo_sock, echo, "echo")
-    await wait_ready(floor_sock, floor, "consent.submit")
+    loop between them; then, with a stand-alone sandbox, each mode against the daemon on it
+    (the echo's runs just before it, again); returns the runs and the seconds the daemon took to
+    become idle between its two."""
+    await wait_ready(s.daemon_sock, s.daemon, "daemon.status")
+    await wait_ready(s.echo_sock, s.echo, "echo")
+    await wait_ready(s.floor_sock, s.floor, "consent.submit")
     n, c, rate = args.requests, args.clients, args.rate
-    await idle(daemon_sock)
-    echo_closed = await closed_loop(echo_sock, c, n, "ce", "echo, closed loop", echo.pid)
-    floor_closed = await closed_loop(floor_sock, c, n, "cf", "rpc floor, closed loop", floor.pid)
-    daemon_closed = await closed_loop(daemon_sock, c, n, "cd", "daemon, closed loop", daemon.pid)
-    settled = await idle(daemon_sock)
     open_label = f"open {rate:,.0f}/s"
-    echo_open = await open_loop(echo_sock, c, n, rate, "oe", f"echo, {open_label}", echo.pid)
-    daemon_open = await open_loop(
-        daemon_sock, c, n, rate, "od", f"daemon, {open_label}", daemon.pid
+    await idle(s.daemon_sock)
+    runs = [
+        await closed_loop(s.echo_sock, c, n, "ce", "echo, closed loop", s.echo.pid),
+        await closed_loop(s.floor_sock, c, n, "cf", "rpc floor, closed loop", s.floor.pid),
+        await closed_loop(s.daemon_sock, c, n, "cd", "daemon, closed loop", s.daemon.pid),
+    ]
+    settled = await idle(s.daemon_sock)
+    runs.append(await open_loop(s.echo_sock, c, n, rate, "oe", f"echo, {open_label}", s.echo.pid))
+    runs.append(
+        await open_loop(s.daemon_sock, c, n, rate, "od", f"daemon, {open_label}", s.daemon.pid)
     )
-    return [echo_closed, floor_closed, daemon_closed, echo_open, daemon_open], settled
+    if s.real is None or s.real_sock is None or s.sandbox_url is None:
+        return runs, settled
+    await wait_ready(s.real_sock, s.real, "daemon.status")
+    closed_minted = await mint(s.sandbox_url, shares_of(n, c))
+    open_minted = await mint(s.sandbox_url, shares_of(n, c))
+    # No wait for idle between these two: the sandbox's commands take their normal time, so
+    # the open loop meets the closed loop's queue, as a daemon after a burst would.
+    runs.append(await closed_loop(s.echo_sock, c, n, "re", "echo, closed loop", s.echo.pid))
+    runs.append(
+        await closed_loop(s.real_sock, c, n, "rd", "minted, closed loop", s.real.pid, closed_minted)
+    )
+    runs.append(await open_loop(s.echo_sock, c, n, rate, "qe", f"echo, {open_label}", s.echo.pid))
+    runs.append(
+        await open_loop(
+            s.real_sock, c, n, rate, "qd", f"minted, {open_label}", s.real.pid, open_minted
+        )
+    )
+    return runs, settled
+
+
+def _secrets_in(logged: bytes, runs: list[Run]) -> int:
+    """Occurrences of a secret sent in ``logged``: the made-up signatures all start with
+    ``sig-``; the minted signatures (64 hex digits) and ``multipleAccessId``s (UUIDs) are
+    looked up among the log's words of those shapes."""
+    minted = {secret for run in runs for secret in run.secrets}
+    words = re.findall(
+        rb"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|[0-9a-f]{64}", logged
+    )
+    return logged.count(b"sig-") + sum(1 for word in words if word.decode() in minted)
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Start both servers, measure, stop them, print the figures."""
+    """Start the servers, measure, stop them, print the figures."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=50, help="concurrent connections")
     parser.add_argument("--requests", type=int, default=5000, help="calls per mode and server")
     parser.add_argument("--rate", type=float, default=5000.0, help="open loop: offered calls/s")
+    parser.add_argument(
+        "--made-up-only",
+        action="store_true",
+        help="skip the daemon on a stand-alone sandbox with minted consents",
+    )
     parser.add_argument("--echo-server", metavar="PATH", help=argparse.SUPPRESS)
     parser.add_argument("--rpc-floor-server", metavar="PATH", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -406,24 +546,41 @@ def main(argv: list[str] | None = None) -> None:
     if args.rpc_floor_server:
         asyncio.run(_rpc_floor_serve(args.rpc_floor_server))
         return
-    with tempfile.TemporaryDirectory() as name:
+    stops: list[tuple[str, int, float]] = []
+    with tempfile.TemporaryDirectory() as name, ExitStack() as logs:
         tmp = Path(name)
-        daemon_sock, echo_sock, floor_sock = tmp / "aisd.sock", tmp / "echo.sock", tmp / "rpc.sock"
-        with (tmp / "daemon.log").open("wb") as log:
-            daemon = start_daemon(tmp, log)
-            echo = start_echo(echo_sock)
-            floor = start_echo(floor_sock, "--rpc-floor-server")
-            try:
-                runs, settled = asyncio.run(
-                    measure(args, daemon_sock, echo_sock, floor_sock, daemon, echo, floor)
+        (tmp / "real").mkdir()
+        log = logs.enter_context((tmp / "daemon.log").open("wb"))
+        s = Servers(
+            daemon=start_daemon(tmp, log),
+            echo=start_echo(tmp / "echo.sock"),
+            floor=start_echo(tmp / "rpc.sock", "--rpc-floor-server"),
+            daemon_sock=tmp / "aisd.sock",
+            echo_sock=tmp / "echo.sock",
+            floor_sock=tmp / "rpc.sock",
+        )
+        box = None
+        try:
+            if not args.made_up_only:
+                box, s.sandbox_url = start_sandbox(
+                    tmp, logs.enter_context((tmp / "sandbox.log").open("wb"))
                 )
-            finally:
-                code, drain = stop(daemon)
-                stop(echo)
-                stop(floor)
+                real_log = logs.enter_context((tmp / "real" / "daemon.log").open("wb"))
+                s.real = start_daemon(tmp / "real", real_log, s.sandbox_url)
+                s.real_sock = tmp / "real" / "aisd.sock"
+            runs, settled = asyncio.run(measure(args, s))
+        finally:
+            stops.append(("daemon", *stop(s.daemon)))
+            if s.real is not None:
+                stops.append(("minted daemon", *stop(s.real)))
+            for process in (s.echo, s.floor, box):
+                if process is not None:
+                    stop(process)
         logged = (tmp / "daemon.log").read_bytes()
-        acknowledged = [s for r in runs if r.label.startswith("daemon") for s in r.acknowledged]
-        missing = missing_from(tmp / "aisd.db", acknowledged)
+        real_logged = b"" if s.real is None else (tmp / "real" / "daemon.log").read_bytes()
+        missing = missing_from(tmp / "aisd.db", _acknowledged(runs, "daemon"))
+        if s.real is not None:
+            missing += missing_from(tmp / "real" / "aisd.db", _acknowledged(runs, "minted"))
     print(
         f"{args.clients} clients, {args.requests} consent.submit per run, cpus {os.cpu_count()}, "
         f"load average {os.getloadavg()[0]:.2f} at the end"
@@ -432,22 +589,32 @@ def main(argv: list[str] | None = None) -> None:
         print(run.line())
         if run.errors:
             print(f"  errors by code: {dict(run.errors)}")
-    echo_closed, floor_closed, daemon_closed, echo_open, daemon_open = runs
+    echo_closed, floor_closed, daemon_closed, echo_open, daemon_open = runs[:5]
     print(f"the daemon's imports of the closed-loop run ended {settled:.1f} s after it")
-    print(
-        f"daemon/echo: closed-loop throughput {daemon_closed.rate / echo_closed.rate:.2f}; "
-        f"open-loop p99 {_p99(daemon_open) / _p99(echo_open):.1f}x the echo's; "
-        f"server cpu/call {daemon_closed.server_cpu / echo_closed.server_cpu:.1f}x the echo's"
-    )
+    _ratios("daemon/echo", daemon_closed, echo_closed, daemon_open, echo_open)
+    if len(runs) > 5:
+        _ratios("minted/echo", runs[6], runs[5], runs[8], runs[7])
     print(
         f"rpc floor/echo: closed-loop throughput {floor_closed.rate / echo_closed.rate:.2f}; "
         f"server cpu/call {floor_closed.server_cpu / echo_closed.server_cpu:.1f}x the echo's"
     )
-    print(f"acknowledged consents missing from the database after the stop: {missing}")
-    # Every signature sent starts with "sig-": none may reach a log line.
-    lines, leaks = logged.count(b"\n"), logged.count(b"sig-")
-    print(f"daemon log lines: {lines}, signatures in them: {leaks}")
-    print(f"daemon stop (SIGTERM): exit code {code} after {drain:.2f} s")
+    print(f"acknowledged consents missing from the databases after the stop: {missing}")
+    lines = logged.count(b"\n") + real_logged.count(b"\n")
+    print(f"daemon log lines: {lines}, secrets in them: {_secrets_in(logged + real_logged, runs)}")
+    for label, code, drain in stops:
+        print(f"{label} stop (SIGTERM): exit code {code} after {drain:.2f} s")
+
+
+def _acknowledged(runs: list[Run], label: str) -> list[str]:
+    return [session for run in runs if run.label.startswith(label) for session in run.acknowledged]
+
+
+def _ratios(label: str, closed: Run, echo_closed: Run, opened: Run, echo_open: Run) -> None:
+    print(
+        f"{label}: closed-loop throughput {closed.rate / echo_closed.rate:.2f}; "
+        f"open-loop p99 {_p99(opened) / _p99(echo_open):.1f}x the echo's; "
+        f"server cpu/call {closed.server_cpu / echo_closed.server_cpu:.1f}x the echo's"
+    )
 
 
 def _p99(run: Run) -> float:

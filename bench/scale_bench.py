@@ -1,7 +1,7 @@
 """Benchmark of scale: planner ticks, start time, memory and idle CPU with many tokens.
 
 Usage: ``python bench/scale_bench.py [--tokens 100000] [--also 1000000] [--idle-seconds 20]
-[--rounds 3]`` or ``python bench/scale_bench.py --tokens N --ticks-only DB``.
+[--rounds 3]`` or ``python bench/scale_bench.py --tokens N --ticks-only DB [--warm-ticks 40]``.
 
 For each size N it builds a fresh database (the real migrations, then ``scale_population.sql``:
 set-based SQL in one transaction) holding N tokens of realistic shape: owners with one or two
@@ -116,14 +116,16 @@ def populate(path: Path, n: int, *, now: datetime, seed: int = 7) -> Population:
     return Population(n, active, reuses, imports, time.perf_counter() - started, size / 2**20)
 
 
-def make_due(path: Path, k: int, *, now: datetime) -> list[str]:
-    """Make the ``k`` tokens planned soonest due one second ago; returns their ids."""
+def make_due(path: Path, k: int, *, now: datetime, latest: bool = False) -> list[str]:
+    """Make the ``k`` tokens planned soonest (or, ``latest``, last) due one second ago;
+    returns their ids."""
+    order = "DESC" if latest else "ASC"
     with closing(sqlite3.connect(path, isolation_level=None, timeout=10)) as conn:
         ids = [
             row[0]
             for row in conn.execute(
                 "SELECT id FROM tokens WHERE state = 'active' AND next_refresh_at > ?"
-                " ORDER BY next_refresh_at LIMIT ?",
+                f" ORDER BY next_refresh_at {order} LIMIT ?",
                 (dt_in(now), k),
             )
         ]
@@ -187,12 +189,39 @@ async def _timed_tick(refresher: Refresher) -> tuple[float, float, TickReport]:
     return (time.perf_counter() - began) * 1000, (time.process_time() - cpu) * 1000, report
 
 
+def park(path: Path, token_ids: list[str], *, until: datetime) -> None:
+    """Plan ``token_ids`` at ``until`` and drop the refreshes queued for them: the warm-up
+    ticks' tokens stay out of the timed ticks."""
+    with closing(sqlite3.connect(path, isolation_level=None, timeout=10)) as conn:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.executemany(
+            "UPDATE tokens SET next_refresh_at = ? WHERE id = ?",
+            [(dt_in(until), token_id) for token_id in token_ids],
+        )
+        conn.executemany(
+            "DELETE FROM imports WHERE token_id = ? AND kind = 'refresh' AND phase <> 'done'",
+            [(token_id,) for token_id in token_ids],
+        )
+        conn.execute("COMMIT")
+
+
 async def measure_ticks(
-    path: Path, due_sizes: tuple[int, ...] = (100, 500), *, rounds: int = 3
+    path: Path,
+    due_sizes: tuple[int, ...] = (100, 500),
+    *,
+    rounds: int = 3,
+    warm_ticks: int = 0,
+    warm_due: int = 500,
 ) -> TickFigures:
     """Time ticks with nothing due, then ``rounds`` ticks with each of ``due_sizes`` tokens
     due (the next ones planned: cold pages and fsyncs vary), and ``store.status()``. Leaves
-    the due tokens' refreshes queued."""
+    the due tokens' refreshes queued.
+
+    ``warm_ticks`` untimed ticks of ``warm_due`` due tokens run first, so the process is in
+    the state of a daemon that has planned for a while (its allocator and any cache the
+    planner keeps), not one that has just started. They take the tokens planned last and are
+    planned two days later afterwards: the timed ticks find the same tokens due as without
+    them."""
     sandbox = Sandbox(SandboxConfig(api_key=DEFAULT_API_KEY))
     transport = httpx.ASGITransport(app=SandboxApp(sandbox))
     async with (
@@ -210,6 +239,14 @@ async def measure_ticks(
             wake_pipeline=lambda: None,
         )
         await refresher.tick()  # warm the page cache, as a running daemon's is
+        warmed: list[str] = []
+        for _ in range(warm_ticks):
+            warm = partial(make_due, path, warm_due, now=clock.now(), latest=True)
+            warmed += await anyio.to_thread.run_sync(warm)
+            await refresher.tick()
+        if warmed:
+            parked = partial(park, path, warmed, until=clock.now() + 2 * DAY)
+            await anyio.to_thread.run_sync(parked)
         idle = [(await _timed_tick(refresher))[0] for _ in range(5)]
         due_ms: dict[int, list[float]] = {k: [] for k in due_sizes}
         due_cpu_ms: dict[int, list[float]] = {k: [] for k in due_sizes}
@@ -426,7 +463,7 @@ def _print_ticks(ticks: TickFigures) -> None:
         )
 
 
-def ticks_only(db: Path, n: int, rounds: int) -> None:
+def ticks_only(db: Path, n: int, rounds: int, warm_ticks: int = 0) -> None:
     """Measure the ticks alone on a copy of the database at ``db``, populating it with ``n``
     tokens first if it does not exist: a kept database lets two versions of aisd be timed on
     the same rows, run after run (each on a fresh copy, so none sees the other's ticks)."""
@@ -440,7 +477,8 @@ def ticks_only(db: Path, n: int, rounds: int) -> None:
     # Tokens whose plan came while the database was kept would be due before those made due.
     quiet_until(work, datetime.now(UTC) + QUIET_MARGIN)
     try:
-        _print_ticks(anyio.run(partial(measure_ticks, work, rounds=rounds), backend="asyncio"))
+        measure = partial(measure_ticks, work, rounds=rounds, warm_ticks=warm_ticks)
+        _print_ticks(anyio.run(measure, backend="asyncio"))
     finally:
         for path in work.parent.glob(work.name + "*"):
             path.unlink()
@@ -509,11 +547,17 @@ def main(argv: list[str]) -> None:
         help="only the ticks, on the database DB (populated with --tokens tokens if missing)",
     )
     parser.add_argument("--rounds", type=int, default=3, help="ticks per due size")
+    parser.add_argument(
+        "--warm-ticks",
+        type=int,
+        default=0,
+        help="with --ticks-only: untimed ticks of 500 due tokens first (a daemon running a while)",
+    )
     args = parser.parse_args(argv)
     # The in-process ticks log each planned batch; the figures are what this script prints.
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     if args.ticks_only is not None:
-        ticks_only(args.ticks_only, args.tokens, args.rounds)
+        ticks_only(args.ticks_only, args.tokens, args.rounds, args.warm_ticks)
         return
     sizes = [args.tokens] + ([args.also] if args.also else [])
     if max(sizes) >= 500_000:

@@ -228,6 +228,8 @@ def test_a_full_disk_is_reported_refused_and_outlived(
 
     # The pipeline's back-off is at most 30 s; its next try finds the space.
     wait_for(recovered, timeout=45, what="the storage to be ok again")
+    # The line is written before the status flips, but the reader thread may not have it yet.
+    wait_for(lambda: piped.events("store.recovered") or None, timeout=10, what="store.recovered")
     assert piped.events("store.recovered")
     after = sandbox_server.mint("after")
     accepted[_submit(client, after)] = after

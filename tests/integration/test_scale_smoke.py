@@ -191,6 +191,23 @@ def _nonzero(counts: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
 
 
 @pytest.mark.anyio
+async def test_warm_up_ticks_are_parked_out_of_the_timed_ticks(populated: Populated) -> None:
+    db, now, _ = populated
+    figures = await sb.measure_ticks(db, due_sizes=(5,), rounds=2, warm_ticks=2, warm_due=20)
+    assert figures.due_found == {5: [5, 5]}
+    assert all(0 < q <= 5 for q in figures.queued[5])
+    # The warmed tokens (20 a tick; one re-planned later than the rest may be taken twice) are
+    # planned two days ahead, beyond the 24 h the population spreads plans over, and the
+    # refreshes their ticks queued are dropped: only the timed ticks' stay.
+    parked = _scalar(
+        db, "SELECT COUNT(*) FROM tokens WHERE next_refresh_at > ?", dt_in(now + sb.DAY * 1.5)
+    )
+    assert 20 <= parked <= 40
+    queued = _scalar(db, "SELECT COUNT(*) FROM imports WHERE state = 'queued'")
+    assert queued == sum(figures.queued[5])
+
+
+@pytest.mark.anyio
 async def test_kept_counts_equal_a_full_count_after_bulk_sql_ticks_and_deletes(
     populated: Populated,
 ) -> None:

@@ -12,8 +12,10 @@ from contextlib import closing
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from functools import partial
 from pathlib import Path
 
+import anyio
 import pytest
 
 from aisd.kontomatik._models import (
@@ -188,6 +190,49 @@ async def test_consent_without_token_and_event_data_without_secrets(store: Sqlit
     assert events[1].data["expiresAt"] == "2026-05-01T08:10:00.000000Z"
     shown = repr(events) + repr(consent()) + repr(await queued(store, now=at(1), limit=10))
     assert "SECRET" not in shown
+
+
+@pytest.mark.anyio
+async def test_a_batch_stores_each_value_exactly_as_given(tmp_path: Path) -> None:
+    # A batch's rows travel as JSON text into one statement per table; a NUL would be cut
+    # there, so a batch holding one is written consent by consent instead: either way every
+    # value is stored exactly as given.
+    odd = ["a\x00b", 'zażółć "quoted" \\ back\\slash', "\\u0000 literally", "\U0001f600\u2028"]
+    consents = [
+        ConsentIn(
+            owner,
+            f"session-{owner}",
+            f"signature-{owner}-0123456789",
+            f"maid-{owner}-0123456789" if n % 2 else None,
+            target=owner,
+        )
+        for n, owner in enumerate(odd)
+    ]
+    # In a batch of its own, a NUL only where none of the batch's lookups by id would miss it.
+    hidden = [
+        ConsentIn("plain-1", "plain-1", "signature-\x00-0123456789", "maid-\x00-01234567"),
+        ConsentIn("plain-2", "plain-2", "signature-0123456789", target="bank\x00"),
+    ]
+    path = tmp_path / "aisd.db"
+    async with open_store(path) as store:
+        for batch in (consents, hidden):
+            async with anyio.create_task_group() as tg:
+                for c in batch:
+                    tg.start_soon(
+                        partial(store.submit_consent, c, now=T0, since=T0.date(), expires_at=at(60))
+                    )
+    consents += hidden
+    with closing(sqlite3.connect(path)) as db:
+        stored = db.execute(
+            "SELECT o.external_id, c.session_id, c.target, s.signature, t.multiple_access_id"
+            " FROM consents AS c JOIN owners AS o ON o.id = c.owner_id"
+            " JOIN sessions AS s ON s.session_id = c.session_id"
+            " LEFT JOIN tokens AS t ON t.consent_id = c.id"
+        ).fetchall()
+    assert sorted(stored) == sorted(
+        (c.owner_external_id, c.session_id, c.target, c.session_signature, c.multiple_access_id)
+        for c in consents
+    )
 
 
 # -- the pipeline ------------------------------------------------------------------------------

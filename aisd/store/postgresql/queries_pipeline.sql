@@ -250,29 +250,52 @@ LEFT JOIN tokens AS t ON t.consent_id = c.id
 LEFT JOIN sessions AS s ON s.session_id = c.session_id
 WHERE c.session_id IN (SELECT jsonb_array_elements_text(%(session_ids)s::jsonb))
 
--- name: insert_owner_missing
-INSERT INTO owners (external_id, created_at) VALUES (%(external_id)s, %(now)s)
+-- name: insert_owners_missing
+-- An intake batch's owners not stored yet, one statement for the batch: %(rows)s is a JSON
+-- array of {external_id, now}.
+INSERT INTO owners (external_id, created_at)
+SELECT r.external_id, r.now
+FROM jsonb_to_recordset(%(rows)s::jsonb) AS r(external_id text, now text)
 ON CONFLICT (external_id) DO NOTHING
 
 -- name: owner_ids
 SELECT external_id, id FROM owners
 WHERE external_id IN (SELECT jsonb_array_elements_text(%(external_ids)s::jsonb))
 
--- name: insert_consent_new
+-- name: insert_consents_new
 -- No ON CONFLICT: a consent already stored under the sessionId fails the batch's fast path,
--- and its consents are then written one at a time (see _intake._write_batch).
+-- and its consents are then written one at a time (see _intake._write_batch). Rows go in in
+-- the array's order (the function scan's), so that ids follow it.
 INSERT INTO consents (owner_id, session_id, target, refresh_until, max_imports, created_at)
-VALUES (%(owner_id)s, %(session_id)s, %(target)s, %(refresh_until)s, %(max_imports)s, %(now)s)
+SELECT r.owner_id, r.session_id, r.target, r.refresh_until, r.max_imports, r.now
+FROM jsonb_to_recordset(%(rows)s::jsonb)
+     AS r(owner_id bigint, session_id text, target text, refresh_until text, max_imports integer,
+          now text)
+RETURNING session_id, id
 
--- name: consent_ids
-SELECT session_id, id FROM consents
-WHERE session_id IN (SELECT jsonb_array_elements_text(%(session_ids)s::jsonb))
-
--- name: upsert_session_each
+-- name: upsert_sessions
 INSERT INTO sessions (owner_id, session_id, signature, created_at)
-VALUES (%(owner_id)s, %(session_id)s, %(signature)s, %(now)s)
+SELECT r.owner_id, r.session_id, r.signature, r.now
+FROM jsonb_to_recordset(%(rows)s::jsonb)
+     AS r(owner_id bigint, session_id text, signature text, now text)
 ON CONFLICT (session_id) DO UPDATE SET signature = excluded.signature
+RETURNING session_id, id
 
--- name: session_ids
-SELECT session_id, id FROM sessions
-WHERE session_id IN (SELECT jsonb_array_elements_text(%(session_ids)s::jsonb))
+-- name: insert_tokens
+INSERT INTO tokens (id, owner_id, consent_id, multiple_access_id, state, created_at, expires_at,
+                    state_changed_at, refresh_until, max_imports, next_refresh_at,
+                    next_warning_at)
+SELECT r.id, r.owner_id, r.consent_id, r.multiple_access_id, 'active', r.now, r.expires_at,
+       r.now, r.refresh_until, r.max_imports, r.now, r.now
+FROM jsonb_to_recordset(%(rows)s::jsonb)
+     AS r(id text, owner_id bigint, consent_id bigint, multiple_access_id text, now text,
+          expires_at text, refresh_until text, max_imports integer)
+
+-- name: insert_imports
+INSERT INTO imports (id, owner_id, token_id, consent_id, session_ref, kind, state, phase, since,
+                     created_at)
+SELECT r.id, r.owner_id, r.token_id, r.consent_id, r.session_ref, r.kind, 'queued', 'queued',
+       r.since, r.now
+FROM jsonb_to_recordset(%(rows)s::jsonb)
+     AS r(id text, owner_id bigint, token_id text, consent_id bigint, session_ref bigint,
+          kind text, since text, now text)

@@ -1,10 +1,10 @@
 """Group commit of ``consent.submit``: concurrent submits share one transaction and one fsync.
 
 Concurrent submits are coalesced (:mod:`aisd.store._coalesce`) into one batch, written with one
-``executemany`` per table under a savepoint, or one savepoint per consent when one fails, so that
-a bad consent fails alone. The batch is one write of the store's writer, which commits it with
-the other writes waiting then: nobody is answered before the batch holding their consent is
-durable (``synchronous=FULL``).
+``INSERT ... SELECT`` per table over the batch's rows as JSON under a savepoint, or one savepoint
+per consent when one fails, so that a bad consent fails alone. The batch is one write of the
+store's writer, which commits it with the other writes waiting then: nobody is answered before
+the batch holding their consent is durable (``synchronous=FULL``).
 """
 
 from __future__ import annotations
@@ -128,13 +128,38 @@ def _ids(db: sqlite3.Connection, name: str, param: str, keys: list[str]) -> dict
     return {row[0]: row[1] for row in db.execute(Q[name], {param: json.dumps(keys)})}
 
 
+class _NotInJson(ValueError):
+    """A value of the batch that JSON text cannot carry into SQLite whole."""
+
+
+def _rows_json(rows: list[dict[str, Any]]) -> str:
+    """``rows`` as the JSON array a batch statement reads with ``json_each``.
+
+    Raises:
+        _NotInJson: a string holds a NUL, which SQLite's JSON functions cut the string at;
+            the batch is then written one consent at a time, each value bound as it is.
+    """
+    # ensure_ascii=False: a string Python cannot encode as UTF-8 fails here as it would when
+    # bound, instead of reaching SQLite as an escape that decodes to something else.
+    text = json.dumps(rows, ensure_ascii=False, separators=(",", ":"))
+    if "\\u0000" in text:
+        raise _NotInJson("a NUL in a batch value")
+    return text
+
+
+def _inserted(db: sqlite3.Connection, name: str, rows: list[dict[str, Any]]) -> dict[str, int]:
+    """Run the batch statement ``name`` over ``rows``; its ``RETURNING key, id`` as a dict."""
+    return {row[0]: row[1] for row in db.execute(Q[name], {"rows": _rows_json(rows)}).fetchall()}
+
+
 def _submit_together(
     batch: list[_Pending], db: sqlite3.Connection
 ) -> list[tuple[NewEvent, datetime]]:
-    """The rows of a batch whose ``sessionId``s are distinct, one ``executemany`` per table
-    instead of a statement per consent and table: the same rows, in the same order, as
-    :func:`submit_one` for each in turn. Raises (and the caller writes the batch one at a
-    time) when a consent is stored under a sessionId but not found by it as a repeat."""
+    """The rows of a batch whose ``sessionId``s are distinct, one ``INSERT ... SELECT`` per
+    table for the whole batch instead of a statement per consent and table: the same rows, in
+    the same order, as :func:`submit_one` for each in turn. Raises (and the caller writes the
+    batch one at a time) when a consent is stored under a sessionId but not found by it as a
+    repeat, or when a value cannot travel in the batch's JSON."""
     sessions = [item.consent.session_id for item in batch]
     found = {
         row["session_id"]: row
@@ -149,14 +174,20 @@ def _submit_together(
             item.outcome = _repeat(row)
     if not new:
         return []
-    db.executemany(
-        Q["insert_owner_missing"],
-        [{"external_id": i.consent.owner_external_id, "now": dt_in(i.now)} for i in new],
+    stamps = {id(item): dt_in(item.now) for item in new}
+    # Each owner once, with the time of its first consent in the batch (as submit_one's
+    # first insert would store it; later ones leave the row as it is).
+    first: dict[str, str] = {}
+    for item in new:
+        first.setdefault(item.consent.owner_external_id, stamps[id(item)])
+    db.execute(
+        Q["insert_owners_missing"],
+        {"rows": _rows_json([{"external_id": o, "now": t} for o, t in first.items()])},
     )
-    owners = _ids(db, "owner_ids", "external_ids", list({i.consent.owner_external_id for i in new}))
-    new_sessions = [i.consent.session_id for i in new]
-    db.executemany(
-        Q["insert_consent_new"],
+    owners = _ids(db, "owner_ids", "external_ids", list(first))
+    consents = _inserted(
+        db,
+        "insert_consents_new",
         [
             {
                 "owner_id": owners[i.consent.owner_external_id],
@@ -164,25 +195,24 @@ def _submit_together(
                 "target": i.consent.target,
                 "refresh_until": date_in(i.consent.refresh_until),
                 "max_imports": i.consent.max_imports,
-                "now": dt_in(i.now),
+                "now": stamps[id(i)],
             }
             for i in new
         ],
     )
-    consents = _ids(db, "consent_ids", "session_ids", new_sessions)
-    db.executemany(
-        Q["upsert_session_each"],
+    session_refs = _inserted(
+        db,
+        "upsert_sessions",
         [
             {
                 "owner_id": owners[i.consent.owner_external_id],
                 "session_id": i.consent.session_id,
                 "signature": i.consent.session_signature,
-                "now": dt_in(i.now),
+                "now": stamps[id(i)],
             }
             for i in new
         ],
     )
-    session_refs = _ids(db, "session_ids", "session_ids", new_sessions)
     tokens: list[dict[str, Any]] = []
     imports: list[dict[str, Any]] = []
     events: list[tuple[NewEvent, datetime]] = []
@@ -190,6 +220,7 @@ def _submit_together(
         consent = item.consent
         owner_id = owners[consent.owner_external_id]
         consent_id = consents[consent.session_id]
+        now = stamps[id(item)]
         token_id = None
         if consent.multiple_access_id is not None:
             token_id = new_id("tok_")
@@ -199,7 +230,7 @@ def _submit_together(
                     "owner_id": owner_id,
                     "consent_id": consent_id,
                     "multiple_access_id": consent.multiple_access_id,
-                    "now": dt_in(item.now),
+                    "now": now,
                     "expires_at": dt_in(item.expires_at),
                     "refresh_until": date_in(consent.refresh_until),
                     "max_imports": consent.max_imports,
@@ -215,7 +246,7 @@ def _submit_together(
                 "session_ref": session_refs[consent.session_id],
                 "kind": ImportKind.INITIAL.value,
                 "since": item.since.isoformat(),
-                "now": dt_in(item.now),
+                "now": now,
             }
         )
         item.outcome = SubmitOutcome(import_id, token_id, created=True)
@@ -225,8 +256,9 @@ def _submit_together(
                 item.now,
             )
         )
-    db.executemany(Q["insert_token"], tokens)
-    db.executemany(Q["insert_import"], imports)
+    if tokens:
+        db.execute(Q["insert_tokens"], {"rows": _rows_json(tokens)})
+    db.execute(Q["insert_imports"], {"rows": _rows_json(imports)})
     return events
 
 

@@ -256,29 +256,80 @@ LEFT JOIN tokens AS t ON t.consent_id = c.id
 LEFT JOIN sessions AS s ON s.session_id = c.session_id
 WHERE c.session_id IN (SELECT value FROM json_each(:session_ids))
 
--- name: insert_owner_missing
-INSERT INTO owners (external_id, created_at) VALUES (:external_id, :now)
+-- name: insert_owners_missing
+-- An intake batch's owners not stored yet, one statement for the batch: :rows is a JSON array of
+-- {external_id, now}. One INSERT ... SELECT for the batch instead of a statement per consent:
+-- each statement opens every index of its table again, and the state_counts trigger on imports
+-- cost 30-50 us a row run that way, 2 in one statement (measured on this schema, 50 a batch).
+-- ('WHERE true' keeps ON CONFLICT from being read as a join constraint.)
+INSERT INTO owners (external_id, created_at)
+SELECT json_extract(r.value, '$.external_id'), json_extract(r.value, '$.now')
+FROM json_each(:rows) AS r
+WHERE true
 ON CONFLICT (external_id) DO NOTHING
 
 -- name: owner_ids
 SELECT external_id, id FROM owners WHERE external_id IN (SELECT value FROM json_each(:external_ids))
 
--- name: insert_consent_new
+-- name: insert_consents_new
 -- No ON CONFLICT: a consent already stored under the sessionId fails the batch's fast path,
--- and its consents are then written one at a time (see _intake._write_batch).
+-- and its consents are then written one at a time (see _intake._write_batch). :rows as above;
+-- rows go in in the array's order (json_each's), so that ids follow it.
 INSERT INTO consents (owner_id, session_id, target, refresh_until, max_imports, created_at)
-VALUES (:owner_id, :session_id, :target, :refresh_until, :max_imports, :now)
+SELECT json_extract(r.value, '$.owner_id'),
+       json_extract(r.value, '$.session_id'),
+       json_extract(r.value, '$.target'),
+       json_extract(r.value, '$.refresh_until'),
+       json_extract(r.value, '$.max_imports'),
+       json_extract(r.value, '$.now')
+FROM json_each(:rows) AS r
+RETURNING session_id, id
 
--- name: consent_ids
-SELECT session_id, id FROM consents WHERE session_id IN (SELECT value FROM json_each(:session_ids))
-
--- name: upsert_session_each
+-- name: upsert_sessions
 INSERT INTO sessions (owner_id, session_id, signature, created_at)
-VALUES (:owner_id, :session_id, :signature, :now)
+SELECT json_extract(r.value, '$.owner_id'),
+       json_extract(r.value, '$.session_id'),
+       json_extract(r.value, '$.signature'),
+       json_extract(r.value, '$.now')
+FROM json_each(:rows) AS r
+WHERE true
 ON CONFLICT (session_id) DO UPDATE SET signature = excluded.signature
+RETURNING session_id, id
 
--- name: session_ids
-SELECT session_id, id FROM sessions WHERE session_id IN (SELECT value FROM json_each(:session_ids))
+-- name: insert_tokens
+-- insert_token for a whole intake batch (:rows as above).
+INSERT INTO tokens (id, owner_id, consent_id, multiple_access_id, state, created_at, expires_at,
+                    state_changed_at, refresh_until, max_imports, next_refresh_at,
+                    next_warning_at)
+SELECT json_extract(r.value, '$.id'),
+       json_extract(r.value, '$.owner_id'),
+       json_extract(r.value, '$.consent_id'),
+       json_extract(r.value, '$.multiple_access_id'),
+       'active',
+       json_extract(r.value, '$.now'),
+       json_extract(r.value, '$.expires_at'),
+       json_extract(r.value, '$.now'),
+       json_extract(r.value, '$.refresh_until'),
+       json_extract(r.value, '$.max_imports'),
+       json_extract(r.value, '$.now'),
+       json_extract(r.value, '$.now')
+FROM json_each(:rows) AS r
+
+-- name: insert_imports
+-- insert_import for a whole intake batch (:rows as above).
+INSERT INTO imports (id, owner_id, token_id, consent_id, session_ref, kind, state, phase, since,
+                     created_at)
+SELECT json_extract(r.value, '$.id'),
+       json_extract(r.value, '$.owner_id'),
+       json_extract(r.value, '$.token_id'),
+       json_extract(r.value, '$.consent_id'),
+       json_extract(r.value, '$.session_ref'),
+       json_extract(r.value, '$.kind'),
+       'queued',
+       'queued',
+       json_extract(r.value, '$.since'),
+       json_extract(r.value, '$.now')
+FROM json_each(:rows) AS r
 
 -- name: savepoint_each
 -- One write of a group commit (see _sync.group_transaction).

@@ -210,6 +210,8 @@ class Pipeline:
         self._handoffs_changed = anyio.Event()
         # Imports whose slot was handed on by their command's end (its claim of the next work).
         self._handed_on: set[str] = set()
+        # Work queued while every slot was held, since the last dispatch.
+        self._queued_while_full = False
         self._wake = anyio.Event()
         self._accepting = True
         self._estimates = DurationEstimates()
@@ -247,6 +249,10 @@ class Pipeline:
         of consents while every slot is busy so costs no claim transaction each."""
         if len(self._active) < self._limit:
             self._wake.set()
+        else:
+            # It may have come after a handoff's claim, while that slot still counted as held:
+            # the next import to end looks again, even one whose slot was handed on (see _drive).
+            self._queued_while_full = True
 
     def stop_accepting(self) -> None:
         """Start no new command (graceful stop); in-flight ones stay recorded for the next start."""
@@ -357,6 +363,7 @@ class Pipeline:
             with contextlib.suppress(LeaseLost):
                 await self._store.advance(claim, write, now=self._clock.now())
             del self._to_let_go[claim]
+        self._queued_while_full = False
         for job in await self._store.claim_work(self._claimer, now=self._clock.now()):
             self._start(tg, job)
 
@@ -407,7 +414,7 @@ class Pipeline:
                 self._active.discard(job.import_id)
                 self._accepted_at.pop(job.import_id, None)
                 self._on_change()
-                if not settled:
+                if not settled or self._queued_while_full:
                     self._wake.set()
 
     async def _let_go(self, job: ImportJob, not_before: datetime | None) -> None:

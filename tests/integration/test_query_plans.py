@@ -25,6 +25,35 @@ def test_open_import_queries_use_the_partial_index(tmp_path: Path) -> None:
                 assert "USING INDEX imports_open" in plan, (name, analyzed, plan)
 
 
+def test_the_claiming_round_reads_only_open_imports(tmp_path: Path) -> None:
+    """Run at every claiming round (each import's end, each wake-up): a scan of the whole
+    history made ``claim_work`` cost 4.5 ms a call by day 150 of ``aisd simulate`` (0.3 ms on
+    day 2), and 214 ms at 138,000 imports."""
+    params = {
+        "claimer": "c",
+        "now": "2026-02-01T00:00:00Z",
+        "limit": 8,
+        "in_flight": '["reusing", "ready", "starting", "polling"]',
+    }
+    with history(tmp_path / "aisd.db") as conn:
+        conn.commit()
+        for analyzed in (False, True):
+            if analyzed:
+                conn.execute("ANALYZE")
+            for name in (
+                "release_gone_queued",
+                "lapsed_starting",
+                "adopt_in_flight",
+                "claimable_queued",
+                "forget_lapsed_claimers",
+                "open_jobs",
+            ):
+                steps = plan_steps(conn, name, params)
+                plan = " | ".join(steps)
+                assert "imports_open" in plan, (name, analyzed, plan)
+                assert not any(re.fullmatch(r"SCAN (imports|i)", s) for s in steps), (name, plan)
+
+
 def test_the_owner_echo_check_reads_only_the_token_s_own_imports(tmp_path: Path) -> None:
     """Run at every successful import: on the state index it would read every successful
     import of every token, a cost that grew with the history (``aisd simulate``'s days)."""

@@ -49,9 +49,11 @@ RETURNING id
 
 -- name: lapsed_starting
 -- Imports adopt_in_flight is about to take in phase starting from a claimer whose lease lapsed:
--- the reply to their Default Import may still reach that claimer.
+-- the reply to their Default Import may still reach that claimer. Run at every claiming round:
+-- phase <> 'done' puts it on the partial index of open imports (SQLite does not infer it from
+-- phase = 'starting'), instead of a scan of every import ever made.
 SELECT id FROM imports
-WHERE phase = 'starting' AND command_id IS NULL AND claimed_by IS NOT NULL
+WHERE phase = 'starting' AND phase <> 'done' AND command_id IS NULL AND claimed_by IS NOT NULL
   AND claimed_by <> %(claimer)s
   AND claimed_by NOT IN (SELECT id FROM claimers WHERE lease_until > clock_timestamp())
 

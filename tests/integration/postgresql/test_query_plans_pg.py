@@ -20,6 +20,7 @@ CASES = [
     ("forget_import_ids", {"owner_id": 1, "token_ids": '["tok_1", "tok_501"]'}, "imports_token"),
     ("import_record", {"id": "imp_1"}, "imports_token"),
     ("queued_refreshes_of_token", {"token_id": "tok_1"}, "imports_open"),
+    ("lapsed_starting", {"claimer": "c"}, "imports_open"),
 ]
 
 

@@ -1,9 +1,10 @@
 """Where ``aisd simulate``'s time per import goes: the store's calls, counted and timed.
 
-    .venv/bin/python bench/simulate_bench.py [DAYS] [TOKENS]    # default 6 50
+    .venv/bin/python bench/simulate_bench.py [DAYS] [TOKENS] [--from-day N]    # default 6 50, 2
 
 Runs the simulation as ``aisd simulate`` does (a throwaway database in /dev/shm, warnings only)
-and, from virtual day 2 on (the first imports' year of history is a one-off), counts every store
+and, from virtual day 2 on (the first imports' year of history is a one-off; ``--from-day``
+moves that start later, to see what grows with the history), counts every store
 call the daemon's parts and the simulation make, and times the statements of each on the event
 loop's thread (the scratch store runs them inline). Prints the process's CPU per import in
 that window, then per store method: calls per import, statement milliseconds per import and
@@ -33,7 +34,7 @@ from aisd.settings import Settings
 from aisd.simulate import scratch_dir, simulate
 from aisd.store.sqlite import _inline
 
-WARM_UP_SECONDS = 2 * 86400
+WARM_UP_DAYS = 2
 
 _method: ContextVar[str] = ContextVar("method", default="?")
 
@@ -41,7 +42,8 @@ _method: ContextVar[str] = ContextVar("method", default="?")
 class _Tally:
     """Calls and statement seconds per store method, from the warm-up's end."""
 
-    def __init__(self) -> None:
+    def __init__(self, from_day: int) -> None:
+        self.from_seconds = from_day * 86400
         self.calls: Counter[str] = Counter()
         self.seconds: dict[str, float] = {}
         self.counting = False
@@ -50,7 +52,7 @@ class _Tally:
 
     def progress(self, progress: Progress) -> None:
         if not self.counting and (progress.now - progress.started_at).total_seconds() > (
-            WARM_UP_SECONDS
+            self.from_seconds
         ):
             self.counting = True
             self.imports_at_start = progress.imports
@@ -106,10 +108,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("days", nargs="?", type=int, default=6)
     parser.add_argument("tokens", nargs="?", type=int, default=50)
+    parser.add_argument("--from-day", type=int, default=WARM_UP_DAYS, help="count from this day")
     args = parser.parse_args()
     logging.getLogger("aisd").setLevel(logging.WARNING)
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
-    tally = _Tally()
+    tally = _Tally(args.from_day)
     began = time.process_time()
     with (
         _instrumented(tally),
@@ -122,10 +125,12 @@ def main() -> None:
     cpu = time.process_time() - tally.cpu_at_start
     imports = result.sandbox.stats.commands_created - tally.imports_at_start
     if not tally.counting or imports <= 0:
-        raise SystemExit("the run ended before its warm-up did: give it more than 2 days")
+        raise SystemExit(f"the run ended before day {args.from_day}: give it more days")
     print(f"days {args.days}  tokens {args.tokens}  ok {result.ok}")
     print(f"whole run: {time.process_time() - began:.1f} s CPU")
-    print(f"from day 2: {imports} imports, {1000 * cpu / imports:.2f} ms CPU per import")
+    print(
+        f"from day {args.from_day}: {imports} imports, {1000 * cpu / imports:.2f} ms CPU per import"
+    )
     print(f"{'method':<20} {'calls/import':>12} {'SQL ms/import':>14} {'SQL ms/call':>12}")
     for name, calls in tally.calls.most_common():
         seconds = tally.seconds.get(name, 0.0)

@@ -4,7 +4,7 @@ a plan that stays on its index there does not grow with the history."""
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import closing, contextmanager
 from pathlib import Path
 
@@ -33,6 +33,8 @@ def history(path: Path) -> Iterator[sqlite3.Connection]:
         yield conn
 
 
-def plan_steps(conn: sqlite3.Connection, name: str, params: Mapping[str, object]) -> list[str]:
+def plan_steps(
+    conn: sqlite3.Connection, name: str, params: Mapping[str, object] | Sequence[object]
+) -> list[str]:
     """The steps of statement ``name``'s query plan, as EXPLAIN QUERY PLAN details them."""
     return [str(row[3]) for row in conn.execute(f"EXPLAIN QUERY PLAN {QUERIES[name]}", params)]

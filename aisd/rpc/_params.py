@@ -52,10 +52,13 @@ class Params:
         values: The decoded ``params`` object.
     """
 
-    __slots__ = ("_values",)
+    __slots__ = ("_checked", "_values")
 
     def __init__(self, values: Mapping[str, object]) -> None:
         self._values = dict(values)
+        # Values already validated, by the reader that validated them: binding checks every
+        # field and the handler then reads them again.
+        self._checked: dict[object, object] = {}
 
     @classmethod
     def from_json(cls, raw: object) -> Params:
@@ -358,7 +361,7 @@ class Field(Generic[T]):
         default: The value a missing optional field reads as.
     """
 
-    __slots__ = ("_reader", "default", "description", "name", "required", "schema")
+    __slots__ = ("_optional", "_reader", "default", "description", "name", "required", "schema")
 
     def __init__(
         self,
@@ -376,13 +379,19 @@ class Field(Generic[T]):
         self._reader = reader
         self.required = required
         self.default = default
+        self._optional: Field[T | None] | None = None
 
     def __repr__(self) -> str:
         return f"Field({self.name!r}, required={self.required})"
 
     def optional(self) -> Field[T | None]:
         """The same field, optional: a missing value reads as ``None``."""
-        return Field(self.name, self.description, self.schema, self._reader, required=False)
+        # Made once: handlers ask for it at every request.
+        if self._optional is None:
+            self._optional = Field(
+                self.name, self.description, self.schema, self._reader, required=False
+            )
+        return self._optional
 
     def or_default(self, default: T) -> Field[T]:
         """The same field, optional: a missing value reads as ``default``."""
@@ -396,7 +405,13 @@ class Field(Generic[T]):
         Raises:
             RpcError: -32602 naming the field when the value breaks the field's rules.
         """
-        value = self._reader(params, self.required)
+        # A value the same reader accepted is valid for this field too: its variants (optional,
+        # with a default) share the reader and differ only in what a missing value reads as.
+        value = params._checked.get(self._reader)
+        if value is None:
+            value = self._reader(params, self.required)
+            if value is not None:
+                params._checked[self._reader] = value
         return cast(T, self.default if value is None else value)
 
     def json_schema(self) -> dict[str, object]:

@@ -49,6 +49,12 @@ def _refuse_constant(name: str) -> NoReturn:
     raise ValueError(name)
 
 
+# Built once: json.loads and json.dumps given options build a new decoder or encoder per call,
+# which costs more than decoding or encoding a request line.
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=Decimal)
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
 def _valid_id(value: object) -> bool:
     if isinstance(value, Decimal):
         return value.is_finite()
@@ -70,9 +76,7 @@ def decode_request(line: bytes) -> Request | Batch:
             it was valid.
     """
     try:
-        message = json.loads(
-            line.decode("utf-8"), parse_constant=_refuse_constant, parse_float=Decimal
-        )
+        message = _DECODER.decode(line.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError):
         raise RequestError(PARSE_ERROR, "parse error") from None
     if isinstance(message, list):
@@ -132,12 +136,17 @@ def peek_id(line: bytes) -> RequestId:
 
 
 def _dump(value: object) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return _ENCODER.encode(value)
 
 
 def _response(request_id: RequestId, member: str, value: object) -> bytes:
     # The id is written by hand so that a fractional id keeps the digits it came with.
-    id_text = str(request_id) if isinstance(request_id, Decimal) else _dump(request_id)
+    if request_id is None:
+        id_text = "null"
+    elif type(request_id) is int or isinstance(request_id, Decimal):
+        id_text = str(request_id)
+    else:
+        id_text = _dump(request_id)
     text = f'{{"jsonrpc":"2.0","id":{id_text},"{member}":{_dump(value)}}}'
     return text.encode("utf-8") + b"\n"
 

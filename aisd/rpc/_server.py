@@ -163,6 +163,7 @@ class RpcServer:
                 _log.exception("rpc.connection_failed", conn=conn)
             finally:
                 self._watchdog.forget(io)
+                io.close()
 
     async def _converse(self, io: Framed, conn: int) -> None:
         try:

@@ -105,6 +105,13 @@ def test_the_claiming_round_reads_only_open_imports(tmp_path: Path) -> None:
                 plan = " | ".join(steps)
                 assert "imports_open" in plan, (name, analyzed, plan)
                 assert not any(re.fullmatch(r"SCAN (imports|i)", s) for s in steps), (name, plan)
+            # Nor the whole queue: a burst of consents queues thousands, and a round that read
+            # (and sorted) them all cost 3 + 6 ms at 10,000 queued.
+            plan = " | ".join(plan_steps(conn, "claimable_queued", params))
+            assert "USING INDEX imports_open_queue" in plan, (analyzed, plan)
+            assert "TEMP B-TREE" not in plan, (analyzed, plan)
+            plan = " | ".join(plan_steps(conn, "release_gone_queued", params))
+            assert "USING INDEX imports_open_held" in plan, (analyzed, plan)
 
 
 def test_the_owner_echo_check_reads_only_the_token_s_own_imports(tmp_path: Path) -> None:

@@ -25,8 +25,9 @@ INSERT INTO slots (n) SELECT n FROM s WHERE true
 ON CONFLICT (n) DO NOTHING
 
 -- name: release_gone_queued
--- Queued imports claimed by a claimer whose lease lapsed: back to the queue, slot freed.
-UPDATE imports SET claimed_by = NULL
+-- Queued imports claimed by a claimer whose lease lapsed: back to the queue, slot freed. On the
+-- index of claimed queued imports (a handful), not the whole queue (migration 0013).
+UPDATE imports INDEXED BY imports_open_held SET claimed_by = NULL
 WHERE phase <> 'done' AND phase = 'queued' AND claimed_by IS NOT NULL AND claimed_by <> :claimer
   AND claimed_by NOT IN (SELECT id FROM claimers WHERE lease_until > :now)
 RETURNING id
@@ -70,8 +71,9 @@ FROM budget AS b WHERE b.id = 1
 UPDATE budget SET lowered_to = :lowered_to, strikes = :strikes WHERE id = 1
 
 -- name: claimable_queued
--- Initial imports first (a person waits), then the oldest.
-SELECT i.id FROM imports AS i
+-- Initial imports first (a person waits), then the oldest: read in that order from the index of
+-- claimable imports, as many as are taken (migration 0013), not the whole queue sorted.
+SELECT i.id FROM imports AS i INDEXED BY imports_open_queue
 WHERE i.phase <> 'done' AND i.phase = 'queued' AND i.claimed_by IS NULL
   AND (i.not_before IS NULL OR i.not_before <= :now)
 ORDER BY i.kind = 'refresh', i.created_at, i.id

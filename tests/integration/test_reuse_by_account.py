@@ -1,4 +1,4 @@
-"""reuse_by_account (migration 0013): the Reuse ledger by account, kept by triggers equal to
+"""reuse_by_account (migration 0014): the Reuse ledger by account, kept by triggers equal to
 its definition over accesses and token_accounts, backfilled by its migration, and read by the
 planner tick with the same ledger as the read by token gives."""
 
@@ -164,7 +164,7 @@ def test_a_token_without_accounts_counts_on_the_planners_pseudo_account(
 
 def test_the_migration_backfills_the_ledger_by_account(tmp_path: Path) -> None:
     path = tmp_path / "aisd.db"
-    assert migrate(path, target=12) == 12
+    assert migrate(path, target=13) == 13
     with closing(sqlite3.connect(path)) as db, db:
         add_tokens(db)
         db.executemany(
@@ -182,7 +182,7 @@ def test_the_migration_backfills_the_ledger_by_account(tmp_path: Path) -> None:
                 ("reuse", None, ts(6), "ok"),
             ],
         )
-    assert migrate(path) >= 13
+    assert migrate(path) >= 14
     with closing(sqlite3.connect(path)) as db:
         assert sorted(db.execute(TABLE)) == [
             ("PL01", ts(1), 1, TOKENS[0]),

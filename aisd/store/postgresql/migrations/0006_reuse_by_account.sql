@@ -1,4 +1,4 @@
--- 0006_reuse_by_account: the Reuse ledger kept by bank account too (as SQLite's 0013, which
+-- 0006_reuse_by_account: the Reuse ledger kept by bank account too (as SQLite's 0014, which
 -- explains why: the planner tick reads its due tokens' accounts as one range each instead of
 -- walking token_accounts and accesses). A row per Reuse access (any outcome but 'not_sent') of
 -- a token, per account its token reaches now: each IBAN of its token_accounts, or the

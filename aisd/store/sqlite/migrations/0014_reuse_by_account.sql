@@ -1,4 +1,4 @@
--- 0013_reuse_by_account: the Reuse ledger kept by bank account too. The planner tick asks which
+-- 0014_reuse_by_account: the Reuse ledger kept by bank account too. The planner tick asks which
 -- accesses count against the accounts of its 500 due tokens; read by token (token_accounts both
 -- ways, then accesses and its index) that took about five random pages a due token, wherever the
 -- tokens sat in the file. Here an account's accesses are one range of one table clustered by

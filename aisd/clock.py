@@ -11,7 +11,7 @@ import asyncio
 import heapq
 import itertools
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sized
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -174,6 +174,10 @@ class VirtualClock:
         """Return once every other task has waited through two consecutive passes with
         nothing in flight off the loop."""
         quiet = 0
+        # asyncio's queue of callbacks ready to run: empty, while this task runs, exactly when
+        # no other task can run (a task waking up, or stepping on, is a callback in it). It is
+        # asyncio's own, so another loop implementation is asked task by task instead.
+        ready: Sized | None = getattr(asyncio.get_running_loop(), "_ready", None)
         while quiet < 2:
             # The clock runs on asyncio alone (see the class); anyio's checkpoint would ask
             # which event loop runs on every pass.
@@ -182,7 +186,7 @@ class VirtualClock:
                 self._external_done = anyio.Event()
                 await self._external_done.wait()
                 quiet = 0
-            elif _others_runnable():
+            elif len(ready) if ready is not None else _others_runnable():
                 quiet = 0
             else:
                 quiet += 1

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -61,6 +61,7 @@ __all__ = [
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICRO = timedelta(microseconds=1)
+_NONE: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,7 +266,8 @@ def _next_slot(token_id: str, not_before: datetime, grid: _Grid) -> datetime:
         # next one is the first.
         k += 1
         at = offset + interval * k + _fraction_us(jitter, f"jitter:{token_id}:{k}")
-    return _EPOCH + timedelta(microseconds=at)
+    # Positional: a third cheaper than timedelta(microseconds=...), and a tick builds hundreds.
+    return _EPOCH + timedelta(0, 0, at)
 
 
 def _end(token: TokenPlanInput) -> tuple[datetime, Reason]:
@@ -276,20 +278,30 @@ def _end(token: TokenPlanInput) -> tuple[datetime, Reason]:
 
 def _account_times(
     ledger: Sequence[Access],
-    accounts_of: Callable[[str], frozenset[str]],
+    accounts_of: Mapping[str, frozenset[str]],
     accounts: frozenset[str],
     since: datetime,
+    own: TokenPlanInput | None = None,
 ) -> dict[str, list[datetime]]:
+    """Each of ``accounts``' access times after ``since``, ascending; ``own``'s accounts come
+    from its input, not from ``accounts_of``."""
     times: dict[str, list[datetime]] = {account: [] for account in accounts}
+    if not ledger:
+        return times  # most due tokens: nothing of theirs counts now
+    own_id = None if own is None else own.token_id
     # A token's accesses share its reach: each token's is looked up once.
     shared: dict[str, frozenset[str]] = {}
     for access in ledger:
         if access.at <= since:
             continue
-        hit = shared.get(access.token_id)
+        token_id = access.token_id
+        hit = shared.get(token_id)
         if hit is None:
-            hit = reach(access.token_id, accounts_of(access.token_id)) & accounts
-            shared[access.token_id] = hit
+            known = own.accounts if own is not None and token_id == own_id else None
+            if known is None:
+                known = accounts_of.get(token_id, _NONE)
+            hit = reach(token_id, known) & accounts
+            shared[token_id] = hit
         for account in hit:
             times[account].append(access.at)
     for values in times.values():
@@ -316,13 +328,8 @@ def _usages(
     rules: Rules,
 ) -> tuple[Usage, ...]:
     span = rules.span
-    times = _account_times(ledger, _lookup(accounts_of), accounts, now - span)
+    times = _account_times(ledger, accounts_of, accounts, now - span)
     return tuple(_usage(account, times[account], rules, span) for account in sorted(accounts))
-
-
-def _lookup(accounts_of: Mapping[str, frozenset[str]]) -> Callable[[str], frozenset[str]]:
-    empty: frozenset[str] = frozenset()
-    return lambda token_id: accounts_of.get(token_id, empty)
 
 
 def _room_at(usages: tuple[Usage, ...]) -> datetime | None:
@@ -355,22 +362,10 @@ def window_usage(
     return usage
 
 
-def _with_self(
-    token: TokenPlanInput, accounts_of: Mapping[str, frozenset[str]]
-) -> tuple[frozenset[str], Callable[[str], frozenset[str]]]:
-    """The token's reach, and every token's accounts with this token's own taking precedence
-    (a lookup, not a copy: a tick plans hundreds of tokens against one mapping)."""
-    others = _lookup(accounts_of)
-
-    def accounts(token_id: str) -> frozenset[str]:
-        return token.accounts if token_id == token.token_id else others(token_id)
-
-    return reach(token.token_id, token.accounts), accounts
-
-
-def _now(token: TokenPlanInput, ledger: Sequence[Access], now: datetime) -> datetime:
-    now = effective_now(now, ledger)
-    return now if token.last_refresh_at is None else max(now, token.last_refresh_at)
+def _now(token: TokenPlanInput, now: datetime) -> datetime:
+    """``now`` (already :func:`effective_now` of the ledger), never before the last refresh."""
+    last = token.last_refresh_at
+    return now if last is None or last <= now else last
 
 
 def plan(
@@ -395,7 +390,7 @@ def plan(
         ``at=None`` with ``expired``/``ended`` when no refresh is left; plus every window the
         token's accesses count against.
     """
-    return _plan(token, ledger, accounts_of, rules, _grid(rules), now)
+    return _plan(token, ledger, accounts_of, rules, _grid(rules), effective_now(now, ledger))
 
 
 def _plan(
@@ -406,18 +401,19 @@ def _plan(
     grid: _Grid,
     now: datetime,
 ) -> Plan:
-    """:func:`plan` with the rules' constants derived already."""
-    accounts, mapping = _with_self(token, accounts_of)
-    now = _now(token, ledger, now)
+    """:func:`plan` with the rules' constants derived already and ``now`` effective for
+    ``ledger``."""
+    accounts = reach(token.token_id, token.accounts)
+    now = _now(token, now)
     span = grid.span
-    times = _account_times(ledger, mapping, accounts, now - span)
+    times = _account_times(ledger, accounts_of, accounts, now - span, token)
     usages = tuple(_usage(account, times[account], rules, span) for account in sorted(accounts))
     end, end_reason = _end(token)
     if now >= end:
         return Plan(None, end_reason, usages)
     base = token.last_refresh_at or token.created_at
     final_jitter = _fraction_us(grid.jitter_us, f"final:{token.token_id}")
-    final_at = end - grid.final_margin - timedelta(microseconds=final_jitter)
+    final_at = end - grid.final_margin - timedelta(0, 0, final_jitter)
     if token.failures > 0:
         at, reason = base + backoff_delay(token.failures, rules), Reason.BACKOFF
     elif base >= final_at:
@@ -425,7 +421,7 @@ def _plan(
     else:
         half = grid.half
         slot = _next_slot(token.token_id, base + half, grid)
-        if slot < final_at - half and not _blocks_final(slot, final_at, times, rules):
+        if slot < final_at - half and not _blocks_final(slot, final_at - span, times, rules):
             at, reason = slot, Reason.SCHEDULED
         else:
             at, reason = final_at, Reason.FINAL
@@ -442,16 +438,16 @@ def _plan(
 
 
 def _blocks_final(
-    slot: datetime, final_at: datetime, times: Mapping[str, list[datetime]], rules: Rules
+    slot: datetime, since: datetime, times: Mapping[str, list[datetime]], rules: Rules
 ) -> bool:
-    """Whether a refresh at ``slot`` would leave some window full at the final harvest.
+    """Whether a refresh at ``slot`` would leave some window full at the final harvest, whose
+    window starts at ``since`` (the final's time less the span).
 
     The final replaces such slots: the freshest data at the end is worth more than one more
     refresh a few hours before it.
     """
-    if slot <= final_at - rules.span:
+    if slot <= since:
         return False
-    since = final_at - rules.span
     return any(
         sum(1 for at in counted if at > since) + 1 >= rules.refreshes_per_day
         for counted in times.values()
@@ -474,11 +470,11 @@ def may_refresh_now(
         ``(True, None)`` when allowed; ``(False, t)`` with the next possible time; ``(False,
         None)`` when no refresh is possible before the token ends.
     """
-    accounts, mapping = _with_self(token, accounts_of)
-    now = _now(token, ledger, now)
+    accounts = reach(token.token_id, token.accounts)
+    now = _now(token, effective_now(now, ledger))
     end, _ = _end(token)
     span = rules.span
-    times = _account_times(ledger, mapping, accounts, now - span)
+    times = _account_times(ledger, accounts_of, accounts, now - span, token)
     usages = tuple(_usage(account, times[account], rules, span) for account in sorted(accounts))
     at = max(now, _room_at(usages) or now)
     if token.upstream_deferred_until is not None:

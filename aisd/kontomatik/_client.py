@@ -1,17 +1,24 @@
-"""The HTTP client of the Kontomatik API: one ``httpx.AsyncClient``, five calls.
+"""The HTTP client of the Kontomatik API: one ``httpx.AsyncClient``'s transport, five calls.
 
 A thin shell over the pure parsers: it sends form-encoded requests with the ``X-Api-Key``
 header, streams every body through a size cap, and turns transport failures and error replies
 into the ``KontomatikError`` taxonomy. Secrets it handles (the key, session signatures,
 multipleAccessId tokens) are scrubbed from every error it raises, including messages echoed by
 upstream, and never appear in its ``repr``.
+
+Requests go to the client's transport directly. The client is built once (its connection pool,
+the proxy the environment names, default headers); its per-request machinery (merging the URL
+with the base by parsing both, merging headers and cookies, an auth flow, a redirect loop, a
+cookie jar fed every reply) cost about 200 µs of CPU a request, for features this API never
+uses (no cookies, no redirects followed, no auth but the header).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from datetime import date
 from types import TracebackType
 from typing import Self
@@ -88,6 +95,14 @@ class KontomatikClient:
             timeout=timeout,
             follow_redirects=False,
         )
+        # Every request goes to one origin: the transport the client would pick for it (the
+        # pool, or a proxy's from HTTPS_PROXY and friends) is picked once.
+        self._base = str(self._http.base_url).rstrip("/") + "/"
+        self._transport = self._http._transport_for_url(self._http.base_url)
+        self._headers = self._http.headers
+        self._ext = {"timeout": self._http.timeout.as_dict()}
+        # The fixed endpoints' URLs, parsed once; a command's result URL is parsed per poll.
+        self._urls = {path: self._url(path) for path in _paths.FIXED}
 
     def __repr__(self) -> str:
         return f"KontomatikClient(base_url={self._base_url!r})"
@@ -294,7 +309,7 @@ class KontomatikClient:
     ) -> bytes:
         secrets = (self._api_key, *secrets)
         try:
-            async with self._http.stream(method, path, data=form, params=params) as response:
+            async with self._send(method, path, form=form, params=params) as response:
                 if not response.is_success:
                     body = await self._read(response, cap_error=True)
                     raise parse_error(response.status_code, body)
@@ -315,6 +330,26 @@ class KontomatikClient:
             raise _redact_error(exc, secrets) from None
         except httpx.HTTPError as exc:
             raise _redact_error(_transport_error(exc), secrets) from None
+
+    def _url(self, path: str) -> httpx.URL:
+        # As httpx merges a relative URL with the base: appended to the base's path.
+        return httpx.URL(self._base + path.lstrip("/"))
+
+    @contextlib.asynccontextmanager
+    async def _send(
+        self, method: str, path: str, *, form: dict[str, str] | None, params: dict[str, str] | None
+    ) -> AsyncIterator[httpx.Response]:
+        """The reply to one request, its body still streaming; closed on the way out."""
+        url = self._urls.get(path) or self._url(path)
+        request = httpx.Request(
+            method, url, params=params, data=form, headers=self._headers, extensions=self._ext
+        )
+        response = await self._transport.handle_async_request(request)
+        response.request = request
+        try:
+            yield response
+        finally:
+            await response.aclose()
 
     async def _read(self, response: httpx.Response, *, cap_error: bool) -> bytes:
         """The whole body, refused beyond the size cap (an error body is merely cut)."""

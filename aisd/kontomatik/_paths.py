@@ -15,6 +15,8 @@ REUSE_MULTIPLE_ACCESS = "/v1/command/reuse-multiple-access.xml"
 # Uncertain: path and reply body both unconfirmed (an empty ``<reply status="200 OK"/>`` expected).
 REVOKE_MULTIPLE_ACCESS = "/v1/command/delete-multiple-access.xml"
 OWNER_SCORES = "/v1/owner-scores.xml"
+# The paths that name no command.
+FIXED = (DEFAULT_IMPORT, REUSE_MULTIPLE_ACCESS, REVOKE_MULTIPLE_ACCESS, OWNER_SCORES)
 
 
 def command_result(command_id: str) -> str:

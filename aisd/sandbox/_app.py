@@ -384,8 +384,11 @@ class SandboxApp:
         if body is None:
             reply = Reply(413, _bare(413), "text/html")
         else:
-            headers = {k.decode("latin-1").lower(): v for k, v in scope["headers"]}
-            api_key = headers.get("x-api-key")
+            # The last of a repeated header wins, as in a dict of them.
+            api_key = None
+            for name, value in scope["headers"]:
+                if name.lower() == b"x-api-key":
+                    api_key = value
             if config.latency_seconds > 0:
                 await anyio.sleep(config.latency_seconds)
             request = Request(

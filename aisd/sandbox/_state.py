@@ -399,8 +399,9 @@ class Sandbox:
         for iban in token.ibans:
             times = self.stats.reuses_by_account.setdefault(iban, [])
             times.append(now)
-            recent = sum(1 for t in times if t > window_start)
-            over_limit = over_limit or recent > self.config.reuses_per_day
+            over_limit = (
+                over_limit or _count_after(times, window_start) > self.config.reuses_per_day
+            )
         # Counted whatever the outcome, so saved before any refusal.
         self._save()
         if token.dead or now >= token.expires_at:
@@ -682,3 +683,14 @@ def _cut_short(item: _Holder, cut: date) -> _Holder:
 
 def _same(given: str, expected: str) -> bool:
     return hmac.compare_digest(given.encode(), expected.encode())
+
+
+def _count_after(times: Sequence[datetime], start: datetime) -> int:
+    """How many of ``times``, appended as they happened, are later than ``start``: the
+    list's tail, counted from its end (a sum over the whole list grew with the run)."""
+    count = 0
+    for moment in reversed(times):
+        if moment <= start:
+            break
+        count += 1
+    return count

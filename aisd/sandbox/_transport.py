@@ -48,21 +48,26 @@ class InProcessTransport(httpx.AsyncBaseTransport):
             "root_path": "",
         }
         received = False
+        complete = False
         status: int | None = None
         headers: list[tuple[bytes, bytes]] = []
         parts: list[bytes] = []
-        complete = anyio.Event()
+        # Made only if the app asks for more after the body (to learn of a disconnect): it
+        # rarely does, and an event costs its making on every request.
+        ended: anyio.Event | None = None
 
         async def receive() -> dict[str, Any]:
-            nonlocal received
+            nonlocal received, ended
             if received:
-                await complete.wait()
+                if not complete:
+                    ended = ended or anyio.Event()
+                    await ended.wait()
                 return {"type": "http.disconnect"}
             received = True
             return {"type": "http.request", "body": body, "more_body": False}
 
         async def send(message: MutableMapping[str, Any]) -> None:
-            nonlocal status, headers
+            nonlocal status, headers, complete
             if message["type"] == "http.response.start":
                 status = message["status"]
                 headers = list(message.get("headers", []))
@@ -70,9 +75,11 @@ class InProcessTransport(httpx.AsyncBaseTransport):
                 if message.get("body") and request.method != "HEAD":
                     parts.append(message["body"])
                 if not message.get("more_body", False):
-                    complete.set()
+                    complete = True
+                    if ended is not None:
+                        ended.set()
 
         await self._app(scope, receive, send)
-        if status is None or not complete.is_set():
+        if status is None or not complete:
             raise RuntimeError("the sandbox app returned without a complete reply")
         return httpx.Response(status, headers=headers, stream=httpx.ByteStream(b"".join(parts)))

@@ -171,8 +171,9 @@ class StepAfter:
 @dataclass(frozen=True, slots=True)
 class QuotaView:
     """What the quota rule sees in the quota section, read under the section's lock: the
-    token (None when unknown), the Reuse ledger of every token sharing an account with it, and
-    those tokens' accounts."""
+    token (None when unknown), the Reuse accesses counting against its accounts (its own and
+    those of every token sharing one), and for each token found there the accounts it shares
+    with this one (all the rule needs of them; the token's own come with its record)."""
 
     token: TokenRecord | None
     ledger: tuple[LedgerEntry, ...]
@@ -348,7 +349,9 @@ class TickPlanner(Protocol):
         accounts_of: dict[str, frozenset[str]],
         now: datetime,
     ) -> list[PlanWrite]:
-        """One decision per due token."""
+        """One decision per due token. ``ledger`` holds the Reuse accesses counting against
+        the due tokens' accounts; ``accounts_of`` each of their tokens' accounts among those
+        (the due tokens' own come with their records)."""
         ...
 
 

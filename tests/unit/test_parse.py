@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import itertools
+import random
 import re
 import xml.etree.ElementTree as ET
 from datetime import UTC, date, datetime
@@ -38,7 +39,7 @@ from aisd.kontomatik import (
     parse_session,
 )
 from aisd.kontomatik._errors import UnexpectedReplyError
-from aisd.kontomatik._gzip import GzipWriter
+from aisd.kontomatik._gzip import HOLD_BYTES, GzipWriter
 from aisd.kontomatik._paths import command_result
 from tests.conftest import FIXTURES
 
@@ -267,6 +268,17 @@ def test_gzip_replay_roundtrip() -> None:
     assert gzip.decompress(raw) == SUCCESS
     assert len(raw) < len(SUCCESS) // 4
     assert parse_command(gunzip_reply(raw), max_bytes=MAX) == _whole(SUCCESS)
+
+
+@pytest.mark.parametrize("size", [0, 1, HOLD_BYTES - 1, HOLD_BYTES, HOLD_BYTES + 1, 5 * HOLD_BYTES])
+@pytest.mark.parametrize("step", [1000, 1 << 15, 1 << 20])
+def test_gzip_round_trips_bodies_held_or_streamed(size: int, step: int) -> None:
+    # Small bodies are held until finished; larger ones are compressed as they stream.
+    body = random.Random(size).randbytes(size)
+    writer = GzipWriter()
+    for i in range(0, size, step):
+        writer.write(body[i : i + step])
+    assert gzip.decompress(writer.finish()) == body
 
 
 def test_gunzip_yields_bounded_chunks() -> None:

@@ -27,7 +27,8 @@ from aisd.store.sqlite._migrate import migrate as migrate_sqlite
 
 __all__ = ["COPIED_TABLES", "copy_sqlite"]
 
-# Parents before children. claimers (leases) and state_counts (kept by triggers) are not copied.
+# Parents before children. claimers (leases), state_counts and reuse_by_account (kept by
+# triggers from the rows copied) are not copied.
 COPIED_TABLES = (
     "owners",
     "consents",

@@ -416,6 +416,15 @@ SELECT 'account', r.token_id, ta.iban
 FROM related AS r
 LEFT JOIN token_accounts AS ta ON ta.token_id = r.token_id
 
+-- name: reuse_ledger_of_accounts
+-- The planner tick's ledger: the Reuse accesses counting against the asked accounts (IBANs and
+-- pseudo-accounts) since the horizon, a row per access and account it counts against: one
+-- range of reuse_by_account (0006) an account.
+SELECT r.access_id, r.token_id, r.account, r.sent_at
+FROM reuse_by_account AS r
+WHERE r.account IN (SELECT jsonb_array_elements_text(%(accounts)s::jsonb))
+  AND r.sent_at >= %(since)s
+
 -- name: set_plan
 UPDATE tokens SET next_refresh_at = %(at)s, plan_reason = %(reason)s
 WHERE id = %(id)s AND state = 'active'

@@ -20,16 +20,28 @@ __all__ = ["InlineConnection", "connect_inline"]
 
 
 class InlineConnection(aiosqlite.Connection):
-    """An aiosqlite connection whose calls run on the calling thread, no worker thread."""
+    """An aiosqlite connection whose calls run on the calling thread, no worker thread.
+
+    Args:
+        connector: opens the ``sqlite3`` connection.
+        yields: let the other tasks run after each call, as an awaited crossing does. The
+            store's writer needs none: every call it makes is preceded by a checkpoint of its
+            own (the group commit's turn of the event loop, the bulk lock's acquisition).
+    """
+
+    def __init__(self, connector: Callable[[], sqlite3.Connection], *, yields: bool) -> None:
+        super().__init__(connector, iter_chunk_size=64)
+        self._yields = yields
 
     async def _execute(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         if not self._running or self._connection is None:
             raise ValueError("Connection closed")
         result = fn(*args, **kwargs)
-        # An awaited crossing lets the other tasks run (and delivers a cancellation) after the
-        # statement has run; so does this. aiosqlite runs on asyncio alone, whose checkpoint
-        # this is (anyio's own asks which event loop runs on every call).
-        await asyncio.sleep(0)
+        if self._yields:
+            # An awaited crossing lets the other tasks run (and delivers a cancellation) after
+            # the statement has run; so does this. aiosqlite runs on asyncio alone, whose
+            # checkpoint this is (anyio's own asks which event loop runs on every call).
+            await asyncio.sleep(0)
         return result
 
     def __await__(self) -> Generator[Any, None, InlineConnection]:
@@ -52,11 +64,12 @@ class InlineConnection(aiosqlite.Connection):
         self.stop()
 
 
-def connect_inline(path: Path) -> InlineConnection:
+def connect_inline(path: Path, *, yields: bool = True) -> InlineConnection:
     """``aiosqlite.connect(path, isolation_level=None)``, inline: await it for the open
-    connection (in autocommit mode: the store issues its own ``BEGIN``)."""
+    connection (in autocommit mode: the store issues its own ``BEGIN``). ``yields``: see
+    :class:`InlineConnection`."""
 
     def connector() -> sqlite3.Connection:
         return sqlite3.connect(str(path), isolation_level=None)
 
-    return InlineConnection(connector, iter_chunk_size=64)
+    return InlineConnection(connector, yields=yields)

@@ -28,6 +28,7 @@ from aisd.phases import (
     state_of,
     target,
 )
+from aisd.planner import pseudo_account, reach
 from aisd.store._records import (
     AccessKind,
     Claim,
@@ -42,6 +43,7 @@ from aisd.store._records import (
     StepWrite,
     TickOutcome,
     TickPlanner,
+    TokenRecord,
 )
 from aisd.store._requests import Fail, Lease, LeaseEnd, LeaseRenew, LeaseWrite, Succeed
 from aisd.store.sqlite._codec import dt_in, dt_out, json_in, opt_dt_out
@@ -65,7 +67,6 @@ __all__ = [
     "lease",
     "let_go_all",
     "merge",
-    "parse_ledger",
     "quota_view",
     "record_access",
     "record_step",
@@ -171,22 +172,28 @@ def claim_work(db: sqlite3.Connection, *, claimer: str, now: datetime) -> list[I
     return [replace(job, reply_may_arrive=job.import_id in awaiting) for job in jobs]
 
 
-def parse_ledger(
-    found: Sequence[sqlite3.Row],
+def account_ledger(
+    db: sqlite3.Connection, tokens: Sequence[TokenRecord], *, since: datetime
 ) -> tuple[list[LedgerEntry], dict[str, frozenset[str]]]:
-    """Rows of the ``reuse_ledger`` query as the ledger (ascending in time) and each token's
-    accounts (an empty set while unknown)."""
+    """The Reuse accesses since ``since`` that count against the accounts ``tokens`` reach
+    (ascending in time), read by account from ``reuse_by_account``, and the IBANs each of
+    their tokens was found under. For the tokens asked the planner takes their own accounts;
+    for any other it needs only those it shares with one asked, which is what is found."""
+    asked = sorted({a for t in tokens for a in reach(t.token_id, t.accounts)})
+    found = rows(
+        db, "reuse_ledger_of_accounts", {"accounts": json_in(asked), "since": dt_in(since)}
+    )
     ledger: list[LedgerEntry] = []
+    seen: set[int] = set()
     accounts: dict[str, set[str]] = {}
-    # By position (what, token_id, value): a name lookup in a row compares it with every column
-    # name, and a tick reads a thousand rows.
-    for what, token_id, value in found:
-        if what == "access":
-            ledger.append(LedgerEntry(token_id, dt_out(value)))
-            continue
-        ibans = accounts.setdefault(token_id, set())
-        if value is not None:
-            ibans.add(value)
+    pseudo = pseudo_account("")
+    # By position: a name lookup in a row compares it with every column name.
+    for access_id, token_id, account, sent_at in found:
+        if not account.startswith(pseudo):
+            accounts.setdefault(token_id, set()).add(account)
+        if access_id not in seen:  # an access reaching two asked accounts is found twice
+            seen.add(access_id)
+            ledger.append(LedgerEntry(token_id, dt_out(sent_at)))
     ledger.sort(key=lambda entry: (entry.at, entry.token_id))
     return ledger, {token_id: frozenset(ibans) for token_id, ibans in accounts.items()}
 
@@ -198,8 +205,7 @@ def quota_view(
     params = {"token_ids": json_in([token_id]), "owner_external_id": None, "state": None}
     found = rows(db, "token_records_by_ids", params)
     token = token_record(found[0]) if found else None
-    ledger_params = {"token_ids": json_in([token_id]), "since": dt_in(since)}
-    ledger, accounts_of = parse_ledger(rows(db, "reuse_ledger", ledger_params))
+    ledger, accounts_of = account_ledger(db, [token] if token else [], since=since)
     return QuotaView(token, tuple(ledger), accounts_of, now)
 
 
@@ -562,8 +568,7 @@ def plan_due(
     due = token_records(rows(db, "due_token_records", {"now": dt_in(now), "limit": limit}))
     if not due:
         return TickOutcome((), ())
-    params = {"token_ids": json_in([t.token_id for t in due]), "since": dt_in(planner.horizon(now))}
-    ledger, accounts_of = parse_ledger(rows(db, "reuse_ledger", params))
+    ledger, accounts_of = account_ledger(db, due, since=planner.horizon(now))
     refreshes: list[dict[str, str]] = []
     plans: list[dict[str, object]] = []
     events: list[NewEvent] = []

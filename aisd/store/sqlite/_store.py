@@ -488,20 +488,22 @@ def _create_private(path: Path) -> None:
     os.close(fd)
 
 
-def _connect(path: Path, *, scratch: bool) -> aiosqlite.Connection:
-    return connect_inline(path) if scratch else aiosqlite.connect(path, isolation_level=None)
+def _connect(path: Path, *, scratch: bool, writer: bool) -> aiosqlite.Connection:
+    if scratch:
+        return connect_inline(path, yields=not writer)
+    return aiosqlite.connect(path, isolation_level=None)
 
 
 async def _open(path: Path, *, scratch: bool) -> SqliteStore:
     await anyio.to_thread.run_sync(_create_private, path)
     await anyio.to_thread.run_sync(migrate, path)
-    writer = await _connect(path, scratch=scratch)
+    writer = await _connect(path, scratch=scratch, writer=True)
     try:
         await writer.executescript(Q["writer_pragmas"])
         if scratch:
             await writer.executescript(Q["scratch_pragmas"])
         writer.row_factory = sqlite3.Row
-        reader = await _connect(path, scratch=scratch)
+        reader = await _connect(path, scratch=scratch, writer=False)
     except BaseException:
         await writer.close()
         raise

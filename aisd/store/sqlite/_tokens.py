@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import operator
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Protocol
 
@@ -16,7 +16,7 @@ from aisd.store.sqlite._codec import dt_in, dt_out, json_in, json_out, opt_date_
 from aisd.store.sqlite._data_core import one
 from aisd.store.sqlite._queries import QUERIES as Q
 
-__all__ = ["TokenMethods", "token_record", "token_records"]
+__all__ = ["TokenMethods", "parse_ledger", "token_record", "token_records"]
 
 
 # -- pure rules --------------------------------------------------------------------------------
@@ -108,6 +108,26 @@ def _record(
     )
 
 
+def parse_ledger(
+    found: Iterable[sqlite3.Row],
+) -> tuple[list[LedgerEntry], dict[str, frozenset[str]]]:
+    """Rows of the ``reuse_ledger`` query as the ledger (ascending in time) and each token's
+    accounts (an empty set while unknown)."""
+    ledger: list[LedgerEntry] = []
+    accounts: dict[str, set[str]] = {}
+    # By position (what, token_id, value): a name lookup in a row compares it with every column
+    # name, and a tick reads a thousand rows.
+    for what, token_id, value in found:
+        if what == "access":
+            ledger.append(LedgerEntry(token_id, dt_out(value)))
+            continue
+        ibans = accounts.setdefault(token_id, set())
+        if value is not None:
+            ibans.add(value)
+    ledger.sort(key=lambda entry: (entry.at, entry.token_id))
+    return ledger, {token_id: frozenset(ibans) for token_id, ibans in accounts.items()}
+
+
 def _warned_days(value: str) -> tuple[int, ...]:
     # Most tokens have raised none: a tick converts hundreds of rows, and parsing is the cost.
     return () if value == "[]" else tuple(sorted(json_out(value), reverse=True))
@@ -155,14 +175,4 @@ class TokenMethods:
         """See :meth:`aisd.store.Store.reuse_ledger`. Every asked token is in the mapping
         (with an empty set while its accounts are unknown); the ledger ascends in time."""
         params = {"token_ids": json_in(list(token_ids)), "since": dt_in(since)}
-        ledger: list[LedgerEntry] = []
-        accounts: dict[str, set[str]] = {}
-        for row in await self._reader.execute_fetchall(Q["reuse_ledger"], params):
-            if row["what"] == "access":
-                ledger.append(LedgerEntry(row["token_id"], dt_out(row["value"])))
-                continue
-            ibans = accounts.setdefault(row["token_id"], set())
-            if row["value"] is not None:
-                ibans.add(row["value"])
-        ledger.sort(key=lambda entry: (entry.at, entry.token_id))
-        return ledger, {token_id: frozenset(ibans) for token_id, ibans in accounts.items()}
+        return parse_ledger(await self._reader.execute_fetchall(Q["reuse_ledger"], params))

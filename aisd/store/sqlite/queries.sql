@@ -471,6 +471,15 @@ SELECT 'account', r.token_id, ta.iban
 FROM related AS r
 LEFT JOIN token_accounts AS ta ON ta.token_id = r.token_id
 
+-- name: reuse_ledger_of_accounts
+-- The planner tick's ledger: the Reuse accesses counting against the asked accounts (IBANs and
+-- pseudo-accounts) since the horizon, a row per access and account it counts against. One
+-- range of reuse_by_account (0014) an account, instead of reuse_ledger's walk through
+-- token_accounts and accesses.
+SELECT r.access_id, r.token_id, r.account, r.sent_at
+FROM reuse_by_account AS r
+WHERE r.account IN (SELECT value FROM json_each(:accounts)) AND r.sent_at >= :since
+
 -- name: set_plan
 UPDATE tokens SET next_refresh_at = :at, plan_reason = :reason
 WHERE id = :id AND state = 'active'

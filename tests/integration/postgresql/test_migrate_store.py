@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import gzip
+import sqlite3
+from contextlib import closing
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from functools import partial
 from pathlib import Path
 
 import anyio.to_thread
+import psycopg
 import pytest
 
 from aisd.cli import main
 from aisd.kontomatik._models import CreditCard, ImportResult, Owner
-from aisd.store import ConflictError, ConsentIn, open_store
-from aisd.store.postgresql import copy_sqlite, open_postgres_store
+from aisd.store import AccessKind, ConflictError, ConsentIn, open_store
+from aisd.store.postgresql import connection_kwargs, copy_sqlite, open_postgres_store
 from tests import store_calls as sc
 from tests.integration.data_helpers import consent_import, refresh_import, result, tx
 from tests.integration.steps_helpers import stop, to_polling
@@ -42,6 +45,10 @@ async def _installation(path: Path) -> None:
                 token_id,
                 result({f"PL0{n}SHARED": (tx(date(2026, 5, 31), "-5.00", f"bus {n}"),)}),
                 now=T0 + timedelta(hours=7),
+            )
+            # A Reuse ledger row: the copy rebuilds its rows by account.
+            await sc.record_access(
+                store, AccessKind.REUSE, now=T0 + timedelta(hours=7), token_id=token_id
             )
         # A card beside the accounts, with its owner blocks.
         card = CreditCard(
@@ -83,6 +90,14 @@ async def test_a_copy_reads_the_same_on_postgresql(tmp_path: Path, postgres_url:
     assert counts["transactions"][0] >= 3
     assert counts["events"][0] > 10
     assert counts["refused_replies"] == (1, 1)
+    # The ledger by account is not copied: the target's triggers rebuild it from the copied
+    # token_accounts and accesses.
+    ledger = "SELECT account, sent_at, access_id, token_id FROM reuse_by_account ORDER BY 1, 2, 3"
+    with closing(sqlite3.connect(path)) as lite:
+        expected = lite.execute(ledger).fetchall()
+    with psycopg.connect(**connection_kwargs(postgres_url, password=None)) as conn:
+        assert conn.execute(ledger).fetchall() == expected
+    assert expected
     pg = await open_postgres_store(postgres_url)
     try:
         async with open_store(path) as sqlite_store:

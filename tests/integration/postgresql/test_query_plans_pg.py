@@ -23,7 +23,7 @@ CASES = [
     ("import_record", {"id": "imp_1"}, "imports_token"),
     ("queued_refreshes_of_token", {"token_id": "tok_1"}, "imports_open"),
     ("lapsed_starting", {"claimer": "c"}, "imports_open"),
-    # imports.list: each filter on an index it can stop early on (migration 0006).
+    # imports.list: each filter on an index it can stop early on (migration 0007).
     ("list_import_records", {"kind": None, "limit": 100}, "imports_created"),
     (
         "list_import_records_in_state",

@@ -239,14 +239,63 @@ LEFT JOIN owners AS o ON o.id = i.owner_id
 WHERE i.id = %(id)s
 
 -- name: list_import_records
+-- One statement per filter with an index to stop early on, as SQLite's.
 SELECT i.id, o.external_id AS owner_external_id, i.token_id, i.kind, i.state, i.command_id,
        i.created_at, i.started_at, i.finished_at, i.polls, i.accounts, i.transactions,
        i.error_name, i.error_message, i.since, i.kontomatik_owner_id AS owner_echo,
        NULL AS token_echo
 FROM imports AS i
 LEFT JOIN owners AS o ON o.id = i.owner_id
-WHERE (%(owner_external_id)s::text IS NULL OR o.external_id = %(owner_external_id)s)
-  AND (%(token_id)s::text IS NULL OR i.token_id = %(token_id)s)
+WHERE %(kind)s::text IS NULL OR i.kind = %(kind)s
+ORDER BY i.created_at DESC, i.id DESC
+LIMIT %(limit)s
+
+-- name: list_import_records_in_state
+SELECT i.id, o.external_id AS owner_external_id, i.token_id, i.kind, i.state, i.command_id,
+       i.created_at, i.started_at, i.finished_at, i.polls, i.accounts, i.transactions,
+       i.error_name, i.error_message, i.since, i.kontomatik_owner_id AS owner_echo,
+       NULL AS token_echo
+FROM imports AS i
+LEFT JOIN owners AS o ON o.id = i.owner_id
+WHERE i.state = %(state)s
+  AND (%(kind)s::text IS NULL OR i.kind = %(kind)s)
+ORDER BY i.created_at DESC, i.id DESC
+LIMIT %(limit)s
+
+-- name: list_import_records_of_token
+SELECT i.id, o.external_id AS owner_external_id, i.token_id, i.kind, i.state, i.command_id,
+       i.created_at, i.started_at, i.finished_at, i.polls, i.accounts, i.transactions,
+       i.error_name, i.error_message, i.since, i.kontomatik_owner_id AS owner_echo,
+       NULL AS token_echo
+FROM imports AS i
+LEFT JOIN owners AS o ON o.id = i.owner_id
+WHERE i.id IN (
+    SELECT id FROM imports WHERE token_id = %(token_id)s AND phase = 'done'
+    UNION ALL
+    SELECT id FROM imports WHERE token_id = %(token_id)s AND phase <> 'done'
+)
+  AND (%(owner_external_id)s::text IS NULL OR o.external_id = %(owner_external_id)s)
+  AND (%(state)s::text IS NULL OR i.state = %(state)s)
+  AND (%(kind)s::text IS NULL OR i.kind = %(kind)s)
+ORDER BY i.created_at DESC, i.id DESC
+LIMIT %(limit)s
+
+-- name: list_import_records_of_owner
+SELECT i.id, o.external_id AS owner_external_id, i.token_id, i.kind, i.state, i.command_id,
+       i.created_at, i.started_at, i.finished_at, i.polls, i.accounts, i.transactions,
+       i.error_name, i.error_message, i.since, i.kontomatik_owner_id AS owner_echo,
+       NULL AS token_echo
+FROM imports AS i
+LEFT JOIN owners AS o ON o.id = i.owner_id
+WHERE i.id IN (
+    SELECT id FROM imports
+    WHERE owner_id = (SELECT id FROM owners WHERE external_id = %(owner_external_id)s)
+      AND phase = 'done'
+    UNION ALL
+    SELECT id FROM imports
+    WHERE owner_id = (SELECT id FROM owners WHERE external_id = %(owner_external_id)s)
+      AND phase <> 'done'
+)
   AND (%(state)s::text IS NULL OR i.state = %(state)s)
   AND (%(kind)s::text IS NULL OR i.kind = %(kind)s)
 ORDER BY i.created_at DESC, i.id DESC

@@ -126,7 +126,15 @@ class ReadMethods:
             "kind": None if query.kind is None else ImportKind(query.kind).value,
             "limit": query.limit,
         }
-        rows = await self._reader.execute_fetchall(Q["list_import_records"], params)
+        if query.token_id is not None:
+            name = "list_import_records_of_token"
+        elif query.owner_external_id is not None:
+            name = "list_import_records_of_owner"
+        elif query.state is not None:
+            name = "list_import_records_in_state"
+        else:
+            name = "list_import_records"
+        rows = await self._reader.execute_fetchall(Q[name], params)
         return [_record(row) for row in rows]
 
     async def owner(self: DataCore, owner_external_id: str) -> OwnerView | None:

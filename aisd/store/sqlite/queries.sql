@@ -282,14 +282,72 @@ LEFT JOIN owners AS o ON o.id = i.owner_id
 WHERE i.id = :id
 
 -- name: list_import_records
+-- imports.list, one statement per filter that has an index to stop early on (the read grows
+-- with what it returns, not with the history). No token, owner or state: newest first on
+-- imports_created, stopping at the limit.
 SELECT i.id, o.external_id AS owner_external_id, i.token_id, i.kind, i.state, i.command_id,
        i.created_at, i.started_at, i.finished_at, i.polls, i.accounts, i.transactions,
        i.error_name, i.error_message, i.since, i.kontomatik_owner_id AS owner_echo,
        NULL AS token_echo
 FROM imports AS i
 LEFT JOIN owners AS o ON o.id = i.owner_id
-WHERE (:owner_external_id IS NULL OR o.external_id = :owner_external_id)
-  AND (:token_id IS NULL OR i.token_id = :token_id)
+WHERE :kind IS NULL OR i.kind = :kind
+ORDER BY i.created_at DESC, i.id DESC
+LIMIT :limit
+
+-- name: list_import_records_in_state
+-- A state but no token or owner: on imports_state (named: where one state holds nearly every
+-- import, SQLite would rather walk imports_created, the whole history for a rare state).
+SELECT i.id, o.external_id AS owner_external_id, i.token_id, i.kind, i.state, i.command_id,
+       i.created_at, i.started_at, i.finished_at, i.polls, i.accounts, i.transactions,
+       i.error_name, i.error_message, i.since, i.kontomatik_owner_id AS owner_echo,
+       NULL AS token_echo
+FROM imports AS i INDEXED BY imports_state
+LEFT JOIN owners AS o ON o.id = i.owner_id
+WHERE i.state = :state
+  AND (:kind IS NULL OR i.kind = :kind)
+ORDER BY i.created_at DESC, i.id DESC
+LIMIT :limit
+
+-- name: list_import_records_of_token
+-- A token's imports: its ended ones on imports_token (which holds ended imports only) and its
+-- open ones among the open imports (named: SQLite would rather walk imports_created, which is
+-- every import, than sort the few open ones). All of them are read, then sorted: a token's
+-- history is bounded by its 180 days.
+SELECT i.id, o.external_id AS owner_external_id, i.token_id, i.kind, i.state, i.command_id,
+       i.created_at, i.started_at, i.finished_at, i.polls, i.accounts, i.transactions,
+       i.error_name, i.error_message, i.since, i.kontomatik_owner_id AS owner_echo,
+       NULL AS token_echo
+FROM imports AS i
+LEFT JOIN owners AS o ON o.id = i.owner_id
+WHERE i.id IN (
+    SELECT id FROM imports WHERE token_id = :token_id AND phase = 'done'
+    UNION ALL
+    SELECT id FROM imports INDEXED BY imports_open WHERE token_id = :token_id AND phase <> 'done'
+)
+  AND (:owner_external_id IS NULL OR o.external_id = :owner_external_id)
+  AND (:state IS NULL OR i.state = :state)
+  AND (:kind IS NULL OR i.kind = :kind)
+ORDER BY i.created_at DESC, i.id DESC
+LIMIT :limit
+
+-- name: list_import_records_of_owner
+-- An owner's imports, as a token's: the ended ones on imports_owner, and the open ones.
+SELECT i.id, o.external_id AS owner_external_id, i.token_id, i.kind, i.state, i.command_id,
+       i.created_at, i.started_at, i.finished_at, i.polls, i.accounts, i.transactions,
+       i.error_name, i.error_message, i.since, i.kontomatik_owner_id AS owner_echo,
+       NULL AS token_echo
+FROM imports AS i
+LEFT JOIN owners AS o ON o.id = i.owner_id
+WHERE i.id IN (
+    SELECT id FROM imports
+    WHERE owner_id = (SELECT id FROM owners WHERE external_id = :owner_external_id)
+      AND phase = 'done'
+    UNION ALL
+    SELECT id FROM imports INDEXED BY imports_open
+    WHERE owner_id = (SELECT id FROM owners WHERE external_id = :owner_external_id)
+      AND phase <> 'done'
+)
   AND (:state IS NULL OR i.state = :state)
   AND (:kind IS NULL OR i.kind = :kind)
 ORDER BY i.created_at DESC, i.id DESC

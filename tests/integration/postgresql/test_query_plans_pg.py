@@ -12,6 +12,8 @@ import pytest
 from aisd.store.postgresql import connection_kwargs
 from aisd.store.postgresql._queries import QUERIES
 
+_ANY = dict.fromkeys(("owner_external_id", "token_id", "state", "kind"))
+
 # (query, params, an index it must use: of ended imports, or of the few open ones)
 CASES = [
     ("list_raw_replies", {"external_id": "o1"}, "imports_owner"),
@@ -21,6 +23,20 @@ CASES = [
     ("import_record", {"id": "imp_1"}, "imports_token"),
     ("queued_refreshes_of_token", {"token_id": "tok_1"}, "imports_open"),
     ("lapsed_starting", {"claimer": "c"}, "imports_open"),
+    # imports.list: each filter on an index it can stop early on (migration 0007).
+    ("list_import_records", {"kind": None, "limit": 100}, "imports_created"),
+    (
+        "list_import_records_in_state",
+        {"state": "failed", "kind": None, "limit": 100},
+        "imports_state",
+    ),
+    *(
+        (f"list_import_records_of_{what}", {**_ANY, "limit": 100, **given}, index)
+        for what, given, index in (
+            ("token", {"token_id": "tok_1"}, "imports_token"),
+            ("owner", {"owner_external_id": "o1"}, "imports_owner"),
+        )
+    ),
 ]
 
 

@@ -20,6 +20,8 @@ from aisd.store import (
     ConflictError,
     ConsentIn,
     ImportJob,
+    ImportKind,
+    ImportState,
     LeaseLost,
     NotFoundError,
     QuotaAnswer,
@@ -34,7 +36,7 @@ from aisd.store import (
 )
 from tests import store_calls as sc
 from tests.integration.data_helpers import consent_import, result
-from tests.integration.steps_helpers import claim_of
+from tests.integration.steps_helpers import claim_of, to_polling
 
 pytestmark = pytest.mark.anyio
 
@@ -545,3 +547,64 @@ async def test_reads_return_the_head_with_their_page(backend: SqliteStore) -> No
     assert view is not None
     assert [a.iban for a in view.accounts] == ["PL01"]
     assert await backend.owner("nobody") is None
+
+
+async def test_imports_list_gives_each_filter_what_filtering_every_import_gives(
+    backend: SqliteStore,
+) -> None:
+    """imports.list picks a statement per filter (each on its own index); whichever it picks,
+    the answer is the matching imports, ended and open alike, newest first (ties by id)."""
+    tokens: list[str] = []
+    for n in range(3):
+        # Ended initial imports of three owners, the first two at the same moment.
+        _, token_id = await consent_import(
+            backend, f"lister-{n}", n, result({f"PL1{n}": ()}), now=T0 + timedelta(minutes=n // 2)
+        )
+        assert token_id is not None
+        tokens.append(token_id)
+    claimer = await _claimer(backend)
+    for token_id in tokens[:2]:
+        # An ended (failed) refresh each, then an open one (queued) of the first token.
+        assert isinstance(await backend.queue_refresh(token_id, now=T0, since=T0.date()), str)
+        [job] = await backend.claim_work(claimer, now=T0)
+        refused = events.refused(job, CommandFailure("UnexpectedReply", "?"), b"reply")
+        await backend.advance(claim_of(job), refused, now=T0)
+    # Open ones: a queued refresh, and two initials without a token, one of them polling.
+    assert isinstance(await backend.queue_refresh(tokens[0], now=T0, since=T0.date()), str)
+    running = await _consent(backend, 7)
+    await _consent(backend, 8)
+    await to_polling(backend, running, now=T0)
+
+    every = await sc.list_imports(backend, limit=1000)
+    assert len(every) == 3 + 2 + 1 + 2
+    assert running in {r.import_id for r in every}
+    newest_first = sorted(every, key=lambda r: (r.created_at, r.import_id), reverse=True)
+    assert [r.import_id for r in every] == [r.import_id for r in newest_first]
+    assert {r.state for r in every} == set(ImportState)
+
+    checked = 0
+    for owner in (None, "lister-0", "lister-2", "owner-7", "nobody"):
+        for token in (None, tokens[0], tokens[2]):
+            for state in (None, *ImportState):
+                for kind in (None, *ImportKind):
+                    for limit in (1000, 2):
+                        want = [
+                            r.import_id
+                            for r in every
+                            if owner in (None, r.owner_external_id)
+                            and token in (None, r.token_id)
+                            and state in (None, r.state)
+                            and kind in (None, r.kind)
+                        ][:limit]
+                        got = await sc.list_imports(
+                            backend,
+                            owner_external_id=owner,
+                            token_id=token,
+                            state=state,
+                            kind=kind,
+                            limit=limit,
+                        )
+                        where = (owner, token, state, kind, limit)
+                        assert [r.import_id for r in got] == want, where
+                        checked += bool(want)
+    assert checked > 100, checked

@@ -57,6 +57,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import httpx
+from disk_floor import FsyncFloor, fsync_floor
 
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 60.0
@@ -473,12 +474,13 @@ class Servers:
     sandbox_url: str | None = None
 
 
-async def measure(args: argparse.Namespace, s: Servers) -> tuple[list[Run], float]:
+async def measure(args: argparse.Namespace, s: Servers) -> tuple[list[Run], float, FsyncFloor]:
     """Each mode against the echo server, then at once against the daemon (idle before each
     of its runs), so each pair runs under the same load of the machine, the RPC floor's closed
     loop between them; then, with a stand-alone sandbox, each mode against the daemon on it
     (the echo's runs just before it, again); returns the runs and the seconds the daemon took to
-    become idle between its two."""
+    become idle between its two, and the disk's floor in the daemon's directory, measured while
+    it is idle just before the open-loop pair."""
     await wait_ready(s.daemon_sock, s.daemon, "daemon.status")
     await wait_ready(s.echo_sock, s.echo, "echo")
     await wait_ready(s.floor_sock, s.floor, "consent.submit")
@@ -491,12 +493,13 @@ async def measure(args: argparse.Namespace, s: Servers) -> tuple[list[Run], floa
         await closed_loop(s.daemon_sock, c, n, "cd", "daemon, closed loop", s.daemon.pid),
     ]
     settled = await idle(s.daemon_sock)
+    floor = await asyncio.to_thread(fsync_floor, s.daemon_sock.parent)
     runs.append(await open_loop(s.echo_sock, c, n, rate, "oe", f"echo, {open_label}", s.echo.pid))
     runs.append(
         await open_loop(s.daemon_sock, c, n, rate, "od", f"daemon, {open_label}", s.daemon.pid)
     )
     if s.real is None or s.real_sock is None or s.sandbox_url is None:
-        return runs, settled
+        return runs, settled, floor
     await wait_ready(s.real_sock, s.real, "daemon.status")
     closed_minted = await mint(s.sandbox_url, shares_of(n, c))
     open_minted = await mint(s.sandbox_url, shares_of(n, c))
@@ -512,7 +515,7 @@ async def measure(args: argparse.Namespace, s: Servers) -> tuple[list[Run], floa
             s.real_sock, c, n, rate, "qd", f"minted, {open_label}", s.real.pid, open_minted
         )
     )
-    return runs, settled
+    return runs, settled, floor
 
 
 def _secrets_in(logged: bytes, runs: list[Run]) -> int:
@@ -568,7 +571,7 @@ def main(argv: list[str] | None = None) -> None:
                 real_log = logs.enter_context((tmp / "real" / "daemon.log").open("wb"))
                 s.real = start_daemon(tmp / "real", real_log, s.sandbox_url)
                 s.real_sock = tmp / "real" / "aisd.sock"
-            runs, settled = asyncio.run(measure(args, s))
+            runs, settled, floor = asyncio.run(measure(args, s))
         finally:
             stops.append(("daemon", *stop(s.daemon)))
             if s.real is not None:
@@ -591,6 +594,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"  errors by code: {dict(run.errors)}")
     echo_closed, floor_closed, daemon_closed, echo_open, daemon_open = runs[:5]
     print(f"the daemon's imports of the closed-loop run ended {settled:.1f} s after it")
+    print(floor.line())
     _ratios("daemon/echo", daemon_closed, echo_closed, daemon_open, echo_open)
     if len(runs) > 5:
         _ratios("minted/echo", runs[6], runs[5], runs[8], runs[7])

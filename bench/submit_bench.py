@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import anyio
+from disk_floor import fsync_floor
 
 from aisd.store import ConsentIn, SqliteStore, open_store
 
@@ -74,6 +75,7 @@ def main() -> None:
     together = anyio.run(run, args.clients, args.requests, backend="asyncio")
     rate = _report(f"{args.clients} clients", *together)
     print(f"ratio {args.clients} clients / 1 client: {rate / alone:.1f}x")
+    print(fsync_floor(Path(tempfile.gettempdir())).line())
 
 
 if __name__ == "__main__":

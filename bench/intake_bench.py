@@ -352,15 +352,19 @@ def start_daemon(tmp: Path, log: IO[bytes], upstream: str | None = None) -> subp
     return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp)
 
 
-def start_sandbox(tmp: Path, log: IO[bytes]) -> tuple[subprocess.Popen[bytes], str]:
-    """``python -m aisd sandbox`` on a free port of 127.0.0.1, its commands of the sandbox's
-    default length, no state file; returns it and its URL once it listens."""
+def start_sandbox(
+    tmp: Path, log: IO[bytes], command_seconds: float | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
+    """``python -m aisd sandbox`` on a free port of 127.0.0.1, its commands ``command_seconds``
+    long (None: the sandbox's default), no state file; returns it and its URL once it listens."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     env = {k: v for k, v in os.environ.items() if not k.upper().startswith("AISD_")}
     env.update(AISD_API_KEY=SANDBOX_KEY, AISD_LOG_FORMAT="json")
     command = [sys.executable, "-m", "aisd", "sandbox", "--port", str(port)]
+    if command_seconds is not None:
+        command += ["--command-seconds", str(command_seconds)]
     process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp)
     deadline = time.monotonic() + START_TIMEOUT
     while b"sandbox listening on" not in Path(log.name).read_bytes():
@@ -540,6 +544,12 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="skip the daemon on a stand-alone sandbox with minted consents",
     )
+    parser.add_argument(
+        "--command-seconds",
+        type=float,
+        help="the stand-alone sandbox's command length (default its own, 8 s); one longer than "
+        "the runs (3600) keeps the minted imports running, so those runs measure intake alone",
+    )
     parser.add_argument("--echo-server", metavar="PATH", help=argparse.SUPPRESS)
     parser.add_argument("--rpc-floor-server", metavar="PATH", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -566,7 +576,7 @@ def main(argv: list[str] | None = None) -> None:
         try:
             if not args.made_up_only:
                 box, s.sandbox_url = start_sandbox(
-                    tmp, logs.enter_context((tmp / "sandbox.log").open("wb"))
+                    tmp, logs.enter_context((tmp / "sandbox.log").open("wb")), args.command_seconds
                 )
                 real_log = logs.enter_context((tmp / "real" / "daemon.log").open("wb"))
                 s.real = start_daemon(tmp / "real", real_log, s.sandbox_url)

@@ -53,6 +53,7 @@ from aisd.polling import (
 from aisd.settings import Settings
 from aisd.store import (
     AccessKind,
+    AccessStart,
     Claim,
     Fail,
     ImportJob,
@@ -536,7 +537,7 @@ class Pipeline:
         if pressure == "lower":
             log.warning("upstream.jobs_quota_exceeded", slotLimit=self._limit)
 
-    async def _reuse(self, job: ImportJob) -> ImportJob | None:
+    async def _reuse(self, job: ImportJob) -> ImportJob | Wait | None:
         assert job.token_id is not None
         claim = self._claim(job)
         if not job.multiple_access_id:
@@ -595,26 +596,44 @@ class Pipeline:
                 await self._fail(job, CommandFailure(exc.name, exc.message))
             return None
         # The session is written with the access's end, one commit for both (a crash before it
-        # leaves the access's outcome unknown, which the quota counts as sent, as it does ok).
+        # leaves the access's outcome unknown, which the quota counts as sent, as it does ok),
+        # and the Default Import it is spent on is begun in that same commit.
         write = StepWrite(Step.SESSION, session=session)
-        await self._outcome(access, outcome="ok", step=StepAfter(claim, write, self._clock.now()))
-        return replace(job, phase=ImportPhase.READY, session=session)
+        reused = (access, StepAfter(claim, write, self._clock.now()))
+        return await self._default_import(
+            replace(job, phase=ImportPhase.READY, session=session), reused=reused
+        )
 
-    async def _default_import(self, job: ImportJob) -> ImportJob | Wait | None:
+    async def _default_import(
+        self, job: ImportJob, *, reused: tuple[int, StepAfter] | None = None
+    ) -> ImportJob | Wait | None:
+        """Send the import's Default Import, its access recorded first; ``reused``: the Reuse
+        access whose answer (the session, the step) is recorded in the same transaction."""
         session = job.session
         assert session is not None, "an import in phase ready/starting has a session"
         claim = self._claim(job)
         resolving = job.phase == ImportPhase.STARTING
         stay = job.phase if job.phase != ImportPhase.QUEUED else ImportPhase.READY
-        access = await self._store.begin_access(
-            claim,
-            AccessKind.DEFAULT_IMPORT,
-            now=self._clock.now(),
-            token_id=job.token_id,
-            session_id=session.session_id,
-            event=events.import_started(job) if job.default_import_attempts == 0 else None,
-        )
-        assert isinstance(access, int)
+        event = events.import_started(job) if job.default_import_attempts == 0 else None
+        if reused is None:
+            begun = await self._store.begin_access(
+                claim,
+                AccessKind.DEFAULT_IMPORT,
+                now=self._clock.now(),
+                token_id=job.token_id,
+                session_id=session.session_id,
+                event=event,
+            )
+            assert isinstance(begun, int)
+            access = begun
+        else:
+            start = AccessStart(
+                AccessKind.DEFAULT_IMPORT, job.token_id, session.session_id, event, reused[1].now
+            )
+            budget, access = await self._store.end_then_begin_access(
+                reused[0], step=reused[1], then=start
+            )
+            self._limit, self._jobs_quota_strikes = budget.limit, budget.strikes
         # What is left of a handoff (the request) does not need the writer.
         self._handoff_done(job.import_id)
         # Recorded as sent: the import now stands in phase starting.

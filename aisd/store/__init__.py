@@ -18,6 +18,7 @@ from aisd.store._interface import (
 from aisd.store._ops_records import WebhookBacklog, WebhookCursor
 from aisd.store._records import (
     AccessKind,
+    AccessStart,
     Claim,
     ConsentIn,
     EventRecord,
@@ -86,6 +87,7 @@ from aisd.store.sqlite import (
 
 __all__ = [
     "AccessKind",
+    "AccessStart",
     "AccountView",
     "CardView",
     "Claim",

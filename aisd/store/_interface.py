@@ -24,6 +24,7 @@ from aisd.store._health import StorageHealth
 from aisd.store._ops_records import WebhookCursor
 from aisd.store._records import (
     AccessKind,
+    AccessStart,
     Claim,
     ConsentIn,
     ImportJob,
@@ -163,6 +164,19 @@ class PipelineStore(Protocol):
 
         Raises:
             LeaseLost: ``step``'s write changed no row; nothing was written.
+        """
+        ...
+
+    async def end_then_begin_access(
+        self, access_id: int, *, step: StepAfter, then: AccessStart
+    ) -> tuple[Budget, int]:
+        """:meth:`end_access` with outcome ``ok`` and ``step``, then :meth:`begin_access` of
+        ``then`` for the same claim, in one transaction: a Reuse's session and the Default
+        Import it is spent on, written *before* that Default Import is sent. Returns the
+        budget after the end and the new ledger row's id.
+
+        Raises:
+            LeaseLost: the claim is lost or the import moved meanwhile; nothing was written.
         """
         ...
 

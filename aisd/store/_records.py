@@ -169,6 +169,27 @@ class StepAfter:
 
 
 @dataclass(frozen=True, slots=True)
+class AccessStart:
+    """The next access of a claimed import, begun in the transaction that ends the one before
+    it (see :meth:`aisd.store.Store.end_then_begin_access`): a Reuse's session and the Default
+    Import it is spent on, one commit instead of two back to back.
+
+    Attributes:
+        kind: the access (a Default Import).
+        token_id: the token it is made for, if any.
+        session_id: the session it uses.
+        event: appended with it (``import.started`` for an import's first Default Import).
+        now: when it is recorded.
+    """
+
+    kind: AccessKind
+    token_id: str | None
+    session_id: str | None
+    event: NewEvent | None
+    now: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class QuotaView:
     """What the quota rule sees in the quota section, read under the section's lock: the
     token (None when unknown), the Reuse accesses counting against its accounts (its own and

@@ -44,6 +44,7 @@ from aisd.store._fence import LeaderTerm, StaleLeader, current_term
 from aisd.store._health import StorageHealth
 from aisd.store._records import (
     AccessKind,
+    AccessStart,
     Claim,
     ConsentIn,
     ImportJob,
@@ -458,6 +459,19 @@ class PostgresStore(
                 pressure=pressure,
                 step=step,
             )
+        )
+
+    async def end_then_begin_access(
+        self, access_id: int, *, step: StepAfter, then: AccessStart
+    ) -> tuple[Budget, int]:
+        """See :meth:`aisd.store.Store.end_then_begin_access`; committed before it returns.
+
+        Raises:
+            NotFoundError: no ledger row has this id.
+            LeaseLost: the claim is lost or the import moved meanwhile; nothing was written.
+        """
+        return await self._run(
+            partial(steps.end_then_begin_access, access_id=access_id, step=step, then=then)
         )
 
     @overload

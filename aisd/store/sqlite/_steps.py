@@ -31,6 +31,7 @@ from aisd.phases import (
 from aisd.planner import pseudo_account, reach
 from aisd.store._records import (
     AccessKind,
+    AccessStart,
     Claim,
     ImportJob,
     ImportKind,
@@ -60,6 +61,7 @@ __all__ = [
     "budget_of",
     "claim_work",
     "end_access",
+    "end_then_begin_access",
     "fail_claimed",
     "fail_import",
     "finish_success",
@@ -303,6 +305,25 @@ def end_access(
         lowered_to = None if after.limit >= after.ceiling else after.limit
         db.execute(Q["set_budget"], {"lowered_to": lowered_to, "strikes": after.strikes})
     return after
+
+
+def end_then_begin_access(
+    db: sqlite3.Connection, access_id: int, *, step: StepAfter, then: AccessStart
+) -> tuple[Budget, int]:
+    """:func:`end_access` (``ok``, with ``step``) and :func:`begin_access` of ``then`` under
+    the same claim, in the caller's transaction."""
+    budget = end_access(db, access_id, outcome="ok", error_name=None, pressure=None, step=step)
+    begun = begin_access(
+        db,
+        step.claim,
+        then.kind,
+        now=then.now,
+        token_id=then.token_id,
+        session_id=then.session_id,
+        answer=None,
+        event=then.event,
+    )
+    return budget, begun
 
 
 def record_step(

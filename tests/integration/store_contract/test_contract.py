@@ -16,6 +16,7 @@ from aisd.planner import Rules
 from aisd.refresh import Refresher
 from aisd.store import (
     AccessKind,
+    AccessStart,
     Claim,
     ConflictError,
     ConsentIn,
@@ -229,6 +230,49 @@ async def test_an_access_ends_with_the_step_it_leads_to_or_not_at_all(
     [ready] = [j for j in await backend.open_jobs() if j.import_id == job.import_id]
     assert (ready.phase.value, ready.session) == ("ready", session.session)
     assert ready.claim == claim
+
+
+async def test_a_reuse_ends_and_its_default_import_begins_together_or_not_at_all(
+    backend: SqliteStore,
+) -> None:
+    _, token_id = await consent_import(backend, "then-begin", 1, result({"PL01": ()}), now=T0)
+    assert token_id is not None
+    await backend.queue_refresh(token_id, now=T0, since=T0.date())
+    [job] = await backend.claim_work(await _claimer(backend), now=T0)
+    claim = claim_of(job)
+    reuse = await sc.begin_access(
+        backend, claim, AccessKind.REUSE, now=T0, token_id=token_id, quota=None
+    )
+    assert isinstance(reuse, int)
+    session = StepWrite(Step.SESSION, session=Session("s-then", "sig-then"))
+    started = events.import_started(job)
+    then = AccessStart(AccessKind.DEFAULT_IMPORT, token_id, "s-then", started, T0)
+    head = await sc.last_event_id(backend)
+    # Under a lost claim nothing is written: no session, no Default Import, no event.
+    stale = replace(claim, epoch=claim.epoch + 1)
+    with pytest.raises(LeaseLost):
+        await backend.end_then_begin_access(reuse, step=StepAfter(stale, session, T0), then=then)
+    [reusing] = [j for j in await backend.open_jobs() if j.import_id == job.import_id]
+    assert (reusing.phase.value, reusing.session, reusing.default_import_attempts) == (
+        "reusing",
+        None,
+        0,
+    )
+    assert await sc.last_event_id(backend) == head
+    # Under the claim all of it, in one transaction: the import stands in phase starting.
+    budget, access = await backend.end_then_begin_access(
+        reuse, step=StepAfter(claim, session, T0), then=then
+    )
+    assert access != reuse
+    assert budget == (await sc.budget(backend))[0]
+    [starting] = [j for j in await backend.open_jobs() if j.import_id == job.import_id]
+    assert (starting.phase.value, starting.session) == ("starting", session.session)
+    assert starting.default_import_attempts == 1
+    assert starting.claim == claim
+    [event] = await sc.list_events(backend, after=head, limit=10)
+    assert (event.type, event.import_id) == ("import.started", job.import_id)
+    ledger, _ = await backend.reuse_ledger([token_id], since=T0 - timedelta(days=1))
+    assert len(ledger) == 1
 
 
 async def test_an_import_let_go_cleanly_expects_no_late_reply(backend: SqliteStore) -> None:

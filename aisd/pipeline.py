@@ -527,15 +527,25 @@ class Pipeline:
         error_name: str | None = None,
         pressure: str | None = None,
         step: StepAfter | None = None,
-    ) -> None:
+        then: AccessStart | None = None,
+    ) -> int | None:
         """The one place an upstream access's outcome is recorded (and the shared budget moved
-        by it), with the ``step`` its answer leads to in the same transaction."""
-        budget = await self._store.end_access(
-            access, outcome=outcome, error_name=error_name, pressure=pressure, step=step
-        )
+        by it), with the ``step`` its answer leads to in the same transaction; with ``then``
+        (after an ``ok`` and a ``step``), the import's next access is begun in that
+        transaction too, and its ledger row's id returned."""
+        begun = None
+        if then is None:
+            budget = await self._store.end_access(
+                access, outcome=outcome, error_name=error_name, pressure=pressure, step=step
+            )
+        else:
+            assert step is not None, "the next access begins with the step the answer leads to"
+            assert (outcome, pressure) == ("ok", None)
+            budget, begun = await self._store.end_then_begin_access(access, step=step, then=then)
         self._limit, self._jobs_quota_strikes = budget.limit, budget.strikes
         if pressure == "lower":
             log.warning("upstream.jobs_quota_exceeded", slotLimit=self._limit)
+        return begun
 
     async def _reuse(self, job: ImportJob) -> ImportJob | Wait | None:
         assert job.token_id is not None
@@ -627,13 +637,13 @@ class Pipeline:
             assert isinstance(begun, int)
             access = begun
         else:
+            reuse, step = reused
             start = AccessStart(
-                AccessKind.DEFAULT_IMPORT, job.token_id, session.session_id, event, reused[1].now
+                AccessKind.DEFAULT_IMPORT, job.token_id, session.session_id, event, step.now
             )
-            budget, access = await self._store.end_then_begin_access(
-                reused[0], step=reused[1], then=start
-            )
-            self._limit, self._jobs_quota_strikes = budget.limit, budget.strikes
+            ended_then_begun = await self._outcome(reuse, outcome="ok", step=step, then=start)
+            assert ended_then_begun is not None
+            access = ended_then_begun
         # What is left of a handoff (the request) does not need the writer.
         self._handoff_done(job.import_id)
         # Recorded as sent: the import now stands in phase starting.

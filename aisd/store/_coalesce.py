@@ -22,9 +22,6 @@ __all__ = ["Coalescer"]
 
 T = TypeVar("T")
 
-# A lone item waits one turn, as before; a stream of arrivals at most this many.
-_GATHER_TURNS = 8
-
 
 @dataclass(slots=True)
 class _Waiter(Generic[T]):
@@ -81,15 +78,10 @@ class Coalescer(Generic[T]):
                 continue
             self._writing = True
             try:
-                # Turns of the event loop first, for as long as items keep arriving (at most
-                # _GATHER_TURNS): requests read meanwhile join this batch instead of waiting for
-                # the next one. One turn alone left 50 closed-loop clients in batches alternating
-                # 40 and 10 (the answers of one batch come back while the other commits): two
-                # commits a round instead of one, about 10 % more CPU a consent.
-                seen, turns = -1, 0
-                while len(self._pending) > seen and turns < _GATHER_TURNS:
-                    seen, turns = len(self._pending), turns + 1
-                    await anyio.lowlevel.cancel_shielded_checkpoint()
+                # One turn of the event loop first: items whose requests were read in the same
+                # turn join this batch instead of waiting for the next one, so a burst of answers
+                # followed by a burst of requests does not alternate batches of 1 and N-1.
+                await anyio.lowlevel.cancel_shielded_checkpoint()
                 if self._lock is None:
                     await self._write_next()
                 else:

@@ -139,39 +139,6 @@ async def test_items_joined_together_share_one_batch_and_its_error() -> None:
     assert len(errors) == 2
 
 
-async def test_a_batch_gathers_while_items_keep_arriving_up_to_a_bound() -> None:
-    batches: list[list[int]] = []
-
-    async def write(batch: list[int]) -> None:
-        batches.append(batch)
-
-    coalescer = Coalescer(write, max_batch=100)
-
-    async def join_after(turns: int, item: int) -> None:
-        for _ in range(turns):
-            await anyio.lowlevel.checkpoint()
-        await coalescer.join(item)
-
-    async def trickle(first: int, count: int) -> None:
-        # A stream: the first item (the one that becomes the writer) and then one more in
-        # every loop turn, each after the writer's look at the queue in that turn, as requests
-        # read from separate connections are.
-        async with anyio.create_task_group() as tg:
-            for n in range(count):
-                tg.start_soon(join_after, max(n - 1, 0), first + n)
-
-    await trickle(0, 5)
-    # Five turns of arrivals: one batch, not the first item alone and then the rest.
-    assert batches == [[0, 1, 2, 3, 4]]
-    batches.clear()
-    await trickle(100, 30)
-    # A steady stream does not hold a batch open for ever: it is written after a bounded
-    # number of turns, and what arrives meanwhile goes into the next.
-    assert len(batches) > 1
-    assert sorted(item for batch in batches for item in batch) == list(range(100, 130))
-    assert max(len(batch) for batch in batches) < 30
-
-
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
     async with open_store(tmp_path / "aisd.db") as opened:

@@ -240,7 +240,7 @@ class Refresher:
             due=len(due),
             queued=queued,
             ending=tuple(ending),
-            next_due_at=await store.next_refresh_due(),
+            next_due_at=outcome.next_due_at,
         )
         if report.due or report.expired or report.warned:
             log.info(

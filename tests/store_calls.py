@@ -12,7 +12,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Protocol, TypeVar, cast
 
 from aisd import events
@@ -324,6 +324,13 @@ class _Peek:
 async def due_tokens(store: _Store, *, now: datetime, limit: int) -> list[TokenRecord]:
     """The tokens the tick would plan at ``now``, earliest first."""
     return list((await store.plan_tick(now=now, limit=limit, planner=_Peek())).due)
+
+
+async def next_refresh_due(store: _Store) -> datetime | None:
+    """The earliest plan of an active token, as the tick's outcome reports it (at a ``now``
+    before any plan, so nothing is due and nothing is written)."""
+    early = datetime(1970, 1, 1, tzinfo=UTC)
+    return (await store.plan_tick(now=early, limit=1, planner=_Peek())).next_due_at
 
 
 async def set_plan(

@@ -219,10 +219,6 @@ class PlannerStore(Protocol):
         """Tokens, oldest first, filtered."""
         ...
 
-    async def next_refresh_due(self) -> datetime | None:
-        """The earliest ``next_refresh_at`` of an active token (to schedule a wake-up)."""
-        ...
-
     async def reuse_ledger(
         self, token_ids: Sequence[str], *, since: datetime
     ) -> tuple[list[LedgerEntry], dict[str, frozenset[str]]]:
@@ -235,7 +231,7 @@ class PlannerStore(Protocol):
         """The tick's quota section, one transaction: the due tokens (active, no refresh open,
         ``next_refresh_at`` passed, earliest first, at most ``limit``) and their ledger are
         read, ``planner`` decides, and every plan, queued refresh and event it returns is
-        written."""
+        written; the outcome carries the earliest plan left after those writes."""
         ...
 
     async def queue_refresh(

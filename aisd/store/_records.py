@@ -378,7 +378,10 @@ class TickPlanner(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class TickOutcome:
-    """What the tick's quota section found due and which refreshes it queued."""
+    """What the tick's quota section found due, which refreshes it queued, and the earliest
+    ``next_refresh_at`` of an active token once its plans are written (the next wake-up; None
+    when no active token has one)."""
 
     due: tuple[TokenRecord, ...]
     queued: tuple[str, ...]
+    next_due_at: datetime | None

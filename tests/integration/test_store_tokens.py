@@ -162,7 +162,7 @@ async def test_due_tokens_earliest_first_without_open_refreshes(store: SqliteSto
     await sc.set_plan(store, b, at=at(10), reason="scheduled", now=at(0))
     await sc.set_plan(store, c, at=None, reason="ended", now=at(0))
     assert await sc.due_tokens(store, now=at(9), limit=10) == []
-    assert await store.next_refresh_due() == at(10)
+    assert await sc.next_refresh_due(store) == at(10)
     assert [t.token_id for t in await sc.due_tokens(store, now=at(30), limit=10)] == [b, a]
     assert [t.token_id for t in await sc.due_tokens(store, now=at(30), limit=1)] == [b]
     [record] = await sc.due_tokens(store, now=at(10), limit=10)
@@ -182,7 +182,7 @@ async def test_due_tokens_earliest_first_without_open_refreshes(store: SqliteSto
     await sc.end_token(store, a, TokenState.REVOKED, now=at(14), reason="operator")
     await sc.end_token(store, b, TokenState.REVOKED, now=at(14), reason="operator")
     assert await sc.due_tokens(store, now=at(30), limit=10) == []
-    assert await store.next_refresh_due() is None
+    assert await sc.next_refresh_due(store) is None
 
 
 def test_due_tokens_and_warnings_are_index_range_scans(tmp_path: Path) -> None:
@@ -251,7 +251,7 @@ async def test_queue_planned_refresh_once_per_open_refresh(store: SqliteStore) -
         a,
     )
     assert (await token(store, a)).next_refresh_at is None
-    assert await store.next_refresh_due() is None
+    assert await sc.next_refresh_due(store) is None
     assert await store.queue_refresh(a, now=at(6), since=date(2026, 4, 1)) is None
     assert len(await sc.list_imports(store, token_id=a, kind=ImportKind.REFRESH)) == 1
     with pytest.raises(NotFoundError):
@@ -330,7 +330,7 @@ async def test_reauth_required_ends_the_token_and_drops_its_secret(store: Sqlite
     assert (record.failures, record.next_refresh_at) == (1, None)
     assert (record.state_reason, record.ended_at) == ("InvalidMultipleAccessId", at(2))
     assert await store.multiple_access_id(a) is None
-    assert await store.next_refresh_due() is None
+    assert await sc.next_refresh_due(store) is None
 
 
 @pytest.mark.anyio

@@ -588,7 +588,7 @@ def plan_due(
     planner's decisions written (plans, queued refreshes, events), all in one transaction."""
     due = token_records(rows(db, "due_token_records", {"now": dt_in(now), "limit": limit}))
     if not due:
-        return TickOutcome((), ())
+        return TickOutcome((), (), next_refresh_due(db))
     ledger, accounts_of = account_ledger(db, due, since=planner.horizon(now))
     refreshes: list[dict[str, str]] = []
     plans: list[dict[str, object]] = []
@@ -624,4 +624,10 @@ def plan_due(
         )
         queued = [import_id for import_id, _ in inserted]
     emit(db, events, now)
-    return TickOutcome(tuple(due), tuple(queued))
+    return TickOutcome(tuple(due), tuple(queued), next_refresh_due(db))
+
+
+def next_refresh_due(db: sqlite3.Connection) -> datetime | None:
+    """The earliest ``next_refresh_at`` of an active token, read in the caller's transaction."""
+    found = rows(db, "next_refresh_due")
+    return dt_out(found[0]["next_refresh_at"]) if found else None

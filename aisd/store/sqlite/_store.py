@@ -327,8 +327,15 @@ class SqliteStore(
         """See :meth:`aisd.store.Store.plan_tick`. Most ticks find nothing due: that is seen on
         the reader, without taking the write lock; the section re-reads inside its transaction."""
         params = {"now": dt_in(now), "limit": 1}
-        if not await self._reader.execute_fetchall(Q["due_token_records"], params):
-            return TickOutcome((), ())
+
+        def peek(db: sqlite3.Connection) -> TickOutcome | None:
+            if rows(db, "due_token_records", params):
+                return None
+            return TickOutcome((), (), steps.next_refresh_due(db))
+
+        idle = await self._read(peek)
+        if idle is not None:
+            return idle
         return await self._run(partial(steps.plan_due, now=now, limit=limit, planner=planner))
 
     # -- claims and fenced steps ---------------------------------------------------------------

@@ -13,7 +13,6 @@ import aiosqlite
 
 from aisd.store._records import LedgerEntry, TokenRecord, TokenState
 from aisd.store.sqlite._codec import dt_in, dt_out, json_in, json_out, opt_date_out, opt_dt_out
-from aisd.store.sqlite._data_core import one
 from aisd.store.sqlite._queries import QUERIES as Q
 
 __all__ = ["TokenMethods", "parse_ledger", "token_record", "token_records"]
@@ -163,11 +162,6 @@ class TokenMethods:
             params["token_ids"] = json_in(list(token_ids))
         rows = await self._reader.execute_fetchall(query, params)
         return token_records(list(rows))
-
-    async def next_refresh_due(self: _Core) -> datetime | None:
-        """See :meth:`aisd.store.Store.next_refresh_due`."""
-        row = await one(self._reader, "next_refresh_due", ())
-        return None if row is None else dt_out(row["next_refresh_at"])
 
     async def reuse_ledger(
         self: _Core, token_ids: Sequence[str], *, since: datetime

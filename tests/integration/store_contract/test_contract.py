@@ -13,7 +13,7 @@ from aisd import events
 from aisd.kontomatik._models import CommandFailure, Session
 from aisd.phases import Step
 from aisd.planner import Rules
-from aisd.refresh import Refresher
+from aisd.refresh import Refresher, TickRule
 from aisd.store import (
     AccessKind,
     AccessStart,
@@ -362,6 +362,45 @@ async def test_the_quota_section_under_20_racing_attempts_records_exactly_the_li
     assert len([s for s in sent if isinstance(s, int)]) == 4
     ledger, _ = await backend.reuse_ledger(tokens, since=T0 - timedelta(days=1))
     assert len(ledger) == 4
+
+
+async def test_the_tick_reports_the_earliest_plan_its_own_writes_leave(
+    backend: SqliteStore,
+) -> None:
+    tokens: list[str] = []
+    for n, iban in enumerate(("PL00EARLY", "PL00LATE")):
+        _, token_id = await consent_import(
+            backend, f"planned-{n}", n, result({iban: ()}), now=T0 - timedelta(days=2)
+        )
+        assert token_id is not None
+        tokens.append(token_id)
+    early, late = tokens
+    await sc.set_plan(backend, early, at=T0, reason="scheduled", now=T0 - timedelta(days=1))
+    await sc.set_plan(
+        backend, late, at=T0 + timedelta(hours=3), reason="scheduled", now=T0 - timedelta(days=1)
+    )
+    rule = TickRule(
+        Refresher(
+            backend,
+            None,  # type: ignore[arg-type]
+            None,  # type: ignore[arg-type]
+            rules=Rules(refreshes_per_day=4),
+            overlap_days=1,
+            warning_days=(),
+            wake_pipeline=lambda: None,
+        )
+    )
+    # Nothing due yet: the reader's answer, nothing written.
+    idle = await backend.plan_tick(now=T0 - timedelta(minutes=1), limit=10, planner=rule)
+    assert (idle.due, idle.queued, idle.next_due_at) == ((), (), T0)
+    ticked = await backend.plan_tick(now=T0, limit=10, planner=rule)
+    assert [t.token_id for t in ticked.due] == [early]
+    assert len(ticked.queued) == 1
+    # The queued token's plan is cleared in the same transaction: the next wake-up is the
+    # other token's, not the time that was just acted on.
+    after = {t.token_id: t.next_refresh_at for t in await backend.list_tokens()}
+    assert after[early] is None
+    assert ticked.next_due_at == after[late] == T0 + timedelta(hours=3)
 
 
 async def test_one_open_refresh_per_token_and_one_consent_per_session(

@@ -59,6 +59,20 @@ async def _consent(store: SqliteStore, n: int, *, token: bool = False) -> str:
     return out.import_id
 
 
+def _refresher(store: SqliteStore) -> Refresher:
+    """The refresher's pure rules (4 refreshes a day), with no client or clock: the store's
+    sections only ask it to decide."""
+    return Refresher(
+        store,
+        None,  # type: ignore[arg-type]
+        None,  # type: ignore[arg-type]
+        rules=Rules(refreshes_per_day=4),
+        overlap_days=1,
+        warning_days=(),
+        wake_pipeline=lambda: None,
+    )
+
+
 async def _claimer(store: SqliteStore, *, sole: bool = False, max_running: int = 3) -> str:
     return await sc.register_claimer(
         store, now=T0, ttl_seconds=30, sole=sole, max_running=max_running
@@ -325,15 +339,7 @@ async def test_the_quota_section_under_20_racing_attempts_records_exactly_the_li
         )
         assert token_id is not None
         tokens.append(token_id)
-    rule = Refresher(
-        backend,
-        None,  # type: ignore[arg-type]
-        None,  # type: ignore[arg-type]
-        rules=Rules(refreshes_per_day=4),
-        overlap_days=1,
-        warning_days=(),
-        wake_pipeline=lambda: None,
-    )
+    rule = _refresher(backend)
     queued: list[str] = []
 
     async def attempt(token_id: str) -> None:
@@ -379,17 +385,7 @@ async def test_the_tick_reports_the_earliest_plan_its_own_writes_leave(
     await sc.set_plan(
         backend, late, at=T0 + timedelta(hours=3), reason="scheduled", now=T0 - timedelta(days=1)
     )
-    rule = TickRule(
-        Refresher(
-            backend,
-            None,  # type: ignore[arg-type]
-            None,  # type: ignore[arg-type]
-            rules=Rules(refreshes_per_day=4),
-            overlap_days=1,
-            warning_days=(),
-            wake_pipeline=lambda: None,
-        )
-    )
+    rule = TickRule(_refresher(backend))
     # Nothing due yet: the reader's answer, nothing written.
     idle = await backend.plan_tick(now=T0 - timedelta(minutes=1), limit=10, planner=rule)
     assert (idle.due, idle.queued, idle.next_due_at) == ((), (), T0)

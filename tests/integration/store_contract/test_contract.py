@@ -215,19 +215,25 @@ async def test_a_late_command_id_needs_the_ledger_id_of_the_last_default_import(
     assert record.command_id is None
 
 
+async def _reuse_sent(backend: SqliteStore, owner: str) -> tuple[str, ImportJob, int]:
+    """A token's refresh queued and claimed, its Reuse recorded as sent: (token id, the
+    claimed job, the Reuse's ledger row)."""
+    _, token_id = await consent_import(backend, owner, 1, result({"PL01": ()}), now=T0)
+    assert token_id is not None
+    await backend.queue_refresh(token_id, now=T0, since=T0.date())
+    [job] = await backend.claim_work(await _claimer(backend), now=T0)
+    access = await sc.begin_access(
+        backend, claim_of(job), AccessKind.REUSE, now=T0, token_id=token_id, quota=None
+    )
+    assert isinstance(access, int)
+    return token_id, job, access
+
+
 async def test_an_access_ends_with_the_step_it_leads_to_or_not_at_all(
     backend: SqliteStore,
 ) -> None:
-    _, token_id = await consent_import(backend, "step-after", 1, result({"PL01": ()}), now=T0)
-    assert token_id is not None
-    await backend.queue_refresh(token_id, now=T0, since=T0.date())
-    claimer = await _claimer(backend)
-    [job] = await backend.claim_work(claimer, now=T0)
+    token_id, job, access = await _reuse_sent(backend, "step-after")
     claim = claim_of(job)
-    access = await sc.begin_access(
-        backend, claim, AccessKind.REUSE, now=T0, token_id=token_id, quota=None
-    )
-    assert isinstance(access, int)
     session = StepWrite(Step.SESSION, session=Session("s-after", "sig-after"))
     # Under a lost claim neither is written: the access is not marked unsent (it still counts
     # against the quota) and the import stays in phase reusing.
@@ -249,15 +255,8 @@ async def test_an_access_ends_with_the_step_it_leads_to_or_not_at_all(
 async def test_a_reuse_ends_and_its_default_import_begins_together_or_not_at_all(
     backend: SqliteStore,
 ) -> None:
-    _, token_id = await consent_import(backend, "then-begin", 1, result({"PL01": ()}), now=T0)
-    assert token_id is not None
-    await backend.queue_refresh(token_id, now=T0, since=T0.date())
-    [job] = await backend.claim_work(await _claimer(backend), now=T0)
+    token_id, job, reuse = await _reuse_sent(backend, "then-begin")
     claim = claim_of(job)
-    reuse = await sc.begin_access(
-        backend, claim, AccessKind.REUSE, now=T0, token_id=token_id, quota=None
-    )
-    assert isinstance(reuse, int)
     session = StepWrite(Step.SESSION, session=Session("s-then", "sig-then"))
     started = events.import_started(job)
     then = AccessStart(AccessKind.DEFAULT_IMPORT, token_id, "s-then", started, T0)

@@ -1,6 +1,6 @@
 """Where ``aisd simulate``'s time per import goes: the store's calls, counted and timed.
 
-    .venv/bin/python bench/simulate_bench.py [DAYS] [TOKENS] [--from-day N]    # default 6 50, 2
+    .venv/bin/python bench/simulate_bench.py [DAYS] [TOKENS] [--from-day N] [--no-gc]  # 6 50, 2
 
 Runs the simulation as ``aisd simulate`` does (a throwaway database in /dev/shm, warnings only)
 and, from virtual day 2 on (the first imports' year of history is a one-off; ``--from-day``
@@ -8,13 +8,15 @@ moves that start later, to see what grows with the history), counts every store
 call the daemon's parts and the simulation make, and times the statements of each on the event
 loop's thread (the scratch store runs them inline). Prints the process's CPU per import in
 that window, then per store method: calls per import, statement milliseconds per import and
-per call. Timings include nothing of the other tasks the store call lets run.
+per call. Timings include nothing of the other tasks the store call lets run. ``--no-gc``
+runs it with the cyclic garbage collector off (whether collections are what grows).
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import gc
 import logging
 import tempfile
 import time
@@ -109,7 +111,10 @@ def main() -> None:
     parser.add_argument("days", nargs="?", type=int, default=6)
     parser.add_argument("tokens", nargs="?", type=int, default=50)
     parser.add_argument("--from-day", type=int, default=WARM_UP_DAYS, help="count from this day")
+    parser.add_argument("--no-gc", action="store_true", help="the garbage collector off")
     args = parser.parse_args()
+    if args.no_gc:
+        gc.disable()
     logging.getLogger("aisd").setLevel(logging.WARNING)
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     tally = _Tally(args.from_day)
